@@ -1,0 +1,37 @@
+//! The one small room where kmsfs touches cryptography.
+//!
+//! Every AES-GCM seal and open, every HKDF and Argon2id derivation and every
+//! random byte in kmsfs comes from here. Nothing outside this module names
+//! `aes_gcm`, `hkdf`, `argon2` or `getrandom`, so a reviewer has one place to
+//! read. Key material lives in [`SecretKey`], which wipes itself on drop and
+//! can be neither printed, cloned nor compared except in constant time.
+
+mod aead;
+mod kdf;
+mod key;
+mod random;
+
+pub use aead::{BlockCipher, TAG_LEN, open, seal};
+pub use kdf::{
+    Argon2Params, derive_subkey, key_check_value, passphrase_key, passphrase_secret,
+    PASSPHRASE_KEY_PARAMS,
+};
+pub use key::SecretKey;
+pub use random::{random_array, random_bytes};
+
+/// Why a cryptographic operation failed. Carries no key material.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CryptoError {
+    /// The authentication tag did not match: wrong key, or altered bytes.
+    #[error("authentication failed (wrong key or altered data)")]
+    Authentication,
+    /// The sealed input is shorter than a nonce plus a tag.
+    #[error("sealed data truncated ({0} bytes)")]
+    Truncated(usize),
+    /// The operating system's random source failed.
+    #[error("random number generator failed: {0}")]
+    Random(String),
+    /// A key derivation was given parameters it cannot use.
+    #[error("key derivation failed: {0}")]
+    Kdf(String),
+}

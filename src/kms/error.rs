@@ -1,0 +1,75 @@
+//! Errors of the KMS, and whether a caller may retry them.
+
+use super::KeyState;
+
+/// What went wrong in the KMS. Never carries key material; names the group,
+/// key or tag concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum KmsError {
+    #[error("key group '{0}' does not exist")]
+    NoSuchGroup(String),
+    #[error("key group '{0}' already exists")]
+    GroupExists(String),
+    #[error("key group '{group}' is not empty ({keys} keys); delete its keys first")]
+    GroupNotEmpty { group: String, keys: usize },
+    #[error("key group '{0}' has no active key")]
+    NoActiveKey(String),
+    #[error("no key named '{name}' in key group '{group}'")]
+    NoSuchKey { group: String, name: String },
+    #[error("no key with tag {0} in the KMS")]
+    NoSuchTag(String),
+    #[error("a key named '{name}' already exists in key group '{group}'")]
+    KeyExists { group: String, name: String },
+    #[error("a key with tag {0} already exists")]
+    TagExists(String),
+    #[error("key {tag} is {state}: it cannot be used to {purpose}")]
+    KeyUnusable { tag: String, state: KeyState, purpose: &'static str },
+    #[error("key '{name}' cannot go from {from} to {to}")]
+    BadTransition { name: String, from: KeyState, to: KeyState },
+    #[error("key '{name}' is {state}: only prelive and terminated keys can be deleted")]
+    NotDeletable { name: String, state: KeyState },
+    #[error("key {tag} is in use by {users}: refused")]
+    InUse { tag: String, users: String },
+    #[error("the pass phrase does not recreate key {tag} (key check value differs)")]
+    PassphraseMismatch { tag: String },
+    #[error("invalid name '{0}': use 1-64 letters, digits, '_', '-' or '.'")]
+    BadName(String),
+    #[error("wrong pass phrase or host master key for the keystore at {0}")]
+    WrongHmk(String),
+    #[error("keystore {path} is damaged: {why}")]
+    Damaged { path: String, why: String },
+    #[error("keystore {path} has format version {version}; this kmsfs reads up to {supported}")]
+    UnknownVersion { path: String, version: u16, supported: u16 },
+    #[error("key file {0} is missing")]
+    MissingKeyFile(String),
+    #[error("this keystore is unlocked by a pass phrase: give --passphrase-file or KMSFS_PASSPHRASE_FILE")]
+    PassphraseRequired,
+    #[error("export container: {0}")]
+    Container(String),
+    #[error("the KMS did not answer within {secs}s: {why}")]
+    Unreachable { secs: u64, why: String },
+    #[error("keystore I/O on {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
+}
+
+impl KmsError {
+    /// A temporary failure (the KMS is unreachable) may succeed if retried;
+    /// every other failure is a decision and is final.
+    pub fn is_temporary(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+    }
+
+    /// Whether this means "the key needed is not available" (ENOKEY at the FUSE boundary).
+    pub fn is_missing_key(&self) -> bool {
+        matches!(
+            self,
+            Self::NoActiveKey(_) | Self::NoSuchTag(_) | Self::KeyUnusable { .. } | Self::NoSuchGroup(_)
+        )
+    }
+
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.display().to_string(), source }
+    }
+}

@@ -1,0 +1,222 @@
+//! Export and import of key groups in a pass-phrase protected container,
+//! to move keys to a DR site. Import is atomic (one keystore write), skips
+//! keys whose tag exists, and reports what it did.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+use super::model::{GroupRecord, KeyOrigin, KeyRecord, now};
+use super::{KeyState, Keystore, KmsError};
+use crate::crypto::{self, Argon2Params, PASSPHRASE_KEY_PARAMS, SecretKey};
+use crate::store::atomic::write_atomic;
+
+const MAGIC: &[u8; 8] = b"KMSFSKEX";
+const VERSION: u16 = 1;
+const HEADER_LEN: usize = 40;
+const INFO: &[u8] = b"kmsfs key export v1";
+
+/// One exported key: its record and its bits (only ever inside the sealed container).
+#[derive(Serialize, Deserialize)]
+struct ExportKey {
+    group: String,
+    name: String,
+    tag: String,
+    state: KeyState,
+    description: String,
+    created: u64,
+    origin: KeyOrigin,
+    secret: Vec<u8>,
+}
+
+impl Drop for ExportKey {
+    fn drop(&mut self) {
+        self.secret.zeroize();
+    }
+}
+
+/// The plaintext of a container.
+#[derive(Serialize, Deserialize)]
+pub struct ExportBody {
+    groups: Vec<GroupRecord>,
+    keys: Vec<ExportKey>,
+}
+
+/// What an import did (or, with preview, would do).
+#[derive(Debug, Default, Serialize)]
+pub struct ImportReport {
+    pub groups_created: Vec<String>,
+    pub imported: Vec<String>,
+    pub skipped_existing_tag: Vec<String>,
+    pub made_inactive: Vec<String>,
+    pub preview: bool,
+}
+
+fn cfg() -> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Fixint> {
+    bincode::config::legacy()
+}
+
+fn header(p: Argon2Params, salt: &[u8; 16]) -> Vec<u8> {
+    let mut h = MAGIC.to_vec();
+    h.extend_from_slice(&VERSION.to_le_bytes());
+    h.extend_from_slice(&[0, 0]);
+    for v in [p.m_kib, p.t, p.p] {
+        h.extend_from_slice(&v.to_le_bytes());
+    }
+    h.extend_from_slice(salt);
+    h
+}
+
+/// Writes the given groups (all if empty) to a container at `out`.
+pub fn export_container(ks: &Keystore, groups: &[String], pass: &[u8], out: &Path) -> Result<usize, KmsError> {
+    for g in groups {
+        if !ks.body.groups.iter().any(|r| &r.name == g) {
+            return Err(KmsError::NoSuchGroup(g.clone()));
+        }
+    }
+    let wanted = |g: &str| groups.is_empty() || groups.iter().any(|w| w == g);
+    let mut keys = Vec::new();
+    for r in ks.body.keys.iter().filter(|r| wanted(&r.group)) {
+        let key = ks.unseal(r)?;
+        keys.push(ExportKey {
+            group: r.group.clone(),
+            name: r.name.clone(),
+            tag: r.tag.clone(),
+            state: r.state,
+            description: r.description.clone(),
+            created: r.created,
+            origin: r.origin,
+            secret: key.expose_secret().to_vec(),
+        });
+    }
+    let n = keys.len();
+    let body = ExportBody { groups: ks.body.groups.iter().filter(|g| wanted(&g.name)).cloned().collect(), keys };
+    let plain = Zeroizing::new(bincode::serde::encode_to_vec(&body, cfg()).map_err(|e| KmsError::Container(e.to_string()))?);
+    let salt = crypto::random_array::<16>()?;
+    let hdr = header(PASSPHRASE_KEY_PARAMS, &salt);
+    let key = crypto::passphrase_secret(pass, &salt, PASSPHRASE_KEY_PARAMS, INFO)?;
+    let mut bytes = hdr.clone();
+    bytes.extend_from_slice(&crypto::seal(&key, &hdr, &plain)?);
+    write_atomic(out, &bytes, 0o600).map_err(|e| KmsError::io(out, e))?;
+    Ok(n)
+}
+
+/// Opens a container. A wrong pass phrase and a damaged file both fail
+/// authentication; the message says both are possible.
+pub fn read_container(path: &Path, pass: &[u8]) -> Result<ExportBody, KmsError> {
+    let bytes = std::fs::read(path).map_err(|e| KmsError::io(path, e))?;
+    let bad = |why: &str| KmsError::Container(format!("{}: {why}", path.display()));
+    if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
+        return Err(bad("not a kmsfs key export container"));
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version != VERSION {
+        return Err(KmsError::UnknownVersion { path: path.display().to_string(), version, supported: VERSION });
+    }
+    let u = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+    let params = Argon2Params { m_kib: u(12), t: u(16), p: u(20) };
+    let key = crypto::passphrase_secret(pass, &bytes[24..40], params, INFO)?;
+    let plain = crypto::open(&key, &bytes[..HEADER_LEN], &bytes[HEADER_LEN..])
+        .map_err(|_| bad("wrong pass phrase, or the container is damaged"))?;
+    let (body, _) = bincode::serde::decode_from_slice(&plain, cfg()).map_err(|e| bad(&e.to_string()))?;
+    Ok(body)
+}
+
+impl Keystore {
+    /// Imports a container's keys. Without `preserve_kgname`, a group whose
+    /// name exists here is imported as `NAME-imported` (never merged into a
+    /// live group); with it, keys join the same-named group. An imported
+    /// active key becomes inactive where the group already has an active key.
+    pub fn import_keys(&mut self, body: &ExportBody, preserve_kgname: bool, preview: bool) -> Result<ImportReport, KmsError> {
+        let saved = self.body.clone();
+        let mut report = ImportReport { preview, ..Default::default() };
+        let result = self.apply_import(body, preserve_kgname, &mut report);
+        if preview || result.is_err() {
+            self.body = saved;
+        } else if let Err(e) = self.save() {
+            self.body = saved;
+            return Err(e);
+        }
+        result.map(|()| report)
+    }
+
+    fn apply_import(&mut self, body: &ExportBody, preserve: bool, report: &mut ImportReport) -> Result<(), KmsError> {
+        let mut names = std::collections::HashMap::new();
+        for g in &body.groups {
+            let exists = self.body.groups.iter().any(|r| r.name == g.name);
+            let target = if exists && !preserve { format!("{}-imported", g.name) } else { g.name.clone() };
+            if !self.body.groups.iter().any(|r| r.name == target) {
+                self.body.groups.push(GroupRecord { name: target.clone(), ..g.clone() });
+                report.groups_created.push(target.clone());
+            }
+            names.insert(g.name.clone(), target);
+        }
+        for k in &body.keys {
+            if self.record_by_tag(&k.tag).is_some() {
+                report.skipped_existing_tag.push(k.tag.clone());
+                continue;
+            }
+            let group = names.get(&k.group).cloned().unwrap_or_else(|| k.group.clone());
+            let key = SecretKey::from_slice(&k.secret).ok_or_else(|| KmsError::Container(format!("key {} is not 32 bytes", k.tag)))?;
+            let mut state = k.state;
+            let has_active = self.body.keys.iter().any(|r| r.group == group && r.state == KeyState::Active);
+            if state == KeyState::Active && has_active {
+                state = KeyState::Inactive;
+                report.made_inactive.push(k.tag.clone());
+            }
+            let name = if self.body.keys.iter().any(|r| r.group == group && r.name == k.name) {
+                format!("{}-{}", k.name, &k.tag[..8])
+            } else {
+                k.name.clone()
+            };
+            self.body.keys.push(KeyRecord {
+                group: group.clone(),
+                name: name.clone(),
+                tag: k.tag.clone(),
+                state,
+                description: k.description.clone(),
+                created: k.created,
+                modified: now(),
+                origin: k.origin,
+                kcv: hex::encode(crypto::key_check_value(&key)),
+                sealed: self.seal_for(&k.tag, &key)?,
+            });
+            report.imported.push(format!("{group}/{name} ({})", k.tag));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kms::{HmkSource, NewKey};
+
+    fn ks(d: &Path) -> Keystore {
+        Keystore::create(d, HmkSource::File(d.join("h"))).unwrap()
+    }
+
+    #[test]
+    fn export_import_moves_keys_and_skips_existing_tags() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut src = ks(a.path());
+        src.create_group("ENCR_F", "").unwrap();
+        let tag = src.create_key(NewKey { group: "ENCR_F", name: "k", description: "", passphrase: None, activate: true }).unwrap();
+        let out = a.path().join("keys.kex");
+        assert_eq!(export_container(&src, &[], b"dr pass", &out).unwrap(), 1);
+        assert!(matches!(read_container(&out, b"nope"), Err(KmsError::Container(_))));
+        let body = read_container(&out, b"dr pass").unwrap();
+        let mut dst = ks(b.path());
+        let preview = dst.import_keys(&body, true, true).unwrap();
+        assert_eq!(preview.imported.len(), 1);
+        assert!(dst.state_of(&tag).is_none(), "preview changes nothing");
+        let r = dst.import_keys(&body, true, false).unwrap();
+        assert_eq!(r.groups_created, vec!["ENCR_F".to_string()]);
+        assert!(dst.key_for_decrypt(&tag).unwrap().ct_eq(&src.key_for_decrypt(&tag).unwrap()));
+        let again = dst.import_keys(&body, true, false).unwrap();
+        assert_eq!(again.skipped_existing_tag, vec![tag]);
+        let reopened = Keystore::open(b.path(), HmkSource::File(b.path().join("h"))).unwrap();
+        assert_eq!(reopened.list_keys(None).unwrap().len(), 1);
+    }
+}

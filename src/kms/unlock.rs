@@ -1,0 +1,146 @@
+//! How the keystore is unlocked: the host master key (HMK) from a key file
+//! or from a pass phrase, and the key protection key (KPK) sealed under it.
+//!
+//! Files (all 0600, formats in docs/format.md):
+//! `hmk.key` raw HMK (file mode), `hmk.params` Argon2id salt and costs
+//! (pass-phrase mode), `kpk.key` the KPK sealed under the HMK.
+
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use super::KmsError;
+use crate::crypto::{self, Argon2Params, SecretKey};
+use crate::store::atomic::write_atomic;
+
+const HMK_MAGIC: &[u8; 8] = b"KMSFSHMK";
+const HPP_MAGIC: &[u8; 8] = b"KMSFSHPP";
+const KPK_MAGIC: &[u8; 8] = b"KMSFSKPK";
+const VERSION: u16 = 1;
+const HMK_INFO: &[u8] = b"kmsfs host master key v1";
+
+/// Argon2id costs for a pass-phrase HMK (same as pass-phrase keys).
+pub const HMK_PARAMS: Argon2Params = crypto::PASSPHRASE_KEY_PARAMS;
+
+/// Where the HMK comes from.
+pub enum HmkSource {
+    /// A key file (default `STORE/kms/hmk.key`, or kept elsewhere).
+    File(PathBuf),
+    /// A pass phrase; its salt is in `STORE/kms/hmk.params`.
+    Passphrase(Zeroizing<Vec<u8>>),
+}
+
+/// What the caller knows to unlock a store: an HMK file kept outside the
+/// store and/or a pass phrase. Both optional; the store config says which
+/// mode applies.
+#[derive(Default)]
+pub struct Unlock {
+    pub hmk_file: Option<PathBuf>,
+    pub passphrase: Option<Zeroizing<Vec<u8>>>,
+}
+
+fn header(magic: &[u8; 8]) -> Vec<u8> {
+    let mut h = magic.to_vec();
+    h.extend_from_slice(&VERSION.to_le_bytes());
+    h.extend_from_slice(&[0, 0]);
+    h
+}
+
+/// Checks magic and version of a small key file; returns the rest.
+pub(super) fn parse_header<'a>(bytes: &'a [u8], magic: &[u8; 8], path: &Path) -> Result<&'a [u8], KmsError> {
+    let damaged = |why: &str| KmsError::Damaged { path: path.display().to_string(), why: why.to_string() };
+    if bytes.len() < 12 {
+        return Err(damaged("truncated header"));
+    }
+    if &bytes[..8] != magic {
+        return Err(damaged("bad magic number"));
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version != VERSION {
+        return Err(KmsError::UnknownVersion { path: path.display().to_string(), version, supported: VERSION });
+    }
+    Ok(&bytes[12..])
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, KmsError> {
+    std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => KmsError::MissingKeyFile(path.display().to_string()),
+        _ => KmsError::io(path, e),
+    })
+}
+
+/// Makes a new random HMK in `path`.
+pub fn create_hmk_file(path: &Path) -> Result<SecretKey, KmsError> {
+    let hmk = SecretKey::random()?;
+    let mut bytes = Zeroizing::new(header(HMK_MAGIC));
+    bytes.extend_from_slice(hmk.expose_secret());
+    write_atomic(path, &bytes, 0o600).map_err(|e| KmsError::io(path, e))?;
+    Ok(hmk)
+}
+
+/// Reads the HMK from its key file.
+pub fn read_hmk_file(path: &Path) -> Result<SecretKey, KmsError> {
+    let bytes = Zeroizing::new(read(path)?);
+    let rest = parse_header(&bytes, HMK_MAGIC, path)?;
+    SecretKey::from_slice(rest).ok_or_else(|| KmsError::Damaged {
+        path: path.display().to_string(),
+        why: format!("key file holds {} key bytes, not 32", rest.len()),
+    })
+}
+
+/// Makes the salt file of a pass-phrase HMK and derives the HMK.
+pub fn create_passphrase_hmk(params_path: &Path, pass: &[u8]) -> Result<SecretKey, KmsError> {
+    let salt = crypto::random_array::<16>()?;
+    let mut bytes = header(HPP_MAGIC);
+    for v in [HMK_PARAMS.m_kib, HMK_PARAMS.t, HMK_PARAMS.p] {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    bytes.extend_from_slice(&salt);
+    write_atomic(params_path, &bytes, 0o600).map_err(|e| KmsError::io(params_path, e))?;
+    Ok(crypto::passphrase_secret(pass, &salt, HMK_PARAMS, HMK_INFO)?)
+}
+
+/// Derives a pass-phrase HMK with the recorded salt and costs.
+pub fn derive_passphrase_hmk(params_path: &Path, pass: &[u8]) -> Result<SecretKey, KmsError> {
+    let bytes = read(params_path)?;
+    let rest = parse_header(&bytes, HPP_MAGIC, params_path)?;
+    if rest.len() != 28 {
+        return Err(KmsError::Damaged { path: params_path.display().to_string(), why: "wrong length".into() });
+    }
+    let u = |i: usize| u32::from_le_bytes(rest[i..i + 4].try_into().expect("4 bytes"));
+    let params = Argon2Params { m_kib: u(0), t: u(4), p: u(8) };
+    Ok(crypto::passphrase_secret(pass, &rest[12..28], params, HMK_INFO)?)
+}
+
+/// Writes a new random KPK sealed under `hmk`.
+pub fn create_kpk(path: &Path, hmk: &SecretKey) -> Result<SecretKey, KmsError> {
+    let kpk = SecretKey::random()?;
+    let mut bytes = header(KPK_MAGIC);
+    bytes.extend_from_slice(&crypto::key_check_value(hmk));
+    let sealed = crypto::seal(hmk, &bytes, kpk.expose_secret())?;
+    bytes.extend_from_slice(&sealed);
+    write_atomic(path, &bytes, 0o600).map_err(|e| KmsError::io(path, e))?;
+    Ok(kpk)
+}
+
+/// Opens the KPK. A check value that differs means the wrong HMK (pass
+/// phrase or key file); a check value that matches with a failing seal
+/// means the KPK file is damaged.
+pub fn open_kpk(path: &Path, hmk: &SecretKey, store_dir: &Path) -> Result<SecretKey, KmsError> {
+    let bytes = read(path)?;
+    let rest = parse_header(&bytes, KPK_MAGIC, path)?;
+    if rest.len() < 8 {
+        return Err(KmsError::Damaged { path: path.display().to_string(), why: "truncated".into() });
+    }
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(&rest[..8], &crypto::key_check_value(hmk)[..])) {
+        return Err(KmsError::WrongHmk(store_dir.display().to_string()));
+    }
+    let plain = crypto::open(hmk, &bytes[..20], &rest[8..]).map_err(|e| KmsError::Damaged {
+        path: path.display().to_string(),
+        why: e.to_string(),
+    })?;
+    SecretKey::from_slice(&plain).ok_or_else(|| KmsError::Damaged {
+        path: path.display().to_string(),
+        why: "sealed KPK is not 32 bytes".into(),
+    })
+}

@@ -1,0 +1,10 @@
+//! kmsfs: a FUSE filesystem for backup storage.
+//!
+//! Volume pools of virtual tapes, virtual tape drives and deduplicating
+//! pools, presented as ordinary directories, with keys from a key management
+//! service. See DESIGN.md for the domain and `docs/format.md` for every
+//! on-disk format. `main.rs` only parses arguments and calls [`cli::run`].
+
+pub mod crypto;
+pub mod kms;
+pub mod store;

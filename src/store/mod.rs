@@ -1,0 +1,4 @@
+//! The store: one directory holding config, keystore, volumes, catalog and
+//! LSUs; created by `init`, opened (and locked) by the daemon or the CLI.
+
+pub mod atomic;
