@@ -6,5 +6,7 @@
 //! on-disk format. `main.rs` only parses arguments and calls [`cli::run`].
 
 pub mod crypto;
+pub mod catalog;
 pub mod kms;
+pub mod tape;
 pub mod store;

@@ -19,7 +19,7 @@ mod unlock;
 
 pub use client::{EmbeddedKms, KeyUsers, KmsClient, NoUsers, Retrying, TaggedKey, WrappedKey};
 pub use error::KmsError;
-pub use keystore::Keystore;
+pub use keystore::{HMK_FILE, Keystore};
 pub use model::{GroupInfo, KeyInfo, KeyOrigin, new_tag};
 pub use ops::NewKey;
 pub use state::KeyState;

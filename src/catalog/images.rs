@@ -1,0 +1,130 @@
+//! Committing, reading and deleting images: the one transaction in which an
+//! image and its volumes' append points become durable together.
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::tables::{DIRENTS, IMAGES, INODES, VOLUMES, dec, enc};
+use super::{Catalog, CatalogError, FileAttrs, ImageRec, Inode, InodeKind, VolumeRec};
+
+/// What a writer commits.
+pub struct Commit<'a> {
+    pub ino: u64,
+    pub parent: u64,
+    pub name: &'a str,
+    pub attrs: FileAttrs,
+    pub image: &'a ImageRec,
+    /// New append point and state of each volume written.
+    pub volumes: &'a [VolumeUpdate],
+}
+
+/// How a writer leaves a volume: its new append point and state. The
+/// image count is incremented inside the commit transaction.
+#[derive(Debug, Clone)]
+pub struct VolumeUpdate {
+    pub barcode: String,
+    pub used: u64,
+    pub state: super::VolumeState,
+}
+
+impl Catalog {
+    /// Commits an image: record, namespace entry (replacing an older image
+    /// at the same name, whose id is returned), volumes. Durable on return.
+    pub fn commit_image(&self, c: Commit<'_>) -> Result<Option<u128>, CatalogError> {
+        let tx = self.db.begin_write()?;
+        let replaced = {
+            let mut d = tx.open_table(DIRENTS)?;
+            let mut t = tx.open_table(INODES)?;
+            let mut images = tx.open_table(IMAGES)?;
+            let mut vols = tx.open_table(VOLUMES)?;
+            let mut replaced = None;
+            if let Some(old_ino) = d.get((c.parent, c.name))?.map(|v| v.value()) {
+                let old: Inode = dec(t.get(old_ino)?.ok_or_else(|| CatalogError::NotFound(c.name.into()))?.value())?;
+                match old.kind {
+                    InodeKind::Image(id) => replaced = Some(id),
+                    _ => return Err(CatalogError::IsDir(c.name.into())),
+                }
+                t.remove(old_ino)?;
+            }
+            let pool = c.image.pool.clone();
+            let node = Inode { ino: c.ino, parent: c.parent, name: c.name.into(), pool, kind: InodeKind::Image(c.image.id), attrs: c.attrs };
+            d.insert((c.parent, c.name), c.ino)?;
+            t.insert(c.ino, enc(&node).as_slice())?;
+            images.insert(c.image.id, enc(c.image).as_slice())?;
+            for u in c.volumes {
+                let cur = vols.get(u.barcode.as_str())?.map(|v| dec::<VolumeRec>(v.value())).transpose()?;
+                let mut v = cur.ok_or_else(|| CatalogError::NotFound(format!("volume {}", u.barcode)))?;
+                v.used = u.used;
+                v.state = u.state;
+                v.images += 1;
+                vols.insert(u.barcode.as_str(), enc(&v).as_slice())?;
+            }
+            replaced
+        };
+        tx.commit()?;
+        Ok(replaced)
+    }
+
+    /// The image with this id.
+    pub fn image(&self, id: u128) -> Result<Option<ImageRec>, CatalogError> {
+        let rx = self.db.begin_read()?;
+        let t = rx.open_table(IMAGES)?;
+        t.get(id)?.map(|v| dec(v.value())).transpose()
+    }
+
+    /// Every committed image.
+    pub fn images(&self) -> Result<Vec<ImageRec>, CatalogError> {
+        let rx = self.db.begin_read()?;
+        let t = rx.open_table(IMAGES)?;
+        let mut out = Vec::new();
+        for e in t.iter()? {
+            out.push(dec(e?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Removes a file's namespace entry and its image; decrements the image
+    /// counts of its volumes. Returns the image so the caller can recycle
+    /// volumes that no longer hold anything.
+    pub fn unlink(&self, parent: u64, name: &str) -> Result<ImageRec, CatalogError> {
+        let tx = self.db.begin_write()?;
+        let img = {
+            let mut d = tx.open_table(DIRENTS)?;
+            let mut t = tx.open_table(INODES)?;
+            let ino = d.get((parent, name))?.map(|v| v.value()).ok_or_else(|| CatalogError::NotFound(name.into()))?;
+            let node: Inode = dec(t.get(ino)?.ok_or_else(|| CatalogError::NotFound(name.into()))?.value())?;
+            let InodeKind::Image(id) = node.kind else { return Err(CatalogError::IsDir(name.into())) };
+            d.remove((parent, name))?;
+            t.remove(ino)?;
+            drop_image(&tx, id)?
+        };
+        tx.commit()?;
+        Ok(img)
+    }
+
+    /// Drops an image that no namespace entry names any more (replaced by
+    /// a newer version or a rename).
+    pub fn drop_image(&self, id: u128) -> Result<ImageRec, CatalogError> {
+        let tx = self.db.begin_write()?;
+        let img = drop_image(&tx, id)?;
+        tx.commit()?;
+        Ok(img)
+    }
+}
+
+fn drop_image(tx: &redb::WriteTransaction, id: u128) -> Result<ImageRec, CatalogError> {
+    let mut images = tx.open_table(IMAGES)?;
+    let img: ImageRec = dec(images.remove(id)?.ok_or_else(|| CatalogError::NotFound(format!("image {id:032x}")))?.value())?;
+    let mut vols = tx.open_table(VOLUMES)?;
+    let mut seen = std::collections::BTreeSet::new();
+    for f in &img.fragments {
+        if !seen.insert(f.volume.clone()) {
+            continue;
+        }
+        let rec = vols.get(f.volume.as_str())?.map(|v| dec::<VolumeRec>(v.value())).transpose()?;
+        if let Some(mut v) = rec {
+            v.images = v.images.saturating_sub(1);
+            vols.insert(f.volume.as_str(), enc(&v).as_slice())?;
+        }
+    }
+    Ok(img)
+}

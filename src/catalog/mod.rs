@@ -1,0 +1,75 @@
+//! The catalog: the namespace (pools, folders, image files), every image's
+//! fragments, volumes and key tag, and the volumes of the library. Kept in
+//! redb, whose transactions are durable at commit: an image appears only in
+//! the transaction that commits it, after its data was fsynced, so a crash
+//! at any point leaves every committed image intact and no half image.
+
+mod images;
+pub use images::{Commit, VolumeUpdate};
+mod namespace;
+mod records;
+mod tables;
+mod users;
+mod volumes;
+
+use std::path::Path;
+
+pub use records::{FileAttrs, Fragment, ImageRec, Inode, InodeKind, VolumeRec, VolumeState};
+pub use users::CatalogUsers;
+
+/// Fixed inode numbers of the top of the tree.
+pub const ROOT_INO: u64 = 1;
+pub const POOLS_INO: u64 = 2;
+pub const MSDP_INO: u64 = 3;
+/// First inode number handed out for pools, folders and images.
+pub const FIRST_DYNAMIC_INO: u64 = 16;
+
+/// What went wrong in the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog database: {0}")]
+    Db(String),
+    #[error("catalog record does not decode: {0}")]
+    Decode(String),
+    #[error("'{0}' not found")]
+    NotFound(String),
+    #[error("'{0}' already exists")]
+    Exists(String),
+    #[error("directory '{0}' is not empty")]
+    NotEmpty(String),
+    #[error("'{0}' is not a directory")]
+    NotDir(String),
+    #[error("'{0}' is a directory")]
+    IsDir(String),
+    #[error("catalog format version {found}; this kmsfs reads {supported}")]
+    UnknownVersion { found: u64, supported: u64 },
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for CatalogError {
+            fn from(e: $t) -> Self { CatalogError::Db(e.to_string()) }
+        }
+    )*};
+}
+db_err!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+/// The open catalog.
+pub struct Catalog {
+    db: redb::Database,
+    next_ino: std::sync::atomic::AtomicU64,
+}
+
+impl Catalog {
+    /// Opens (creating if absent) the catalog file.
+    pub fn open(path: &Path) -> Result<Self, CatalogError> {
+        let db = redb::Database::create(path)?;
+        let next = tables::init(&db)?;
+        Ok(Self { db, next_ino: std::sync::atomic::AtomicU64::new(next) })
+    }
+
+    /// A fresh inode number (persisted with the record that uses it).
+    pub fn alloc_ino(&self) -> u64 {
+        self.next_ino.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    }
+}

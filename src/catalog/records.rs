@@ -1,0 +1,97 @@
+//! Catalog records. Serialized with bincode (legacy config); their layout
+//! is part of the catalog format (docs/format.md) and pinned by a test.
+
+use serde::{Deserialize, Serialize};
+
+/// Attributes of a file or folder that a user may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileAttrs {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Nanoseconds since the Unix epoch.
+    pub atime_ns: i64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+/// What an inode is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InodeKind {
+    /// A volume pool (a directory right under `pools/`).
+    Pool,
+    /// A folder inside a pool.
+    Dir,
+    /// A committed image.
+    Image(u128),
+}
+
+/// A namespace entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inode {
+    pub ino: u64,
+    pub parent: u64,
+    pub name: String,
+    /// The pool this entry lives in (its own name for a pool).
+    pub pool: String,
+    pub kind: InodeKind,
+    pub attrs: FileAttrs,
+}
+
+/// One fragment of an image: a run of data blocks on one volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fragment {
+    pub volume: String,
+    pub number: u32,
+    /// Offset of the fragment header on the volume.
+    pub header_offset: u64,
+    /// Offset of the first data block on the volume.
+    pub data_offset: u64,
+    /// Offset of this fragment's first byte within the image.
+    pub image_offset: u64,
+    /// Plaintext bytes in this fragment.
+    pub len: u64,
+    pub blocks: u64,
+    /// HKDF salt of the fragment subkey (not secret; also in the header).
+    pub salt: [u8; 32],
+}
+
+/// A committed image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRec {
+    pub id: u128,
+    pub pool: String,
+    /// Path inside the pool when written.
+    pub path: String,
+    pub size: u64,
+    pub block_size: u32,
+    /// Key tag (the KAD) of an encrypted image.
+    pub key_tag: Option<String>,
+    /// Key check value of that key, hex.
+    pub kcv: Option<String>,
+    /// SHA-256 of the plaintext.
+    pub sha256: [u8; 32],
+    pub created_ns: i64,
+    pub fragments: Vec<Fragment>,
+}
+
+/// A volume's life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeState {
+    Scratch,
+    Active,
+    Full,
+}
+
+/// A virtual cartridge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRec {
+    pub barcode: String,
+    pub pool: String,
+    pub state: VolumeState,
+    /// Bytes of the volume file covered by committed images (the append point).
+    pub used: u64,
+    pub capacity: u64,
+    /// Committed images with a fragment on this volume.
+    pub images: u32,
+}

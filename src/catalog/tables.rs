@@ -1,0 +1,56 @@
+//! redb table definitions, the catalog format version, and (de)serialisation
+//! of records (bincode, legacy config: fixed-width little-endian integers).
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{CatalogError, FIRST_DYNAMIC_INO};
+
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
+pub const DIRENTS: TableDefinition<(u64, &str), u64> = TableDefinition::new("dirents");
+pub const IMAGES: TableDefinition<u128, &[u8]> = TableDefinition::new("images");
+pub const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");
+
+/// Catalog format version (bump with a reader for the old one).
+pub const CATALOG_VERSION: u64 = 1;
+
+fn cfg() -> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Fixint> {
+    bincode::config::legacy()
+}
+
+pub fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(v, cfg()).expect("catalog records serialize")
+}
+
+pub fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, CatalogError> {
+    bincode::serde::decode_from_slice(b, cfg()).map(|(v, _)| v).map_err(|e| CatalogError::Decode(e.to_string()))
+}
+
+/// Creates tables on first use, checks the version, returns the next free inode.
+pub fn init(db: &redb::Database) -> Result<u64, CatalogError> {
+    let tx = db.begin_write()?;
+    {
+        let mut meta = tx.open_table(META)?;
+        let version = meta.get("version")?.map(|v| v.value());
+        match version {
+            None => {
+                meta.insert("version", CATALOG_VERSION)?;
+            }
+            Some(v) if v != CATALOG_VERSION => {
+                return Err(CatalogError::UnknownVersion { found: v, supported: CATALOG_VERSION });
+            }
+            Some(_) => {}
+        }
+        tx.open_table(INODES)?;
+        tx.open_table(DIRENTS)?;
+        tx.open_table(IMAGES)?;
+        tx.open_table(VOLUMES)?;
+    }
+    tx.commit()?;
+    let rx = db.begin_read()?;
+    let inodes = rx.open_table(INODES)?;
+    let last = inodes.last()?.map(|(k, _)| k.value()).unwrap_or(0);
+    Ok(last.max(FIRST_DYNAMIC_INO - 1) + 1)
+}

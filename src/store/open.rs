@@ -1,0 +1,119 @@
+//! Creating and opening a store.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+use super::{Config, HmkMode, StoreError, StoreLock};
+use crate::catalog::{Catalog, CatalogUsers};
+use crate::tape::{Library, LibraryConfig};
+use crate::kms::{EmbeddedKms, HmkSource, Keystore, KmsClient, KmsError, Retrying, Unlock};
+
+/// Options of `kmsfs init`.
+#[derive(Default)]
+pub struct InitOptions {
+    /// Derive the HMK from this pass phrase instead of a random key file.
+    pub passphrase: Option<Zeroizing<Vec<u8>>>,
+    /// Keep the HMK file here instead of `STORE/kms/hmk.key`.
+    pub hmk_file: Option<PathBuf>,
+    pub drives: Option<u32>,
+    pub volume_capacity: Option<u64>,
+    pub drive_wait_secs: Option<u64>,
+    pub max_volumes: Option<u32>,
+}
+
+/// An open, locked store.
+pub struct Store {
+    pub dir: PathBuf,
+    pub config: Config,
+    /// The embedded keystore, for KMS administration.
+    pub kms_admin: Arc<EmbeddedKms>,
+    /// The KMS client every data path uses.
+    pub kms: Arc<dyn KmsClient>,
+    pub catalog: Arc<Catalog>,
+    /// Drives and volumes.
+    pub library: Arc<Library>,
+    _lock: StoreLock,
+}
+
+const SUBDIRS: [&str; 4] = ["kms", "volumes", "catalog", "lsu"];
+
+fn hmk_source(dir: &Path, mode: HmkMode, unlock: Unlock) -> Result<HmkSource, KmsError> {
+    match mode {
+        HmkMode::File => Ok(HmkSource::File(unlock.hmk_file.unwrap_or_else(|| dir.join("kms").join(crate::kms::HMK_FILE)))),
+        HmkMode::Passphrase => unlock.passphrase.map(HmkSource::Passphrase).ok_or(KmsError::PassphraseRequired),
+    }
+}
+
+impl Store {
+    /// Creates a store in `dir` (new or empty). The config is written last,
+    /// so an interrupted init is recognised as half-made.
+    pub fn init(dir: &Path, opts: InitOptions) -> Result<Config, StoreError> {
+        if dir.join(super::CONFIG_FILE).exists()
+            || (dir.is_dir() && std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))?.next().is_some())
+        {
+            return Err(StoreError::NotEmpty(dir.display().to_string()));
+        }
+        set_umask();
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| StoreError::io(dir, e))?;
+        for sub in SUBDIRS {
+            std::fs::create_dir_all(dir.join(sub)).map_err(|e| StoreError::io(&dir.join(sub), e))?;
+        }
+        let mode = if opts.passphrase.is_some() { HmkMode::Passphrase } else { HmkMode::File };
+        let unlock = Unlock { hmk_file: opts.hmk_file, passphrase: opts.passphrase };
+        Keystore::create(&dir.join("kms"), hmk_source(dir, mode, unlock)?)?;
+        Catalog::open(&dir.join("catalog/catalog.redb"))?;
+        let mut config = Config::new(mode);
+        config.drives = opts.drives.unwrap_or(config.drives);
+        config.volume_capacity = opts.volume_capacity.unwrap_or(config.volume_capacity);
+        config.drive_wait_secs = opts.drive_wait_secs.unwrap_or(config.drive_wait_secs);
+        config.max_volumes = opts.max_volumes.unwrap_or(config.max_volumes);
+        config.save(dir)?;
+        Ok(config)
+    }
+
+    /// Opens and locks the store at `dir`.
+    pub fn open(dir: &Path, unlock: Unlock) -> Result<Self, StoreError> {
+        set_umask();
+        let config = Config::load(dir)?;
+        let lock = StoreLock::acquire(dir)?;
+        let mut ks = Keystore::open(&dir.join("kms"), hmk_source(dir, config.hmk, unlock)?)?;
+        let catalog = Arc::new(Catalog::open(&dir.join("catalog/catalog.redb"))?);
+        ks.set_users(Box::new(CatalogUsers(catalog.clone())));
+        let kms_admin = Arc::new(EmbeddedKms::new(ks));
+        let kms: Arc<dyn KmsClient> =
+            Arc::new(Retrying::new(kms_admin.clone(), Duration::from_secs(config.kms_timeout_secs)));
+        let lib_cfg = LibraryConfig {
+            dir: dir.join("volumes"),
+            drives: config.drives,
+            drive_wait: Duration::from_secs(config.drive_wait_secs),
+            volume_capacity: config.volume_capacity,
+            max_volumes: config.max_volumes,
+        };
+        let library = Library::new(lib_cfg, catalog.clone(), kms.clone());
+        Ok(Self { dir: dir.to_path_buf(), config, kms_admin, kms, catalog, library, _lock: lock })
+    }
+
+    /// Where the volume files are.
+    pub fn volume_dir(&self) -> PathBuf {
+        self.dir.join("volumes")
+    }
+
+    /// Where the control socket of a daemon serving this store is.
+    pub fn control_socket(dir: &Path) -> PathBuf {
+        dir.join("control.sock")
+    }
+}
+
+/// Nothing kmsfs creates is readable by others.
+#[allow(unsafe_code)]
+fn set_umask() {
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+}

@@ -1,0 +1,128 @@
+//! Reading an image at random offsets: each block read takes a drive, loads
+//! the volume, registers the key by the tag recorded for the image (the
+//! KAD), authenticates and decrypts the block, and returns the drive clean.
+//! The last block read is kept per reader so sequential reads decrypt once.
+
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::format::{self, LAST_IN_FRAGMENT, LAST_IN_IMAGE};
+use super::{Library, TapeError};
+use crate::catalog::{Fragment, ImageRec};
+use crate::crypto::{self, BlockCipher};
+
+/// An open image.
+pub struct ImageReader {
+    lib: Arc<Library>,
+    img: ImageRec,
+    cache: Mutex<Option<(usize, u64, Arc<Vec<u8>>)>>,
+}
+
+impl ImageReader {
+    /// Opens an image; an encrypted one needs its key usable now (ENOKEY otherwise).
+    pub fn open(lib: &Arc<Library>, img: ImageRec) -> Result<Self, TapeError> {
+        if let Some(tag) = &img.key_tag {
+            lib.kms.key_by_tag(tag).map_err(|source| TapeError::Kms { subject: format!("tag {tag}"), source })?;
+        }
+        Ok(Self { lib: lib.clone(), img, cache: Mutex::new(None) })
+    }
+
+    /// The image record.
+    pub fn image(&self) -> &ImageRec {
+        &self.img
+    }
+
+    /// Up to `size` bytes from `offset`.
+    pub fn read_at(&self, offset: u64, size: usize) -> Result<Vec<u8>, TapeError> {
+        let end = (offset + size as u64).min(self.img.size);
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        let mut pos = offset;
+        while pos < end {
+            let (fi, frag) = self.fragment_at(pos)?;
+            let within = pos - frag.image_offset;
+            let bi = within / u64::from(self.img.block_size);
+            let block = self.block(fi, bi)?;
+            let start = (within % u64::from(self.img.block_size)) as usize;
+            let n = (block.len() - start).min((end - pos) as usize);
+            out.extend_from_slice(&block[start..start + n]);
+            pos += n as u64;
+        }
+        Ok(out)
+    }
+
+    fn fragment_at(&self, pos: u64) -> Result<(usize, &Fragment), TapeError> {
+        self.img
+            .fragments
+            .iter()
+            .enumerate()
+            .find(|(_, f)| pos >= f.image_offset && pos < f.image_offset + f.len)
+            .ok_or_else(|| TapeError::Format { what: "catalog", why: format!("no fragment holds offset {pos} of image {}", self.name()) })
+    }
+
+    fn name(&self) -> String {
+        format!("{}/{}", self.img.pool, self.img.path)
+    }
+
+    fn block(&self, fi: usize, bi: u64) -> Result<Arc<Vec<u8>>, TapeError> {
+        if let Some((f, b, data)) = self.cache.lock().as_ref()
+            && *f == fi
+            && *b == bi
+        {
+            return Ok(data.clone());
+        }
+        let data = Arc::new(self.load_block(fi, bi)?);
+        *self.cache.lock() = Some((fi, bi, data.clone()));
+        Ok(data)
+    }
+
+    /// Reads and authenticates block `bi` of fragment `fi` through a drive.
+    pub fn load_block(&self, fi: usize, bi: u64) -> Result<Vec<u8>, TapeError> {
+        let frag = &self.img.fragments[fi];
+        let bs = u64::from(self.img.block_size);
+        let len = (frag.len - bi * bs).min(bs) as usize;
+        let last_frag = fi + 1 == self.img.fragments.len();
+        let last_block = bi + 1 == frag.blocks;
+        let flags = match (last_block, last_frag) {
+            (true, true) => LAST_IN_FRAGMENT | LAST_IN_IMAGE,
+            (true, false) => LAST_IN_FRAGMENT,
+            _ => 0,
+        };
+        let drive = self.lib.drives.acquire("reading")?;
+        drive.load(&frag.volume, &self.img.pool);
+        if let Some(tag) = &self.img.key_tag {
+            let key = self.lib.kms.key_by_tag(tag).map_err(|source| TapeError::Kms { subject: format!("tag {tag}"), source })?;
+            drive.register_key(tag, key);
+        }
+        let file = self.lib.reader(&frag.volume)?;
+        let mut raw = vec![0u8; format::BLOCK_HEADER_LEN as usize + len + format::BLOCK_TRAILER_LEN as usize];
+        let at = frag.data_offset + bi * format::block_stride(self.img.block_size);
+        file.read_exact_at(&mut raw, at).map_err(|e| self.integrity(frag, bi, format!("read at offset {at}: {e}")))?;
+        let (hdr, rest) = raw.split_at_mut(format::BLOCK_HEADER_LEN as usize);
+        if format::block_header(len as u32, flags) != *hdr {
+            let (l, f) = format::parse_block_header(hdr);
+            return Err(self.integrity(frag, bi, format!("block header says {l} bytes, flags {f}; expected {len}, flags {flags}")));
+        }
+        let (data, trailer) = rest.split_at_mut(len);
+        let aad = format::block_aad(&frag.volume, self.img.id, frag.number, bi, len as u32, flags);
+        let trailer: [u8; 16] = (&*trailer).try_into().expect("16 bytes");
+        let ok = drive.with_key(|k| match k {
+            Some(k) => BlockCipher::new(&crypto::derive_subkey(k, &frag.salt, format::SUBKEY_INFO)).open_block(bi, &aad, data, &trailer).is_ok(),
+            None => format::clear_trailer(&aad, data) == trailer,
+        });
+        drop(drive);
+        if !ok {
+            return Err(self.integrity(frag, bi, "authentication failed".into()));
+        }
+        raw.drain(..format::BLOCK_HEADER_LEN as usize);
+        raw.truncate(len);
+        Ok(raw)
+    }
+
+    fn integrity(&self, frag: &Fragment, block: u64, why: String) -> TapeError {
+        let e = TapeError::Integrity { volume: frag.volume.clone(), image: self.name(), fragment: frag.number, block, why };
+        tracing::error!("{e}");
+        e
+    }
+}

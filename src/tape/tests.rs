@@ -1,0 +1,165 @@
+//! Tape path tests through the store API (no mount): round trips across
+//! volumes, tampering, truncation, dead writers, key states.
+
+use std::sync::Arc;
+
+use crate::catalog::{FileAttrs, POOLS_INO};
+use crate::catalog::InodeKind;
+use crate::kms::{KeyState, NewKey, Unlock};
+use crate::store::{InitOptions, Store};
+
+use super::{ImageReader, ImageWriter, TapeError, WriteTarget};
+
+pub(crate) fn attrs() -> FileAttrs {
+    FileAttrs { mode: 0o100644, uid: 0, gid: 0, atime_ns: 0, mtime_ns: 0, ctime_ns: 0 }
+}
+
+pub(crate) fn store(capacity: u64) -> (tempfile::TempDir, Store) {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("s");
+    Store::init(&dir, InitOptions { volume_capacity: Some(capacity), drive_wait_secs: Some(1), ..Default::default() }).unwrap();
+    let s = Store::open(&dir, Unlock::default()).unwrap();
+    s.kms_admin.write(|ks| {
+        ks.create_group("ENCR_F", "").unwrap();
+        ks.create_key(NewKey { group: "ENCR_F", name: "k1", description: "", passphrase: None, activate: true }).unwrap();
+    });
+    for p in ["ENCR_F", "Clear"] {
+        s.catalog.make_dir(POOLS_INO, p, p, InodeKind::Pool, attrs()).unwrap();
+    }
+    (d, s)
+}
+
+fn target(s: &Store, pool: &str, name: &str) -> WriteTarget {
+    let parent = s.catalog.lookup(POOLS_INO, pool).unwrap().unwrap().ino;
+    WriteTarget { ino: s.catalog.alloc_ino(), parent, name: name.into(), pool: pool.into(), path: name.into(), attrs: attrs() }
+}
+
+fn data(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[1] ^ seed).collect()
+}
+
+fn write(s: &Store, pool: &str, name: &str, bytes: &[u8]) -> crate::catalog::ImageRec {
+    let mut w = ImageWriter::begin(&s.library, target(s, pool, name)).unwrap();
+    for (i, chunk) in bytes.chunks(100_000).enumerate() {
+        w.write_at((i * 100_000) as u64, chunk).unwrap();
+    }
+    w.finish().unwrap().0
+}
+
+fn read_all(s: &Store, img: &crate::catalog::ImageRec) -> Result<Vec<u8>, TapeError> {
+    ImageReader::open(&s.library, img.clone())?.read_at(0, img.size as usize)
+}
+
+#[test]
+fn encrypted_image_spans_volumes_and_reads_back() {
+    let (_d, s) = store(2 << 20);
+    let bytes = data(5 << 20, 1);
+    let img = write(&s, "ENCR_F", "big.img", &bytes);
+    assert!(img.fragments.len() >= 3, "spans volumes: {}", img.fragments.len());
+    let vols: std::collections::BTreeSet<_> = img.fragments.iter().map(|f| f.volume.clone()).collect();
+    assert_eq!(vols.len(), img.fragments.len());
+    assert_eq!(read_all(&s, &img).unwrap(), bytes);
+    let r = ImageReader::open(&s.library, img.clone()).unwrap();
+    assert_eq!(r.read_at(3_000_000, 10).unwrap(), bytes[3_000_000..3_000_010]);
+    assert!(img.key_tag.is_some());
+    for i in 0..s.library.drives.count() {
+        assert!(!s.library.drives.holds_key(i), "idle drive {i} holds no key");
+    }
+}
+
+#[test]
+fn empty_and_clear_images() {
+    let (_d, s) = store(8 << 20);
+    let img = write(&s, "Clear", "empty", b"");
+    assert_eq!(read_all(&s, &img).unwrap(), b"");
+    let bytes = data(300_000, 2);
+    let img = write(&s, "Clear", "c", &bytes);
+    assert!(img.key_tag.is_none());
+    assert_eq!(read_all(&s, &img).unwrap(), bytes);
+}
+
+#[test]
+fn flipped_byte_fails_only_the_affected_block() {
+    let (_d, s) = store(8 << 20);
+    for pool in ["ENCR_F", "Clear"] {
+        let bytes = data(1 << 20, 3);
+        let img = write(&s, pool, "x", &bytes);
+        let f = &img.fragments[0];
+        let path = s.library.volume_path(&f.volume);
+        let mut vol = std::fs::read(&path).unwrap();
+        let at = (f.data_offset + super::format::block_stride(img.block_size) + 1000) as usize;
+        vol[at] ^= 1;
+        std::fs::write(&path, &vol).unwrap();
+        let r = ImageReader::open(&s.library, img.clone()).unwrap();
+        assert_eq!(r.read_at(0, 1000).unwrap(), bytes[..1000], "block 0 intact in {pool}");
+        let e = r.read_at(300_000, 10).unwrap_err();
+        assert!(matches!(e, TapeError::Integrity { block: 1, .. }), "{pool}: {e}");
+        assert!(e.to_string().contains(&f.volume));
+        assert_eq!(r.read_at(600_000, 10).unwrap(), bytes[600_000..600_010]);
+    }
+}
+
+#[test]
+fn truncated_volume_is_detected() {
+    let (_d, s) = store(8 << 20);
+    let bytes = data(600_000, 4);
+    let img = write(&s, "ENCR_F", "t", &bytes);
+    let path = s.library.volume_path(&img.fragments[0].volume);
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 200).unwrap();
+    assert!(matches!(read_all(&s, &img), Err(TapeError::Integrity { .. })));
+}
+
+#[test]
+fn abandoned_writer_commits_nothing_and_its_tail_is_cut() {
+    let (_d, s) = store(8 << 20);
+    let first = write(&s, "ENCR_F", "a", &data(400_000, 5));
+    let mut w = ImageWriter::begin(&s.library, target(&s, "ENCR_F", "dead")).unwrap();
+    w.write_at(0, &data(700_000, 6)).unwrap();
+    drop(w);
+    let parent = s.catalog.lookup(POOLS_INO, "ENCR_F").unwrap().unwrap().ino;
+    assert!(s.catalog.lookup(parent, "dead").unwrap().is_none());
+    let second = write(&s, "ENCR_F", "b", &data(100_000, 7));
+    assert_eq!(second.fragments[0].volume, first.fragments[0].volume);
+    assert_eq!(read_all(&s, &first).unwrap(), data(400_000, 5));
+    assert_eq!(read_all(&s, &second).unwrap(), data(100_000, 7));
+}
+
+#[test]
+fn non_sequential_write_is_refused_and_holes_fill_with_zeros() {
+    let (_d, s) = store(8 << 20);
+    let mut w = ImageWriter::begin(&s.library, target(&s, "Clear", "h")).unwrap();
+    w.write_at(0, b"abc").unwrap();
+    assert!(matches!(w.write_at(1, b"x"), Err(TapeError::NotSequential { offset: 1, end: 3, .. })));
+    w.write_at(10, b"z").unwrap();
+    let (img, _) = w.finish().unwrap();
+    assert_eq!(read_all(&s, &img).unwrap(), b"abc\0\0\0\0\0\0\0z");
+}
+
+#[test]
+fn key_state_governs_reads_and_writes() {
+    let (_d, s) = store(8 << 20);
+    let img = write(&s, "ENCR_F", "k", &data(1000, 8));
+    let set = |st| s.kms_admin.write(|ks| ks.modify_key("ENCR_F", "k1", Some(st), None, None)).unwrap();
+    set(KeyState::Inactive);
+    assert_eq!(read_all(&s, &img).unwrap(), data(1000, 8), "inactive still decrypts");
+    let e = ImageWriter::begin(&s.library, target(&s, "ENCR_F", "n")).err().unwrap();
+    assert!(matches!(&e, TapeError::Kms { source, .. } if source.is_missing_key()), "{e}");
+    set(KeyState::Deprecated);
+    let e = read_all(&s, &img).unwrap_err();
+    assert!(matches!(&e, TapeError::Kms { source, .. } if source.is_missing_key()), "{e}");
+    set(KeyState::Inactive);
+    assert_eq!(read_all(&s, &img).unwrap(), data(1000, 8));
+}
+
+#[test]
+fn library_full_is_no_scratch() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("s");
+    Store::init(&dir, InitOptions { volume_capacity: Some(1 << 20), max_volumes: Some(1), ..Default::default() }).unwrap();
+    let s = Arc::new(Store::open(&dir, Unlock::default()).unwrap());
+    s.catalog.make_dir(POOLS_INO, "P", "P", InodeKind::Pool, attrs()).unwrap();
+    let mut w = ImageWriter::begin(&s.library, target(&s, "P", "f")).unwrap();
+    let e = w.write_at(0, &data(3 << 20, 9)).unwrap_err();
+    assert!(matches!(e, TapeError::NoScratch { .. }), "{e}");
+}
