@@ -5,8 +5,11 @@
 //! service. See DESIGN.md for the domain and `docs/format.md` for every
 //! on-disk format. `main.rs` only parses arguments and calls [`cli::run`].
 
-pub mod crypto;
 pub mod catalog;
+pub mod cli;
+pub mod control;
+pub mod crypto;
+pub mod fs;
 pub mod kms;
-pub mod tape;
 pub mod store;
+pub mod tape;

@@ -128,3 +128,19 @@ fn drop_image(tx: &redb::WriteTransaction, id: u128) -> Result<ImageRec, Catalog
     }
     Ok(img)
 }
+
+impl Catalog {
+    /// `(inode, image id)` of every file in the namespace.
+    pub fn image_inodes(&self) -> Result<Vec<(u64, u128)>, CatalogError> {
+        let rx = self.db.begin_read()?;
+        let t = rx.open_table(INODES)?;
+        let mut out = Vec::new();
+        for e in t.iter()? {
+            let (k, v) = e?;
+            if let InodeKind::Image(id) = dec::<Inode>(v.value())?.kind {
+                out.push((k.value(), id));
+            }
+        }
+        Ok(out)
+    }
+}

@@ -78,8 +78,15 @@ impl Store {
 
     /// Opens and locks the store at `dir`.
     pub fn open(dir: &Path, unlock: Unlock) -> Result<Self, StoreError> {
+        Self::open_with(dir, unlock, |_| {})
+    }
+
+    /// Opens with settings overridden for this run (mount options).
+    pub fn open_with(dir: &Path, unlock: Unlock, adjust: impl FnOnce(&mut Config)) -> Result<Self, StoreError> {
         set_umask();
-        let config = Config::load(dir)?;
+        let mut config = Config::load(dir)?;
+        adjust(&mut config);
+        let dir = &std::fs::canonicalize(dir).map_err(|e| StoreError::io(dir, e))?;
         let lock = StoreLock::acquire(dir)?;
         let mut ks = Keystore::open(&dir.join("kms"), hmk_source(dir, config.hmk, unlock)?)?;
         let catalog = Arc::new(Catalog::open(&dir.join("catalog/catalog.redb"))?);

@@ -81,6 +81,20 @@ impl ImageWriter {
         Ok(w)
     }
 
+    /// Changes the attributes the image will be committed with.
+    pub fn set_attrs(&mut self, attrs: FileAttrs) {
+        self.target.attrs = attrs;
+    }
+
+    /// Makes what was written so far durable on its volume (fsync); the
+    /// image itself is committed only by [`ImageWriter::finish`].
+    pub fn sync(&self) -> Result<(), TapeError> {
+        match &self.vol {
+            Some(v) => v.file.sync_data().map_err(|e| TapeError::io(format!("volume {}", v.rec.barcode), e)),
+            None => Ok(()),
+        }
+    }
+
     /// Bytes written so far.
     pub fn size(&self) -> u64 {
         self.size

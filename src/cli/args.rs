@@ -1,0 +1,224 @@
+//! Command-line arguments (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// kmsfs: encrypted virtual tape pools and deduplicating LSUs, mounted with FUSE.
+#[derive(Debug, Parser)]
+#[command(name = "kmsfs", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Options every store command takes.
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// The store directory.
+    #[arg(long, global = true, env = "KMSFS_STORE")]
+    pub store: Option<PathBuf>,
+    /// Pass phrase file of a pass-phrase keystore.
+    #[arg(long, global = true, env = "KMSFS_PASSPHRASE_FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Host master key file kept outside the store.
+    #[arg(long, global = true, env = "KMSFS_HMK_FILE")]
+    pub hmk_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Create a store: config, embedded keystore, places for volumes, catalog and LSUs.
+    Init(InitArgs),
+    /// Mount a store (options: see `kmsfs mount --help`).
+    Mount(MountArgs),
+    /// Key management: key groups and keys (modelled on nbkmsutil).
+    #[command(subcommand)]
+    Kms(KmsCmd),
+    /// Virtual tape volumes.
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+    /// Backup images in the catalog.
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// What the store holds and who serves it.
+    Status(JsonArg),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory of the new store (created; must be new or empty).
+    pub dir: PathBuf,
+    /// Number of virtual tape drives.
+    #[arg(long)]
+    pub drives: Option<u32>,
+    /// Capacity of one volume, e.g. 8G, 512M.
+    #[arg(long, value_parser = parse_size)]
+    pub volume_capacity: Option<u64>,
+    /// Seconds a job waits for a free drive before EBUSY.
+    #[arg(long)]
+    pub drive_wait: Option<u64>,
+    /// Most volumes in the library.
+    #[arg(long)]
+    pub max_volumes: Option<u32>,
+    /// Only if the store does not exist yet (no error if it does).
+    #[arg(long)]
+    pub if_absent: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// The store (`/path/to/store`).
+    pub source: PathBuf,
+    pub mountpoint: PathBuf,
+    /// Comma-separated options: ro, rw, allow_other, default_permissions,
+    /// nodefault_permissions, passfile=F, hmk=F, drives=N, kms_timeout=SECS,
+    /// log=LEVEL, log_file=F, fg, threads=N; and, accepted and ignored, the
+    /// generic ones mount(8) and systemd pass: defaults, auto, noauto, nofail,
+    /// _netdev, user, users, nouser, dev, nodev, suid, nosuid, exec, noexec,
+    /// atime, noatime, relatime, x-systemd.*, comment=*.
+    #[arg(short = 'o', action = clap::ArgAction::Append)]
+    pub options: Vec<String>,
+    /// Stay in the foreground, log to stderr.
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+    /// mount(8) helper flags, accepted: -n (no mtab), -s (sloppy), -v.
+    #[arg(short = 'n', hide = true)]
+    pub no_mtab: bool,
+    #[arg(short = 's', hide = true)]
+    pub sloppy: bool,
+    #[arg(short = 'v', hide = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KmsCmd {
+    /// Create a key group.
+    Createkg {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List key groups.
+    Listkgs(JsonArg),
+    /// Delete an empty key group.
+    Deletekg { name: String },
+    /// Create a key (random, or from a pass phrase).
+    Createkey {
+        #[arg(long)]
+        kg: String,
+        #[arg(long)]
+        name: String,
+        /// Derive the key from the pass phrase in this file (Argon2id + HKDF with the tag).
+        #[arg(long)]
+        pass_phrase_file: Option<PathBuf>,
+        /// Make it the active key of the group.
+        #[arg(long)]
+        activate: bool,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List keys: group, name, tag, state, times, description; never key bytes.
+    Listkeys {
+        #[arg(long)]
+        kg: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a key's state, name or description.
+    Modifykey {
+        #[arg(long)]
+        kg: String,
+        #[arg(long)]
+        name: String,
+        /// prelive, active, inactive, deprecated or terminated.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        rename: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Delete a prelive or terminated key that nothing uses.
+    Deletekey {
+        #[arg(long)]
+        kg: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Recreate a pass-phrase key from its pass phrase and tag.
+    Recoverkey {
+        #[arg(long)]
+        kg: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        tag: String,
+        #[arg(long)]
+        pass_phrase_file: PathBuf,
+    },
+    /// Export key groups to a pass-phrase protected container.
+    Export {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        pass_phrase_file: PathBuf,
+        #[arg(long = "kg")]
+        groups: Vec<String>,
+    },
+    /// Import key groups from a container (atomic; keys whose tag exists are skipped).
+    Import {
+        #[arg(long = "in")]
+        input: PathBuf,
+        #[arg(long)]
+        pass_phrase_file: PathBuf,
+        #[arg(long)]
+        preview: bool,
+        #[arg(long)]
+        preserve_kgname: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which KMS backend serves this store.
+    Status(JsonArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCmd {
+    /// Every volume: barcode, pool, state, bytes used, capacity, file.
+    List(JsonArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Every image: path, size, key tag, volumes, checksum.
+    List(JsonArg),
+}
+
+/// Parses `123`, `4K`, `512M`, `8G`, `1T` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size unit in '{s}'")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)).ok_or_else(|| format!("'{s}' is not a size"))
+}

@@ -1,0 +1,152 @@
+//! The operator's command line. Each subcommand is named after what an
+//! operator does; store commands run in this process, or inside the daemon
+//! when one holds the store (see `control`).
+
+mod args;
+mod kms_cmd;
+mod logging;
+mod mount_cmd;
+pub mod mount_opts;
+mod out;
+mod store_cmd;
+
+use std::path::Path;
+
+use clap::Parser;
+use zeroize::Zeroizing;
+
+pub use args::{Cli, Cmd, Global, parse_size};
+use out::Out;
+
+use crate::catalog::CatalogError;
+use crate::control::{self, Response};
+use crate::kms::{KmsError, Unlock};
+use crate::store::{Store, StoreError};
+use crate::tape::TapeError;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Mount(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Kms(#[from] KmsError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Tape(#[from] TapeError),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+impl CliError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.display().to_string(), source }
+    }
+
+    fn exit_code(&self) -> i32 {
+        if matches!(self, Self::Usage(_)) { 2 } else { 1 }
+    }
+}
+
+/// Reads a pass phrase file; one trailing newline is not part of the phrase.
+pub fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
+    let mut b = Zeroizing::new(std::fs::read(path).map_err(|e| CliError::io(path, e))?);
+    if b.ends_with(b"\n") {
+        b.pop();
+        if b.ends_with(b"\r") {
+            b.pop();
+        }
+    }
+    if b.is_empty() {
+        return Err(CliError::Usage(format!("pass phrase file {} is empty", path.display())));
+    }
+    Ok(b)
+}
+
+/// Entry point of the binary; returns the exit code.
+pub fn run() -> i32 {
+    let argv: Vec<String> = std::env::args().collect();
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    match dispatch(&cli, &argv) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kmsfs: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn dispatch(cli: &Cli, argv: &[String]) -> Result<i32, CliError> {
+    match &cli.cmd {
+        Cmd::Init(a) => {
+            let mut out = Out::default();
+            store_cmd::init(&cli.global, a, &mut out)?;
+            print!("{}", out.stdout);
+            Ok(0)
+        }
+        Cmd::Mount(a) => mount_cmd::mount(&cli.global, a, argv),
+        _ => with_store(cli, argv),
+    }
+}
+
+fn unlock(g: &Global) -> Result<Unlock, CliError> {
+    Ok(Unlock { hmk_file: g.hmk_file.clone(), passphrase: g.passphrase_file.as_deref().map(read_secret).transpose()? })
+}
+
+/// Runs a store command in the daemon if one serves the store, else here.
+fn with_store(cli: &Cli, argv: &[String]) -> Result<i32, CliError> {
+    let dir = cli.global.store.clone().ok_or_else(|| CliError::Usage("which store? give --store PATH or set KMSFS_STORE".into()))?;
+    if let Some(r) = control::forward(&dir, argv) {
+        print!("{}", r.stdout);
+        eprint!("{}", r.stderr);
+        return Ok(r.code);
+    }
+    let store = Store::open(&dir, unlock(&cli.global)?)?;
+    let mut out = Out::default();
+    let r = store_command(&store, &cli.cmd, &mut out);
+    print!("{}", out.stdout);
+    eprint!("{}", out.stderr);
+    r.map(|()| 0)
+}
+
+fn store_command(store: &Store, cmd: &Cmd, out: &mut Out) -> Result<(), CliError> {
+    match cmd {
+        Cmd::Kms(k) => kms_cmd::run(store, k, out),
+        Cmd::Volume(v) => store_cmd::volumes(store, v, out),
+        Cmd::Image(i) => store_cmd::images(store, i, out),
+        Cmd::Status(j) => store_cmd::status(store, j, out),
+        Cmd::Init(_) | Cmd::Mount(_) => Err(CliError::Usage("init and mount do not run inside a daemon".into())),
+    }
+}
+
+/// Runs a forwarded command inside the daemon, relative paths resolved
+/// against the caller's directory.
+pub fn run_in_daemon(store: &Store, argv: &[String], cwd: &Path) -> Response {
+    static CWD: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) => return Response { code: 2, stdout: String::new(), stderr: e.to_string() },
+    };
+    let _guard = CWD.lock();
+    let _ = std::env::set_current_dir(cwd);
+    let mut out = Out::default();
+    let code = match store_command(store, &cli.cmd, &mut out) {
+        Ok(()) => 0,
+        Err(e) => {
+            out.note(format!("kmsfs: {e}"));
+            e.exit_code()
+        }
+    };
+    Response { code, stdout: out.stdout, stderr: out.stderr }
+}

@@ -1,0 +1,135 @@
+//! `kmsfs mount`: parse options, open the store, serve it. Without `-f` the
+//! command starts itself again as a daemon and returns only once the
+//! filesystem answers (so `mount …; ls DIR` never races), or with the
+//! daemon's error and a non-zero exit.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::args::MountArgs;
+use super::mount_opts::{self, MountOpts};
+use super::{CliError, Global, read_secret};
+use crate::fs::{MountOptions, mount_foreground};
+use crate::kms::Unlock;
+use crate::store::Store;
+
+const DAEMON_ENV: &str = "KMSFS_DAEMON_CHILD";
+const READY: &str = "KMSFS-READY";
+
+pub fn mount(g: &Global, a: &MountArgs, argv: &[String]) -> Result<i32, CliError> {
+    let opts = mount_opts::parse(&a.options).map_err(CliError::Usage)?;
+    check_mountpoint(&a.mountpoint)?;
+    crate::store::Config::load(&a.source)?;
+    let daemon_child = std::env::var_os(DAEMON_ENV).is_some();
+    if !(a.foreground || opts.foreground || daemon_child) {
+        return spawn_daemon(argv);
+    }
+    super::logging::init(opts.log.as_deref(), log_file(&opts, &a.source, daemon_child).as_deref());
+    let unlock = Unlock {
+        hmk_file: opts.hmk.clone().or_else(|| g.hmk_file.clone()),
+        passphrase: opts.passfile.as_deref().or(g.passphrase_file.as_deref()).map(read_secret).transpose()?,
+    };
+    let store = Store::open_with(&a.source, unlock, |c| {
+        c.drives = opts.drives.unwrap_or(c.drives);
+        c.kms_timeout_secs = opts.kms_timeout.unwrap_or(c.kms_timeout_secs);
+    })?;
+    let mo = MountOptions {
+        read_only: opts.read_only,
+        allow_other: opts.allow_other,
+        default_permissions: !opts.no_default_permissions,
+        threads: opts.threads.unwrap_or(8),
+    };
+    let mp = std::fs::canonicalize(&a.mountpoint).map_err(|e| CliError::io(&a.mountpoint, e))?;
+    mount_foreground(Arc::new(store), &mp, &mo, || {
+        if daemon_child {
+            println!("{READY}");
+            let _ = std::io::stdout().flush();
+            detach_stdio();
+        }
+    })
+    .map_err(|e| CliError::Mount(format!("{}: {e}", mp.display())))?;
+    Ok(0)
+}
+
+fn log_file(o: &MountOpts, store: &Path, daemon: bool) -> Option<PathBuf> {
+    o.log_file.clone().or_else(|| daemon.then(|| store.join("kmsfs.log")))
+}
+
+/// The mount point must be an existing directory not already mounted by kmsfs.
+fn check_mountpoint(mp: &Path) -> Result<(), CliError> {
+    let meta = std::fs::metadata(mp).map_err(|e| CliError::Mount(format!("mount point {}: {e}", mp.display())))?;
+    if !meta.is_dir() {
+        return Err(CliError::Mount(format!("mount point {} is not a directory", mp.display())));
+    }
+    let canon = std::fs::canonicalize(mp).map_err(|e| CliError::io(mp, e))?;
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let busy = mounts.lines().any(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        f.len() > 2 && Path::new(&f[1].replace("\\040", " ")) == canon && f[2].contains("kmsfs")
+    });
+    if busy {
+        return Err(CliError::Mount(format!("{} is already a kmsfs mount point", canon.display())));
+    }
+    Ok(())
+}
+
+/// Starts the daemon and waits until it says the mount answers.
+fn spawn_daemon(argv: &[String]) -> Result<i32, CliError> {
+    let exe = std::env::current_exe().map_err(|e| CliError::Mount(format!("cannot find own executable: {e}")))?;
+    let mut child = Command::new(exe)
+        .args(&argv[1..])
+        .env(DAEMON_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| CliError::Mount(format!("cannot start the daemon: {e}")))?;
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
+    if line.trim() == READY {
+        return Ok(0);
+    }
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let status = child.wait_timeout_or_kill();
+    eprint!("{err}");
+    Err(CliError::Mount(format!("the daemon did not mount ({status})")))
+}
+
+trait WaitTimeout {
+    fn wait_timeout_or_kill(&mut self) -> String;
+}
+
+impl WaitTimeout for std::process::Child {
+    fn wait_timeout_or_kill(&mut self) -> String {
+        for _ in 0..100 {
+            if let Ok(Some(s)) = self.try_wait() {
+                return s.to_string();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.kill();
+        let _ = self.wait();
+        "killed: it neither mounted nor exited".into()
+    }
+}
+
+/// Points stdout and stderr of the daemon at /dev/null once it is ready.
+#[allow(unsafe_code)]
+fn detach_stdio() {
+    use std::os::fd::AsRawFd;
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: dup2 of a valid open descriptor onto stdout/stderr.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 1);
+            libc::dup2(null.as_raw_fd(), 2);
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! `kmsfs init`, `status`, `volume list`, `image list`.
+
+use serde::Serialize;
+
+use super::args::{ImageCmd, InitArgs, JsonArg, VolumeCmd};
+use super::out::Out;
+use super::{CliError, Global, read_secret};
+use crate::store::{InitOptions, Store};
+
+pub fn init(g: &Global, a: &InitArgs, out: &mut Out) -> Result<(), CliError> {
+    if a.if_absent && a.dir.join(crate::store::CONFIG_FILE).exists() {
+        out.line(format!("store {} exists", a.dir.display()));
+        return Ok(());
+    }
+    let opts = InitOptions {
+        passphrase: g.passphrase_file.as_deref().map(read_secret).transpose()?,
+        hmk_file: g.hmk_file.clone(),
+        drives: a.drives,
+        volume_capacity: a.volume_capacity,
+        drive_wait_secs: a.drive_wait,
+        max_volumes: a.max_volumes,
+    };
+    if a.volume_capacity.is_some_and(|c| c < 1 << 20) {
+        return Err(CliError::Usage("--volume-capacity must be at least 1M".into()));
+    }
+    let cfg = Store::init(&a.dir, opts)?;
+    out.line(format!(
+        "created store {} ({} drives, volumes of {} MiB, host master key from {})",
+        a.dir.display(),
+        cfg.drives,
+        cfg.volume_capacity >> 20,
+        if g.passphrase_file.is_some() { "a pass phrase" } else { "a key file" }
+    ));
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct VolumeRow {
+    barcode: String,
+    pool: String,
+    state: String,
+    used: u64,
+    capacity: u64,
+    images: u32,
+    file: String,
+}
+
+pub fn volumes(store: &Store, cmd: &VolumeCmd, out: &mut Out) -> Result<(), CliError> {
+    let VolumeCmd::List(j) = cmd;
+    let rows: Vec<VolumeRow> = store
+        .catalog
+        .volumes()?
+        .into_iter()
+        .map(|v| VolumeRow {
+            file: store.library.volume_path(&v.barcode).display().to_string(),
+            state: format!("{:?}", v.state).to_lowercase(),
+            barcode: v.barcode,
+            pool: v.pool,
+            used: v.used,
+            capacity: v.capacity,
+            images: v.images,
+        })
+        .collect();
+    if j.json {
+        out.json(&rows);
+        return Ok(());
+    }
+    out.line(format!("{:<10} {:<20} {:<8} {:>14} {:>14} {:>6}  FILE", "BARCODE", "POOL", "STATE", "USED", "CAPACITY", "IMAGES"));
+    for r in rows {
+        out.line(format!("{:<10} {:<20} {:<8} {:>14} {:>14} {:>6}  {}", r.barcode, r.pool, r.state, r.used, r.capacity, r.images, r.file));
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct ImageRow {
+    id: String,
+    path: String,
+    pool: String,
+    size: u64,
+    key_tag: Option<String>,
+    volumes: Vec<String>,
+    fragments: usize,
+    sha256: String,
+    created_ns: i64,
+}
+
+pub fn images(store: &Store, cmd: &ImageCmd, out: &mut Out) -> Result<(), CliError> {
+    let ImageCmd::List(j) = cmd;
+    let mut rows = Vec::new();
+    for (ino, id) in store.catalog.image_inodes()? {
+        let Some(img) = store.catalog.image(id)? else { continue };
+        let mut volumes: Vec<String> = img.fragments.iter().map(|f| f.volume.clone()).collect();
+        volumes.dedup();
+        rows.push(ImageRow {
+            id: format!("{id:032x}"),
+            path: format!("pools/{}", store.catalog.path_of(ino)?),
+            pool: img.pool,
+            size: img.size,
+            key_tag: img.key_tag,
+            fragments: img.fragments.len(),
+            volumes,
+            sha256: hex::encode(img.sha256),
+            created_ns: img.created_ns,
+        });
+    }
+    rows.sort_by(|a, b| a.path.cmp(&b.path));
+    if j.json {
+        out.json(&rows);
+        return Ok(());
+    }
+    out.line(format!("{:<40} {:>12} {:<32} VOLUMES", "IMAGE", "SIZE", "KEY TAG"));
+    for r in rows {
+        out.line(format!("{:<40} {:>12} {:<32} {}", r.path, r.size, r.key_tag.as_deref().unwrap_or("-"), r.volumes.join(",")));
+    }
+    Ok(())
+}
+
+pub fn status(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError> {
+    let images = store.catalog.image_inodes()?.len();
+    let volumes = store.catalog.volumes()?.len();
+    let drives: Vec<String> = (0..store.library.drives.count()).filter_map(|i| store.library.drives.status(i)).collect();
+    let v = serde_json::json!({
+        "store": store.dir.display().to_string(),
+        "kms": store.kms.describe(),
+        "images": images,
+        "volumes": volumes,
+        "drives": store.config.drives,
+        "volume_capacity": store.config.volume_capacity,
+    });
+    if j.json {
+        out.json(&v);
+    } else {
+        out.line(format!("store: {}\nkms: {}\nimages: {images}\nvolumes: {volumes}", store.dir.display(), store.kms.describe()));
+        for d in drives {
+            out.line(d.trim_end().replace('\n', "  "));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! Directory operations: lookup, attributes, listing, mkdir/rmdir, unlink,
+//! rename, setattr on stored entries, statfs.
+
+use fuser::FileAttr;
+
+use super::attr::{from_attrs, ns, synthetic};
+use super::{Entry, FsError, KmsFs, Node, Res};
+use crate::catalog::{FileAttrs, InodeKind, POOLS_INO};
+use crate::tape::is_encrypted_pool;
+
+/// Attribute changes asked by setattr.
+#[derive(Default)]
+pub struct AttrChange {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<i64>,
+    pub mtime: Option<i64>,
+}
+
+impl AttrChange {
+    pub fn apply(&self, a: &mut FileAttrs) {
+        if let Some(m) = self.mode {
+            a.mode = (a.mode & !0o7777) | (m & 0o7777);
+        }
+        a.uid = self.uid.unwrap_or(a.uid);
+        a.gid = self.gid.unwrap_or(a.gid);
+        a.atime_ns = self.atime.unwrap_or(a.atime_ns);
+        a.mtime_ns = self.mtime.unwrap_or(a.mtime_ns);
+        a.ctime_ns = ns(std::time::SystemTime::now());
+    }
+}
+
+impl KmsFs {
+    pub(super) fn attr_of(&self, ino: u64) -> Res<FileAttr> {
+        Ok(match self.entry(ino)? {
+            Entry::Synthetic(n) => {
+                let size = match n {
+                    Node::DriveStatus(i) => self.lib.drives.status(i).map(|s| s.len() as u64).unwrap_or(0),
+                    _ => 0,
+                };
+                synthetic(ino, n.is_dir(), size, self.started)
+            }
+            Entry::Pending(p) => from_attrs(ino, &p.attrs, p.size.load(std::sync::atomic::Ordering::SeqCst), false),
+            Entry::Stored(i) => match i.kind {
+                InodeKind::Image(id) => {
+                    let size = self.catalog.image(id)?.map(|r| r.size).unwrap_or(0);
+                    from_attrs(ino, &i.attrs, size, false)
+                }
+                _ => from_attrs(ino, &i.attrs, 0, true),
+            },
+        })
+    }
+
+    pub(super) fn do_lookup(&self, parent: u64, name: &str) -> Res<FileAttr> {
+        if let Some(n) = Node::from_ino(parent, self.drives()) {
+            if let Some((_, child)) = n.children(self.drives()).into_iter().find(|(c, _)| c == name) {
+                return self.attr_of(child.ino());
+            }
+            if !matches!(n, Node::Pools | Node::Msdp) {
+                return Err(FsError::new(libc::ENOENT, name.to_string()));
+            }
+        }
+        let pending = self.pending.lock().iter().find(|(_, p)| p.parent == parent && p.name == name).map(|(i, _)| *i);
+        if let Some(ino) = pending {
+            return self.attr_of(ino);
+        }
+        match self.catalog.lookup(parent, name)? {
+            Some(i) => self.attr_of(i.ino),
+            None => Err(FsError::new(libc::ENOENT, name.to_string())),
+        }
+    }
+
+    /// `(ino, is_dir, name)` of every child.
+    pub(super) fn do_readdir(&self, ino: u64) -> Res<Vec<(u64, bool, String)>> {
+        let mut out = vec![(ino, true, ".".to_string()), (ino, true, "..".to_string())];
+        match self.entry(ino)? {
+            Entry::Synthetic(n) if !matches!(n, Node::Pools | Node::Msdp) => {
+                if !n.is_dir() {
+                    return Err(FsError::new(libc::ENOTDIR, "not a directory"));
+                }
+                out.extend(n.children(self.drives()).into_iter().map(|(name, c)| (c.ino(), c.is_dir(), name)));
+                return Ok(out);
+            }
+            Entry::Stored(i) if matches!(i.kind, InodeKind::Image(_)) => return Err(FsError::new(libc::ENOTDIR, "not a directory")),
+            Entry::Pending(_) => return Err(FsError::new(libc::ENOTDIR, "not a directory")),
+            _ => {}
+        }
+        let mut names = std::collections::HashSet::new();
+        for c in self.catalog.children(ino)? {
+            names.insert(c.name.clone());
+            out.push((c.ino, !matches!(c.kind, InodeKind::Image(_)), c.name));
+        }
+        for (pino, p) in self.pending.lock().iter() {
+            if p.parent == ino && !names.contains(&p.name) {
+                out.push((*pino, false, p.name.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn do_mkdir(&self, parent: u64, name: &str, attrs: FileAttrs) -> Res<FileAttr> {
+        self.check_writable()?;
+        let node = if parent == POOLS_INO {
+            crate::kms::model_check_name(name).map_err(|e| FsError::new(libc::EINVAL, e.to_string()))?;
+            if is_encrypted_pool(name) {
+                self.store.kms.active_key(name).map_err(|e| {
+                    tracing::error!(pool = name, "cannot create encrypted pool: {e}");
+                    FsError::new(if e.is_missing_key() { libc::ENOKEY } else { libc::EIO }, e.to_string())
+                })?;
+            }
+            self.catalog.make_dir(parent, name, name, InodeKind::Pool, attrs)?
+        } else {
+            let dir = self.image_dir(parent)?;
+            self.catalog.make_dir(parent, name, &dir.pool, InodeKind::Dir, attrs)?
+        };
+        tracing::info!(path = %self.catalog.path_of(node.ino).unwrap_or_default(), "directory created");
+        self.attr_of(node.ino)
+    }
+
+    pub(super) fn do_rmdir(&self, parent: u64, name: &str) -> Res<()> {
+        self.check_writable()?;
+        if parent != POOLS_INO {
+            self.image_dir(parent)?;
+        }
+        self.catalog.remove_dir(parent, name)?;
+        Ok(())
+    }
+
+    pub(super) fn do_unlink(&self, parent: u64, name: &str) -> Res<()> {
+        self.check_writable()?;
+        self.image_dir(parent)?;
+        if self.pending.lock().values().any(|p| p.parent == parent && p.name == name) {
+            return Err(FsError::new(libc::EBUSY, format!("{name} is being written")));
+        }
+        let img = self.catalog.unlink(parent, name)?;
+        self.lib.recycle(&img)?;
+        tracing::info!(image = %format!("{}/{}", img.pool, img.path), "image removed");
+        Ok(())
+    }
+
+    pub(super) fn do_rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) -> Res<()> {
+        self.check_writable()?;
+        if parent == POOLS_INO || new_parent == POOLS_INO {
+            return Err(FsError::new(libc::EPERM, "pools cannot be renamed: their volumes are labelled with the pool name"));
+        }
+        let (from, to) = (self.image_dir(parent)?, self.image_dir(new_parent)?);
+        if from.pool != to.pool {
+            return Err(FsError::new(libc::EXDEV, format!("rename from pool {} to pool {}", from.pool, to.pool)));
+        }
+        if self.pending.lock().values().any(|p| (p.parent == parent && p.name == name) || (p.parent == new_parent && p.name == new_name)) {
+            return Err(FsError::new(libc::EBUSY, "an image being written cannot be renamed or replaced"));
+        }
+        if let Some(old) = self.catalog.rename(parent, name, new_parent, new_name)? {
+            self.drop_image(old);
+        }
+        Ok(())
+    }
+
+    /// setattr on a stored entry (not a file being written).
+    pub(super) fn set_stored_attrs(&self, ino: u64, ch: &AttrChange) -> Res<FileAttr> {
+        let Entry::Stored(node) = self.entry(ino)? else {
+            return Err(FsError::new(libc::EPERM, "attributes of this node are fixed"));
+        };
+        if let Some(size) = ch.size {
+            let cur = self.attr_of(ino)?.size;
+            if size != cur {
+                return Err(FsError::new(libc::EPERM, format!("{} is immutable: open it with O_TRUNC to write a new version", node.name)));
+            }
+        }
+        self.check_writable()?;
+        let mut a = node.attrs;
+        ch.apply(&mut a);
+        self.catalog.set_attrs(ino, a)?;
+        self.attr_of(ino)
+    }
+
+    /// (blocks, free blocks) in 1 MiB units.
+    pub(super) fn do_statfs(&self) -> Res<(u64, u64)> {
+        let cfg = &self.store.config;
+        let total = u64::from(cfg.max_volumes) * cfg.volume_capacity;
+        let used: u64 = self.catalog.volumes()?.iter().map(|v| v.used).sum();
+        let disk_free = disk_free(&self.store.dir);
+        let free = total.saturating_sub(used).min(disk_free);
+        Ok((total >> 20, free >> 20))
+    }
+}
+
+fn disk_free(dir: &std::path::Path) -> u64 {
+    nix_statvfs(dir).unwrap_or(u64::MAX)
+}
+
+#[allow(unsafe_code)]
+fn nix_statvfs(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut s = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a valid NUL-terminated path and `s` points to writable memory of the right type.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), s.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it initialised `s`.
+    let s = unsafe { s.assume_init() };
+    Some(s.f_bavail * s.f_frsize)
+}

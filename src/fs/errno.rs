@@ -1,0 +1,96 @@
+//! The one place where kmsfs errors become errno values at the FUSE boundary.
+//!
+//! | condition                                   | errno   |
+//! |---------------------------------------------|---------|
+//! | key missing, not active/inactive, no group  | ENOKEY  |
+//! | integrity check failed, bad format          | EIO     |
+//! | KMS unreachable after retries               | EIO     |
+//! | library full (no scratch volume), disk full | ENOSPC  |
+//! | no drive free within drive_wait             | EBUSY   |
+//! | write not at the end of an image            | ESPIPE  |
+//! | write to a closed (immutable) image         | EPERM   |
+//! | rename across pools                         | EXDEV   |
+
+use fuser::Errno;
+
+use crate::catalog::CatalogError;
+use crate::tape::TapeError;
+
+/// An errno with the reason, logged once where it is made.
+#[derive(Debug)]
+pub struct FsError {
+    pub errno: Errno,
+    pub why: String,
+}
+
+impl FsError {
+    pub fn new(errno: i32, why: impl Into<String>) -> Self {
+        Self { errno: Errno::from_i32(errno), why: why.into() }
+    }
+}
+
+/// Errno of a catalog error.
+pub fn catalog_errno(e: &CatalogError) -> i32 {
+    match e {
+        CatalogError::NotFound(_) => libc::ENOENT,
+        CatalogError::Exists(_) => libc::EEXIST,
+        CatalogError::NotEmpty(_) => libc::ENOTEMPTY,
+        CatalogError::NotDir(_) => libc::ENOTDIR,
+        CatalogError::IsDir(_) => libc::EISDIR,
+        CatalogError::Db(_) | CatalogError::Decode(_) | CatalogError::UnknownVersion { .. } => libc::EIO,
+    }
+}
+
+/// Errno of a tape error.
+pub fn tape_errno(e: &TapeError) -> i32 {
+    match e {
+        TapeError::Kms { source, .. } if source.is_missing_key() => libc::ENOKEY,
+        TapeError::Kms { .. } => libc::EIO,
+        TapeError::Integrity { .. } | TapeError::Format { .. } | TapeError::FutureVersion { .. } => libc::EIO,
+        TapeError::NoScratch { .. } => libc::ENOSPC,
+        TapeError::DriveBusy { .. } => libc::EBUSY,
+        TapeError::NotSequential { .. } => libc::ESPIPE,
+        TapeError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+        TapeError::Catalog(c) => catalog_errno(c),
+        TapeError::Crypto(_) => libc::EIO,
+    }
+}
+
+impl From<CatalogError> for FsError {
+    fn from(e: CatalogError) -> Self {
+        let errno = catalog_errno(&e);
+        if errno == libc::EIO {
+            tracing::error!("catalog: {e}");
+        }
+        Self::new(errno, e.to_string())
+    }
+}
+
+impl From<TapeError> for FsError {
+    fn from(e: TapeError) -> Self {
+        let errno = tape_errno(&e);
+        match errno {
+            libc::ENOKEY | libc::EIO | libc::ENOSPC => tracing::error!("{e}"),
+            _ => tracing::warn!("{e}"),
+        }
+        Self::new(errno, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kms::KmsError;
+
+    #[test]
+    fn mapping() {
+        let k = TapeError::Kms { subject: "tag x".into(), source: KmsError::NoSuchTag("x".into()) };
+        assert_eq!(tape_errno(&k), libc::ENOKEY);
+        let u = TapeError::Kms { subject: "g".into(), source: KmsError::Unreachable { secs: 1, why: "down".into() } };
+        assert_eq!(tape_errno(&u), libc::EIO);
+        assert_eq!(tape_errno(&TapeError::NoScratch { pool: "p".into() }), libc::ENOSPC);
+        assert_eq!(tape_errno(&TapeError::DriveBusy { secs: 1 }), libc::EBUSY);
+        let io = TapeError::io("v", std::io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(tape_errno(&io), libc::ENOSPC);
+    }
+}

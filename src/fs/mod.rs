@@ -1,0 +1,133 @@
+//! The FUSE adapter: inode bookkeeping and errno mapping over the store API.
+//!
+//! `KmsFs` answers the kernel by calling the catalog, the tape writer and
+//! reader, and the drives; it keeps only what FUSE needs in memory: open
+//! handles and the files being written (pending until committed). Nothing
+//! here decides policy: keys, formats and crash safety live below.
+
+mod attr;
+mod dir_ops;
+mod errno;
+mod file_ops;
+mod handles;
+mod mount;
+mod nodes;
+mod trait_impl;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+pub use errno::{FsError, catalog_errno, tape_errno};
+pub use mount::{MountOptions, mount_foreground};
+
+use crate::catalog::{Catalog, FileAttrs, Inode, InodeKind};
+use crate::store::Store;
+use crate::tape::Library;
+use handles::Handle;
+use nodes::Node;
+
+/// A file being written: visible in its directory, committed at close.
+#[derive(Clone)]
+struct Pending {
+    parent: u64,
+    name: String,
+    attrs: FileAttrs,
+    size: Arc<AtomicU64>,
+}
+
+/// What an inode number names.
+enum Entry {
+    Synthetic(Node),
+    Stored(Inode),
+    Pending(Pending),
+}
+
+/// The filesystem served over FUSE.
+pub struct KmsFs {
+    store: Arc<Store>,
+    lib: Arc<Library>,
+    catalog: Arc<Catalog>,
+    read_only: bool,
+    started: i64,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+    pending: Mutex<HashMap<u64, Pending>>,
+    /// Signalled when a pending image is committed or abandoned.
+    committed: parking_lot::Condvar,
+    /// Image id whose pages the kernel may keep cached, per inode.
+    cached: Mutex<HashMap<u64, u128>>,
+}
+
+type Res<T> = Result<T, FsError>;
+
+impl KmsFs {
+    pub fn new(store: Arc<Store>, read_only: bool) -> Self {
+        Self {
+            lib: store.library.clone(),
+            catalog: store.catalog.clone(),
+            store,
+            read_only,
+            started: crate::tape::now_ns(),
+            handles: Mutex::default(),
+            next_fh: AtomicU64::new(1),
+            pending: Mutex::default(),
+            committed: parking_lot::Condvar::new(),
+            cached: Mutex::default(),
+        }
+    }
+
+    fn drives(&self) -> usize {
+        self.lib.drives.count()
+    }
+
+    fn entry(&self, ino: u64) -> Res<Entry> {
+        if let Some(n) = Node::from_ino(ino, self.drives()) {
+            return Ok(Entry::Synthetic(n));
+        }
+        if let Some(p) = self.pending.lock().get(&ino) {
+            return Ok(Entry::Pending(p.clone()));
+        }
+        match self.catalog.inode(ino)? {
+            Some(i) => Ok(Entry::Stored(i)),
+            None => Err(FsError::new(libc::ENOENT, format!("inode {ino}"))),
+        }
+    }
+
+    /// A catalog directory that may hold images (a pool or a folder in one).
+    fn image_dir(&self, ino: u64) -> Res<Inode> {
+        match self.entry(ino)? {
+            Entry::Stored(i) if matches!(i.kind, InodeKind::Pool | InodeKind::Dir) => Ok(i),
+            Entry::Synthetic(_) => Err(FsError::new(libc::EPERM, "images live inside a pool: pools/NAME/")),
+            _ => Err(FsError::new(libc::ENOTDIR, format!("inode {ino} is not a directory"))),
+        }
+    }
+
+    fn check_writable(&self) -> Res<()> {
+        if self.read_only { Err(FsError::new(libc::EROFS, "mounted read-only")) } else { Ok(()) }
+    }
+
+    fn add_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::SeqCst);
+        self.handles.lock().insert(fh, Arc::new(h));
+        fh
+    }
+
+    fn handle(&self, fh: u64) -> Res<Arc<Handle>> {
+        self.handles.lock().get(&fh).cloned().ok_or_else(|| FsError::new(libc::EBADF, format!("file handle {fh}")))
+    }
+
+    /// Releases what a replaced or removed image held on its volumes.
+    fn drop_image(&self, id: u128) {
+        match self.catalog.drop_image(id) {
+            Ok(rec) => {
+                if let Err(e) = self.lib.recycle(&rec) {
+                    tracing::warn!("recycling volumes of a replaced image: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("dropping replaced image {id:032x}: {e}"),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Serving a store on a mount point: the multi-threaded fuser session, the
+//! control socket, and a clean unmount on SIGTERM, SIGINT, SIGHUP or an
+//! external `umount`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use fuser::{Config, MountOption, SessionACL};
+
+use super::KmsFs;
+use crate::store::Store;
+
+/// Mount options that reach the session.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    pub read_only: bool,
+    pub allow_other: bool,
+    pub default_permissions: bool,
+    pub threads: usize,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        Self { read_only: false, allow_other: false, default_permissions: true, threads: 8 }
+    }
+}
+
+fn session_config(store: &Store, opts: &MountOptions) -> Config {
+    let mut c = Config::default();
+    c.mount_options = vec![MountOption::FSName(store.dir.display().to_string()), MountOption::Subtype("kmsfs".into())];
+    if opts.default_permissions {
+        c.mount_options.push(MountOption::DefaultPermissions);
+    }
+    c.mount_options.push(if opts.read_only { MountOption::RO } else { MountOption::RW });
+    if opts.allow_other {
+        c.acl = SessionACL::All;
+    }
+    c.n_threads = Some(opts.threads.max(1));
+    c.clone_fd = true;
+    c
+}
+
+/// Mounts and serves until unmounted or signalled. `on_ready` runs once the
+/// filesystem answers requests.
+pub fn mount_foreground(store: Arc<Store>, mountpoint: &Path, opts: &MountOptions, on_ready: impl FnOnce()) -> std::io::Result<()> {
+    let signals = signals::block_and_watch();
+    let control = crate::control::Server::start(store.clone())?;
+    let pid_file = store.dir.join("kmsfs.pid");
+    crate::store::atomic::write_atomic(&pid_file, format!("{}\n", std::process::id()).as_bytes(), 0o600)?;
+    let fs = KmsFs::new(store.clone(), opts.read_only);
+    let session = fuser::spawn_mount(fs, mountpoint, &session_config(&store, opts))?;
+    std::fs::metadata(mountpoint)?;
+    tracing::info!(store = %store.dir.display(), mountpoint = %mountpoint.display(), "mounted");
+    on_ready();
+    loop {
+        match signals.recv_timeout(Duration::from_millis(200)) {
+            Ok(sig) => {
+                tracing::info!(signal = sig, "unmounting on signal; open images are committed as they close");
+                session.umount_and_join()?;
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if !session.guard.is_finished() => continue,
+            _ => {
+                tracing::info!("unmounted");
+                session.join()?;
+                break;
+            }
+        }
+    }
+    drop(control);
+    let _ = std::fs::remove_file(&pid_file);
+    Ok(())
+}
+
+mod signals {
+    //! SIGTERM, SIGINT and SIGHUP, delivered to one thread and sent on a channel.
+    #![allow(unsafe_code)]
+
+    use std::sync::mpsc;
+
+    fn set() -> libc::sigset_t {
+        // SAFETY: sigemptyset/sigaddset initialise and fill a local sigset_t.
+        unsafe {
+            let mut s: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut s);
+            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                libc::sigaddset(&mut s, sig);
+            }
+            s
+        }
+    }
+
+    /// Blocks the signals in this thread (and threads it spawns later) and
+    /// starts a thread that waits for them.
+    pub fn block_and_watch() -> mpsc::Receiver<i32> {
+        let s = set();
+        // SAFETY: s is a valid signal set; a null old-set pointer is allowed.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_BLOCK, &s, std::ptr::null_mut());
+        }
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            loop {
+                let mut sig = 0;
+                // SAFETY: s is valid; sig is a writable int.
+                if unsafe { libc::sigwait(&s, &mut sig) } == 0 && tx.send(sig).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+}

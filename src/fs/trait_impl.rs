@@ -1,0 +1,232 @@
+//! `fuser::Filesystem` for [`KmsFs`]: unpack the request, call the
+//! operation, reply with data or the errno of the error.
+
+use std::ffi::OsStr;
+use std::time::SystemTime;
+
+use fuser::{
+    FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    TimeOrNow, WriteFlags,
+};
+
+use super::attr::{TTL, ns};
+use super::dir_ops::AttrChange;
+use super::{FsError, KmsFs};
+use crate::catalog::FileAttrs;
+
+fn name_of(name: &OsStr) -> Result<&str, FsError> {
+    name.to_str().ok_or_else(|| FsError::new(libc::EINVAL, "names must be UTF-8"))
+}
+
+fn new_attrs(req: &Request, mode: u32, umask: u32, kind: u32) -> FileAttrs {
+    let now = ns(SystemTime::now());
+    FileAttrs { mode: kind | (mode & !umask & 0o7777), uid: req.uid(), gid: req.gid(), atime_ns: now, mtime_ns: now, ctime_ns: now }
+}
+
+fn time_of(t: Option<TimeOrNow>) -> Option<i64> {
+    t.map(|t| match t {
+        TimeOrNow::SpecificTime(s) => ns(s),
+        TimeOrNow::Now => ns(SystemTime::now()),
+    })
+}
+
+macro_rules! reply_err {
+    ($reply:expr, $e:expr) => {{
+        let e: FsError = $e;
+        tracing::debug!(errno = ?e.errno, "{}", e.why);
+        $reply.error(e.errno)
+    }};
+}
+
+impl Filesystem for KmsFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match name_of(name).and_then(|n| self.do_lookup(parent.0, n)) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.attr_of(ino.0) {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let ch = AttrChange { mode, uid, gid, size, atime: time_of(atime), mtime: time_of(mtime) };
+        match self.do_setattr(ino.0, &ch) {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        let attrs = new_attrs(req, mode, umask, libc::S_IFDIR);
+        match name_of(name).and_then(|n| self.do_mkdir(parent.0, n, attrs)) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match name_of(name).and_then(|n| self.do_unlink(parent.0, n)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match name_of(name).and_then(|n| self.do_rmdir(parent.0, n)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.bits() != 0 {
+            return reply.error(fuser::Errno::EINVAL);
+        }
+        let r = name_of(name).and_then(|n| Ok((n, name_of(newname)?))).and_then(|(n, nn)| self.do_rename(parent.0, n, newparent.0, nn));
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.do_open(ino.0, flags.0) {
+            Ok((fh, f)) => reply.opened(FileHandle(fh), f),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.do_read(fh.0, offset, size) {
+            Ok(d) => reply.data(&d),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.do_write(fh.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        match self.do_flush(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.do_release(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match self.do_fsync(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        match self.do_readdir(ino.0) {
+            Ok(entries) => {
+                for (i, (child, dir, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+                    let kind = if dir { FileType::Directory } else { FileType::RegularFile };
+                    if reply.add(INodeNo(child), (i + 1) as u64, kind, name) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.do_statfs() {
+            Ok((blocks, free)) => reply.statfs(blocks, free, free, 1 << 32, 1 << 32, 1 << 20, 255, 1 << 20),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, _flags: i32, reply: ReplyCreate) {
+        let attrs = new_attrs(req, mode, umask, libc::S_IFREG);
+        match name_of(name).and_then(|n| self.do_create(parent.0, n, attrs)) {
+            Ok((a, fh)) => reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+}
