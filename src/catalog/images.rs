@@ -38,7 +38,10 @@ impl Catalog {
             let mut vols = tx.open_table(VOLUMES)?;
             let mut replaced = None;
             if let Some(old_ino) = d.get((c.parent, c.name))?.map(|v| v.value()) {
-                let old: Inode = dec(t.get(old_ino)?.ok_or_else(|| CatalogError::NotFound(c.name.into()))?.value())?;
+                let old: Inode = dec(t
+                    .get(old_ino)?
+                    .ok_or_else(|| CatalogError::NotFound(c.name.into()))?
+                    .value())?;
                 match old.kind {
                     InodeKind::Image(id) => replaced = Some(id),
                     _ => return Err(CatalogError::IsDir(c.name.into())),
@@ -46,13 +49,24 @@ impl Catalog {
                 t.remove(old_ino)?;
             }
             let pool = c.image.pool.clone();
-            let node = Inode { ino: c.ino, parent: c.parent, name: c.name.into(), pool, kind: InodeKind::Image(c.image.id), attrs: c.attrs };
+            let node = Inode {
+                ino: c.ino,
+                parent: c.parent,
+                name: c.name.into(),
+                pool,
+                kind: InodeKind::Image(c.image.id),
+                attrs: c.attrs,
+            };
             d.insert((c.parent, c.name), c.ino)?;
             t.insert(c.ino, enc(&node).as_slice())?;
             images.insert(c.image.id, enc(c.image).as_slice())?;
             for u in c.volumes {
-                let cur = vols.get(u.barcode.as_str())?.map(|v| dec::<VolumeRec>(v.value())).transpose()?;
-                let mut v = cur.ok_or_else(|| CatalogError::NotFound(format!("volume {}", u.barcode)))?;
+                let cur = vols
+                    .get(u.barcode.as_str())?
+                    .map(|v| dec::<VolumeRec>(v.value()))
+                    .transpose()?;
+                let mut v =
+                    cur.ok_or_else(|| CatalogError::NotFound(format!("volume {}", u.barcode)))?;
                 v.used = u.used;
                 v.state = u.state;
                 v.images += 1;
@@ -90,9 +104,17 @@ impl Catalog {
         let img = {
             let mut d = tx.open_table(DIRENTS)?;
             let mut t = tx.open_table(INODES)?;
-            let ino = d.get((parent, name))?.map(|v| v.value()).ok_or_else(|| CatalogError::NotFound(name.into()))?;
-            let node: Inode = dec(t.get(ino)?.ok_or_else(|| CatalogError::NotFound(name.into()))?.value())?;
-            let InodeKind::Image(id) = node.kind else { return Err(CatalogError::IsDir(name.into())) };
+            let ino = d
+                .get((parent, name))?
+                .map(|v| v.value())
+                .ok_or_else(|| CatalogError::NotFound(name.into()))?;
+            let node: Inode = dec(t
+                .get(ino)?
+                .ok_or_else(|| CatalogError::NotFound(name.into()))?
+                .value())?;
+            let InodeKind::Image(id) = node.kind else {
+                return Err(CatalogError::IsDir(name.into()));
+            };
             d.remove((parent, name))?;
             t.remove(ino)?;
             drop_image(&tx, id)?
@@ -113,14 +135,20 @@ impl Catalog {
 
 fn drop_image(tx: &redb::WriteTransaction, id: u128) -> Result<ImageRec, CatalogError> {
     let mut images = tx.open_table(IMAGES)?;
-    let img: ImageRec = dec(images.remove(id)?.ok_or_else(|| CatalogError::NotFound(format!("image {id:032x}")))?.value())?;
+    let img: ImageRec = dec(images
+        .remove(id)?
+        .ok_or_else(|| CatalogError::NotFound(format!("image {id:032x}")))?
+        .value())?;
     let mut vols = tx.open_table(VOLUMES)?;
     let mut seen = std::collections::BTreeSet::new();
     for f in &img.fragments {
         if !seen.insert(f.volume.clone()) {
             continue;
         }
-        let rec = vols.get(f.volume.as_str())?.map(|v| dec::<VolumeRec>(v.value())).transpose()?;
+        let rec = vols
+            .get(f.volume.as_str())?
+            .map(|v| dec::<VolumeRec>(v.value()))
+            .transpose()?;
         if let Some(mut v) = rec {
             v.images = v.images.saturating_sub(1);
             vols.insert(f.volume.as_str(), enc(&v).as_slice())?;

@@ -52,7 +52,13 @@ macro_rules! db_err {
         }
     )*};
 }
-db_err!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+db_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 /// The open catalog.
 pub struct Catalog {
@@ -65,11 +71,15 @@ impl Catalog {
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
         let db = redb::Database::create(path)?;
         let next = tables::init(&db)?;
-        Ok(Self { db, next_ino: std::sync::atomic::AtomicU64::new(next) })
+        Ok(Self {
+            db,
+            next_ino: std::sync::atomic::AtomicU64::new(next),
+        })
     }
 
     /// A fresh inode number (persisted with the record that uses it).
     pub fn alloc_ino(&self) -> u64 {
-        self.next_ino.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        self.next_ino
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     }
 }

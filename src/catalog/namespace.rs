@@ -18,7 +18,9 @@ impl Catalog {
     pub fn lookup(&self, parent: u64, name: &str) -> Result<Option<Inode>, CatalogError> {
         let rx = self.db.begin_read()?;
         let d = rx.open_table(DIRENTS)?;
-        let Some(ino) = d.get((parent, name))?.map(|v| v.value()) else { return Ok(None) };
+        let Some(ino) = d.get((parent, name))?.map(|v| v.value()) else {
+            return Ok(None);
+        };
         let t = rx.open_table(INODES)?;
         t.get(ino)?.map(|v| dec(v.value())).transpose()
     }
@@ -39,16 +41,31 @@ impl Catalog {
     }
 
     /// Makes a pool (under `pools/`) or a folder inside a pool.
-    pub fn make_dir(&self, parent: u64, name: &str, pool: &str, kind: InodeKind, attrs: FileAttrs) -> Result<Inode, CatalogError> {
+    pub fn make_dir(
+        &self,
+        parent: u64,
+        name: &str,
+        pool: &str,
+        kind: InodeKind,
+        attrs: FileAttrs,
+    ) -> Result<Inode, CatalogError> {
         let tx = self.db.begin_write()?;
         let node = {
             let mut d = tx.open_table(DIRENTS)?;
             if d.get((parent, name))?.is_some() {
                 return Err(CatalogError::Exists(name.into()));
             }
-            let node = Inode { ino: self.alloc_ino(), parent, name: name.into(), pool: pool.into(), kind, attrs };
+            let node = Inode {
+                ino: self.alloc_ino(),
+                parent,
+                name: name.into(),
+                pool: pool.into(),
+                kind,
+                attrs,
+            };
             d.insert((parent, name), node.ino)?;
-            tx.open_table(INODES)?.insert(node.ino, enc(&node).as_slice())?;
+            tx.open_table(INODES)?
+                .insert(node.ino, enc(&node).as_slice())?;
             node
         };
         tx.commit()?;
@@ -60,9 +77,15 @@ impl Catalog {
         let tx = self.db.begin_write()?;
         let node = {
             let mut d = tx.open_table(DIRENTS)?;
-            let ino = d.get((parent, name))?.map(|v| v.value()).ok_or_else(|| CatalogError::NotFound(name.into()))?;
+            let ino = d
+                .get((parent, name))?
+                .map(|v| v.value())
+                .ok_or_else(|| CatalogError::NotFound(name.into()))?;
             let mut t = tx.open_table(INODES)?;
-            let node: Inode = dec(t.get(ino)?.ok_or_else(|| CatalogError::NotFound(name.into()))?.value())?;
+            let node: Inode = dec(t
+                .get(ino)?
+                .ok_or_else(|| CatalogError::NotFound(name.into()))?
+                .value())?;
             if matches!(node.kind, InodeKind::Image(_)) {
                 return Err(CatalogError::NotDir(name.into()));
             }
@@ -79,16 +102,31 @@ impl Catalog {
 
     /// Renames within the namespace; an existing image at the target is
     /// replaced (its image id is returned so the caller can release it).
-    pub fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) -> Result<Option<u128>, CatalogError> {
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+    ) -> Result<Option<u128>, CatalogError> {
         let tx = self.db.begin_write()?;
         let replaced = {
             let mut d = tx.open_table(DIRENTS)?;
             let mut t = tx.open_table(INODES)?;
-            let ino = d.get((parent, name))?.map(|v| v.value()).ok_or_else(|| CatalogError::NotFound(name.into()))?;
-            let mut node: Inode = dec(t.get(ino)?.ok_or_else(|| CatalogError::NotFound(name.into()))?.value())?;
+            let ino = d
+                .get((parent, name))?
+                .map(|v| v.value())
+                .ok_or_else(|| CatalogError::NotFound(name.into()))?;
+            let mut node: Inode = dec(t
+                .get(ino)?
+                .ok_or_else(|| CatalogError::NotFound(name.into()))?
+                .value())?;
             let mut replaced = None;
             if let Some(old) = d.get((new_parent, new_name))?.map(|v| v.value()) {
-                let target: Inode = dec(t.get(old)?.ok_or_else(|| CatalogError::NotFound(new_name.into()))?.value())?;
+                let target: Inode = dec(t
+                    .get(old)?
+                    .ok_or_else(|| CatalogError::NotFound(new_name.into()))?
+                    .value())?;
                 match (&target.kind, &node.kind) {
                     (InodeKind::Image(id), InodeKind::Image(_)) => replaced = Some(*id),
                     (InodeKind::Image(_), _) => return Err(CatalogError::NotDir(new_name.into())),
@@ -116,7 +154,10 @@ impl Catalog {
         let tx = self.db.begin_write()?;
         let node = {
             let mut t = tx.open_table(INODES)?;
-            let mut node: Inode = dec(t.get(ino)?.ok_or_else(|| CatalogError::NotFound(format!("inode {ino}")))?.value())?;
+            let mut node: Inode = dec(t
+                .get(ino)?
+                .ok_or_else(|| CatalogError::NotFound(format!("inode {ino}")))?
+                .value())?;
             node.attrs = attrs;
             t.insert(ino, enc(&node).as_slice())?;
             node

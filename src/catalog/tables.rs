@@ -25,7 +25,9 @@ pub fn enc<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 pub fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, CatalogError> {
-    bincode::serde::decode_from_slice(b, cfg()).map(|(v, _)| v).map_err(|e| CatalogError::Decode(e.to_string()))
+    bincode::serde::decode_from_slice(b, cfg())
+        .map(|(v, _)| v)
+        .map_err(|e| CatalogError::Decode(e.to_string()))
 }
 
 /// Creates tables on first use, checks the version, returns the next free inode.
@@ -39,7 +41,10 @@ pub fn init(db: &redb::Database) -> Result<u64, CatalogError> {
                 meta.insert("version", CATALOG_VERSION)?;
             }
             Some(v) if v != CATALOG_VERSION => {
-                return Err(CatalogError::UnknownVersion { found: v, supported: CATALOG_VERSION });
+                return Err(CatalogError::UnknownVersion {
+                    found: v,
+                    supported: CATALOG_VERSION,
+                });
             }
             Some(_) => {}
         }

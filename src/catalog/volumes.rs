@@ -27,7 +27,8 @@ impl Catalog {
     /// Writes a volume record (new volume, state change, recycling).
     pub fn put_volume(&self, v: &VolumeRec) -> Result<(), CatalogError> {
         let tx = self.db.begin_write()?;
-        tx.open_table(VOLUMES)?.insert(v.barcode.as_str(), enc(v).as_slice())?;
+        tx.open_table(VOLUMES)?
+            .insert(v.barcode.as_str(), enc(v).as_slice())?;
         tx.commit()?;
         Ok(())
     }

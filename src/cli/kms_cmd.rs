@@ -22,9 +22,18 @@ pub fn run(store: &Store, cmd: &KmsCmd, out: &mut Out) -> Result<(), CliError> {
             if j.json {
                 out.json(&groups);
             } else {
-                out.line(format!("{:<24} {:>4}  {:<32}  DESCRIPTION", "KEY GROUP", "KEYS", "ACTIVE TAG"));
+                out.line(format!(
+                    "{:<24} {:>4}  {:<32}  DESCRIPTION",
+                    "KEY GROUP", "KEYS", "ACTIVE TAG"
+                ));
                 for g in groups {
-                    out.line(format!("{:<24} {:>4}  {:<32}  {}", g.name, g.keys, g.active_tag.as_deref().unwrap_or("-"), g.description));
+                    out.line(format!(
+                        "{:<24} {:>4}  {:<32}  {}",
+                        g.name,
+                        g.keys,
+                        g.active_tag.as_deref().unwrap_or("-"),
+                        g.description
+                    ));
                 }
             }
         }
@@ -32,15 +41,36 @@ pub fn run(store: &Store, cmd: &KmsCmd, out: &mut Out) -> Result<(), CliError> {
             kms.write(|ks| ks.delete_group(name))?;
             out.line(format!("deleted key group {name}"));
         }
-        KmsCmd::Createkey { kg, name, pass_phrase_file, activate, description } => {
+        KmsCmd::Createkey {
+            kg,
+            name,
+            pass_phrase_file,
+            activate,
+            description,
+        } => {
             let pass = pass_phrase_file.as_deref().map(read_secret).transpose()?;
             let tag = kms.write(|ks| {
-                ks.create_key(NewKey { group: kg, name, description, passphrase: pass.as_deref().map(|p| &p[..]), activate: *activate })
+                ks.create_key(NewKey {
+                    group: kg,
+                    name,
+                    description,
+                    passphrase: pass.as_deref().map(|p| &p[..]),
+                    activate: *activate,
+                })
             })?;
-            out.line(format!("created key {kg}/{name} tag {tag}{}", if *activate { " (active)" } else { " (prelive)" }));
+            out.line(format!(
+                "created key {kg}/{name} tag {tag}{}",
+                if *activate { " (active)" } else { " (prelive)" }
+            ));
         }
         KmsCmd::Listkeys { kg, json } => list_keys(store, kg.as_deref(), *json, out)?,
-        KmsCmd::Modifykey { kg, name, state, rename, description } => {
+        KmsCmd::Modifykey {
+            kg,
+            name,
+            state,
+            rename,
+            description,
+        } => {
             let st = state.as_deref().map(|s| KeyState::parse(s).ok_or_else(|| CliError::Usage(format!("unknown key state '{s}' (prelive, active, inactive, deprecated, terminated)")))).transpose()?;
             kms.write(|ks| ks.modify_key(kg, name, st, rename.as_deref(), description.as_deref()))?;
             out.line(format!("modified key {kg}/{name}"));
@@ -49,21 +79,44 @@ pub fn run(store: &Store, cmd: &KmsCmd, out: &mut Out) -> Result<(), CliError> {
             kms.write(|ks| ks.delete_key(kg, name))?;
             out.line(format!("deleted key {kg}/{name}"));
         }
-        KmsCmd::Recoverkey { kg, name, tag, pass_phrase_file } => recover(store, kg, name, tag, pass_phrase_file, out)?,
-        KmsCmd::Export { out: file, pass_phrase_file, groups } => {
+        KmsCmd::Recoverkey {
+            kg,
+            name,
+            tag,
+            pass_phrase_file,
+        } => recover(store, kg, name, tag, pass_phrase_file, out)?,
+        KmsCmd::Export {
+            out: file,
+            pass_phrase_file,
+            groups,
+        } => {
             let pass = read_secret(pass_phrase_file)?;
             let n = kms.read(|ks| export_container(ks, groups, &pass, file))?;
             out.line(format!("exported {n} keys to {}", file.display()));
         }
-        KmsCmd::Import { input, pass_phrase_file, preview, preserve_kgname, json } => {
+        KmsCmd::Import {
+            input,
+            pass_phrase_file,
+            preview,
+            preserve_kgname,
+            json,
+        } => {
             let pass = read_secret(pass_phrase_file)?;
             let body = read_container(input, &pass)?;
             let r = kms.write(|ks| ks.import_keys(&body, *preserve_kgname, *preview))?;
             if *json {
                 out.json(&r);
             } else {
-                let verb = if r.preview { "would import" } else { "imported" };
-                out.line(format!("{verb} {} keys, skipped {} whose tag exists", r.imported.len(), r.skipped_existing_tag.len()));
+                let verb = if r.preview {
+                    "would import"
+                } else {
+                    "imported"
+                };
+                out.line(format!(
+                    "{verb} {} keys, skipped {} whose tag exists",
+                    r.imported.len(),
+                    r.skipped_existing_tag.len()
+                ));
                 for g in &r.groups_created {
                     out.line(format!("  key group created: {g}"));
                 }
@@ -71,7 +124,9 @@ pub fn run(store: &Store, cmd: &KmsCmd, out: &mut Out) -> Result<(), CliError> {
                     out.line(format!("  key: {k}"));
                 }
                 for t in &r.made_inactive {
-                    out.line(format!("  made inactive (group already had an active key): {t}"));
+                    out.line(format!(
+                        "  made inactive (group already had an active key): {t}"
+                    ));
                 }
             }
         }
@@ -80,7 +135,11 @@ pub fn run(store: &Store, cmd: &KmsCmd, out: &mut Out) -> Result<(), CliError> {
             if j.json {
                 out.json(&serde_json::json!({ "backend": backend, "keystore": store.dir.join("kms").display().to_string(), "hmk": store.config.hmk }));
             } else {
-                out.line(format!("backend: {backend}\nkeystore: {}\nhost master key: {:?}", store.dir.join("kms").display(), store.config.hmk));
+                out.line(format!(
+                    "backend: {backend}\nkeystore: {}\nhost master key: {:?}",
+                    store.dir.join("kms").display(),
+                    store.config.hmk
+                ));
             }
         }
     }
@@ -93,11 +152,21 @@ fn list_keys(store: &Store, kg: Option<&str>, json: bool, out: &mut Out) -> Resu
         out.json(&keys);
         return Ok(());
     }
-    out.line(format!("{:<16} {:<16} {:<32} {:<10} {:<20} {:<20} {:<10} DESCRIPTION", "KEY GROUP", "NAME", "TAG", "STATE", "CREATED", "MODIFIED", "ORIGIN"));
+    out.line(format!(
+        "{:<16} {:<16} {:<32} {:<10} {:<20} {:<20} {:<10} DESCRIPTION",
+        "KEY GROUP", "NAME", "TAG", "STATE", "CREATED", "MODIFIED", "ORIGIN"
+    ));
     for k in keys {
         out.line(format!(
             "{:<16} {:<16} {:<32} {:<10} {:<20} {:<20} {:<10} {}",
-            k.group, k.name, k.tag, k.state, iso_time(k.created), iso_time(k.modified), k.origin, k.description
+            k.group,
+            k.name,
+            k.tag,
+            k.state,
+            iso_time(k.created),
+            iso_time(k.modified),
+            k.origin,
+            k.description
         ));
     }
     Ok(())
@@ -105,11 +174,31 @@ fn list_keys(store: &Store, kg: Option<&str>, json: bool, out: &mut Out) -> Resu
 
 /// Recovers a pass-phrase key; checks it against a check value the catalog
 /// knows for the tag (from images written or imported), if any.
-fn recover(store: &Store, kg: &str, name: &str, tag: &str, file: &Path, out: &mut Out) -> Result<(), CliError> {
+fn recover(
+    store: &Store,
+    kg: &str,
+    name: &str,
+    tag: &str,
+    file: &Path,
+    out: &mut Out,
+) -> Result<(), CliError> {
     let pass: Zeroizing<Vec<u8>> = read_secret(file)?;
-    let known = store.catalog.images()?.into_iter().find(|i| i.key_tag.as_deref() == Some(tag)).and_then(|i| i.kcv);
-    store.kms_admin.write(|ks| ks.recover_key(kg, name, tag, &pass, known.as_deref()))?;
-    let checked = if known.is_some() { "verified against the catalog" } else { "no check value known for this tag: not verified" };
-    out.line(format!("recovered key {kg}/{name} tag {tag} (inactive; {checked})"));
+    let known = store
+        .catalog
+        .images()?
+        .into_iter()
+        .find(|i| i.key_tag.as_deref() == Some(tag))
+        .and_then(|i| i.kcv);
+    store
+        .kms_admin
+        .write(|ks| ks.recover_key(kg, name, tag, &pass, known.as_deref()))?;
+    let checked = if known.is_some() {
+        "verified against the catalog"
+    } else {
+        "no check value known for this tag: not verified"
+    };
+    out.line(format!(
+        "recovered key {kg}/{name} tag {tag} (inactive; {checked})"
+    ));
     Ok(())
 }

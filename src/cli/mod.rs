@@ -40,12 +40,18 @@ pub enum CliError {
     #[error(transparent)]
     Tape(#[from] TapeError),
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 impl CliError {
     fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io { path: path.display().to_string(), source }
+        Self::Io {
+            path: path.display().to_string(),
+            source,
+        }
     }
 
     fn exit_code(&self) -> i32 {
@@ -63,7 +69,10 @@ pub fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
         }
     }
     if b.is_empty() {
-        return Err(CliError::Usage(format!("pass phrase file {} is empty", path.display())));
+        return Err(CliError::Usage(format!(
+            "pass phrase file {} is empty",
+            path.display()
+        )));
     }
     Ok(b)
 }
@@ -101,12 +110,17 @@ fn dispatch(cli: &Cli, argv: &[String]) -> Result<i32, CliError> {
 }
 
 fn unlock(g: &Global) -> Result<Unlock, CliError> {
-    Ok(Unlock { hmk_file: g.hmk_file.clone(), passphrase: g.passphrase_file.as_deref().map(read_secret).transpose()? })
+    Ok(Unlock {
+        hmk_file: g.hmk_file.clone(),
+        passphrase: g.passphrase_file.as_deref().map(read_secret).transpose()?,
+    })
 }
 
 /// Runs a store command in the daemon if one serves the store, else here.
 fn with_store(cli: &Cli, argv: &[String]) -> Result<i32, CliError> {
-    let dir = cli.global.store.clone().ok_or_else(|| CliError::Usage("which store? give --store PATH or set KMSFS_STORE".into()))?;
+    let dir = cli.global.store.clone().ok_or_else(|| {
+        CliError::Usage("which store? give --store PATH or set KMSFS_STORE".into())
+    })?;
     if let Some(r) = control::forward(&dir, argv) {
         print!("{}", r.stdout);
         eprint!("{}", r.stderr);
@@ -126,7 +140,9 @@ fn store_command(store: &Store, cmd: &Cmd, out: &mut Out) -> Result<(), CliError
         Cmd::Volume(v) => store_cmd::volumes(store, v, out),
         Cmd::Image(i) => store_cmd::images(store, i, out),
         Cmd::Status(j) => store_cmd::status(store, j, out),
-        Cmd::Init(_) | Cmd::Mount(_) => Err(CliError::Usage("init and mount do not run inside a daemon".into())),
+        Cmd::Init(_) | Cmd::Mount(_) => Err(CliError::Usage(
+            "init and mount do not run inside a daemon".into(),
+        )),
     }
 }
 
@@ -136,7 +152,13 @@ pub fn run_in_daemon(store: &Store, argv: &[String], cwd: &Path) -> Response {
     static CWD: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
     let cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
-        Err(e) => return Response { code: 2, stdout: String::new(), stderr: e.to_string() },
+        Err(e) => {
+            return Response {
+                code: 2,
+                stdout: String::new(),
+                stderr: e.to_string(),
+            };
+        }
     };
     let _guard = CWD.lock();
     let _ = std::env::set_current_dir(cwd);
@@ -148,5 +170,9 @@ pub fn run_in_daemon(store: &Store, argv: &[String], cwd: &Path) -> Response {
             e.exit_code()
         }
     };
-    Response { code, stdout: out.stdout, stderr: out.stderr }
+    Response {
+        code,
+        stdout: out.stdout,
+        stderr: out.stderr,
+    }
 }

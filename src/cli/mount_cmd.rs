@@ -28,10 +28,18 @@ pub fn mount(g: &Global, a: &MountArgs, argv: &[String]) -> Result<i32, CliError
     if !(a.foreground || opts.foreground || daemon_child) {
         return spawn_daemon(argv);
     }
-    super::logging::init(opts.log.as_deref(), log_file(&opts, &a.source, daemon_child).as_deref());
+    super::logging::init(
+        opts.log.as_deref(),
+        log_file(&opts, &a.source, daemon_child).as_deref(),
+    );
     let unlock = Unlock {
         hmk_file: opts.hmk.clone().or_else(|| g.hmk_file.clone()),
-        passphrase: opts.passfile.as_deref().or(g.passphrase_file.as_deref()).map(read_secret).transpose()?,
+        passphrase: opts
+            .passfile
+            .as_deref()
+            .or(g.passphrase_file.as_deref())
+            .map(read_secret)
+            .transpose()?,
     };
     let store = Store::open_with(&a.source, unlock, |c| {
         c.drives = opts.drives.unwrap_or(c.drives);
@@ -56,14 +64,20 @@ pub fn mount(g: &Global, a: &MountArgs, argv: &[String]) -> Result<i32, CliError
 }
 
 fn log_file(o: &MountOpts, store: &Path, daemon: bool) -> Option<PathBuf> {
-    o.log_file.clone().or_else(|| daemon.then(|| store.join("kmsfs.log")))
+    o.log_file
+        .clone()
+        .or_else(|| daemon.then(|| store.join("kmsfs.log")))
 }
 
 /// The mount point must be an existing directory not already mounted by kmsfs.
 fn check_mountpoint(mp: &Path) -> Result<(), CliError> {
-    let meta = std::fs::metadata(mp).map_err(|e| CliError::Mount(format!("mount point {}: {e}", mp.display())))?;
+    let meta = std::fs::metadata(mp)
+        .map_err(|e| CliError::Mount(format!("mount point {}: {e}", mp.display())))?;
     if !meta.is_dir() {
-        return Err(CliError::Mount(format!("mount point {} is not a directory", mp.display())));
+        return Err(CliError::Mount(format!(
+            "mount point {} is not a directory",
+            mp.display()
+        )));
     }
     let canon = std::fs::canonicalize(mp).map_err(|e| CliError::io(mp, e))?;
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
@@ -72,14 +86,18 @@ fn check_mountpoint(mp: &Path) -> Result<(), CliError> {
         f.len() > 2 && Path::new(&f[1].replace("\\040", " ")) == canon && f[2].contains("kmsfs")
     });
     if busy {
-        return Err(CliError::Mount(format!("{} is already a kmsfs mount point", canon.display())));
+        return Err(CliError::Mount(format!(
+            "{} is already a kmsfs mount point",
+            canon.display()
+        )));
     }
     Ok(())
 }
 
 /// Starts the daemon and waits until it says the mount answers.
 fn spawn_daemon(argv: &[String]) -> Result<i32, CliError> {
-    let exe = std::env::current_exe().map_err(|e| CliError::Mount(format!("cannot find own executable: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Mount(format!("cannot find own executable: {e}")))?;
     let mut child = Command::new(exe)
         .args(&argv[1..])
         .env(DAEMON_ENV, "1")
@@ -100,7 +118,9 @@ fn spawn_daemon(argv: &[String]) -> Result<i32, CliError> {
     }
     let status = child.wait_timeout_or_kill();
     eprint!("{err}");
-    Err(CliError::Mount(format!("the daemon did not mount ({status})")))
+    Err(CliError::Mount(format!(
+        "the daemon did not mount ({status})"
+    )))
 }
 
 trait WaitTimeout {

@@ -22,27 +22,59 @@ pub struct MountOpts {
 
 /// Options mount(8), fstab and systemd pass along; accepted, no effect here.
 const GENERIC: &[&str] = &[
-    "defaults", "auto", "noauto", "nofail", "_netdev", "user", "users", "nouser", "owner", "group", "dev", "nodev", "suid", "nosuid",
-    "exec", "noexec", "atime", "noatime", "relatime", "norelatime", "strictatime", "diratime", "nodiratime", "sync", "async",
-    "loop", "silent", "loud",
+    "defaults",
+    "auto",
+    "noauto",
+    "nofail",
+    "_netdev",
+    "user",
+    "users",
+    "nouser",
+    "owner",
+    "group",
+    "dev",
+    "nodev",
+    "suid",
+    "nosuid",
+    "exec",
+    "noexec",
+    "atime",
+    "noatime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "diratime",
+    "nodiratime",
+    "sync",
+    "async",
+    "loop",
+    "silent",
+    "loud",
 ];
 
 const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
 
 fn number<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, String> {
-    v.parse().map_err(|_| format!("mount option '{key}={v}': '{v}' is not a number"))
+    v.parse()
+        .map_err(|_| format!("mount option '{key}={v}': '{v}' is not a number"))
 }
 
 /// Parses every `-o` argument (each a comma-separated list).
 pub fn parse<'a>(lists: &'a [String]) -> Result<MountOpts, String> {
     let mut o = MountOpts::default();
-    for opt in lists.iter().flat_map(|l| l.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+    for opt in lists
+        .iter()
+        .flat_map(|l| l.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let (key, val) = match opt.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (opt, None),
         };
         let need = |v: Option<&'a str>| -> Result<&'a str, String> {
-            v.filter(|v| !v.is_empty()).ok_or_else(|| format!("mount option '{key}' needs a value ({key}=...)"))
+            v.filter(|v| !v.is_empty())
+                .ok_or_else(|| format!("mount option '{key}' needs a value ({key}=...)"))
         };
         match key {
             "ro" => o.read_only = true,
@@ -66,13 +98,20 @@ pub fn parse<'a>(lists: &'a [String]) -> Result<MountOpts, String> {
             "log" => {
                 let v = need(val)?;
                 if !LOG_LEVELS.contains(&v) {
-                    return Err(format!("mount option 'log={v}': level must be one of {}", LOG_LEVELS.join(", ")));
+                    return Err(format!(
+                        "mount option 'log={v}': level must be one of {}",
+                        LOG_LEVELS.join(", ")
+                    ));
                 }
                 o.log = Some(v.into());
             }
             k if GENERIC.contains(&k) && val.is_none() => {}
             k if k.starts_with("x-systemd.") || k.starts_with("x-") || k == "comment" => {}
-            _ => return Err(format!("unknown mount option '{opt}' (see kmsfs mount --help)")),
+            _ => {
+                return Err(format!(
+                    "unknown mount option '{opt}' (see kmsfs mount --help)"
+                ));
+            }
         }
     }
     Ok(o)
@@ -91,7 +130,10 @@ mod tests {
         let o = p("ro,allow_other,passfile=/etc/pp,drives=3,kms_timeout=5,log=debug,noauto,x-systemd.automount,comment=x,_netdev").unwrap();
         assert!(o.read_only && o.allow_other);
         assert_eq!(o.passfile, Some("/etc/pp".into()));
-        assert_eq!((o.drives, o.kms_timeout, o.log.as_deref()), (Some(3), Some(5), Some("debug")));
+        assert_eq!(
+            (o.drives, o.kms_timeout, o.log.as_deref()),
+            (Some(3), Some(5), Some("debug"))
+        );
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub fn init(g: &Global, a: &InitArgs, out: &mut Out) -> Result<(), CliError> {
         max_volumes: a.max_volumes,
     };
     if a.volume_capacity.is_some_and(|c| c < 1 << 20) {
-        return Err(CliError::Usage("--volume-capacity must be at least 1M".into()));
+        return Err(CliError::Usage(
+            "--volume-capacity must be at least 1M".into(),
+        ));
     }
     let cfg = Store::init(&a.dir, opts)?;
     out.line(format!(
@@ -29,7 +31,11 @@ pub fn init(g: &Global, a: &InitArgs, out: &mut Out) -> Result<(), CliError> {
         a.dir.display(),
         cfg.drives,
         cfg.volume_capacity >> 20,
-        if g.passphrase_file.is_some() { "a pass phrase" } else { "a key file" }
+        if g.passphrase_file.is_some() {
+            "a pass phrase"
+        } else {
+            "a key file"
+        }
     ));
     Ok(())
 }
@@ -65,9 +71,15 @@ pub fn volumes(store: &Store, cmd: &VolumeCmd, out: &mut Out) -> Result<(), CliE
         out.json(&rows);
         return Ok(());
     }
-    out.line(format!("{:<10} {:<20} {:<8} {:>14} {:>14} {:>6}  FILE", "BARCODE", "POOL", "STATE", "USED", "CAPACITY", "IMAGES"));
+    out.line(format!(
+        "{:<10} {:<20} {:<8} {:>14} {:>14} {:>6}  FILE",
+        "BARCODE", "POOL", "STATE", "USED", "CAPACITY", "IMAGES"
+    ));
     for r in rows {
-        out.line(format!("{:<10} {:<20} {:<8} {:>14} {:>14} {:>6}  {}", r.barcode, r.pool, r.state, r.used, r.capacity, r.images, r.file));
+        out.line(format!(
+            "{:<10} {:<20} {:<8} {:>14} {:>14} {:>6}  {}",
+            r.barcode, r.pool, r.state, r.used, r.capacity, r.images, r.file
+        ));
     }
     Ok(())
 }
@@ -89,7 +101,9 @@ pub fn images(store: &Store, cmd: &ImageCmd, out: &mut Out) -> Result<(), CliErr
     let ImageCmd::List(j) = cmd;
     let mut rows = Vec::new();
     for (ino, id) in store.catalog.image_inodes()? {
-        let Some(img) = store.catalog.image(id)? else { continue };
+        let Some(img) = store.catalog.image(id)? else {
+            continue;
+        };
         let mut volumes: Vec<String> = img.fragments.iter().map(|f| f.volume.clone()).collect();
         volumes.dedup();
         rows.push(ImageRow {
@@ -109,9 +123,18 @@ pub fn images(store: &Store, cmd: &ImageCmd, out: &mut Out) -> Result<(), CliErr
         out.json(&rows);
         return Ok(());
     }
-    out.line(format!("{:<40} {:>12} {:<32} VOLUMES", "IMAGE", "SIZE", "KEY TAG"));
+    out.line(format!(
+        "{:<40} {:>12} {:<32} VOLUMES",
+        "IMAGE", "SIZE", "KEY TAG"
+    ));
     for r in rows {
-        out.line(format!("{:<40} {:>12} {:<32} {}", r.path, r.size, r.key_tag.as_deref().unwrap_or("-"), r.volumes.join(",")));
+        out.line(format!(
+            "{:<40} {:>12} {:<32} {}",
+            r.path,
+            r.size,
+            r.key_tag.as_deref().unwrap_or("-"),
+            r.volumes.join(",")
+        ));
     }
     Ok(())
 }
@@ -119,7 +142,9 @@ pub fn images(store: &Store, cmd: &ImageCmd, out: &mut Out) -> Result<(), CliErr
 pub fn status(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError> {
     let images = store.catalog.image_inodes()?.len();
     let volumes = store.catalog.volumes()?.len();
-    let drives: Vec<String> = (0..store.library.drives.count()).filter_map(|i| store.library.drives.status(i)).collect();
+    let drives: Vec<String> = (0..store.library.drives.count())
+        .filter_map(|i| store.library.drives.status(i))
+        .collect();
     let v = serde_json::json!({
         "store": store.dir.display().to_string(),
         "kms": store.kms.describe(),
@@ -131,7 +156,11 @@ pub fn status(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError>
     if j.json {
         out.json(&v);
     } else {
-        out.line(format!("store: {}\nkms: {}\nimages: {images}\nvolumes: {volumes}", store.dir.display(), store.kms.describe()));
+        out.line(format!(
+            "store: {}\nkms: {}\nimages: {images}\nvolumes: {volumes}",
+            store.dir.display(),
+            store.kms.describe()
+        ));
         for d in drives {
             out.line(d.trim_end().replace('\n', "  "));
         }

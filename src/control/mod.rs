@@ -86,7 +86,11 @@ fn serve(store: &Store, mut conn: UnixStream) -> std::io::Result<()> {
 pub fn forward(store: &Path, argv: &[String]) -> Option<Response> {
     let mut conn = UnixStream::connect(Store::control_socket(store)).ok()?;
     let cwd = std::env::current_dir().ok()?;
-    let mut req = serde_json::to_vec(&Request { argv: argv.to_vec(), cwd }).ok()?;
+    let mut req = serde_json::to_vec(&Request {
+        argv: argv.to_vec(),
+        cwd,
+    })
+    .ok()?;
     req.push(b'\n');
     conn.write_all(&req).ok()?;
     let mut line = String::new();

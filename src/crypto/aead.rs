@@ -25,7 +25,13 @@ pub fn seal(key: &SecretKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Cr
     let mut nonce = [0u8; NONCE_LEN];
     random::fill(&mut nonce)?;
     let ct = cipher(key)
-        .encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad })
+        .encrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .map_err(|_| CryptoError::Authentication)?;
     let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
     out.extend_from_slice(&nonce);
@@ -98,11 +104,20 @@ mod tests {
         let key = SecretKey::random().unwrap();
         let mut sealed = seal(&key, b"aad", b"hello").unwrap();
         assert_eq!(&open(&key, b"aad", &sealed).unwrap()[..], b"hello");
-        assert_eq!(open(&key, b"other", &sealed), Err(CryptoError::Authentication));
+        assert_eq!(
+            open(&key, b"other", &sealed),
+            Err(CryptoError::Authentication)
+        );
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
-        assert_eq!(open(&key, b"aad", &sealed), Err(CryptoError::Authentication));
-        assert_eq!(open(&key, b"aad", &sealed[..10]), Err(CryptoError::Truncated(10)));
+        assert_eq!(
+            open(&key, b"aad", &sealed),
+            Err(CryptoError::Authentication)
+        );
+        assert_eq!(
+            open(&key, b"aad", &sealed[..10]),
+            Err(CryptoError::Truncated(10))
+        );
     }
 
     #[test]

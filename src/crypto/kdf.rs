@@ -22,10 +22,15 @@ pub struct Argon2Params {
 
 /// Parameters of pass-phrase keys, version 1 (see docs/format.md for why).
 /// Pinned: a key recreated at a DR site years from now must match bit for bit.
-pub const PASSPHRASE_KEY_PARAMS: Argon2Params = Argon2Params { m_kib: 65536, t: 3, p: 1 };
+pub const PASSPHRASE_KEY_PARAMS: Argon2Params = Argon2Params {
+    m_kib: 65536,
+    t: 3,
+    p: 1,
+};
 
 fn argon2id(pass: &[u8], salt: &[u8], p: Argon2Params) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
-    let params = Params::new(p.m_kib, p.t, p.p, Some(32)).map_err(|e| CryptoError::Kdf(e.to_string()))?;
+    let params =
+        Params::new(p.m_kib, p.t, p.p, Some(32)).map_err(|e| CryptoError::Kdf(e.to_string()))?;
     let mut out = Zeroizing::new([0u8; 32]);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_into(pass, salt, &mut out[..])
@@ -59,7 +64,12 @@ pub fn passphrase_key(pass: &[u8], tag: &str, p: Argon2Params) -> Result<SecretK
 
 /// A key from a pass phrase and a random salt stored beside what it protects
 /// (host master key, export container): `HKDF(Argon2id(pass, salt), salt, info)`.
-pub fn passphrase_secret(pass: &[u8], salt: &[u8], p: Argon2Params, info: &[u8]) -> Result<SecretKey, CryptoError> {
+pub fn passphrase_secret(
+    pass: &[u8],
+    salt: &[u8],
+    p: Argon2Params,
+    info: &[u8],
+) -> Result<SecretKey, CryptoError> {
     let ikm = argon2id(pass, salt, p)?;
     Ok(hkdf(&ikm[..], salt, info))
 }
@@ -73,7 +83,8 @@ pub fn derive_subkey(key: &SecretKey, salt: &[u8], info: &[u8]) -> SecretKey {
 /// Lets `recoverkey` and import tell a wrong pass phrase from a right one
 /// without decrypting data; reveals nothing usable about a random key.
 pub fn key_check_value(key: &SecretKey) -> [u8; 8] {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.expose_secret()).expect("any key length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key.expose_secret()).expect("any key length");
     mac.update(b"kmsfs key check value v1");
     let out = mac.finalize().into_bytes();
     out[..8].try_into().expect("8 bytes")
@@ -83,13 +94,18 @@ pub fn key_check_value(key: &SecretKey) -> [u8; 8] {
 mod tests {
     use super::*;
 
-    const CHEAP: Argon2Params = Argon2Params { m_kib: 64, t: 1, p: 1 };
+    const CHEAP: Argon2Params = Argon2Params {
+        m_kib: 64,
+        t: 1,
+        p: 1,
+    };
 
     #[test]
     fn passphrase_key_golden_vector() {
         // Pinned: a change here breaks recovery of every pass-phrase key ever made.
         // Cross-checked with Python cryptography 48 + argon2-cffi (see docs/format.md).
-        let k = passphrase_key(b"correct horse", "0123456789abcdef0123456789abcdef", CHEAP).unwrap();
+        let k =
+            passphrase_key(b"correct horse", "0123456789abcdef0123456789abcdef", CHEAP).unwrap();
         assert_eq!(
             hex::encode(k.expose_secret()),
             "bb0279898fcf44c4a60ca4eae98babca29318fb0d5a6370d0133a5190a981df7"
@@ -99,8 +115,16 @@ mod tests {
 
     #[test]
     fn passphrase_key_default_params_golden_vector() {
-        let k = passphrase_key(b"correct horse", "0123456789abcdef0123456789abcdef", PASSPHRASE_KEY_PARAMS).unwrap();
-        assert_eq!(hex::encode(k.expose_secret()), "42d2c6701e3270908be8606bcdda1d58e75f3c47c8421d89a6cfda6422e83faa");
+        let k = passphrase_key(
+            b"correct horse",
+            "0123456789abcdef0123456789abcdef",
+            PASSPHRASE_KEY_PARAMS,
+        )
+        .unwrap();
+        assert_eq!(
+            hex::encode(k.expose_secret()),
+            "42d2c6701e3270908be8606bcdda1d58e75f3c47c8421d89a6cfda6422e83faa"
+        );
     }
 
     #[test]
@@ -115,6 +139,9 @@ mod tests {
     fn subkey_golden_vector() {
         let k = SecretKey::from_slice(&[0x22; 32]).unwrap();
         let s = derive_subkey(&k, &[0x33; 32], b"kmsfs tape block key v1");
-        assert_eq!(hex::encode(s.expose_secret()), "c0b0af1f7601cc405d8aeab34cf9122dc342c9edb8360bbdeacff9f5ee1311ff");
+        assert_eq!(
+            hex::encode(s.expose_secret()),
+            "c0b0af1f7601cc405d8aeab34cf9122dc342c9edb8360bbdeacff9f5ee1311ff"
+        );
     }
 }

@@ -13,8 +13,8 @@ mod random;
 
 pub use aead::{BlockCipher, TAG_LEN, open, seal};
 pub use kdf::{
-    Argon2Params, derive_subkey, key_check_value, passphrase_key, passphrase_secret,
-    PASSPHRASE_KEY_PARAMS,
+    Argon2Params, PASSPHRASE_KEY_PARAMS, derive_subkey, key_check_value, passphrase_key,
+    passphrase_secret,
 };
 pub use key::SecretKey;
 pub use random::{random_array, random_bytes};

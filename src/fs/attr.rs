@@ -10,11 +10,17 @@ use crate::catalog::FileAttrs;
 pub const TTL: Duration = Duration::from_secs(1);
 
 pub fn time(ns: i64) -> SystemTime {
-    if ns >= 0 { UNIX_EPOCH + Duration::from_nanos(ns as u64) } else { UNIX_EPOCH }
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH
+    }
 }
 
 pub fn ns(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 /// Attributes of a catalog entry.
@@ -27,7 +33,11 @@ pub fn from_attrs(ino: u64, a: &FileAttrs, size: u64, dir: bool) -> FileAttr {
         mtime: time(a.mtime_ns),
         ctime: time(a.ctime_ns),
         crtime: time(a.ctime_ns),
-        kind: if dir { FileType::Directory } else { FileType::RegularFile },
+        kind: if dir {
+            FileType::Directory
+        } else {
+            FileType::RegularFile
+        },
         perm: (a.mode & 0o7777) as u16,
         nlink: if dir { 2 } else { 1 },
         uid: a.uid,
@@ -41,6 +51,13 @@ pub fn from_attrs(ino: u64, a: &FileAttrs, size: u64, dir: bool) -> FileAttr {
 /// Attributes of a synthetic node (root, pools/, drives/, status files).
 pub fn synthetic(ino: u64, dir: bool, size: u64, started: i64) -> FileAttr {
     let mode = if dir { 0o755 } else { 0o444 };
-    let a = FileAttrs { mode, uid: 0, gid: 0, atime_ns: started, mtime_ns: started, ctime_ns: started };
+    let a = FileAttrs {
+        mode,
+        uid: 0,
+        gid: 0,
+        atime_ns: started,
+        mtime_ns: started,
+        ctime_ns: started,
+    };
     from_attrs(ino, &a, size, dir)
 }

@@ -37,12 +37,22 @@ impl KmsFs {
         Ok(match self.entry(ino)? {
             Entry::Synthetic(n) => {
                 let size = match n {
-                    Node::DriveStatus(i) => self.lib.drives.status(i).map(|s| s.len() as u64).unwrap_or(0),
+                    Node::DriveStatus(i) => self
+                        .lib
+                        .drives
+                        .status(i)
+                        .map(|s| s.len() as u64)
+                        .unwrap_or(0),
                     _ => 0,
                 };
                 synthetic(ino, n.is_dir(), size, self.started)
             }
-            Entry::Pending(p) => from_attrs(ino, &p.attrs, p.size.load(std::sync::atomic::Ordering::SeqCst), false),
+            Entry::Pending(p) => from_attrs(
+                ino,
+                &p.attrs,
+                p.size.load(std::sync::atomic::Ordering::SeqCst),
+                false,
+            ),
             Entry::Stored(i) => match i.kind {
                 InodeKind::Image(id) => {
                     let size = self.catalog.image(id)?.map(|r| r.size).unwrap_or(0);
@@ -55,14 +65,23 @@ impl KmsFs {
 
     pub(super) fn do_lookup(&self, parent: u64, name: &str) -> Res<FileAttr> {
         if let Some(n) = Node::from_ino(parent, self.drives()) {
-            if let Some((_, child)) = n.children(self.drives()).into_iter().find(|(c, _)| c == name) {
+            if let Some((_, child)) = n
+                .children(self.drives())
+                .into_iter()
+                .find(|(c, _)| c == name)
+            {
                 return self.attr_of(child.ino());
             }
             if !matches!(n, Node::Pools | Node::Msdp) {
                 return Err(FsError::new(libc::ENOENT, name.to_string()));
             }
         }
-        let pending = self.pending.lock().iter().find(|(_, p)| p.parent == parent && p.name == name).map(|(i, _)| *i);
+        let pending = self
+            .pending
+            .lock()
+            .iter()
+            .find(|(_, p)| p.parent == parent && p.name == name)
+            .map(|(i, _)| *i);
         if let Some(ino) = pending {
             return self.attr_of(ino);
         }
@@ -80,10 +99,16 @@ impl KmsFs {
                 if !n.is_dir() {
                     return Err(FsError::new(libc::ENOTDIR, "not a directory"));
                 }
-                out.extend(n.children(self.drives()).into_iter().map(|(name, c)| (c.ino(), c.is_dir(), name)));
+                out.extend(
+                    n.children(self.drives())
+                        .into_iter()
+                        .map(|(name, c)| (c.ino(), c.is_dir(), name)),
+                );
                 return Ok(out);
             }
-            Entry::Stored(i) if matches!(i.kind, InodeKind::Image(_)) => return Err(FsError::new(libc::ENOTDIR, "not a directory")),
+            Entry::Stored(i) if matches!(i.kind, InodeKind::Image(_)) => {
+                return Err(FsError::new(libc::ENOTDIR, "not a directory"));
+            }
             Entry::Pending(_) => return Err(FsError::new(libc::ENOTDIR, "not a directory")),
             _ => {}
         }
@@ -103,17 +128,27 @@ impl KmsFs {
     pub(super) fn do_mkdir(&self, parent: u64, name: &str, attrs: FileAttrs) -> Res<FileAttr> {
         self.check_writable()?;
         let node = if parent == POOLS_INO {
-            crate::kms::model_check_name(name).map_err(|e| FsError::new(libc::EINVAL, e.to_string()))?;
+            crate::kms::model_check_name(name)
+                .map_err(|e| FsError::new(libc::EINVAL, e.to_string()))?;
             if is_encrypted_pool(name) {
                 self.store.kms.active_key(name).map_err(|e| {
                     tracing::error!(pool = name, "cannot create encrypted pool: {e}");
-                    FsError::new(if e.is_missing_key() { libc::ENOKEY } else { libc::EIO }, e.to_string())
+                    FsError::new(
+                        if e.is_missing_key() {
+                            libc::ENOKEY
+                        } else {
+                            libc::EIO
+                        },
+                        e.to_string(),
+                    )
                 })?;
             }
-            self.catalog.make_dir(parent, name, name, InodeKind::Pool, attrs)?
+            self.catalog
+                .make_dir(parent, name, name, InodeKind::Pool, attrs)?
         } else {
             let dir = self.image_dir(parent)?;
-            self.catalog.make_dir(parent, name, &dir.pool, InodeKind::Dir, attrs)?
+            self.catalog
+                .make_dir(parent, name, &dir.pool, InodeKind::Dir, attrs)?
         };
         tracing::info!(path = %self.catalog.path_of(node.ino).unwrap_or_default(), "directory created");
         self.attr_of(node.ino)
@@ -131,8 +166,17 @@ impl KmsFs {
     pub(super) fn do_unlink(&self, parent: u64, name: &str) -> Res<()> {
         self.check_writable()?;
         self.image_dir(parent)?;
-        if self.pending.lock().values().any(|p| p.parent == parent && p.name == name) {
-            return Err(FsError::new(libc::EBUSY, format!("{name} is being written")));
+        self.settle_name(parent, name);
+        if self
+            .pending
+            .lock()
+            .values()
+            .any(|p| p.parent == parent && p.name == name)
+        {
+            return Err(FsError::new(
+                libc::EBUSY,
+                format!("{name} is being written"),
+            ));
         }
         let img = self.catalog.unlink(parent, name)?;
         self.lib.recycle(&img)?;
@@ -140,17 +184,36 @@ impl KmsFs {
         Ok(())
     }
 
-    pub(super) fn do_rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) -> Res<()> {
+    pub(super) fn do_rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+    ) -> Res<()> {
         self.check_writable()?;
         if parent == POOLS_INO || new_parent == POOLS_INO {
-            return Err(FsError::new(libc::EPERM, "pools cannot be renamed: their volumes are labelled with the pool name"));
+            return Err(FsError::new(
+                libc::EPERM,
+                "pools cannot be renamed: their volumes are labelled with the pool name",
+            ));
         }
         let (from, to) = (self.image_dir(parent)?, self.image_dir(new_parent)?);
         if from.pool != to.pool {
-            return Err(FsError::new(libc::EXDEV, format!("rename from pool {} to pool {}", from.pool, to.pool)));
+            return Err(FsError::new(
+                libc::EXDEV,
+                format!("rename from pool {} to pool {}", from.pool, to.pool),
+            ));
         }
-        if self.pending.lock().values().any(|p| (p.parent == parent && p.name == name) || (p.parent == new_parent && p.name == new_name)) {
-            return Err(FsError::new(libc::EBUSY, "an image being written cannot be renamed or replaced"));
+        self.settle_name(parent, name);
+        self.settle_name(new_parent, new_name);
+        if self.pending.lock().values().any(|p| {
+            (p.parent == parent && p.name == name) || (p.parent == new_parent && p.name == new_name)
+        }) {
+            return Err(FsError::new(
+                libc::EBUSY,
+                "an image being written cannot be renamed or replaced",
+            ));
         }
         if let Some(old) = self.catalog.rename(parent, name, new_parent, new_name)? {
             self.drop_image(old);
@@ -161,12 +224,21 @@ impl KmsFs {
     /// setattr on a stored entry (not a file being written).
     pub(super) fn set_stored_attrs(&self, ino: u64, ch: &AttrChange) -> Res<FileAttr> {
         let Entry::Stored(node) = self.entry(ino)? else {
-            return Err(FsError::new(libc::EPERM, "attributes of this node are fixed"));
+            return Err(FsError::new(
+                libc::EPERM,
+                "attributes of this node are fixed",
+            ));
         };
         if let Some(size) = ch.size {
             let cur = self.attr_of(ino)?.size;
             if size != cur {
-                return Err(FsError::new(libc::EPERM, format!("{} is immutable: open it with O_TRUNC to write a new version", node.name)));
+                return Err(FsError::new(
+                    libc::EPERM,
+                    format!(
+                        "{} is immutable: open it with O_TRUNC to write a new version",
+                        node.name
+                    ),
+                ));
             }
         }
         self.check_writable()?;

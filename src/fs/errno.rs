@@ -25,7 +25,10 @@ pub struct FsError {
 
 impl FsError {
     pub fn new(errno: i32, why: impl Into<String>) -> Self {
-        Self { errno: Errno::from_i32(errno), why: why.into() }
+        Self {
+            errno: Errno::from_i32(errno),
+            why: why.into(),
+        }
     }
 }
 
@@ -37,7 +40,9 @@ pub fn catalog_errno(e: &CatalogError) -> i32 {
         CatalogError::NotEmpty(_) => libc::ENOTEMPTY,
         CatalogError::NotDir(_) => libc::ENOTDIR,
         CatalogError::IsDir(_) => libc::EISDIR,
-        CatalogError::Db(_) | CatalogError::Decode(_) | CatalogError::UnknownVersion { .. } => libc::EIO,
+        CatalogError::Db(_) | CatalogError::Decode(_) | CatalogError::UnknownVersion { .. } => {
+            libc::EIO
+        }
     }
 }
 
@@ -46,7 +51,9 @@ pub fn tape_errno(e: &TapeError) -> i32 {
     match e {
         TapeError::Kms { source, .. } if source.is_missing_key() => libc::ENOKEY,
         TapeError::Kms { .. } => libc::EIO,
-        TapeError::Integrity { .. } | TapeError::Format { .. } | TapeError::FutureVersion { .. } => libc::EIO,
+        TapeError::Integrity { .. }
+        | TapeError::Format { .. }
+        | TapeError::FutureVersion { .. } => libc::EIO,
         TapeError::NoScratch { .. } => libc::ENOSPC,
         TapeError::DriveBusy { .. } => libc::EBUSY,
         TapeError::NotSequential { .. } => libc::ESPIPE,
@@ -84,11 +91,23 @@ mod tests {
 
     #[test]
     fn mapping() {
-        let k = TapeError::Kms { subject: "tag x".into(), source: KmsError::NoSuchTag("x".into()) };
+        let k = TapeError::Kms {
+            subject: "tag x".into(),
+            source: KmsError::NoSuchTag("x".into()),
+        };
         assert_eq!(tape_errno(&k), libc::ENOKEY);
-        let u = TapeError::Kms { subject: "g".into(), source: KmsError::Unreachable { secs: 1, why: "down".into() } };
+        let u = TapeError::Kms {
+            subject: "g".into(),
+            source: KmsError::Unreachable {
+                secs: 1,
+                why: "down".into(),
+            },
+        };
         assert_eq!(tape_errno(&u), libc::EIO);
-        assert_eq!(tape_errno(&TapeError::NoScratch { pool: "p".into() }), libc::ENOSPC);
+        assert_eq!(
+            tape_errno(&TapeError::NoScratch { pool: "p".into() }),
+            libc::ENOSPC
+        );
         assert_eq!(tape_errno(&TapeError::DriveBusy { secs: 1 }), libc::EBUSY);
         let io = TapeError::io("v", std::io::Error::from_raw_os_error(libc::ENOSPC));
         assert_eq!(tape_errno(&io), libc::ENOSPC);

@@ -2,7 +2,7 @@
 //! written, and the close that commits an image.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use fuser::{FileAttr, FopenFlags};
 use parking_lot::Mutex;
@@ -20,21 +20,49 @@ impl KmsFs {
         self.check_writable()?;
         let dir = self.image_dir(parent)?;
         if self.pending.lock().contains_key(&ino) {
-            return Err(FsError::new(libc::EBUSY, format!("{name} is already being written")));
+            return Err(FsError::new(
+                libc::EBUSY,
+                format!("{name} is already being written"),
+            ));
         }
         let path = match self.catalog.path_of(parent)?.split_once('/') {
             Some((_, rest)) => format!("{rest}/{name}"),
             None => name.to_string(),
         };
-        let target = WriteTarget { ino, parent, name: name.into(), pool: dir.pool.clone(), path, attrs };
+        let target = WriteTarget {
+            ino,
+            parent,
+            name: name.into(),
+            pool: dir.pool.clone(),
+            path,
+            attrs,
+        };
         let writer = ImageWriter::begin(&self.lib, target)?;
         let size = Arc::new(AtomicU64::new(0));
-        self.pending.lock().insert(ino, Pending { parent, name: name.into(), attrs, size: size.clone() });
+        self.pending.lock().insert(
+            ino,
+            Pending {
+                parent,
+                name: name.into(),
+                attrs,
+                size: size.clone(),
+            },
+        );
         tracing::info!(pool = %dir.pool, name, key_tag = writer.key_tag().unwrap_or("-"), "image write started");
-        Ok(self.add_handle(Handle::Write { ino, writer: Mutex::new(Some(writer)), size }))
+        Ok(self.add_handle(Handle::Write {
+            ino,
+            writer: Mutex::new(Some(writer)),
+            size,
+            flushed: AtomicBool::new(false),
+        }))
     }
 
-    pub(super) fn do_create(&self, parent: u64, name: &str, attrs: FileAttrs) -> Res<(FileAttr, u64)> {
+    pub(super) fn do_create(
+        &self,
+        parent: u64,
+        name: &str,
+        attrs: FileAttrs,
+    ) -> Res<(FileAttr, u64)> {
         let ino = match self.catalog.lookup(parent, name)? {
             Some(i) if matches!(i.kind, InodeKind::Image(_)) => i.ino,
             Some(_) => return Err(FsError::new(libc::EISDIR, name.to_string())),
@@ -50,26 +78,49 @@ impl KmsFs {
         match self.entry(ino)? {
             Entry::Synthetic(Node::DriveStatus(i)) if !write => {
                 let text = self.lib.drives.status(i).unwrap_or_default().into_bytes();
-                Ok((self.add_handle(Handle::Status(text)), FopenFlags::FOPEN_DIRECT_IO))
+                Ok((
+                    self.add_handle(Handle::Status(text)),
+                    FopenFlags::FOPEN_DIRECT_IO,
+                ))
             }
             Entry::Synthetic(_) => Err(FsError::new(libc::EACCES, "read-only node")),
             Entry::Pending(_) => Err(FsError::new(libc::EBUSY, "image is being written")),
             Entry::Stored(node) => {
-                let InodeKind::Image(id) = node.kind else { return Err(FsError::new(libc::EISDIR, node.name)) };
+                let InodeKind::Image(id) = node.kind else {
+                    return Err(FsError::new(libc::EISDIR, node.name));
+                };
                 if write {
                     if flags & libc::O_TRUNC == 0 {
                         tracing::warn!(image = %node.name, "write without O_TRUNC refused: images are immutable once closed");
-                        return Err(FsError::new(libc::EPERM, format!("{} is immutable: open with O_TRUNC to write a new version", node.name)));
+                        return Err(FsError::new(
+                            libc::EPERM,
+                            format!(
+                                "{} is immutable: open with O_TRUNC to write a new version",
+                                node.name
+                            ),
+                        ));
                     }
                     let mut attrs = node.attrs;
                     attrs.mtime_ns = crate::tape::now_ns();
                     attrs.ctime_ns = attrs.mtime_ns;
-                    return Ok((self.start_writer(ino, node.parent, &node.name, attrs)?, FopenFlags::empty()));
+                    return Ok((
+                        self.start_writer(ino, node.parent, &node.name, attrs)?,
+                        FopenFlags::empty(),
+                    ));
                 }
-                let img = self.catalog.image(id)?.ok_or_else(|| FsError::new(libc::EIO, format!("image of {} missing from catalog", node.name)))?;
+                let img = self.catalog.image(id)?.ok_or_else(|| {
+                    FsError::new(
+                        libc::EIO,
+                        format!("image of {} missing from catalog", node.name),
+                    )
+                })?;
                 let reader = ImageReader::open(&self.lib, img)?;
                 let keep = self.cached.lock().insert(ino, id) == Some(id);
-                let flags = if keep { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
+                let flags = if keep {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
                 Ok((self.add_handle(Handle::Read(reader)), flags))
             }
         }
@@ -83,17 +134,29 @@ impl KmsFs {
                 let end = (start + size as usize).min(t.len());
                 Ok(t[start..end].to_vec())
             }
-            Handle::Write { .. } => Err(FsError::new(libc::EBADF, "image open for writing cannot be read until closed")),
+            Handle::Write { .. } => Err(FsError::new(
+                libc::EBADF,
+                "image open for writing cannot be read until closed",
+            )),
         }
     }
 
     pub(super) fn do_write(&self, fh: u64, offset: u64, data: &[u8]) -> Res<u32> {
         let h = self.handle(fh)?;
-        let Handle::Write { writer, size, .. } = &*h else {
+        let Handle::Write {
+            writer,
+            size,
+            flushed,
+            ..
+        } = &*h
+        else {
             return Err(FsError::new(libc::EBADF, "not open for writing"));
         };
+        flushed.store(false, Ordering::SeqCst);
         let mut w = writer.lock();
-        let w = w.as_mut().ok_or_else(|| FsError::new(libc::EBADF, "image already closed"))?;
+        let w = w
+            .as_mut()
+            .ok_or_else(|| FsError::new(libc::EBADF, "image already closed"))?;
         w.write_at(offset, data)?;
         size.store(w.size(), Ordering::SeqCst);
         Ok(data.len() as u32)
@@ -101,14 +164,32 @@ impl KmsFs {
 
     /// setattr of a file being written: size may grow (zero fill), attributes change.
     pub(super) fn set_pending_attrs(&self, ino: u64, ch: &AttrChange) -> Res<FileAttr> {
-        let fh = self.handles.lock().iter().find(|(_, h)| matches!(&***h, Handle::Write { ino: i, .. } if *i == ino)).map(|(f, _)| *f);
-        let h = fh.map(|f| self.handle(f)).transpose()?.ok_or_else(|| FsError::new(libc::EBUSY, "image is being written by another handle"))?;
-        let Handle::Write { writer, size, .. } = &*h else { unreachable!("found as a write handle") };
+        let fh = self
+            .handles
+            .lock()
+            .iter()
+            .find(|(_, h)| matches!(&***h, Handle::Write { ino: i, .. } if *i == ino))
+            .map(|(f, _)| *f);
+        let h = fh
+            .map(|f| self.handle(f))
+            .transpose()?
+            .ok_or_else(|| FsError::new(libc::EBUSY, "image is being written by another handle"))?;
+        let Handle::Write { writer, size, .. } = &*h else {
+            unreachable!("found as a write handle")
+        };
         let mut guard = writer.lock();
-        let w = guard.as_mut().ok_or_else(|| FsError::new(libc::EBADF, "image already closed"))?;
+        let w = guard
+            .as_mut()
+            .ok_or_else(|| FsError::new(libc::EBADF, "image already closed"))?;
         if let Some(s) = ch.size {
             if s < w.size() {
-                return Err(FsError::new(libc::ESPIPE, format!("cannot shrink an image being written from {} to {s}", w.size())));
+                return Err(FsError::new(
+                    libc::ESPIPE,
+                    format!(
+                        "cannot shrink an image being written from {} to {s}",
+                        w.size()
+                    ),
+                ));
             }
             w.extend_to(s)?;
             size.store(w.size(), Ordering::SeqCst);
@@ -124,7 +205,12 @@ impl KmsFs {
     }
 
     pub(super) fn do_setattr(&self, ino: u64, ch: &AttrChange) -> Res<FileAttr> {
-        if self.pending.lock().contains_key(&ino) { self.set_pending_attrs(ino, ch) } else { self.set_stored_attrs(ino, ch) }
+        self.settle(ino);
+        if self.pending.lock().contains_key(&ino) {
+            self.set_pending_attrs(ino, ch)
+        } else {
+            self.set_stored_attrs(ino, ch)
+        }
     }
 
     /// Commits the image of a write handle at its last close (release).
@@ -132,8 +218,12 @@ impl KmsFs {
     /// the writes come.
     fn commit(&self, fh: u64) -> Res<()> {
         let h = self.handle(fh)?;
-        let Handle::Write { ino, writer, .. } = &*h else { return Ok(()) };
-        let Some(w) = writer.lock().take() else { return Ok(()) };
+        let Handle::Write { ino, writer, .. } = &*h else {
+            return Ok(());
+        };
+        let Some(w) = writer.lock().take() else {
+            return Ok(());
+        };
         let result = w.finish();
         self.cached.lock().remove(ino);
         self.pending.lock().remove(ino);
@@ -148,7 +238,46 @@ impl KmsFs {
     /// close(2) of a descriptor: what was written is made durable, so write
     /// errors reach the caller; the commit follows at the last close.
     pub(super) fn do_flush(&self, fh: u64) -> Res<()> {
+        let h = self.handle(fh)?;
+        if let Handle::Write { flushed, .. } = &*h {
+            flushed.store(true, Ordering::SeqCst);
+        }
         self.do_fsync(fh)
+    }
+
+    /// Before a namespace change of a file being written: if every
+    /// descriptor of it was closed (rsync: close, utimes, rename), wait for
+    /// its commit so the change applies to the committed image.
+    pub(super) fn settle(&self, ino: u64) {
+        let closing = {
+            let handles = self.handles.lock();
+            let mine: Vec<bool> = handles
+                .values()
+                .filter_map(|h| match &**h {
+                    Handle::Write {
+                        ino: i, flushed, ..
+                    } if *i == ino => Some(flushed.load(Ordering::SeqCst)),
+                    _ => None,
+                })
+                .collect();
+            !mine.is_empty() && mine.iter().all(|f| *f)
+        };
+        if closing {
+            self.wait_committed(ino);
+        }
+    }
+
+    /// [`KmsFs::settle`] by name.
+    pub(super) fn settle_name(&self, parent: u64, name: &str) {
+        let ino = self
+            .pending
+            .lock()
+            .iter()
+            .find(|(_, p)| p.parent == parent && p.name == name)
+            .map(|(i, _)| *i);
+        if let Some(ino) = ino {
+            self.settle(ino);
+        }
     }
 
     /// Waits (bounded) until the image at `ino` is no longer being written:
@@ -156,7 +285,12 @@ impl KmsFs {
     pub(super) fn wait_committed(&self, ino: u64) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let mut pending = self.pending.lock();
-        while pending.contains_key(&ino) && !self.committed.wait_until(&mut pending, deadline).timed_out() {}
+        while pending.contains_key(&ino)
+            && !self
+                .committed
+                .wait_until(&mut pending, deadline)
+                .timed_out()
+        {}
     }
 
     pub(super) fn do_fsync(&self, fh: u64) -> Res<()> {

@@ -1,7 +1,7 @@
 //! Open file handles.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use parking_lot::Mutex;
 
@@ -10,7 +10,14 @@ use crate::tape::{ImageReader, ImageWriter};
 /// What an open file handle refers to.
 pub enum Handle {
     /// An image being written; `None` once committed or failed.
-    Write { ino: u64, writer: Mutex<Option<ImageWriter>>, size: Arc<AtomicU64> },
+    /// `flushed`: a descriptor was closed since the last write, so the
+    /// last close (and the commit) may be on its way.
+    Write {
+        ino: u64,
+        writer: Mutex<Option<ImageWriter>>,
+        size: Arc<AtomicU64>,
+        flushed: AtomicBool,
+    },
     /// A committed image open for reading.
     Read(ImageReader),
     /// A snapshot of a drive status file.

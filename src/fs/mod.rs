@@ -100,13 +100,23 @@ impl KmsFs {
     fn image_dir(&self, ino: u64) -> Res<Inode> {
         match self.entry(ino)? {
             Entry::Stored(i) if matches!(i.kind, InodeKind::Pool | InodeKind::Dir) => Ok(i),
-            Entry::Synthetic(_) => Err(FsError::new(libc::EPERM, "images live inside a pool: pools/NAME/")),
-            _ => Err(FsError::new(libc::ENOTDIR, format!("inode {ino} is not a directory"))),
+            Entry::Synthetic(_) => Err(FsError::new(
+                libc::EPERM,
+                "images live inside a pool: pools/NAME/",
+            )),
+            _ => Err(FsError::new(
+                libc::ENOTDIR,
+                format!("inode {ino} is not a directory"),
+            )),
         }
     }
 
     fn check_writable(&self) -> Res<()> {
-        if self.read_only { Err(FsError::new(libc::EROFS, "mounted read-only")) } else { Ok(()) }
+        if self.read_only {
+            Err(FsError::new(libc::EROFS, "mounted read-only"))
+        } else {
+            Ok(())
+        }
     }
 
     fn add_handle(&self, h: Handle) -> u64 {
@@ -116,7 +126,11 @@ impl KmsFs {
     }
 
     fn handle(&self, fh: u64) -> Res<Arc<Handle>> {
-        self.handles.lock().get(&fh).cloned().ok_or_else(|| FsError::new(libc::EBADF, format!("file handle {fh}")))
+        self.handles
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| FsError::new(libc::EBADF, format!("file handle {fh}")))
     }
 
     /// Releases what a replaced or removed image held on its volumes.

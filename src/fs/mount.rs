@@ -23,17 +23,29 @@ pub struct MountOptions {
 
 impl Default for MountOptions {
     fn default() -> Self {
-        Self { read_only: false, allow_other: false, default_permissions: true, threads: 8 }
+        Self {
+            read_only: false,
+            allow_other: false,
+            default_permissions: true,
+            threads: 8,
+        }
     }
 }
 
 fn session_config(store: &Store, opts: &MountOptions) -> Config {
     let mut c = Config::default();
-    c.mount_options = vec![MountOption::FSName(store.dir.display().to_string()), MountOption::Subtype("kmsfs".into())];
+    c.mount_options = vec![
+        MountOption::FSName(store.dir.display().to_string()),
+        MountOption::Subtype("kmsfs".into()),
+    ];
     if opts.default_permissions {
         c.mount_options.push(MountOption::DefaultPermissions);
     }
-    c.mount_options.push(if opts.read_only { MountOption::RO } else { MountOption::RW });
+    c.mount_options.push(if opts.read_only {
+        MountOption::RO
+    } else {
+        MountOption::RW
+    });
     if opts.allow_other {
         c.acl = SessionACL::All;
     }
@@ -44,11 +56,20 @@ fn session_config(store: &Store, opts: &MountOptions) -> Config {
 
 /// Mounts and serves until unmounted or signalled. `on_ready` runs once the
 /// filesystem answers requests.
-pub fn mount_foreground(store: Arc<Store>, mountpoint: &Path, opts: &MountOptions, on_ready: impl FnOnce()) -> std::io::Result<()> {
+pub fn mount_foreground(
+    store: Arc<Store>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    on_ready: impl FnOnce(),
+) -> std::io::Result<()> {
     let signals = signals::block_and_watch();
     let control = crate::control::Server::start(store.clone())?;
     let pid_file = store.dir.join("kmsfs.pid");
-    crate::store::atomic::write_atomic(&pid_file, format!("{}\n", std::process::id()).as_bytes(), 0o600)?;
+    crate::store::atomic::write_atomic(
+        &pid_file,
+        format!("{}\n", std::process::id()).as_bytes(),
+        0o600,
+    )?;
     let fs = KmsFs::new(store.clone(), opts.read_only);
     let session = fuser::spawn_mount(fs, mountpoint, &session_config(&store, opts))?;
     std::fs::metadata(mountpoint)?;
@@ -57,7 +78,10 @@ pub fn mount_foreground(store: Arc<Store>, mountpoint: &Path, opts: &MountOption
     loop {
         match signals.recv_timeout(Duration::from_millis(200)) {
             Ok(sig) => {
-                tracing::info!(signal = sig, "unmounting on signal; open images are committed as they close");
+                tracing::info!(
+                    signal = sig,
+                    "unmounting on signal; open images are committed as they close"
+                );
                 session.umount_and_join()?;
                 break;
             }

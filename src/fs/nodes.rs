@@ -37,8 +37,12 @@ impl Node {
             POOLS_INO => Node::Pools,
             MSDP_INO => Node::Msdp,
             DRIVES_INO => Node::Drives,
-            i if (DRIVE_STATUS_BASE..DRIVE_STATUS_BASE + drives as u64).contains(&i) => Node::DriveStatus((i - DRIVE_STATUS_BASE) as usize),
-            i if (DRIVE_DIR_BASE..DRIVE_DIR_BASE + drives as u64).contains(&i) => Node::DriveDir((i - DRIVE_DIR_BASE) as usize),
+            i if (DRIVE_STATUS_BASE..DRIVE_STATUS_BASE + drives as u64).contains(&i) => {
+                Node::DriveStatus((i - DRIVE_STATUS_BASE) as usize)
+            }
+            i if (DRIVE_DIR_BASE..DRIVE_DIR_BASE + drives as u64).contains(&i) => {
+                Node::DriveDir((i - DRIVE_DIR_BASE) as usize)
+            }
             _ => return None,
         };
         Some(n)
@@ -51,8 +55,14 @@ impl Node {
     /// Children of a synthetic directory.
     pub fn children(self, drives: usize) -> Vec<(String, Node)> {
         match self {
-            Node::Root => vec![("pools".into(), Node::Pools), ("drives".into(), Node::Drives), ("msdp".into(), Node::Msdp)],
-            Node::Drives => (0..drives).map(|i| (format!("drive{i}"), Node::DriveDir(i))).collect(),
+            Node::Root => vec![
+                ("pools".into(), Node::Pools),
+                ("drives".into(), Node::Drives),
+                ("msdp".into(), Node::Msdp),
+            ],
+            Node::Drives => (0..drives)
+                .map(|i| (format!("drive{i}"), Node::DriveDir(i)))
+                .collect(),
             Node::DriveDir(i) => vec![("status".into(), Node::DriveStatus(i))],
             _ => Vec::new(),
         }

@@ -5,9 +5,9 @@ use std::ffi::OsStr;
 use std::time::SystemTime;
 
 use fuser::{
-    FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 use super::attr::{TTL, ns};
@@ -16,12 +16,20 @@ use super::{FsError, KmsFs};
 use crate::catalog::FileAttrs;
 
 fn name_of(name: &OsStr) -> Result<&str, FsError> {
-    name.to_str().ok_or_else(|| FsError::new(libc::EINVAL, "names must be UTF-8"))
+    name.to_str()
+        .ok_or_else(|| FsError::new(libc::EINVAL, "names must be UTF-8"))
 }
 
 fn new_attrs(req: &Request, mode: u32, umask: u32, kind: u32) -> FileAttrs {
     let now = ns(SystemTime::now());
-    FileAttrs { mode: kind | (mode & !umask & 0o7777), uid: req.uid(), gid: req.gid(), atime_ns: now, mtime_ns: now, ctime_ns: now }
+    FileAttrs {
+        mode: kind | (mode & !umask & 0o7777),
+        uid: req.uid(),
+        gid: req.gid(),
+        atime_ns: now,
+        mtime_ns: now,
+        ctime_ns: now,
+    }
 }
 
 fn time_of(t: Option<TimeOrNow>) -> Option<i64> {
@@ -79,14 +87,29 @@ impl Filesystem for KmsFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let ch = AttrChange { mode, uid, gid, size, atime: time_of(atime), mtime: time_of(mtime) };
+        let ch = AttrChange {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: time_of(atime),
+            mtime: time_of(mtime),
+        };
         match self.do_setattr(ino.0, &ch) {
             Ok(a) => reply.attr(&TTL, &a),
             Err(e) => reply_err!(reply, e),
         }
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
         let attrs = new_attrs(req, mode, umask, libc::S_IFDIR);
         match name_of(name).and_then(|n| self.do_mkdir(parent.0, n, attrs)) {
             Ok(a) => reply.entry(&TTL, &a, Generation(0)),
@@ -121,7 +144,9 @@ impl Filesystem for KmsFs {
         if flags.bits() != 0 {
             return reply.error(fuser::Errno::EINVAL);
         }
-        let r = name_of(name).and_then(|n| Ok((n, name_of(newname)?))).and_then(|(n, nn)| self.do_rename(parent.0, n, newparent.0, nn));
+        let r = name_of(name)
+            .and_then(|n| Ok((n, name_of(newname)?)))
+            .and_then(|(n, nn)| self.do_rename(parent.0, n, newparent.0, nn));
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply_err!(reply, e),
@@ -170,7 +195,14 @@ impl Filesystem for KmsFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         match self.do_flush(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply_err!(reply, e),
@@ -193,18 +225,37 @@ impl Filesystem for KmsFs {
         }
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match self.do_fsync(fh.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply_err!(reply, e),
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         match self.do_readdir(ino.0) {
             Ok(entries) => {
-                for (i, (child, dir, name)) in entries.into_iter().enumerate().skip(offset as usize) {
-                    let kind = if dir { FileType::Directory } else { FileType::RegularFile };
+                for (i, (child, dir, name)) in entries.into_iter().enumerate().skip(offset as usize)
+                {
+                    let kind = if dir {
+                        FileType::Directory
+                    } else {
+                        FileType::RegularFile
+                    };
                     if reply.add(INodeNo(child), (i + 1) as u64, kind, name) {
                         break;
                     }
@@ -217,15 +268,28 @@ impl Filesystem for KmsFs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         match self.do_statfs() {
-            Ok((blocks, free)) => reply.statfs(blocks, free, free, 1 << 32, 1 << 32, 1 << 20, 255, 1 << 20),
+            Ok((blocks, free)) => {
+                reply.statfs(blocks, free, free, 1 << 32, 1 << 32, 1 << 20, 255, 1 << 20)
+            }
             Err(e) => reply_err!(reply, e),
         }
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, _flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
         let attrs = new_attrs(req, mode, umask, libc::S_IFREG);
         match name_of(name).and_then(|n| self.do_create(parent.0, n, attrs)) {
-            Ok((a, fh)) => reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty()),
+            Ok((a, fh)) => {
+                reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty())
+            }
             Err(e) => reply_err!(reply, e),
         }
     }

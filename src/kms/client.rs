@@ -73,7 +73,9 @@ pub struct EmbeddedKms {
 
 impl EmbeddedKms {
     pub fn new(ks: Keystore) -> Self {
-        Self { ks: RwLock::new(ks) }
+        Self {
+            ks: RwLock::new(ks),
+        }
     }
 
     /// Runs an administrative read on the keystore.
@@ -116,7 +118,8 @@ impl KmsClient for EmbeddedKms {
     fn unwrap(&self, w: &WrappedKey) -> Result<SecretKey, KmsError> {
         let root = self.ks.read().key_for_decrypt(&w.root_tag)?;
         let plain = crypto::open(&root, &wrap_aad(&w.root_tag), &w.sealed)?;
-        SecretKey::from_slice(&plain).ok_or_else(|| KmsError::Container("wrapped key is not 32 bytes".into()))
+        SecretKey::from_slice(&plain)
+            .ok_or_else(|| KmsError::Container("wrapped key is not 32 bytes".into()))
     }
 }
 
@@ -132,7 +135,11 @@ impl Retrying {
         Self { inner, timeout }
     }
 
-    fn run<T>(&self, op: &str, f: impl Fn(&dyn KmsClient) -> Result<T, KmsError>) -> Result<T, KmsError> {
+    fn run<T>(
+        &self,
+        op: &str,
+        f: impl Fn(&dyn KmsClient) -> Result<T, KmsError>,
+    ) -> Result<T, KmsError> {
         let start = Instant::now();
         let mut delay = Duration::from_millis(50);
         loop {
@@ -140,7 +147,10 @@ impl Retrying {
                 Err(e) if e.is_temporary() => {
                     if start.elapsed() + delay > self.timeout {
                         tracing::error!(op, error = %e, "KMS unreachable, giving up after {:?}", start.elapsed());
-                        return Err(KmsError::Unreachable { secs: self.timeout.as_secs(), why: e.to_string() });
+                        return Err(KmsError::Unreachable {
+                            secs: self.timeout.as_secs(),
+                            why: e.to_string(),
+                        });
                     }
                     tracing::warn!(op, error = %e, "KMS temporarily unavailable, retrying in {delay:?}");
                     std::thread::sleep(delay);
@@ -192,7 +202,10 @@ mod tests {
         }
         fn active_key(&self, g: &str) -> Result<TaggedKey, KmsError> {
             if self.calls.fetch_add(1, Ordering::SeqCst) < self.down {
-                return Err(KmsError::Unreachable { secs: 0, why: "connection refused".into() });
+                return Err(KmsError::Unreachable {
+                    secs: 0,
+                    why: "connection refused".into(),
+                });
             }
             self.inner.active_key(g)
         }
@@ -214,21 +227,39 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut ks = Keystore::create(d.path(), HmkSource::File(d.path().join("h"))).unwrap();
         ks.create_group("G", "").unwrap();
-        ks.create_key(NewKey { group: "G", name: "root", description: "", passphrase: None, activate: true }).unwrap();
+        ks.create_key(NewKey {
+            group: "G",
+            name: "root",
+            description: "",
+            passphrase: None,
+            activate: true,
+        })
+        .unwrap();
         (d, EmbeddedKms::new(ks))
     }
 
     #[test]
     fn retry_recovers_from_a_short_outage_and_gives_up_on_a_long_one() {
         let (_d, e) = embedded();
-        let flaky = Arc::new(Flaky { inner: e, down: 2, calls: AtomicU32::new(0) });
+        let flaky = Arc::new(Flaky {
+            inner: e,
+            down: 2,
+            calls: AtomicU32::new(0),
+        });
         let r = Retrying::new(flaky.clone(), Duration::from_secs(5));
         r.active_key("G").unwrap();
         assert_eq!(flaky.calls.load(Ordering::SeqCst), 3);
         let (_d2, e2) = embedded();
-        let down = Arc::new(Flaky { inner: e2, down: u32::MAX, calls: AtomicU32::new(0) });
+        let down = Arc::new(Flaky {
+            inner: e2,
+            down: u32::MAX,
+            calls: AtomicU32::new(0),
+        });
         let start = Instant::now();
-        let err = Retrying::new(down, Duration::from_millis(300)).active_key("G").err().unwrap();
+        let err = Retrying::new(down, Duration::from_millis(300))
+            .active_key("G")
+            .err()
+            .unwrap();
         assert!(matches!(err, KmsError::Unreachable { .. }));
         assert!(start.elapsed() < Duration::from_secs(2), "bounded");
     }
@@ -242,10 +273,12 @@ mod tests {
         let mut bad = w.clone();
         bad.sealed[20] ^= 1;
         assert!(e.unwrap(&bad).is_err());
-        e.write(|ks| ks.modify_key("G", "root", Some(KeyState::Inactive), None, None)).unwrap();
+        e.write(|ks| ks.modify_key("G", "root", Some(KeyState::Inactive), None, None))
+            .unwrap();
         assert!(e.unwrap(&w).is_ok(), "inactive root still unwraps");
         assert!(e.wrap("G", &dek).is_err(), "no active root: no new wraps");
-        e.write(|ks| ks.modify_key("G", "root", Some(KeyState::Deprecated), None, None)).unwrap();
+        e.write(|ks| ks.modify_key("G", "root", Some(KeyState::Deprecated), None, None))
+            .unwrap();
         assert!(e.unwrap(&w).err().unwrap().is_missing_key());
     }
 }

@@ -23,9 +23,17 @@ pub enum KmsError {
     #[error("a key with tag {0} already exists")]
     TagExists(String),
     #[error("key {tag} is {state}: it cannot be used to {purpose}")]
-    KeyUnusable { tag: String, state: KeyState, purpose: &'static str },
+    KeyUnusable {
+        tag: String,
+        state: KeyState,
+        purpose: &'static str,
+    },
     #[error("key '{name}' cannot go from {from} to {to}")]
-    BadTransition { name: String, from: KeyState, to: KeyState },
+    BadTransition {
+        name: String,
+        from: KeyState,
+        to: KeyState,
+    },
     #[error("key '{name}' is {state}: only prelive and terminated keys can be deleted")]
     NotDeletable { name: String, state: KeyState },
     #[error("key {tag} is in use by {users}: refused")]
@@ -39,17 +47,26 @@ pub enum KmsError {
     #[error("keystore {path} is damaged: {why}")]
     Damaged { path: String, why: String },
     #[error("keystore {path} has format version {version}; this kmsfs reads up to {supported}")]
-    UnknownVersion { path: String, version: u16, supported: u16 },
+    UnknownVersion {
+        path: String,
+        version: u16,
+        supported: u16,
+    },
     #[error("key file {0} is missing")]
     MissingKeyFile(String),
-    #[error("this keystore is unlocked by a pass phrase: give --passphrase-file or KMSFS_PASSPHRASE_FILE")]
+    #[error(
+        "this keystore is unlocked by a pass phrase: give --passphrase-file or KMSFS_PASSPHRASE_FILE"
+    )]
     PassphraseRequired,
     #[error("export container: {0}")]
     Container(String),
     #[error("the KMS did not answer within {secs}s: {why}")]
     Unreachable { secs: u64, why: String },
     #[error("keystore I/O on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
 }
@@ -65,11 +82,17 @@ impl KmsError {
     pub fn is_missing_key(&self) -> bool {
         matches!(
             self,
-            Self::NoActiveKey(_) | Self::NoSuchTag(_) | Self::KeyUnusable { .. } | Self::NoSuchGroup(_)
+            Self::NoActiveKey(_)
+                | Self::NoSuchTag(_)
+                | Self::KeyUnusable { .. }
+                | Self::NoSuchGroup(_)
         )
     }
 
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        Self::Io { path: path.display().to_string(), source }
+        Self::Io {
+            path: path.display().to_string(),
+            source,
+        }
     }
 }

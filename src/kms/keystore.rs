@@ -39,7 +39,8 @@ pub struct Keystore {
     pub(super) users: Box<dyn KeyUsers>,
 }
 
-fn bincode_cfg() -> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Fixint> {
+fn bincode_cfg()
+-> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Fixint> {
     bincode::config::legacy()
 }
 
@@ -49,10 +50,18 @@ impl Keystore {
         std::fs::create_dir_all(dir).map_err(|e| KmsError::io(dir, e))?;
         let hmk = match source {
             HmkSource::File(p) => unlock::create_hmk_file(&p)?,
-            HmkSource::Passphrase(pass) => unlock::create_passphrase_hmk(&dir.join(HMK_PARAMS_FILE), &pass)?,
+            HmkSource::Passphrase(pass) => {
+                unlock::create_passphrase_hmk(&dir.join(HMK_PARAMS_FILE), &pass)?
+            }
         };
         let kpk = unlock::create_kpk(&dir.join(KPK_FILE), &hmk)?;
-        let ks = Self { path: dir.join(KEYSTORE_FILE), hmk, kpk, body: Body::default(), users: Box::new(NoUsers) };
+        let ks = Self {
+            path: dir.join(KEYSTORE_FILE),
+            hmk,
+            kpk,
+            body: Body::default(),
+            users: Box::new(NoUsers),
+        };
         ks.save()?;
         Ok(ks)
     }
@@ -61,12 +70,20 @@ impl Keystore {
     pub fn open(dir: &Path, source: HmkSource) -> Result<Self, KmsError> {
         let hmk = match source {
             HmkSource::File(p) => unlock::read_hmk_file(&p)?,
-            HmkSource::Passphrase(pass) => unlock::derive_passphrase_hmk(&dir.join(HMK_PARAMS_FILE), &pass)?,
+            HmkSource::Passphrase(pass) => {
+                unlock::derive_passphrase_hmk(&dir.join(HMK_PARAMS_FILE), &pass)?
+            }
         };
         let kpk = unlock::open_kpk(&dir.join(KPK_FILE), &hmk, dir)?;
         let path = dir.join(KEYSTORE_FILE);
         let body = read_body(&path, &hmk)?;
-        Ok(Self { path, hmk, kpk, body, users: Box::new(NoUsers) })
+        Ok(Self {
+            path,
+            hmk,
+            kpk,
+            body,
+            users: Box::new(NoUsers),
+        })
     }
 
     /// Tells the keystore who uses keys (the catalog), so it can refuse to
@@ -83,9 +100,11 @@ impl Keystore {
 
     /// The key of a record, unsealed from under the KPK.
     pub(super) fn unseal(&self, rec: &KeyRecord) -> Result<SecretKey, KmsError> {
-        let plain = crypto::open(&self.kpk, &record_aad(&rec.tag), &rec.sealed).map_err(|_| KmsError::Damaged {
-            path: self.path.display().to_string(),
-            why: format!("sealed key of tag {} does not open", rec.tag),
+        let plain = crypto::open(&self.kpk, &record_aad(&rec.tag), &rec.sealed).map_err(|_| {
+            KmsError::Damaged {
+                path: self.path.display().to_string(),
+                why: format!("sealed key of tag {} does not open", rec.tag),
+            }
         })?;
         SecretKey::from_slice(&plain).ok_or_else(|| KmsError::Damaged {
             path: self.path.display().to_string(),
@@ -95,7 +114,11 @@ impl Keystore {
 
     /// Seals a key for a record with this tag.
     pub(super) fn seal_for(&self, tag: &str, key: &SecretKey) -> Result<Vec<u8>, KmsError> {
-        Ok(crypto::seal(&self.kpk, &record_aad(tag), key.expose_secret())?)
+        Ok(crypto::seal(
+            &self.kpk,
+            &record_aad(tag),
+            key.expose_secret(),
+        )?)
     }
 }
 
@@ -105,7 +128,8 @@ fn record_aad(tag: &str) -> Vec<u8> {
 
 fn encode(body: &Body, hmk: &SecretKey) -> Result<Vec<u8>, KmsError> {
     let plain = zeroize::Zeroizing::new(
-        bincode::serde::encode_to_vec(body, bincode_cfg()).map_err(|e| KmsError::Container(e.to_string()))?,
+        bincode::serde::encode_to_vec(body, bincode_cfg())
+            .map_err(|e| KmsError::Container(e.to_string()))?,
     );
     let mut out = MAGIC.to_vec();
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -130,16 +154,25 @@ fn read_body(path: &Path, hmk: &SecretKey) -> Result<Body, KmsError> {
 }
 
 fn decode(bytes: &[u8], hmk: &SecretKey, path: &Path) -> Result<Body, KmsError> {
-    let damaged = |why: String| KmsError::Damaged { path: path.display().to_string(), why };
+    let damaged = |why: String| KmsError::Damaged {
+        path: path.display().to_string(),
+        why,
+    };
     let rest = unlock::parse_header(bytes, MAGIC, path)?;
     if bytes.len() < HEADER_LEN {
         return Err(damaged("truncated header".into()));
     }
     let len = u32::from_le_bytes(bytes[20..24].try_into().expect("4 bytes")) as usize;
     if bytes.len() - HEADER_LEN != len {
-        return Err(damaged(format!("body is {} bytes, header says {len} (truncated?)", bytes.len() - HEADER_LEN)));
+        return Err(damaged(format!(
+            "body is {} bytes, header says {len} (truncated?)",
+            bytes.len() - HEADER_LEN
+        )));
     }
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(&rest[..8], &crypto::key_check_value(hmk)[..])) {
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        &rest[..8],
+        &crypto::key_check_value(hmk)[..],
+    )) {
         return Err(KmsError::WrongHmk(path.display().to_string()));
     }
     let plain = crypto::open(hmk, &bytes[..HEADER_LEN], &bytes[HEADER_LEN..])
@@ -172,7 +205,10 @@ mod tests {
     fn wrong_passphrase_damage_truncation_and_missing_file_are_distinct() {
         let d = tempfile::tempdir().unwrap();
         Keystore::create(d.path(), pass("right")).unwrap();
-        assert!(matches!(Keystore::open(d.path(), pass("wrong")), Err(KmsError::WrongHmk(_))));
+        assert!(matches!(
+            Keystore::open(d.path(), pass("wrong")),
+            Err(KmsError::WrongHmk(_))
+        ));
         let p = d.path().join(KEYSTORE_FILE);
         let good = std::fs::read(&p).unwrap();
         let mut bad = good.clone();
@@ -187,7 +223,10 @@ mod tests {
         std::fs::write(&p, &good).unwrap();
         Keystore::open(d.path(), pass("right")).unwrap();
         std::fs::remove_file(d.path().join(KPK_FILE)).unwrap();
-        assert!(matches!(Keystore::open(d.path(), pass("right")), Err(KmsError::MissingKeyFile(_))));
+        assert!(matches!(
+            Keystore::open(d.path(), pass("right")),
+            Err(KmsError::MissingKeyFile(_))
+        ));
     }
 
     #[test]
@@ -199,7 +238,12 @@ mod tests {
         let mut b = std::fs::read(&p).unwrap();
         b[8] = 9;
         std::fs::write(&p, &b).unwrap();
-        let e = Keystore::open(d.path(), HmkSource::File(hmk)).err().unwrap();
-        assert!(matches!(e, KmsError::UnknownVersion { version: 9, .. }), "{e}");
+        let e = Keystore::open(d.path(), HmkSource::File(hmk))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(e, KmsError::UnknownVersion { version: 9, .. }),
+            "{e}"
+        );
     }
 }

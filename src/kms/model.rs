@@ -92,8 +92,14 @@ pub fn check_name(name: &str) -> Result<(), KmsError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
-    if ok { Ok(()) } else { Err(KmsError::BadName(name.to_string())) }
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(KmsError::BadName(name.to_string()))
+    }
 }
 
 /// Seconds since the Unix epoch.

@@ -18,7 +18,11 @@ pub struct NewKey<'a> {
 
 impl Keystore {
     fn group_index(&self, name: &str) -> Result<usize, KmsError> {
-        self.body.groups.iter().position(|g| g.name == name).ok_or_else(|| KmsError::NoSuchGroup(name.into()))
+        self.body
+            .groups
+            .iter()
+            .position(|g| g.name == name)
+            .ok_or_else(|| KmsError::NoSuchGroup(name.into()))
     }
 
     fn key_index(&self, group: &str, name: &str) -> Result<usize, KmsError> {
@@ -27,7 +31,10 @@ impl Keystore {
             .keys
             .iter()
             .position(|k| k.group == group && k.name == name)
-            .ok_or_else(|| KmsError::NoSuchKey { group: group.into(), name: name.into() })
+            .ok_or_else(|| KmsError::NoSuchKey {
+                group: group.into(),
+                name: name.into(),
+            })
     }
 
     pub(super) fn record_by_tag(&self, tag: &str) -> Option<&KeyRecord> {
@@ -40,7 +47,11 @@ impl Keystore {
         if self.group_index(name).is_ok() {
             return Err(KmsError::GroupExists(name.into()));
         }
-        self.body.groups.push(GroupRecord { name: name.into(), description: description.into(), created: now() });
+        self.body.groups.push(GroupRecord {
+            name: name.into(),
+            description: description.into(),
+            created: now(),
+        });
         self.save()
     }
 
@@ -49,7 +60,10 @@ impl Keystore {
         let i = self.group_index(name)?;
         let keys = self.body.keys.iter().filter(|k| k.group == name).count();
         if keys > 0 {
-            return Err(KmsError::GroupNotEmpty { group: name.into(), keys });
+            return Err(KmsError::GroupNotEmpty {
+                group: name.into(),
+                keys,
+            });
         }
         self.body.groups.remove(i);
         self.save()
@@ -75,11 +89,20 @@ impl Keystore {
         if let Some(g) = group {
             self.group_index(g)?;
         }
-        Ok(self.body.keys.iter().filter(|k| group.is_none_or(|g| k.group == g)).map(KeyInfo::from).collect())
+        Ok(self
+            .body
+            .keys
+            .iter()
+            .filter(|k| group.is_none_or(|g| k.group == g))
+            .map(KeyInfo::from)
+            .collect())
     }
 
     fn active_record(&self, group: &str) -> Option<&KeyRecord> {
-        self.body.keys.iter().find(|k| k.group == group && k.state == KeyState::Active)
+        self.body
+            .keys
+            .iter()
+            .find(|k| k.group == group && k.state == KeyState::Active)
     }
 
     /// Creates a key; returns its tag.
@@ -87,11 +110,17 @@ impl Keystore {
         check_name(new.name)?;
         self.group_index(new.group)?;
         if self.key_index(new.group, new.name).is_ok() {
-            return Err(KmsError::KeyExists { group: new.group.into(), name: new.name.into() });
+            return Err(KmsError::KeyExists {
+                group: new.group.into(),
+                name: new.name.into(),
+            });
         }
         let tag = new_tag()?;
         let (key, origin) = match new.passphrase {
-            Some(p) => (crypto::passphrase_key(p, &tag, PASSPHRASE_KEY_PARAMS)?, KeyOrigin::Passphrase(PASSPHRASE_KEY_PARAMS)),
+            Some(p) => (
+                crypto::passphrase_key(p, &tag, PASSPHRASE_KEY_PARAMS)?,
+                KeyOrigin::Passphrase(PASSPHRASE_KEY_PARAMS),
+            ),
             None => (SecretKey::random()?, KeyOrigin::Random),
         };
         self.insert_record(new.group, new.name, new.description, &tag, &key, origin)?;
@@ -146,14 +175,26 @@ impl Keystore {
         self.group_index(group)?;
         let key = crypto::passphrase_key(pass, tag, PASSPHRASE_KEY_PARAMS)?;
         let kcv = hex::encode(crypto::key_check_value(&key));
-        let known = expected_kcv.map(str::to_string).or_else(|| self.record_by_tag(tag).map(|r| r.kcv.clone()));
+        let known = expected_kcv
+            .map(str::to_string)
+            .or_else(|| self.record_by_tag(tag).map(|r| r.kcv.clone()));
         if known.is_some_and(|k| k != kcv) {
             return Err(KmsError::PassphraseMismatch { tag: tag.into() });
         }
         if self.key_index(group, name).is_ok() {
-            return Err(KmsError::KeyExists { group: group.into(), name: name.into() });
+            return Err(KmsError::KeyExists {
+                group: group.into(),
+                name: name.into(),
+            });
         }
-        self.insert_record(group, name, "recovered from pass phrase", tag, &key, KeyOrigin::Passphrase(PASSPHRASE_KEY_PARAMS))?;
+        self.insert_record(
+            group,
+            name,
+            "recovered from pass phrase",
+            tag,
+            &key,
+            KeyOrigin::Passphrase(PASSPHRASE_KEY_PARAMS),
+        )?;
         // A recovered key decrypts old data; it does not take over encryption.
         let i = self.body.keys.len() - 1;
         self.body.keys[i].state = KeyState::Inactive;
@@ -173,7 +214,10 @@ impl Keystore {
         if let Some(new) = rename {
             check_name(new)?;
             if new != name && self.key_index(group, new).is_ok() {
-                return Err(KmsError::KeyExists { group: group.into(), name: new.into() });
+                return Err(KmsError::KeyExists {
+                    group: group.into(),
+                    name: new.into(),
+                });
             }
         }
         if let Some(s) = state {
@@ -197,14 +241,23 @@ impl Keystore {
             return Ok(());
         }
         if !k.state.can_become(to) {
-            return Err(KmsError::BadTransition { name: k.name.clone(), from: k.state, to });
+            return Err(KmsError::BadTransition {
+                name: k.name.clone(),
+                from: k.state,
+                to,
+            });
         }
         if matches!(to, KeyState::Deprecated | KeyState::Terminated) {
             self.refuse_if_pinned(&k.tag.clone())?;
         }
         if to == KeyState::Active {
             let group = k.group.clone();
-            for other in self.body.keys.iter_mut().filter(|o| o.group == group && o.state == KeyState::Active) {
+            for other in self
+                .body
+                .keys
+                .iter_mut()
+                .filter(|o| o.group == group && o.state == KeyState::Active)
+            {
                 other.state = KeyState::Inactive;
                 other.modified = now();
             }
@@ -217,7 +270,14 @@ impl Keystore {
 
     fn refuse_if_pinned(&self, tag: &str) -> Result<(), KmsError> {
         let users = self.users.pinning(tag);
-        if users.is_empty() { Ok(()) } else { Err(KmsError::InUse { tag: tag.into(), users: users.join(", ") }) }
+        if users.is_empty() {
+            Ok(())
+        } else {
+            Err(KmsError::InUse {
+                tag: tag.into(),
+                users: users.join(", "),
+            })
+        }
     }
 
     /// Deletes a prelive or terminated key that nothing uses.
@@ -225,12 +285,18 @@ impl Keystore {
         let i = self.key_index(group, name)?;
         let k = &self.body.keys[i];
         if !k.state.can_delete() {
-            return Err(KmsError::NotDeletable { name: name.into(), state: k.state });
+            return Err(KmsError::NotDeletable {
+                name: name.into(),
+                state: k.state,
+            });
         }
         let mut users = self.users.using(&k.tag);
         users.extend(self.users.pinning(&k.tag));
         if !users.is_empty() {
-            return Err(KmsError::InUse { tag: k.tag.clone(), users: users.join(", ") });
+            return Err(KmsError::InUse {
+                tag: k.tag.clone(),
+                users: users.join(", "),
+            });
         }
         self.body.keys.remove(i);
         self.save()
@@ -239,15 +305,23 @@ impl Keystore {
     /// The active key of a group, for encryption.
     pub fn active_key(&self, group: &str) -> Result<(String, SecretKey), KmsError> {
         self.group_index(group)?;
-        let rec = self.active_record(group).ok_or_else(|| KmsError::NoActiveKey(group.into()))?;
+        let rec = self
+            .active_record(group)
+            .ok_or_else(|| KmsError::NoActiveKey(group.into()))?;
         Ok((rec.tag.clone(), self.unseal(rec)?))
     }
 
     /// A key by tag, for decryption: it must be active or inactive.
     pub fn key_for_decrypt(&self, tag: &str) -> Result<SecretKey, KmsError> {
-        let rec = self.record_by_tag(tag).ok_or_else(|| KmsError::NoSuchTag(tag.into()))?;
+        let rec = self
+            .record_by_tag(tag)
+            .ok_or_else(|| KmsError::NoSuchTag(tag.into()))?;
         if !rec.state.can_decrypt() {
-            return Err(KmsError::KeyUnusable { tag: tag.into(), state: rec.state, purpose: "decrypt" });
+            return Err(KmsError::KeyUnusable {
+                tag: tag.into(),
+                state: rec.state,
+                purpose: "decrypt",
+            });
         }
         self.unseal(rec)
     }
@@ -275,7 +349,13 @@ mod tests {
     }
 
     fn key<'a>(group: &'a str, name: &'a str, activate: bool) -> NewKey<'a> {
-        NewKey { group, name, description: "", passphrase: None, activate }
+        NewKey {
+            group,
+            name,
+            description: "",
+            passphrase: None,
+            activate,
+        }
     }
 
     #[test]
@@ -287,9 +367,15 @@ mod tests {
         assert_eq!(ks.state_of(&t1), Some(KeyState::Inactive));
         assert_eq!(ks.state_of(&t2), Some(KeyState::Active));
         assert_eq!(ks.active_key("G").unwrap().0, t2);
-        ks.modify_key("G", "k1", Some(KeyState::Active), None, None).unwrap();
+        ks.modify_key("G", "k1", Some(KeyState::Active), None, None)
+            .unwrap();
         assert_eq!(ks.state_of(&t2), Some(KeyState::Inactive));
-        let actives = ks.list_keys(Some("G")).unwrap().iter().filter(|k| k.state == KeyState::Active).count();
+        let actives = ks
+            .list_keys(Some("G"))
+            .unwrap()
+            .iter()
+            .filter(|k| k.state == KeyState::Active)
+            .count();
         assert_eq!(actives, 1);
     }
 
@@ -298,10 +384,19 @@ mod tests {
         let (_d, mut ks) = store();
         ks.create_group("G", "").unwrap();
         ks.create_key(key("G", "k", true)).unwrap();
-        let e = ks.modify_key("G", "k", Some(KeyState::Terminated), None, None).unwrap_err();
+        let e = ks
+            .modify_key("G", "k", Some(KeyState::Terminated), None, None)
+            .unwrap_err();
         assert!(matches!(e, KmsError::BadTransition { .. }), "{e}");
-        assert!(matches!(ks.delete_key("G", "k"), Err(KmsError::NotDeletable { .. })));
-        for s in [KeyState::Inactive, KeyState::Deprecated, KeyState::Terminated] {
+        assert!(matches!(
+            ks.delete_key("G", "k"),
+            Err(KmsError::NotDeletable { .. })
+        ));
+        for s in [
+            KeyState::Inactive,
+            KeyState::Deprecated,
+            KeyState::Terminated,
+        ] {
             ks.modify_key("G", "k", Some(s), None, None).unwrap();
         }
         assert!(matches!(
@@ -316,13 +411,28 @@ mod tests {
     #[test]
     fn duplicates_unknown_groups_and_bad_names() {
         let (_d, mut ks) = store();
-        assert!(matches!(ks.create_key(key("nope", "k", false)), Err(KmsError::NoSuchGroup(_))));
+        assert!(matches!(
+            ks.create_key(key("nope", "k", false)),
+            Err(KmsError::NoSuchGroup(_))
+        ));
         ks.create_group("G", "").unwrap();
-        assert!(matches!(ks.create_group("G", ""), Err(KmsError::GroupExists(_))));
-        assert!(matches!(ks.create_group("a/b", ""), Err(KmsError::BadName(_))));
+        assert!(matches!(
+            ks.create_group("G", ""),
+            Err(KmsError::GroupExists(_))
+        ));
+        assert!(matches!(
+            ks.create_group("a/b", ""),
+            Err(KmsError::BadName(_))
+        ));
         ks.create_key(key("G", "k", false)).unwrap();
-        assert!(matches!(ks.create_key(key("G", "k", false)), Err(KmsError::KeyExists { .. })));
-        assert!(matches!(ks.delete_group("G"), Err(KmsError::GroupNotEmpty { .. })));
+        assert!(matches!(
+            ks.create_key(key("G", "k", false)),
+            Err(KmsError::KeyExists { .. })
+        ));
+        assert!(matches!(
+            ks.delete_group("G"),
+            Err(KmsError::GroupNotEmpty { .. })
+        ));
         assert!(matches!(ks.active_key("G"), Err(KmsError::NoActiveKey(_))));
     }
 
@@ -332,20 +442,36 @@ mod tests {
         ks.create_group("G", "").unwrap();
         let t = ks.create_key(key("G", "k", true)).unwrap();
         ks.key_for_decrypt(&t).unwrap();
-        ks.modify_key("G", "k", Some(KeyState::Inactive), None, None).unwrap();
+        ks.modify_key("G", "k", Some(KeyState::Inactive), None, None)
+            .unwrap();
         ks.key_for_decrypt(&t).unwrap();
-        ks.modify_key("G", "k", Some(KeyState::Deprecated), None, None).unwrap();
-        assert!(matches!(ks.key_for_decrypt(&t), Err(KmsError::KeyUnusable { .. })));
-        assert!(matches!(ks.key_for_decrypt("ffff"), Err(KmsError::NoSuchTag(_))));
+        ks.modify_key("G", "k", Some(KeyState::Deprecated), None, None)
+            .unwrap();
+        assert!(matches!(
+            ks.key_for_decrypt(&t),
+            Err(KmsError::KeyUnusable { .. })
+        ));
+        assert!(matches!(
+            ks.key_for_decrypt("ffff"),
+            Err(KmsError::NoSuchTag(_))
+        ));
     }
 
     struct Pin(String);
     impl KeyUsers for Pin {
         fn using(&self, tag: &str) -> Vec<String> {
-            if tag == self.0 { vec!["image ENCR_G/a.tar".into()] } else { vec![] }
+            if tag == self.0 {
+                vec!["image ENCR_G/a.tar".into()]
+            } else {
+                vec![]
+            }
         }
         fn pinning(&self, tag: &str) -> Vec<String> {
-            if tag == self.0 { vec!["LSU lsu1".into()] } else { vec![] }
+            if tag == self.0 {
+                vec!["LSU lsu1".into()]
+            } else {
+                vec![]
+            }
         }
     }
 
@@ -355,8 +481,11 @@ mod tests {
         ks.create_group("G", "").unwrap();
         let t = ks.create_key(key("G", "k", true)).unwrap();
         ks.set_users(Box::new(Pin(t.clone())));
-        ks.modify_key("G", "k", Some(KeyState::Inactive), None, None).unwrap();
-        let e = ks.modify_key("G", "k", Some(KeyState::Deprecated), None, None).unwrap_err();
+        ks.modify_key("G", "k", Some(KeyState::Inactive), None, None)
+            .unwrap();
+        let e = ks
+            .modify_key("G", "k", Some(KeyState::Deprecated), None, None)
+            .unwrap_err();
         assert!(e.to_string().contains("LSU lsu1"), "{e}");
     }
 
@@ -364,16 +493,26 @@ mod tests {
     fn recover_key_recreates_bits_and_detects_wrong_pass_phrase() {
         let (_d, mut ks) = store();
         ks.create_group("G", "").unwrap();
-        let nk = NewKey { group: "G", name: "pp", description: "", passphrase: Some(b"secret words"), activate: true };
+        let nk = NewKey {
+            group: "G",
+            name: "pp",
+            description: "",
+            passphrase: Some(b"secret words"),
+            activate: true,
+        };
         let tag = ks.create_key(nk).unwrap();
         let kcv = ks.kcv_of(&tag).unwrap();
         let orig = ks.active_key("G").unwrap().1;
         let d2 = tempfile::tempdir().unwrap();
         let mut other = Keystore::create(d2.path(), HmkSource::File(d2.path().join("h"))).unwrap();
         other.create_group("G", "").unwrap();
-        let e = other.recover_key("G", "pp", &tag, b"wrong words", Some(&kcv)).unwrap_err();
+        let e = other
+            .recover_key("G", "pp", &tag, b"wrong words", Some(&kcv))
+            .unwrap_err();
         assert!(matches!(e, KmsError::PassphraseMismatch { .. }), "{e}");
-        other.recover_key("G", "pp", &tag, b"secret words", Some(&kcv)).unwrap();
+        other
+            .recover_key("G", "pp", &tag, b"secret words", Some(&kcv))
+            .unwrap();
         assert!(other.key_for_decrypt(&tag).unwrap().ct_eq(&orig));
     }
 }

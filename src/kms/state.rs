@@ -31,9 +31,15 @@ impl KeyState {
 
     /// Parses a state name (case-insensitive).
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Prelive, Self::Active, Self::Inactive, Self::Deprecated, Self::Terminated]
-            .into_iter()
-            .find(|st| st.name().eq_ignore_ascii_case(s))
+        [
+            Self::Prelive,
+            Self::Active,
+            Self::Inactive,
+            Self::Deprecated,
+            Self::Terminated,
+        ]
+        .into_iter()
+        .find(|st| st.name().eq_ignore_ascii_case(s))
     }
 
     /// Position on the active..terminated ladder; prelive is off it.

@@ -69,7 +69,12 @@ fn header(p: Argon2Params, salt: &[u8; 16]) -> Vec<u8> {
 }
 
 /// Writes the given groups (all if empty) to a container at `out`.
-pub fn export_container(ks: &Keystore, groups: &[String], pass: &[u8], out: &Path) -> Result<usize, KmsError> {
+pub fn export_container(
+    ks: &Keystore,
+    groups: &[String],
+    pass: &[u8],
+    out: &Path,
+) -> Result<usize, KmsError> {
     for g in groups {
         if !ks.body.groups.iter().any(|r| &r.name == g) {
             return Err(KmsError::NoSuchGroup(g.clone()));
@@ -91,8 +96,20 @@ pub fn export_container(ks: &Keystore, groups: &[String], pass: &[u8], out: &Pat
         });
     }
     let n = keys.len();
-    let body = ExportBody { groups: ks.body.groups.iter().filter(|g| wanted(&g.name)).cloned().collect(), keys };
-    let plain = Zeroizing::new(bincode::serde::encode_to_vec(&body, cfg()).map_err(|e| KmsError::Container(e.to_string()))?);
+    let body = ExportBody {
+        groups: ks
+            .body
+            .groups
+            .iter()
+            .filter(|g| wanted(&g.name))
+            .cloned()
+            .collect(),
+        keys,
+    };
+    let plain = Zeroizing::new(
+        bincode::serde::encode_to_vec(&body, cfg())
+            .map_err(|e| KmsError::Container(e.to_string()))?,
+    );
     let salt = crypto::random_array::<16>()?;
     let hdr = header(PASSPHRASE_KEY_PARAMS, &salt);
     let key = crypto::passphrase_secret(pass, &salt, PASSPHRASE_KEY_PARAMS, INFO)?;
@@ -112,14 +129,23 @@ pub fn read_container(path: &Path, pass: &[u8]) -> Result<ExportBody, KmsError> 
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
     if version != VERSION {
-        return Err(KmsError::UnknownVersion { path: path.display().to_string(), version, supported: VERSION });
+        return Err(KmsError::UnknownVersion {
+            path: path.display().to_string(),
+            version,
+            supported: VERSION,
+        });
     }
     let u = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
-    let params = Argon2Params { m_kib: u(12), t: u(16), p: u(20) };
+    let params = Argon2Params {
+        m_kib: u(12),
+        t: u(16),
+        p: u(20),
+    };
     let key = crypto::passphrase_secret(pass, &bytes[24..40], params, INFO)?;
     let plain = crypto::open(&key, &bytes[..HEADER_LEN], &bytes[HEADER_LEN..])
         .map_err(|_| bad("wrong pass phrase, or the container is damaged"))?;
-    let (body, _) = bincode::serde::decode_from_slice(&plain, cfg()).map_err(|e| bad(&e.to_string()))?;
+    let (body, _) =
+        bincode::serde::decode_from_slice(&plain, cfg()).map_err(|e| bad(&e.to_string()))?;
     Ok(body)
 }
 
@@ -128,9 +154,17 @@ impl Keystore {
     /// name exists here is imported as `NAME-imported` (never merged into a
     /// live group); with it, keys join the same-named group. An imported
     /// active key becomes inactive where the group already has an active key.
-    pub fn import_keys(&mut self, body: &ExportBody, preserve_kgname: bool, preview: bool) -> Result<ImportReport, KmsError> {
+    pub fn import_keys(
+        &mut self,
+        body: &ExportBody,
+        preserve_kgname: bool,
+        preview: bool,
+    ) -> Result<ImportReport, KmsError> {
         let saved = self.body.clone();
-        let mut report = ImportReport { preview, ..Default::default() };
+        let mut report = ImportReport {
+            preview,
+            ..Default::default()
+        };
         let result = self.apply_import(body, preserve_kgname, &mut report);
         if preview || result.is_err() {
             self.body = saved;
@@ -141,13 +175,25 @@ impl Keystore {
         result.map(|()| report)
     }
 
-    fn apply_import(&mut self, body: &ExportBody, preserve: bool, report: &mut ImportReport) -> Result<(), KmsError> {
+    fn apply_import(
+        &mut self,
+        body: &ExportBody,
+        preserve: bool,
+        report: &mut ImportReport,
+    ) -> Result<(), KmsError> {
         let mut names = std::collections::HashMap::new();
         for g in &body.groups {
             let exists = self.body.groups.iter().any(|r| r.name == g.name);
-            let target = if exists && !preserve { format!("{}-imported", g.name) } else { g.name.clone() };
+            let target = if exists && !preserve {
+                format!("{}-imported", g.name)
+            } else {
+                g.name.clone()
+            };
             if !self.body.groups.iter().any(|r| r.name == target) {
-                self.body.groups.push(GroupRecord { name: target.clone(), ..g.clone() });
+                self.body.groups.push(GroupRecord {
+                    name: target.clone(),
+                    ..g.clone()
+                });
                 report.groups_created.push(target.clone());
             }
             names.insert(g.name.clone(), target);
@@ -157,15 +203,28 @@ impl Keystore {
                 report.skipped_existing_tag.push(k.tag.clone());
                 continue;
             }
-            let group = names.get(&k.group).cloned().unwrap_or_else(|| k.group.clone());
-            let key = SecretKey::from_slice(&k.secret).ok_or_else(|| KmsError::Container(format!("key {} is not 32 bytes", k.tag)))?;
+            let group = names
+                .get(&k.group)
+                .cloned()
+                .unwrap_or_else(|| k.group.clone());
+            let key = SecretKey::from_slice(&k.secret)
+                .ok_or_else(|| KmsError::Container(format!("key {} is not 32 bytes", k.tag)))?;
             let mut state = k.state;
-            let has_active = self.body.keys.iter().any(|r| r.group == group && r.state == KeyState::Active);
+            let has_active = self
+                .body
+                .keys
+                .iter()
+                .any(|r| r.group == group && r.state == KeyState::Active);
             if state == KeyState::Active && has_active {
                 state = KeyState::Inactive;
                 report.made_inactive.push(k.tag.clone());
             }
-            let name = if self.body.keys.iter().any(|r| r.group == group && r.name == k.name) {
+            let name = if self
+                .body
+                .keys
+                .iter()
+                .any(|r| r.group == group && r.name == k.name)
+            {
                 format!("{}-{}", k.name, &k.tag[..8])
             } else {
                 k.name.clone()
@@ -202,10 +261,21 @@ mod tests {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let mut src = ks(a.path());
         src.create_group("ENCR_F", "").unwrap();
-        let tag = src.create_key(NewKey { group: "ENCR_F", name: "k", description: "", passphrase: None, activate: true }).unwrap();
+        let tag = src
+            .create_key(NewKey {
+                group: "ENCR_F",
+                name: "k",
+                description: "",
+                passphrase: None,
+                activate: true,
+            })
+            .unwrap();
         let out = a.path().join("keys.kex");
         assert_eq!(export_container(&src, &[], b"dr pass", &out).unwrap(), 1);
-        assert!(matches!(read_container(&out, b"nope"), Err(KmsError::Container(_))));
+        assert!(matches!(
+            read_container(&out, b"nope"),
+            Err(KmsError::Container(_))
+        ));
         let body = read_container(&out, b"dr pass").unwrap();
         let mut dst = ks(b.path());
         let preview = dst.import_keys(&body, true, true).unwrap();
@@ -213,7 +283,11 @@ mod tests {
         assert!(dst.state_of(&tag).is_none(), "preview changes nothing");
         let r = dst.import_keys(&body, true, false).unwrap();
         assert_eq!(r.groups_created, vec!["ENCR_F".to_string()]);
-        assert!(dst.key_for_decrypt(&tag).unwrap().ct_eq(&src.key_for_decrypt(&tag).unwrap()));
+        assert!(
+            dst.key_for_decrypt(&tag)
+                .unwrap()
+                .ct_eq(&src.key_for_decrypt(&tag).unwrap())
+        );
         let again = dst.import_keys(&body, true, false).unwrap();
         assert_eq!(again.skipped_existing_tag, vec![tag]);
         let reopened = Keystore::open(b.path(), HmkSource::File(b.path().join("h"))).unwrap();

@@ -47,8 +47,15 @@ fn header(magic: &[u8; 8]) -> Vec<u8> {
 }
 
 /// Checks magic and version of a small key file; returns the rest.
-pub(super) fn parse_header<'a>(bytes: &'a [u8], magic: &[u8; 8], path: &Path) -> Result<&'a [u8], KmsError> {
-    let damaged = |why: &str| KmsError::Damaged { path: path.display().to_string(), why: why.to_string() };
+pub(super) fn parse_header<'a>(
+    bytes: &'a [u8],
+    magic: &[u8; 8],
+    path: &Path,
+) -> Result<&'a [u8], KmsError> {
+    let damaged = |why: &str| KmsError::Damaged {
+        path: path.display().to_string(),
+        why: why.to_string(),
+    };
     if bytes.len() < 12 {
         return Err(damaged("truncated header"));
     }
@@ -57,7 +64,11 @@ pub(super) fn parse_header<'a>(bytes: &'a [u8], magic: &[u8; 8], path: &Path) ->
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
     if version != VERSION {
-        return Err(KmsError::UnknownVersion { path: path.display().to_string(), version, supported: VERSION });
+        return Err(KmsError::UnknownVersion {
+            path: path.display().to_string(),
+            version,
+            supported: VERSION,
+        });
     }
     Ok(&bytes[12..])
 }
@@ -97,7 +108,9 @@ pub fn create_passphrase_hmk(params_path: &Path, pass: &[u8]) -> Result<SecretKe
     }
     bytes.extend_from_slice(&salt);
     write_atomic(params_path, &bytes, 0o600).map_err(|e| KmsError::io(params_path, e))?;
-    Ok(crypto::passphrase_secret(pass, &salt, HMK_PARAMS, HMK_INFO)?)
+    Ok(crypto::passphrase_secret(
+        pass, &salt, HMK_PARAMS, HMK_INFO,
+    )?)
 }
 
 /// Derives a pass-phrase HMK with the recorded salt and costs.
@@ -105,11 +118,23 @@ pub fn derive_passphrase_hmk(params_path: &Path, pass: &[u8]) -> Result<SecretKe
     let bytes = read(params_path)?;
     let rest = parse_header(&bytes, HPP_MAGIC, params_path)?;
     if rest.len() != 28 {
-        return Err(KmsError::Damaged { path: params_path.display().to_string(), why: "wrong length".into() });
+        return Err(KmsError::Damaged {
+            path: params_path.display().to_string(),
+            why: "wrong length".into(),
+        });
     }
     let u = |i: usize| u32::from_le_bytes(rest[i..i + 4].try_into().expect("4 bytes"));
-    let params = Argon2Params { m_kib: u(0), t: u(4), p: u(8) };
-    Ok(crypto::passphrase_secret(pass, &rest[12..28], params, HMK_INFO)?)
+    let params = Argon2Params {
+        m_kib: u(0),
+        t: u(4),
+        p: u(8),
+    };
+    Ok(crypto::passphrase_secret(
+        pass,
+        &rest[12..28],
+        params,
+        HMK_INFO,
+    )?)
 }
 
 /// Writes a new random KPK sealed under `hmk`.
@@ -130,9 +155,15 @@ pub fn open_kpk(path: &Path, hmk: &SecretKey, store_dir: &Path) -> Result<Secret
     let bytes = read(path)?;
     let rest = parse_header(&bytes, KPK_MAGIC, path)?;
     if rest.len() < 8 {
-        return Err(KmsError::Damaged { path: path.display().to_string(), why: "truncated".into() });
+        return Err(KmsError::Damaged {
+            path: path.display().to_string(),
+            why: "truncated".into(),
+        });
     }
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(&rest[..8], &crypto::key_check_value(hmk)[..])) {
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        &rest[..8],
+        &crypto::key_check_value(hmk)[..],
+    )) {
         return Err(KmsError::WrongHmk(store_dir.display().to_string()));
     }
     let plain = crypto::open(hmk, &bytes[..20], &rest[8..]).map_err(|e| KmsError::Damaged {

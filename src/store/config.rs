@@ -63,17 +63,26 @@ impl Config {
         if !dir.is_dir() {
             return Err(StoreError::NoStore(dir.display().to_string()));
         }
-        let bytes = std::fs::read(&path).map_err(|_| StoreError::HalfMade(dir.display().to_string()))?;
+        let bytes =
+            std::fs::read(&path).map_err(|_| StoreError::HalfMade(dir.display().to_string()))?;
         let v: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| StoreError::BadConfig(path.display().to_string(), e.to_string()))?;
         if v.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
-            return Err(StoreError::BadConfig(path.display().to_string(), "not a kmsfs store config".into()));
+            return Err(StoreError::BadConfig(
+                path.display().to_string(),
+                "not a kmsfs store config".into(),
+            ));
         }
         let version = v.get("version").and_then(|f| f.as_u64()).unwrap_or(0) as u32;
         if version != STORE_VERSION {
-            return Err(StoreError::UnknownVersion { path: path.display().to_string(), version, supported: STORE_VERSION });
+            return Err(StoreError::UnknownVersion {
+                path: path.display().to_string(),
+                version,
+                supported: STORE_VERSION,
+            });
         }
-        serde_json::from_value(v).map_err(|e| StoreError::BadConfig(path.display().to_string(), e.to_string()))
+        serde_json::from_value(v)
+            .map_err(|e| StoreError::BadConfig(path.display().to_string(), e.to_string()))
     }
 
     /// Writes the config atomically.

@@ -26,18 +26,29 @@ pub use open::{InitOptions, Store};
 pub enum StoreError {
     #[error("no kmsfs store at {0} (create one with `kmsfs init {0}`)")]
     NoStore(String),
-    #[error("{0} is not a complete kmsfs store (no kmsfs.conf): an interrupted init? remove it and run init again")]
+    #[error(
+        "{0} is not a complete kmsfs store (no kmsfs.conf): an interrupted init? remove it and run init again"
+    )]
     HalfMade(String),
     #[error("{0} already holds files; init wants a new or empty directory")]
     NotEmpty(String),
     #[error("store config {0}: {1}")]
     BadConfig(String, String),
     #[error("store {path} has format version {version}; this kmsfs reads version {supported}")]
-    UnknownVersion { path: String, version: u32, supported: u32 },
-    #[error("store {0} is in use by another process (a mounted daemon whose control socket did not answer?)")]
+    UnknownVersion {
+        path: String,
+        version: u32,
+        supported: u32,
+    },
+    #[error(
+        "store {0} is in use by another process (a mounted daemon whose control socket did not answer?)"
+    )]
     Busy(String),
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Kms(#[from] crate::kms::KmsError),
     #[error(transparent)]
@@ -46,6 +57,9 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        Self::Io { path: path.display().to_string(), source }
+        Self::Io {
+            path: path.display().to_string(),
+            source,
+        }
     }
 }

@@ -8,8 +8,8 @@ use zeroize::Zeroizing;
 
 use super::{Config, HmkMode, StoreError, StoreLock};
 use crate::catalog::{Catalog, CatalogUsers};
-use crate::tape::{Library, LibraryConfig};
 use crate::kms::{EmbeddedKms, HmkSource, Keystore, KmsClient, KmsError, Retrying, Unlock};
+use crate::tape::{Library, LibraryConfig};
 
 /// Options of `kmsfs init`.
 #[derive(Default)]
@@ -42,8 +42,15 @@ const SUBDIRS: [&str; 4] = ["kms", "volumes", "catalog", "lsu"];
 
 fn hmk_source(dir: &Path, mode: HmkMode, unlock: Unlock) -> Result<HmkSource, KmsError> {
     match mode {
-        HmkMode::File => Ok(HmkSource::File(unlock.hmk_file.unwrap_or_else(|| dir.join("kms").join(crate::kms::HMK_FILE)))),
-        HmkMode::Passphrase => unlock.passphrase.map(HmkSource::Passphrase).ok_or(KmsError::PassphraseRequired),
+        HmkMode::File => {
+            Ok(HmkSource::File(unlock.hmk_file.unwrap_or_else(|| {
+                dir.join("kms").join(crate::kms::HMK_FILE)
+            })))
+        }
+        HmkMode::Passphrase => unlock
+            .passphrase
+            .map(HmkSource::Passphrase)
+            .ok_or(KmsError::PassphraseRequired),
     }
 }
 
@@ -52,7 +59,11 @@ impl Store {
     /// so an interrupted init is recognised as half-made.
     pub fn init(dir: &Path, opts: InitOptions) -> Result<Config, StoreError> {
         if dir.join(super::CONFIG_FILE).exists()
-            || (dir.is_dir() && std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))?.next().is_some())
+            || (dir.is_dir()
+                && std::fs::read_dir(dir)
+                    .map_err(|e| StoreError::io(dir, e))?
+                    .next()
+                    .is_some())
         {
             return Err(StoreError::NotEmpty(dir.display().to_string()));
         }
@@ -61,10 +72,18 @@ impl Store {
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .map_err(|e| StoreError::io(dir, e))?;
         for sub in SUBDIRS {
-            std::fs::create_dir_all(dir.join(sub)).map_err(|e| StoreError::io(&dir.join(sub), e))?;
+            std::fs::create_dir_all(dir.join(sub))
+                .map_err(|e| StoreError::io(&dir.join(sub), e))?;
         }
-        let mode = if opts.passphrase.is_some() { HmkMode::Passphrase } else { HmkMode::File };
-        let unlock = Unlock { hmk_file: opts.hmk_file, passphrase: opts.passphrase };
+        let mode = if opts.passphrase.is_some() {
+            HmkMode::Passphrase
+        } else {
+            HmkMode::File
+        };
+        let unlock = Unlock {
+            hmk_file: opts.hmk_file,
+            passphrase: opts.passphrase,
+        };
         Keystore::create(&dir.join("kms"), hmk_source(dir, mode, unlock)?)?;
         Catalog::open(&dir.join("catalog/catalog.redb"))?;
         let mut config = Config::new(mode);
@@ -82,7 +101,11 @@ impl Store {
     }
 
     /// Opens with settings overridden for this run (mount options).
-    pub fn open_with(dir: &Path, unlock: Unlock, adjust: impl FnOnce(&mut Config)) -> Result<Self, StoreError> {
+    pub fn open_with(
+        dir: &Path,
+        unlock: Unlock,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Result<Self, StoreError> {
         set_umask();
         let mut config = Config::load(dir)?;
         adjust(&mut config);
@@ -92,8 +115,10 @@ impl Store {
         let catalog = Arc::new(Catalog::open(&dir.join("catalog/catalog.redb"))?);
         ks.set_users(Box::new(CatalogUsers(catalog.clone())));
         let kms_admin = Arc::new(EmbeddedKms::new(ks));
-        let kms: Arc<dyn KmsClient> =
-            Arc::new(Retrying::new(kms_admin.clone(), Duration::from_secs(config.kms_timeout_secs)));
+        let kms: Arc<dyn KmsClient> = Arc::new(Retrying::new(
+            kms_admin.clone(),
+            Duration::from_secs(config.kms_timeout_secs),
+        ));
         let lib_cfg = LibraryConfig {
             dir: dir.join("volumes"),
             drives: config.drives,
@@ -102,7 +127,15 @@ impl Store {
             max_volumes: config.max_volumes,
         };
         let library = Library::new(lib_cfg, catalog.clone(), kms.clone());
-        Ok(Self { dir: dir.to_path_buf(), config, kms_admin, kms, catalog, library, _lock: lock })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            kms_admin,
+            kms,
+            catalog,
+            library,
+            _lock: lock,
+        })
     }
 
     /// Where the volume files are.

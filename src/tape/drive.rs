@@ -31,7 +31,11 @@ pub struct DrivePool {
 impl DrivePool {
     pub fn new(count: u32, wait: Duration) -> Arc<Self> {
         let drives = (0..count.max(1)).map(|_| Drive::default()).collect();
-        Arc::new(Self { drives: Mutex::new(drives), freed: Condvar::new(), wait })
+        Arc::new(Self {
+            drives: Mutex::new(drives),
+            freed: Condvar::new(),
+            wait,
+        })
     }
 
     /// Number of drives.
@@ -47,11 +51,16 @@ impl DrivePool {
             if let Some(i) = drives.iter().position(|d| !d.busy) {
                 drives[i].busy = true;
                 drives[i].job = job;
-                return Ok(DriveGuard { pool: self.clone(), index: i });
+                return Ok(DriveGuard {
+                    pool: self.clone(),
+                    index: i,
+                });
             }
             if self.freed.wait_until(&mut drives, deadline).timed_out() {
                 tracing::warn!(waited = ?self.wait, "no virtual drive free");
-                return Err(TapeError::DriveBusy { secs: self.wait.as_secs() });
+                return Err(TapeError::DriveBusy {
+                    secs: self.wait.as_secs(),
+                });
             }
         }
     }
@@ -102,7 +111,11 @@ impl DriveGuard {
             d.tag = Some(tag.into());
             d.key = Some(key);
         });
-        tracing::debug!(drive = self.index, tag, "key registered, encryption mode on");
+        tracing::debug!(
+            drive = self.index,
+            tag,
+            "key registered, encryption mode on"
+        );
     }
 
     /// Runs `f` with the registered key (None in clear mode).
@@ -142,16 +155,26 @@ mod tests {
         g.register_key("abcd", SecretKey::random().unwrap());
         assert!(pool.holds_key(0));
         assert!(pool.status(0).unwrap().contains("encryption: on"));
-        assert!(matches!(pool.acquire("reading"), Err(TapeError::DriveBusy { .. })));
+        assert!(matches!(
+            pool.acquire("reading"),
+            Err(TapeError::DriveBusy { .. })
+        ));
         drop(g);
         assert!(!pool.holds_key(0));
         let s = pool.status(0).unwrap();
-        assert!(s.contains("state: idle") && s.contains("encryption: off") && s.contains("key_tag: -"), "{s}");
+        assert!(
+            s.contains("state: idle") && s.contains("encryption: off") && s.contains("key_tag: -"),
+            "{s}"
+        );
         let g = pool.acquire("reading").unwrap();
         let p2 = pool.clone();
         let t = std::thread::spawn(move || p2.acquire("writing").map(|g| g.index()));
         std::thread::sleep(Duration::from_millis(30));
         drop(g);
-        assert_eq!(t.join().unwrap().unwrap(), 0, "a waiting writer gets the freed drive");
+        assert_eq!(
+            t.join().unwrap().unwrap(),
+            0,
+            "a waiting writer gets the freed drive"
+        );
     }
 }

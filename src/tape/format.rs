@@ -34,10 +34,18 @@ pub fn block_stride(block_size: u32) -> u64 {
 
 struct W(Vec<u8>);
 impl W {
-    fn u16(&mut self, v: u16) { self.0.extend_from_slice(&v.to_le_bytes()); }
-    fn u32(&mut self, v: u32) { self.0.extend_from_slice(&v.to_le_bytes()); }
-    fn u64(&mut self, v: u64) { self.0.extend_from_slice(&v.to_le_bytes()); }
-    fn bytes(&mut self, v: &[u8]) { self.0.extend_from_slice(v); }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        self.0.extend_from_slice(v);
+    }
     fn padded(&mut self, s: &str, n: usize) {
         let mut b = s.as_bytes().to_vec();
         b.resize(n, 0);
@@ -50,13 +58,28 @@ impl W {
     }
 }
 
-struct R<'a> { b: &'a [u8], pos: usize }
+struct R<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
 impl<'a> R<'a> {
-    fn take(&mut self, n: usize) -> &'a [u8] { let s = &self.b[self.pos..self.pos + n]; self.pos += n; s }
-    fn u16(&mut self) -> u16 { u16::from_le_bytes(self.take(2).try_into().expect("2")) }
-    fn u32(&mut self) -> u32 { u32::from_le_bytes(self.take(4).try_into().expect("4")) }
-    fn u64(&mut self) -> u64 { u64::from_le_bytes(self.take(8).try_into().expect("8")) }
-    fn arr<const N: usize>(&mut self) -> [u8; N] { self.take(N).try_into().expect("N") }
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let s = &self.b[self.pos..self.pos + n];
+        self.pos += n;
+        s
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.take(2).try_into().expect("2"))
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take(4).try_into().expect("4"))
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take(8).try_into().expect("8"))
+    }
+    fn arr<const N: usize>(&mut self) -> [u8; N] {
+        self.take(N).try_into().expect("N")
+    }
     fn padded(&mut self, n: usize) -> String {
         let b = self.take(n);
         let end = b.iter().position(|&c| c == 0).unwrap_or(n);
@@ -67,7 +90,10 @@ impl<'a> R<'a> {
 /// Checks magic, version and CRC of a record of `len` bytes.
 fn check(b: &[u8], magic: &[u8; 8], what: &'static str) -> Result<(), TapeError> {
     if b.len() < 16 || &b[..8] != magic {
-        return Err(TapeError::Format { what, why: "bad magic number".into() });
+        return Err(TapeError::Format {
+            what,
+            why: "bad magic number".into(),
+        });
     }
     let version = u16::from_le_bytes([b[8], b[9]]);
     if version != FORMAT_VERSION {
@@ -75,7 +101,10 @@ fn check(b: &[u8], magic: &[u8; 8], what: &'static str) -> Result<(), TapeError>
     }
     let (body, crc) = b.split_at(b.len() - 4);
     if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4")) {
-        return Err(TapeError::Format { what, why: "header checksum mismatch".into() });
+        return Err(TapeError::Format {
+            what,
+            why: "header checksum mismatch".into(),
+        });
     }
     Ok(())
 }
@@ -107,12 +136,21 @@ impl MediaHeader {
 
     pub fn decode(b: &[u8]) -> Result<Self, TapeError> {
         if b.len() < MEDIA_HEADER_LEN as usize {
-            return Err(TapeError::Format { what: "media header", why: "volume shorter than a media header".into() });
+            return Err(TapeError::Format {
+                what: "media header",
+                why: "volume shorter than a media header".into(),
+            });
         }
         let b = &b[..MEDIA_HEADER_LEN as usize];
         check(b, MEDIA_MAGIC, "media header")?;
         let mut r = R { b, pos: 12 };
-        Ok(Self { barcode: r.padded(16), pool: r.padded(64), capacity: r.u64(), created_ns: r.u64() as i64, uuid: r.arr() })
+        Ok(Self {
+            barcode: r.padded(16),
+            pool: r.padded(64),
+            capacity: r.u64(),
+            created_ns: r.u64() as i64,
+            uuid: r.arr(),
+        })
     }
 }
 
@@ -144,7 +182,11 @@ impl FragmentHeader {
         let mut w = W(Vec::with_capacity(256));
         w.bytes(FRAGMENT_MAGIC);
         w.u16(FORMAT_VERSION);
-        w.u16(if self.key_tag.is_some() { FLAG_ENCRYPTED } else { 0 });
+        w.u16(if self.key_tag.is_some() {
+            FLAG_ENCRYPTED
+        } else {
+            0
+        });
         let len = 136 + self.pool.len() + self.path.len() + 4;
         w.u32(len as u32);
         w.bytes(&self.image_id.to_le_bytes());
@@ -169,11 +211,17 @@ impl FragmentHeader {
     /// Length of the header that starts `b` (first 16 bytes suffice).
     pub fn peek_len(b: &[u8]) -> Result<usize, TapeError> {
         if b.len() < 16 || &b[..8] != FRAGMENT_MAGIC {
-            return Err(TapeError::Format { what: "fragment header", why: "bad magic number".into() });
+            return Err(TapeError::Format {
+                what: "fragment header",
+                why: "bad magic number".into(),
+            });
         }
         let len = u32::from_le_bytes(b[12..16].try_into().expect("4")) as usize;
         if !(140..=140 + 2 * MAX_NAME).contains(&len) {
-            return Err(TapeError::Format { what: "fragment header", why: format!("implausible length {len}") });
+            return Err(TapeError::Format {
+                what: "fragment header",
+                why: format!("implausible length {len}"),
+            });
         }
         Ok(len)
     }
@@ -181,7 +229,10 @@ impl FragmentHeader {
     pub fn decode(b: &[u8]) -> Result<Self, TapeError> {
         let len = Self::peek_len(b)?;
         if b.len() < len {
-            return Err(TapeError::Format { what: "fragment header", why: "truncated".into() });
+            return Err(TapeError::Format {
+                what: "fragment header",
+                why: "truncated".into(),
+            });
         }
         let b = &b[..len];
         check(b, FRAGMENT_MAGIC, "fragment header")?;
@@ -197,12 +248,30 @@ impl FragmentHeader {
         let (mode, uid, gid, mtime_ns) = (r.u32(), r.u32(), r.u32(), r.u64() as i64);
         let (pl, nl) = (r.u16() as usize, r.u16() as usize);
         if 136 + pl + nl + 4 != len || block_size == 0 || block_size > 16 << 20 {
-            return Err(TapeError::Format { what: "fragment header", why: "inconsistent lengths".into() });
+            return Err(TapeError::Format {
+                what: "fragment header",
+                why: "inconsistent lengths".into(),
+            });
         }
         let pool = String::from_utf8_lossy(r.take(pl)).into_owned();
         let path = String::from_utf8_lossy(r.take(nl)).into_owned();
         let key_tag = (flags & FLAG_ENCRYPTED != 0).then_some(tag);
-        Ok(Self { image_id, number, block_size, image_offset, salt, key_tag, kcv, created_ns, mode, uid, gid, mtime_ns, pool, path })
+        Ok(Self {
+            image_id,
+            number,
+            block_size,
+            image_offset,
+            salt,
+            key_tag,
+            kcv,
+            created_ns,
+            mode,
+            uid,
+            gid,
+            mtime_ns,
+            pool,
+            path,
+        })
     }
 }
 
@@ -237,7 +306,10 @@ impl FileMark {
 
     pub fn decode(b: &[u8]) -> Result<Self, TapeError> {
         if b.len() < FILEMARK_LEN as usize {
-            return Err(TapeError::Format { what: "file mark", why: "truncated".into() });
+            return Err(TapeError::Format {
+                what: "file mark",
+                why: "truncated".into(),
+            });
         }
         let b = &b[..FILEMARK_LEN as usize];
         check(b, FILEMARK_MAGIC, "file mark")?;
@@ -247,7 +319,14 @@ impl FileMark {
         let image_id = u128::from_le_bytes(r.arr());
         let number = r.u32();
         r.u32();
-        Ok(Self { image_id, number, last_fragment, len: r.u64(), blocks: r.u64(), image_size: r.u64() })
+        Ok(Self {
+            image_id,
+            number,
+            last_fragment,
+            len: r.u64(),
+            blocks: r.u64(),
+            image_size: r.u64(),
+        })
     }
 }
 
@@ -266,7 +345,14 @@ pub fn parse_block_header(h: &[u8]) -> (u32, u8) {
 
 /// Associated data that binds a block to its volume, image, fragment,
 /// position, length and last-block flags.
-pub fn block_aad(barcode: &str, image_id: u128, fragment: u32, index: u64, len: u32, flags: u8) -> [u8; 61] {
+pub fn block_aad(
+    barcode: &str,
+    image_id: u128,
+    fragment: u32,
+    index: u64,
+    len: u32,
+    flags: u8,
+) -> [u8; 61] {
     let mut a = [0u8; 61];
     a[..8].copy_from_slice(b"KMSFSBLK");
     let bc = barcode.as_bytes();
@@ -317,9 +403,22 @@ mod tests {
     fn headers_round_trip() {
         let f = frag();
         assert_eq!(FragmentHeader::decode(&f.encode()).unwrap(), f);
-        let m = MediaHeader { barcode: "K00001L9".into(), pool: "Scratch".into(), capacity: 1 << 30, created_ns: 5, uuid: [3; 16] };
+        let m = MediaHeader {
+            barcode: "K00001L9".into(),
+            pool: "Scratch".into(),
+            capacity: 1 << 30,
+            created_ns: 5,
+            uuid: [3; 16],
+        };
         assert_eq!(MediaHeader::decode(&m.encode()).unwrap(), m);
-        let fm = FileMark { image_id: 7, number: 0, last_fragment: true, len: 10, blocks: 1, image_size: 10 };
+        let fm = FileMark {
+            image_id: 7,
+            number: 0,
+            last_fragment: true,
+            len: 10,
+            blocks: 1,
+            image_size: 10,
+        };
         assert_eq!(FileMark::decode(&fm.encode()).unwrap(), fm);
     }
 
@@ -347,7 +446,10 @@ mod tests {
     fn future_version_is_typed() {
         let mut e = frag().encode();
         e[8] = 2;
-        assert!(matches!(FragmentHeader::decode(&e), Err(TapeError::FutureVersion { version: 2, .. })));
+        assert!(matches!(
+            FragmentHeader::decode(&e),
+            Err(TapeError::FutureVersion { version: 2, .. })
+        ));
     }
 
     proptest! {

@@ -46,7 +46,14 @@ pub struct LoadedVolume {
 impl Library {
     pub fn new(cfg: LibraryConfig, catalog: Arc<Catalog>, kms: Arc<dyn KmsClient>) -> Arc<Self> {
         let drives = DrivePool::new(cfg.drives, cfg.drive_wait);
-        Arc::new(Self { cfg, catalog, kms, drives, loaded: Mutex::default(), files: Mutex::default() })
+        Arc::new(Self {
+            cfg,
+            catalog,
+            kms,
+            drives,
+            loaded: Mutex::default(),
+            files: Mutex::default(),
+        })
     }
 
     /// The file of a volume.
@@ -68,8 +75,16 @@ impl Library {
         let pick = vols
             .iter()
             .filter(free)
-            .find(|v| v.pool == pool && v.state == VolumeState::Active && v.capacity.saturating_sub(v.used) >= Self::min_room())
-            .or_else(|| vols.iter().filter(free).find(|v| v.state == VolumeState::Scratch))
+            .find(|v| {
+                v.pool == pool
+                    && v.state == VolumeState::Active
+                    && v.capacity.saturating_sub(v.used) >= Self::min_room()
+            })
+            .or_else(|| {
+                vols.iter()
+                    .filter(free)
+                    .find(|v| v.state == VolumeState::Scratch)
+            })
             .cloned();
         let rec = match pick {
             Some(v) => v,
@@ -83,10 +98,18 @@ impl Library {
 
     fn new_volume(&self, count: usize) -> Result<VolumeRec, TapeError> {
         let mut n = count + 1;
-        while self.volume_path(&barcode(n)).exists() || self.catalog.volume(&barcode(n))?.is_some() {
+        while self.volume_path(&barcode(n)).exists() || self.catalog.volume(&barcode(n))?.is_some()
+        {
             n += 1;
         }
-        let rec = VolumeRec { barcode: barcode(n), pool: String::new(), state: VolumeState::Scratch, used: 0, capacity: self.cfg.volume_capacity, images: 0 };
+        let rec = VolumeRec {
+            barcode: barcode(n),
+            pool: String::new(),
+            state: VolumeState::Scratch,
+            used: 0,
+            capacity: self.cfg.volume_capacity,
+            images: 0,
+        };
         self.catalog.put_volume(&rec)?;
         Ok(rec)
     }
@@ -95,13 +118,27 @@ impl Library {
     /// off whatever a dead writer left beyond the committed append point.
     fn open_for_append(&self, mut rec: VolumeRec, pool: &str) -> Result<LoadedVolume, TapeError> {
         let path = self.volume_path(&rec.barcode);
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
             .map_err(|e| TapeError::io(format!("volume {}", path.display()), e))?;
         if rec.state == VolumeState::Scratch {
-            let hdr = MediaHeader { barcode: rec.barcode.clone(), pool: pool.into(), capacity: rec.capacity, created_ns: now_ns(), uuid: crate::crypto::random_array()? };
-            file.set_len(0).map_err(|e| TapeError::io(format!("volume {}", rec.barcode), e))?;
-            file.write_all_at(&hdr.encode(), 0).map_err(|e| TapeError::io(format!("volume {}", rec.barcode), e))?;
-            file.sync_all().map_err(|e| TapeError::io(format!("volume {}", rec.barcode), e))?;
+            let hdr = MediaHeader {
+                barcode: rec.barcode.clone(),
+                pool: pool.into(),
+                capacity: rec.capacity,
+                created_ns: now_ns(),
+                uuid: crate::crypto::random_array()?,
+            };
+            file.set_len(0)
+                .map_err(|e| TapeError::io(format!("volume {}", rec.barcode), e))?;
+            file.write_all_at(&hdr.encode(), 0)
+                .map_err(|e| TapeError::io(format!("volume {}", rec.barcode), e))?;
+            file.sync_all()
+                .map_err(|e| TapeError::io(format!("volume {}", rec.barcode), e))?;
             rec.pool = pool.into();
             rec.state = VolumeState::Active;
             rec.used = format::MEDIA_HEADER_LEN;
@@ -109,7 +146,8 @@ impl Library {
             self.catalog.put_volume(&rec)?;
             self.files.lock().remove(&rec.barcode);
         } else {
-            file.set_len(rec.used).map_err(|e| TapeError::io(format!("volume {}", rec.barcode), e))?;
+            file.set_len(rec.used)
+                .map_err(|e| TapeError::io(format!("volume {}", rec.barcode), e))?;
         }
         tracing::debug!(volume = %rec.barcode, pool, used = rec.used, "volume loaded for writing");
         Ok(LoadedVolume { rec, file })
@@ -127,7 +165,10 @@ impl Library {
             return Ok(f.clone());
         }
         let path = self.volume_path(barcode);
-        let f = Arc::new(File::open(&path).map_err(|e| TapeError::io(format!("volume {}", path.display()), e))?);
+        let f = Arc::new(
+            File::open(&path)
+                .map_err(|e| TapeError::io(format!("volume {}", path.display()), e))?,
+        );
         files.insert(barcode.into(), f.clone());
         Ok(f)
     }
@@ -137,7 +178,9 @@ impl Library {
     pub fn recycle(&self, img: &ImageRec) -> Result<(), TapeError> {
         let loaded = self.loaded.lock();
         for f in &img.fragments {
-            let Some(mut v) = self.catalog.volume(&f.volume)? else { continue };
+            let Some(mut v) = self.catalog.volume(&f.volume)? else {
+                continue;
+            };
             if v.images > 0 || loaded.contains(&v.barcode) || v.state == VolumeState::Scratch {
                 continue;
             }
@@ -160,5 +203,8 @@ pub fn barcode(n: usize) -> String {
 
 /// Nanoseconds since the Unix epoch.
 pub fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }

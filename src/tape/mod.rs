@@ -8,9 +8,9 @@ mod drive;
 pub mod format;
 mod library;
 mod reader;
-mod writer;
 #[cfg(test)]
 mod tests;
+mod writer;
 
 pub use drive::{DriveGuard, DrivePool};
 pub use library::{Library, LibraryConfig, barcode, now_ns};
@@ -34,20 +34,36 @@ pub fn is_encrypted_pool(pool: &str) -> bool {
 pub enum TapeError {
     #[error("{what}: {why}")]
     Format { what: &'static str, why: String },
-    #[error("{what} has format version {version}; this kmsfs reads version {}", format::FORMAT_VERSION)]
+    #[error(
+        "{what} has format version {version}; this kmsfs reads version {}",
+        format::FORMAT_VERSION
+    )]
     FutureVersion { what: &'static str, version: u16 },
     #[error("key for {subject}: {source}")]
     Kms { subject: String, source: KmsError },
-    #[error("integrity check failed: volume {volume}, image {image}, fragment {fragment}, block {block}: {why}")]
-    Integrity { volume: String, image: String, fragment: u32, block: u64, why: String },
+    #[error(
+        "integrity check failed: volume {volume}, image {image}, fragment {fragment}, block {block}: {why}"
+    )]
+    Integrity {
+        volume: String,
+        image: String,
+        fragment: u32,
+        block: u64,
+        why: String,
+    },
     #[error("pool {pool} is full: no scratch volume left (max_volumes reached)")]
     NoScratch { pool: String },
     #[error("no virtual drive became free within {secs}s")]
     DriveBusy { secs: u64 },
-    #[error("image {path}: write at offset {offset} but the image ends at {end}: images are written once, sequentially")]
+    #[error(
+        "image {path}: write at offset {offset} but the image ends at {end}: images are written once, sequentially"
+    )]
     NotSequential { path: String, offset: u64, end: u64 },
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
@@ -56,6 +72,9 @@ pub enum TapeError {
 
 impl TapeError {
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io { what: what.into(), source }
+        Self::Io {
+            what: what.into(),
+            source,
+        }
     }
 }

@@ -24,9 +24,16 @@ impl ImageReader {
     /// Opens an image; an encrypted one needs its key usable now (ENOKEY otherwise).
     pub fn open(lib: &Arc<Library>, img: ImageRec) -> Result<Self, TapeError> {
         if let Some(tag) = &img.key_tag {
-            lib.kms.key_by_tag(tag).map_err(|source| TapeError::Kms { subject: format!("tag {tag}"), source })?;
+            lib.kms.key_by_tag(tag).map_err(|source| TapeError::Kms {
+                subject: format!("tag {tag}"),
+                source,
+            })?;
         }
-        Ok(Self { lib: lib.clone(), img, cache: Mutex::new(None) })
+        Ok(Self {
+            lib: lib.clone(),
+            img,
+            cache: Mutex::new(None),
+        })
     }
 
     /// The image record.
@@ -58,7 +65,10 @@ impl ImageReader {
             .iter()
             .enumerate()
             .find(|(_, f)| pos >= f.image_offset && pos < f.image_offset + f.len)
-            .ok_or_else(|| TapeError::Format { what: "catalog", why: format!("no fragment holds offset {pos} of image {}", self.name()) })
+            .ok_or_else(|| TapeError::Format {
+                what: "catalog",
+                why: format!("no fragment holds offset {pos} of image {}", self.name()),
+            })
     }
 
     fn name(&self) -> String {
@@ -92,23 +102,45 @@ impl ImageReader {
         let drive = self.lib.drives.acquire("reading")?;
         drive.load(&frag.volume, &self.img.pool);
         if let Some(tag) = &self.img.key_tag {
-            let key = self.lib.kms.key_by_tag(tag).map_err(|source| TapeError::Kms { subject: format!("tag {tag}"), source })?;
+            let key = self
+                .lib
+                .kms
+                .key_by_tag(tag)
+                .map_err(|source| TapeError::Kms {
+                    subject: format!("tag {tag}"),
+                    source,
+                })?;
             drive.register_key(tag, key);
         }
         let file = self.lib.reader(&frag.volume)?;
-        let mut raw = vec![0u8; format::BLOCK_HEADER_LEN as usize + len + format::BLOCK_TRAILER_LEN as usize];
+        let mut raw =
+            vec![0u8; format::BLOCK_HEADER_LEN as usize + len + format::BLOCK_TRAILER_LEN as usize];
         let at = frag.data_offset + bi * format::block_stride(self.img.block_size);
-        file.read_exact_at(&mut raw, at).map_err(|e| self.integrity(frag, bi, format!("read at offset {at}: {e}")))?;
+        file.read_exact_at(&mut raw, at)
+            .map_err(|e| self.integrity(frag, bi, format!("read at offset {at}: {e}")))?;
         let (hdr, rest) = raw.split_at_mut(format::BLOCK_HEADER_LEN as usize);
         if format::block_header(len as u32, flags) != *hdr {
             let (l, f) = format::parse_block_header(hdr);
-            return Err(self.integrity(frag, bi, format!("block header says {l} bytes, flags {f}; expected {len}, flags {flags}")));
+            return Err(self.integrity(
+                frag,
+                bi,
+                format!("block header says {l} bytes, flags {f}; expected {len}, flags {flags}"),
+            ));
         }
         let (data, trailer) = rest.split_at_mut(len);
-        let aad = format::block_aad(&frag.volume, self.img.id, frag.number, bi, len as u32, flags);
+        let aad = format::block_aad(
+            &frag.volume,
+            self.img.id,
+            frag.number,
+            bi,
+            len as u32,
+            flags,
+        );
         let trailer: [u8; 16] = (&*trailer).try_into().expect("16 bytes");
         let ok = drive.with_key(|k| match k {
-            Some(k) => BlockCipher::new(&crypto::derive_subkey(k, &frag.salt, format::SUBKEY_INFO)).open_block(bi, &aad, data, &trailer).is_ok(),
+            Some(k) => BlockCipher::new(&crypto::derive_subkey(k, &frag.salt, format::SUBKEY_INFO))
+                .open_block(bi, &aad, data, &trailer)
+                .is_ok(),
             None => format::clear_trailer(&aad, data) == trailer,
         });
         drop(drive);
@@ -121,7 +153,13 @@ impl ImageReader {
     }
 
     fn integrity(&self, frag: &Fragment, block: u64, why: String) -> TapeError {
-        let e = TapeError::Integrity { volume: frag.volume.clone(), image: self.name(), fragment: frag.number, block, why };
+        let e = TapeError::Integrity {
+            volume: frag.volume.clone(),
+            image: self.name(),
+            fragment: frag.number,
+            block,
+            why,
+        };
         tracing::error!("{e}");
         e
     }

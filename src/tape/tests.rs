@@ -3,39 +3,72 @@
 
 use std::sync::Arc;
 
-use crate::catalog::{FileAttrs, POOLS_INO};
 use crate::catalog::InodeKind;
+use crate::catalog::{FileAttrs, POOLS_INO};
 use crate::kms::{KeyState, NewKey, Unlock};
 use crate::store::{InitOptions, Store};
 
 use super::{ImageReader, ImageWriter, TapeError, WriteTarget};
 
 pub(crate) fn attrs() -> FileAttrs {
-    FileAttrs { mode: 0o100644, uid: 0, gid: 0, atime_ns: 0, mtime_ns: 0, ctime_ns: 0 }
+    FileAttrs {
+        mode: 0o100644,
+        uid: 0,
+        gid: 0,
+        atime_ns: 0,
+        mtime_ns: 0,
+        ctime_ns: 0,
+    }
 }
 
 pub(crate) fn store(capacity: u64) -> (tempfile::TempDir, Store) {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("s");
-    Store::init(&dir, InitOptions { volume_capacity: Some(capacity), drive_wait_secs: Some(1), ..Default::default() }).unwrap();
+    Store::init(
+        &dir,
+        InitOptions {
+            volume_capacity: Some(capacity),
+            drive_wait_secs: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let s = Store::open(&dir, Unlock::default()).unwrap();
     s.kms_admin.write(|ks| {
         ks.create_group("ENCR_F", "").unwrap();
-        ks.create_key(NewKey { group: "ENCR_F", name: "k1", description: "", passphrase: None, activate: true }).unwrap();
+        ks.create_key(NewKey {
+            group: "ENCR_F",
+            name: "k1",
+            description: "",
+            passphrase: None,
+            activate: true,
+        })
+        .unwrap();
     });
     for p in ["ENCR_F", "Clear"] {
-        s.catalog.make_dir(POOLS_INO, p, p, InodeKind::Pool, attrs()).unwrap();
+        s.catalog
+            .make_dir(POOLS_INO, p, p, InodeKind::Pool, attrs())
+            .unwrap();
     }
     (d, s)
 }
 
 fn target(s: &Store, pool: &str, name: &str) -> WriteTarget {
     let parent = s.catalog.lookup(POOLS_INO, pool).unwrap().unwrap().ino;
-    WriteTarget { ino: s.catalog.alloc_ino(), parent, name: name.into(), pool: pool.into(), path: name.into(), attrs: attrs() }
+    WriteTarget {
+        ino: s.catalog.alloc_ino(),
+        parent,
+        name: name.into(),
+        pool: pool.into(),
+        path: name.into(),
+        attrs: attrs(),
+    }
 }
 
 fn data(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[1] ^ seed).collect()
+    (0..n)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[1] ^ seed)
+        .collect()
 }
 
 fn write(s: &Store, pool: &str, name: &str, bytes: &[u8]) -> crate::catalog::ImageRec {
@@ -55,15 +88,26 @@ fn encrypted_image_spans_volumes_and_reads_back() {
     let (_d, s) = store(2 << 20);
     let bytes = data(5 << 20, 1);
     let img = write(&s, "ENCR_F", "big.img", &bytes);
-    assert!(img.fragments.len() >= 3, "spans volumes: {}", img.fragments.len());
-    let vols: std::collections::BTreeSet<_> = img.fragments.iter().map(|f| f.volume.clone()).collect();
+    assert!(
+        img.fragments.len() >= 3,
+        "spans volumes: {}",
+        img.fragments.len()
+    );
+    let vols: std::collections::BTreeSet<_> =
+        img.fragments.iter().map(|f| f.volume.clone()).collect();
     assert_eq!(vols.len(), img.fragments.len());
     assert_eq!(read_all(&s, &img).unwrap(), bytes);
     let r = ImageReader::open(&s.library, img.clone()).unwrap();
-    assert_eq!(r.read_at(3_000_000, 10).unwrap(), bytes[3_000_000..3_000_010]);
+    assert_eq!(
+        r.read_at(3_000_000, 10).unwrap(),
+        bytes[3_000_000..3_000_010]
+    );
     assert!(img.key_tag.is_some());
     for i in 0..s.library.drives.count() {
-        assert!(!s.library.drives.holds_key(i), "idle drive {i} holds no key");
+        assert!(
+            !s.library.drives.holds_key(i),
+            "idle drive {i} holds no key"
+        );
     }
 }
 
@@ -91,9 +135,16 @@ fn flipped_byte_fails_only_the_affected_block() {
         vol[at] ^= 1;
         std::fs::write(&path, &vol).unwrap();
         let r = ImageReader::open(&s.library, img.clone()).unwrap();
-        assert_eq!(r.read_at(0, 1000).unwrap(), bytes[..1000], "block 0 intact in {pool}");
+        assert_eq!(
+            r.read_at(0, 1000).unwrap(),
+            bytes[..1000],
+            "block 0 intact in {pool}"
+        );
         let e = r.read_at(300_000, 10).unwrap_err();
-        assert!(matches!(e, TapeError::Integrity { block: 1, .. }), "{pool}: {e}");
+        assert!(
+            matches!(e, TapeError::Integrity { block: 1, .. }),
+            "{pool}: {e}"
+        );
         assert!(e.to_string().contains(&f.volume));
         assert_eq!(r.read_at(600_000, 10).unwrap(), bytes[600_000..600_010]);
     }
@@ -106,8 +157,16 @@ fn truncated_volume_is_detected() {
     let img = write(&s, "ENCR_F", "t", &bytes);
     let path = s.library.volume_path(&img.fragments[0].volume);
     let len = std::fs::metadata(&path).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 200).unwrap();
-    assert!(matches!(read_all(&s, &img), Err(TapeError::Integrity { .. })));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len - 200)
+        .unwrap();
+    assert!(matches!(
+        read_all(&s, &img),
+        Err(TapeError::Integrity { .. })
+    ));
 }
 
 #[test]
@@ -130,7 +189,14 @@ fn non_sequential_write_is_refused_and_holes_fill_with_zeros() {
     let (_d, s) = store(8 << 20);
     let mut w = ImageWriter::begin(&s.library, target(&s, "Clear", "h")).unwrap();
     w.write_at(0, b"abc").unwrap();
-    assert!(matches!(w.write_at(1, b"x"), Err(TapeError::NotSequential { offset: 1, end: 3, .. })));
+    assert!(matches!(
+        w.write_at(1, b"x"),
+        Err(TapeError::NotSequential {
+            offset: 1,
+            end: 3,
+            ..
+        })
+    ));
     w.write_at(10, b"z").unwrap();
     let (img, _) = w.finish().unwrap();
     assert_eq!(read_all(&s, &img).unwrap(), b"abc\0\0\0\0\0\0\0z");
@@ -140,14 +206,30 @@ fn non_sequential_write_is_refused_and_holes_fill_with_zeros() {
 fn key_state_governs_reads_and_writes() {
     let (_d, s) = store(8 << 20);
     let img = write(&s, "ENCR_F", "k", &data(1000, 8));
-    let set = |st| s.kms_admin.write(|ks| ks.modify_key("ENCR_F", "k1", Some(st), None, None)).unwrap();
+    let set = |st| {
+        s.kms_admin
+            .write(|ks| ks.modify_key("ENCR_F", "k1", Some(st), None, None))
+            .unwrap()
+    };
     set(KeyState::Inactive);
-    assert_eq!(read_all(&s, &img).unwrap(), data(1000, 8), "inactive still decrypts");
-    let e = ImageWriter::begin(&s.library, target(&s, "ENCR_F", "n")).err().unwrap();
-    assert!(matches!(&e, TapeError::Kms { source, .. } if source.is_missing_key()), "{e}");
+    assert_eq!(
+        read_all(&s, &img).unwrap(),
+        data(1000, 8),
+        "inactive still decrypts"
+    );
+    let e = ImageWriter::begin(&s.library, target(&s, "ENCR_F", "n"))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&e, TapeError::Kms { source, .. } if source.is_missing_key()),
+        "{e}"
+    );
     set(KeyState::Deprecated);
     let e = read_all(&s, &img).unwrap_err();
-    assert!(matches!(&e, TapeError::Kms { source, .. } if source.is_missing_key()), "{e}");
+    assert!(
+        matches!(&e, TapeError::Kms { source, .. } if source.is_missing_key()),
+        "{e}"
+    );
     set(KeyState::Inactive);
     assert_eq!(read_all(&s, &img).unwrap(), data(1000, 8));
 }
@@ -156,9 +238,19 @@ fn key_state_governs_reads_and_writes() {
 fn library_full_is_no_scratch() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("s");
-    Store::init(&dir, InitOptions { volume_capacity: Some(1 << 20), max_volumes: Some(1), ..Default::default() }).unwrap();
+    Store::init(
+        &dir,
+        InitOptions {
+            volume_capacity: Some(1 << 20),
+            max_volumes: Some(1),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let s = Arc::new(Store::open(&dir, Unlock::default()).unwrap());
-    s.catalog.make_dir(POOLS_INO, "P", "P", InodeKind::Pool, attrs()).unwrap();
+    s.catalog
+        .make_dir(POOLS_INO, "P", "P", InodeKind::Pool, attrs())
+        .unwrap();
     let mut w = ImageWriter::begin(&s.library, target(&s, "P", "f")).unwrap();
     let e = w.write_at(0, &data(3 << 20, 9)).unwrap_err();
     assert!(matches!(e, TapeError::NoScratch { .. }), "{e}");

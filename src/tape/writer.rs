@@ -55,6 +55,8 @@ pub struct ImageWriter {
     buf: Vec<u8>,
     size: u64,
     sha: Sha256,
+    /// Set by the first failed write: a failed image never commits.
+    failed: bool,
 }
 
 const HDR: usize = format::BLOCK_HEADER_LEN as usize;
@@ -66,7 +68,13 @@ impl ImageWriter {
     pub fn begin(lib: &Arc<Library>, target: WriteTarget) -> Result<Self, TapeError> {
         let drive = lib.drives.acquire("writing")?;
         let tag = if is_encrypted_pool(&target.pool) {
-            let tk = lib.kms.active_key(&target.pool).map_err(|source| TapeError::Kms { subject: format!("key group {}", target.pool), source })?;
+            let tk = lib
+                .kms
+                .active_key(&target.pool)
+                .map_err(|source| TapeError::Kms {
+                    subject: format!("key group {}", target.pool),
+                    source,
+                })?;
             let kcv = crypto::key_check_value(&tk.key);
             drive.register_key(&tk.tag, tk.key);
             Some((tk.tag, kcv))
@@ -76,7 +84,22 @@ impl ImageWriter {
         let id = u128::from_le_bytes(crypto::random_array()?);
         let mut buf = Vec::with_capacity(HDR + BLOCK_SIZE as usize + 16);
         buf.resize(HDR, 0);
-        let mut w = Self { lib: lib.clone(), drive, target, id, tag, vol: None, frag: None, fragments: Vec::new(), updates: Vec::new(), synced: Vec::new(), buf, size: 0, sha: Sha256::new() };
+        let mut w = Self {
+            lib: lib.clone(),
+            drive,
+            target,
+            id,
+            tag,
+            vol: None,
+            frag: None,
+            fragments: Vec::new(),
+            updates: Vec::new(),
+            synced: Vec::new(),
+            buf,
+            size: 0,
+            sha: Sha256::new(),
+            failed: false,
+        };
         w.start_fragment()?;
         Ok(w)
     }
@@ -90,7 +113,10 @@ impl ImageWriter {
     /// image itself is committed only by [`ImageWriter::finish`].
     pub fn sync(&self) -> Result<(), TapeError> {
         match &self.vol {
-            Some(v) => v.file.sync_data().map_err(|e| TapeError::io(format!("volume {}", v.rec.barcode), e)),
+            Some(v) => v
+                .file
+                .sync_data()
+                .map_err(|e| TapeError::io(format!("volume {}", v.rec.barcode), e)),
             None => Ok(()),
         }
     }
@@ -109,14 +135,41 @@ impl ImageWriter {
     /// zeros (sparse copies); offsets before the end are refused.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), TapeError> {
         if offset < self.size {
-            return Err(TapeError::NotSequential { path: format!("{}/{}", self.target.pool, self.target.path), offset, end: self.size });
+            // Refused without harm: the image stays good and may go on.
+            return Err(TapeError::NotSequential {
+                path: format!("{}/{}", self.target.pool, self.target.path),
+                offset,
+                end: self.size,
+            });
         }
-        self.extend_to(offset)?;
-        self.append(data)
+        self.guard(|w| {
+            w.fill_zeros(offset)?;
+            w.append(data)
+        })
     }
 
     /// Grows the image with zeros up to `len` (ftruncate past the end).
     pub fn extend_to(&mut self, len: u64) -> Result<(), TapeError> {
+        self.guard(|w| w.fill_zeros(len))
+    }
+
+    /// Runs a step that changes the volume; any failure poisons the writer.
+    fn guard(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<(), TapeError>,
+    ) -> Result<(), TapeError> {
+        if self.failed {
+            return Err(TapeError::Format {
+                what: "image",
+                why: "an earlier write failed: this image will not be committed".into(),
+            });
+        }
+        let r = f(self);
+        self.failed = r.is_err();
+        r
+    }
+
+    fn fill_zeros(&mut self, len: u64) -> Result<(), TapeError> {
         const ZEROS: [u8; 65536] = [0; 65536];
         while self.size < len {
             let n = (len - self.size).min(ZEROS.len() as u64) as usize;
@@ -150,7 +203,9 @@ impl ImageWriter {
             self.load_next_volume()?;
         }
         let salt: [u8; 32] = crypto::random_array()?;
-        let cipher = self.drive.with_key(|k| k.map(|k| BlockCipher::new(&crypto::derive_subkey(k, &salt, format::SUBKEY_INFO))));
+        let cipher = self.drive.with_key(|k| {
+            k.map(|k| BlockCipher::new(&crypto::derive_subkey(k, &salt, format::SUBKEY_INFO)))
+        });
         let t = &self.target;
         let hdr = FragmentHeader {
             image_id: self.id,
@@ -171,7 +226,16 @@ impl ImageWriter {
         .encode();
         let header_offset = self.vol.as_ref().expect("loaded").rec.used;
         self.put(&hdr)?;
-        self.frag = Some(OpenFragment { number: self.fragments.len() as u32, header_offset, data_offset: header_offset + hdr.len() as u64, image_offset: header_offset_image(&self.fragments), blocks: 0, len: 0, salt, cipher });
+        self.frag = Some(OpenFragment {
+            number: self.fragments.len() as u32,
+            header_offset,
+            data_offset: header_offset + hdr.len() as u64,
+            image_offset: header_offset_image(&self.fragments),
+            blocks: 0,
+            len: 0,
+            salt,
+            cipher,
+        });
         Ok(())
     }
 
@@ -190,10 +254,16 @@ impl ImageWriter {
     }
 
     fn retire_volume(&mut self, v: LoadedVolume, state: VolumeState) -> Result<(), TapeError> {
-        v.file.sync_data().map_err(|e| TapeError::io(format!("volume {}", v.rec.barcode), e))?;
+        v.file
+            .sync_data()
+            .map_err(|e| TapeError::io(format!("volume {}", v.rec.barcode), e))?;
         // Stays loaded (no other writer may append) until this image is
         // committed or abandoned: see Drop.
-        self.updates.push(VolumeUpdate { barcode: v.rec.barcode.clone(), used: v.rec.used, state });
+        self.updates.push(VolumeUpdate {
+            barcode: v.rec.barcode.clone(),
+            used: v.rec.used,
+            state,
+        });
         self.synced.push(v.file);
         Ok(())
     }
@@ -201,7 +271,9 @@ impl ImageWriter {
     /// Appends bytes at the volume's end.
     fn put(&mut self, bytes: &[u8]) -> Result<(), TapeError> {
         let v = self.vol.as_mut().expect("volume loaded");
-        v.file.write_all_at(bytes, v.rec.used).map_err(|e| TapeError::io(format!("volume {}", v.rec.barcode), e))?;
+        v.file
+            .write_all_at(bytes, v.rec.used)
+            .map_err(|e| TapeError::io(format!("volume {}", v.rec.barcode), e))?;
         v.rec.used += bytes.len() as u64;
         Ok(())
     }
@@ -211,8 +283,15 @@ impl ImageWriter {
     fn emit(&mut self, last_in_image: bool) -> Result<(), TapeError> {
         let len = (self.buf.len() - HDR) as u32;
         let after = self.room().saturating_sub(HDR as u64 + u64::from(len) + 16);
-        let ends_fragment = last_in_image || after < format::block_stride(BLOCK_SIZE) + format::FILEMARK_LEN;
-        let flags = if last_in_image { LAST_IN_FRAGMENT | LAST_IN_IMAGE } else if ends_fragment { LAST_IN_FRAGMENT } else { 0 };
+        let ends_fragment =
+            last_in_image || after < format::block_stride(BLOCK_SIZE) + format::FILEMARK_LEN;
+        let flags = if last_in_image {
+            LAST_IN_FRAGMENT | LAST_IN_IMAGE
+        } else if ends_fragment {
+            LAST_IN_FRAGMENT
+        } else {
+            0
+        };
         let barcode = self.vol.as_ref().expect("loaded").rec.barcode.clone();
         let frag = self.frag.as_mut().expect("fragment open");
         let aad = format::block_aad(&barcode, self.id, frag.number, frag.blocks, len, flags);
@@ -240,10 +319,26 @@ impl ImageWriter {
 
     fn end_fragment(&mut self, last: bool) -> Result<(), TapeError> {
         let f = self.frag.take().expect("fragment open");
-        let mark = FileMark { image_id: self.id, number: f.number, last_fragment: last, len: f.len, blocks: f.blocks, image_size: if last { self.size } else { 0 } };
+        let mark = FileMark {
+            image_id: self.id,
+            number: f.number,
+            last_fragment: last,
+            len: f.len,
+            blocks: f.blocks,
+            image_size: if last { self.size } else { 0 },
+        };
         self.put(&mark.encode())?;
         let volume = self.vol.as_ref().expect("loaded").rec.barcode.clone();
-        self.fragments.push(Fragment { volume, number: f.number, header_offset: f.header_offset, data_offset: f.data_offset, image_offset: f.image_offset, len: f.len, blocks: f.blocks, salt: f.salt });
+        self.fragments.push(Fragment {
+            volume,
+            number: f.number,
+            header_offset: f.header_offset,
+            data_offset: f.data_offset,
+            image_offset: f.image_offset,
+            len: f.len,
+            blocks: f.blocks,
+            salt: f.salt,
+        });
         Ok(())
     }
 
@@ -251,9 +346,15 @@ impl ImageWriter {
     /// seed 002's end: unregister the key, return the drive to clear mode.
     /// Returns the committed image and the id of an image it replaced.
     pub fn finish(mut self) -> Result<(ImageRec, Option<u128>), TapeError> {
-        self.emit(true)?;
+        self.guard(|w| w.emit(true))?;
         let v = self.vol.take().expect("loaded");
-        let state = if v.rec.capacity.saturating_sub(v.rec.used) < 8192 + format::block_stride(BLOCK_SIZE) { VolumeState::Full } else { VolumeState::Active };
+        let state = if v.rec.capacity.saturating_sub(v.rec.used)
+            < 8192 + format::block_stride(BLOCK_SIZE)
+        {
+            VolumeState::Full
+        } else {
+            VolumeState::Active
+        };
         self.retire_volume(v, state)?;
         let t = &self.target;
         let img = ImageRec {
@@ -268,7 +369,14 @@ impl ImageWriter {
             created_ns: now_ns(),
             fragments: std::mem::take(&mut self.fragments),
         };
-        let replaced = self.lib.catalog.commit_image(Commit { ino: t.ino, parent: t.parent, name: &t.name, attrs: t.attrs, image: &img, volumes: &self.updates })?;
+        let replaced = self.lib.catalog.commit_image(Commit {
+            ino: t.ino,
+            parent: t.parent,
+            name: &t.name,
+            attrs: t.attrs,
+            image: &img,
+            volumes: &self.updates,
+        })?;
         self.drive.unregister_key();
         tracing::info!(image = %format!("{}/{}", img.pool, img.path), size = img.size, key_tag = img.key_tag.as_deref().unwrap_or("-"), "image committed");
         Ok((img, replaced))

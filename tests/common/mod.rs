@@ -1,0 +1,257 @@
+//! Test harness: a store in a temp directory, the real `kmsfs` binary, and
+//! a mount guard that unmounts and waits for the daemon even when the test
+//! fails, so no mount and no daemon outlive a test.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kmsfs")
+}
+
+/// A store made with `kmsfs init` in a fresh temp directory.
+pub struct TestStore {
+    pub tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+}
+
+impl TestStore {
+    pub fn new(init_args: &[&str]) -> Self {
+        let tmp = tempfile::Builder::new()
+            .prefix("kmsfs-test")
+            .tempdir_in(test_root())
+            .unwrap();
+        let dir = tmp.path().join("store");
+        let mut args = vec!["init", dir.to_str().unwrap()];
+        args.extend_from_slice(init_args);
+        run_ok(Command::new(bin()).args(&args));
+        Self { tmp, dir }
+    }
+
+    /// `kmsfs --store DIR ARGS…`
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("--store")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Same, must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.cmd(args);
+        assert!(
+            o.status.success(),
+            "kmsfs {args:?} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// Same, must fail; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.cmd(args);
+        assert!(
+            !o.status.success(),
+            "kmsfs {args:?} should fail: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8(o.stderr).unwrap()
+    }
+
+    /// Creates a key group with an active random key; returns the tag.
+    pub fn group_with_key(&self, group: &str) -> String {
+        self.ok(&["kms", "createkg", group]);
+        let out = self.ok(&[
+            "kms",
+            "createkey",
+            "--kg",
+            group,
+            "--name",
+            "k1",
+            "--activate",
+        ]);
+        out.split_whitespace()
+            .skip_while(|w| *w != "tag")
+            .nth(1)
+            .unwrap()
+            .to_string()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    /// Mounts at `TMP/mnt` in the background with `-o opts`.
+    pub fn mount(&self, opts: &str) -> Mounted {
+        let mp = self.tmp.path().join("mnt");
+        std::fs::create_dir_all(&mp).unwrap();
+        let mut c = Command::new(bin());
+        c.arg("mount").arg(&self.dir).arg(&mp);
+        if !opts.is_empty() {
+            c.arg("-o").arg(opts);
+        }
+        let o = c.output().unwrap();
+        let m = Mounted {
+            mp,
+            store: self.dir.clone(),
+            pid: read_pid(&self.dir),
+        };
+        assert!(
+            o.status.success(),
+            "mount failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(m.pid.is_some(), "daemon pid file missing");
+        m
+    }
+}
+
+/// Where test stores live: a tmpfs-backed /dev/shm when large enough, else /tmp.
+fn test_root() -> PathBuf {
+    std::env::var_os("KMSFS_TEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+fn read_pid(store: &Path) -> Option<u32> {
+    std::fs::read_to_string(store.join("kmsfs.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A mounted store; unmounts on drop and waits for the daemon to exit.
+pub struct Mounted {
+    pub mp: PathBuf,
+    pub store: PathBuf,
+    pub pid: Option<u32>,
+}
+
+impl Mounted {
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.mp.join(rel)
+    }
+
+    pub fn unmount(mut self) {
+        self.teardown();
+    }
+
+    /// SIGKILLs the daemon (simulated crash) and clears the dead mount.
+    pub fn kill(mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            wait_gone(pid);
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.mp).status();
+    }
+
+    fn teardown(&mut self) {
+        if is_mounted(&self.mp) {
+            let ok = Command::new("umount")
+                .arg(&self.mp)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                let _ = Command::new("umount").arg("-l").arg(&self.mp).status();
+            }
+        }
+        if let Some(pid) = self.pid.take()
+            && !wait_gone(pid)
+        {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            wait_gone(pid);
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+pub fn is_mounted(mp: &Path) -> bool {
+    let m = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mp = mp.to_string_lossy();
+    m.lines().any(|l| l.split(' ').nth(1) == Some(&*mp))
+}
+
+/// Waits up to 15 s for a process to exit (reaping it if it is our child's child).
+pub fn wait_gone(pid: u32) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(15) {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.split(' ').nth(2) == Some("Z") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+pub fn run_ok(c: &mut Command) -> Output {
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{c:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// `sh -c SCRIPT`; returns (success, stdout, stderr).
+pub fn sh(script: &str) -> (bool, String, String) {
+    let o = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+pub fn sh_ok(script: &str) -> String {
+    let (ok, out, err) = sh(script);
+    assert!(ok, "`{script}` failed: {out}{err}");
+    out
+}
+
+/// SHA-256 of a file, with the real sha256sum.
+pub fn sha256(path: &Path) -> String {
+    let out = sh_ok(&format!("sha256sum '{}'", path.display()));
+    out.split_whitespace().next().unwrap().to_string()
+}
+
+/// Whether `needle` occurs in any file under `dir`.
+pub fn tree_contains(dir: &Path, needle: &[u8]) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(b) = std::fs::read(&p)
+                && b.windows(needle.len()).any(|w| w == needle)
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// A file of `mib` MiB of pseudo-random bytes made with dd and openssl-free means.
+pub fn random_file(path: &Path, mib: usize) {
+    sh_ok(&format!(
+        "head -c {}M /dev/urandom > '{}'",
+        mib,
+        path.display()
+    ));
+}
