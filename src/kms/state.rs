@@ -3,7 +3,10 @@
 use serde::{Deserialize, Serialize};
 
 /// The life cycle of a key.
+/// Serialized by variant index in the keystore (bincode) and by lower-case
+/// name in JSON output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum KeyState {
     /// Created, never used; can be activated or deleted.
     Prelive,
