@@ -19,27 +19,111 @@ fn write_file(s: &TestStore, name: &str, text: &str) -> String {
 #[test]
 fn rules_and_bad_inputs_give_clear_errors() {
     let s = TestStore::new(&[]);
-    assert!(s.fails(&["kms", "createkey", "--kg", "Nope", "--name", "k"]).contains("key group 'Nope' does not exist"));
+    assert!(
+        s.fails(&["kms", "createkey", "--kg", "Nope", "--name", "k"])
+            .contains("key group 'Nope' does not exist")
+    );
     s.ok(&["kms", "createkg", "G", "--description", "finance"]);
-    assert!(s.fails(&["kms", "createkg", "G"]).contains("already exists"));
-    assert!(s.fails(&["kms", "createkg", "bad/name"]).contains("invalid name"));
+    assert!(
+        s.fails(&["kms", "createkg", "G"])
+            .contains("already exists")
+    );
+    assert!(
+        s.fails(&["kms", "createkg", "bad/name"])
+            .contains("invalid name")
+    );
     s.ok(&["kms", "createkey", "--kg", "G", "--name", "k1"]);
-    assert!(s.fails(&["kms", "createkey", "--kg", "G", "--name", "k1"]).contains("already exists"));
-    let e = s.fails(&["kms", "modifykey", "--kg", "G", "--name", "k1", "--state", "inactive"]);
+    assert!(
+        s.fails(&["kms", "createkey", "--kg", "G", "--name", "k1"])
+            .contains("already exists")
+    );
+    let e = s.fails(&[
+        "kms",
+        "modifykey",
+        "--kg",
+        "G",
+        "--name",
+        "k1",
+        "--state",
+        "inactive",
+    ]);
     assert!(e.contains("cannot go from prelive to inactive"), "{e}");
-    let e = s.fails(&["kms", "modifykey", "--kg", "G", "--name", "k1", "--state", "sleepy"]);
+    let e = s.fails(&[
+        "kms",
+        "modifykey",
+        "--kg",
+        "G",
+        "--name",
+        "k1",
+        "--state",
+        "sleepy",
+    ]);
     assert!(e.contains("unknown key state 'sleepy'"), "{e}");
-    s.ok(&["kms", "modifykey", "--kg", "G", "--name", "k1", "--state", "active"]);
-    s.ok(&["kms", "createkey", "--kg", "G", "--name", "k2", "--activate"]);
-    let keys: serde_json::Value = serde_json::from_str(&s.ok(&["kms", "listkeys", "--kg", "G", "--json"])).unwrap();
-    let states: Vec<(&str, &str)> = keys.as_array().unwrap().iter().map(|k| (k["name"].as_str().unwrap(), k["state"].as_str().unwrap())).collect();
-    assert_eq!(states, [("k1", "inactive"), ("k2", "active")], "one active key per group");
-    assert!(s.fails(&["kms", "modifykey", "--kg", "G", "--name", "k2", "--state", "prelive"]).contains("cannot go from active to prelive"));
+    s.ok(&[
+        "kms",
+        "modifykey",
+        "--kg",
+        "G",
+        "--name",
+        "k1",
+        "--state",
+        "active",
+    ]);
+    s.ok(&[
+        "kms",
+        "createkey",
+        "--kg",
+        "G",
+        "--name",
+        "k2",
+        "--activate",
+    ]);
+    let keys: serde_json::Value =
+        serde_json::from_str(&s.ok(&["kms", "listkeys", "--kg", "G", "--json"])).unwrap();
+    let states: Vec<(&str, &str)> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["name"].as_str().unwrap(), k["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        [("k1", "inactive"), ("k2", "active")],
+        "one active key per group"
+    );
+    assert!(
+        s.fails(&[
+            "kms",
+            "modifykey",
+            "--kg",
+            "G",
+            "--name",
+            "k2",
+            "--state",
+            "prelive"
+        ])
+        .contains("cannot go from active to prelive")
+    );
     assert!(s.fails(&["kms", "deletekg", "G"]).contains("not empty"));
-    s.ok(&["kms", "modifykey", "--kg", "G", "--name", "k1", "--rename", "old", "--description", "retired"]);
+    s.ok(&[
+        "kms",
+        "modifykey",
+        "--kg",
+        "G",
+        "--name",
+        "k1",
+        "--rename",
+        "old",
+        "--description",
+        "retired",
+    ]);
     let text = s.ok(&["kms", "listkeys"]);
-    assert!(text.contains("old") && text.contains("retired") && text.contains("TAG"), "{text}");
-    let groups: serde_json::Value = serde_json::from_str(&s.ok(&["kms", "listkgs", "--json"])).unwrap();
+    assert!(
+        text.contains("old") && text.contains("retired") && text.contains("TAG"),
+        "{text}"
+    );
+    let groups: serde_json::Value =
+        serde_json::from_str(&s.ok(&["kms", "listkgs", "--json"])).unwrap();
     assert_eq!(groups[0]["keys"], 2);
     assert_eq!(groups[0]["description"], "finance");
 }
@@ -47,18 +131,43 @@ fn rules_and_bad_inputs_give_clear_errors() {
 #[test]
 fn missing_store_half_made_store_and_future_version() {
     let t = tempfile::tempdir().unwrap();
-    let o = Command::new(bin()).args(["--store", t.path().join("none").to_str().unwrap(), "kms", "listkgs"]).output().unwrap();
+    let o = Command::new(bin())
+        .args([
+            "--store",
+            t.path().join("none").to_str().unwrap(),
+            "kms",
+            "listkgs",
+        ])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("no kmsfs store at"));
     std::fs::create_dir(t.path().join("half")).unwrap();
     std::fs::create_dir(t.path().join("half/kms")).unwrap();
-    let o = Command::new(bin()).args(["--store", t.path().join("half").to_str().unwrap(), "kms", "listkgs"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&o.stderr).contains("not a complete kmsfs store"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(bin())
+        .args([
+            "--store",
+            t.path().join("half").to_str().unwrap(),
+            "kms",
+            "listkgs",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a complete kmsfs store"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let s = TestStore::new(&[]);
     let conf = s.dir.join("kmsfs.conf");
-    let text = std::fs::read_to_string(&conf).unwrap().replace("\"version\": 1", "\"version\": 7");
+    let text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("\"version\": 1", "\"version\": 7");
     std::fs::write(&conf, text).unwrap();
     assert!(s.fails(&["kms", "listkgs"]).contains("format version 7"));
-    let o = Command::new(bin()).args(["--store", "/x", "kms", "frobnicate"]).output().unwrap();
+    let o = Command::new(bin())
+        .args(["--store", "/x", "kms", "frobnicate"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2), "usage errors exit 2");
 }
 
@@ -68,17 +177,38 @@ fn passphrase_keystore_wrong_pass_phrase_damage_and_missing_key_file() {
     let pp = t.path().join("pp");
     std::fs::write(&pp, "correct horse battery\n").unwrap();
     let dir = t.path().join("s");
-    run_ok(Command::new(bin()).args(["init", dir.to_str().unwrap(), "--passphrase-file", pp.to_str().unwrap()]));
+    run_ok(Command::new(bin()).args([
+        "init",
+        dir.to_str().unwrap(),
+        "--passphrase-file",
+        pp.to_str().unwrap(),
+    ]));
     let kms = |extra: &[&str], args: &[&str]| {
-        Command::new(bin()).arg("--store").arg(&dir).args(extra).args(args).output().unwrap()
+        Command::new(bin())
+            .arg("--store")
+            .arg(&dir)
+            .args(extra)
+            .args(args)
+            .output()
+            .unwrap()
     };
     let o = kms(&[], &["kms", "listkgs"]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("unlocked by a pass phrase"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("unlocked by a pass phrase"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let wrong = t.path().join("wrong");
     std::fs::write(&wrong, "incorrect").unwrap();
-    let o = kms(&["--passphrase-file", wrong.to_str().unwrap()], &["kms", "listkgs"]);
+    let o = kms(
+        &["--passphrase-file", wrong.to_str().unwrap()],
+        &["kms", "listkgs"],
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("wrong pass phrase or host master key"));
-    let o = kms(&["--passphrase-file", pp.to_str().unwrap()], &["kms", "createkg", "G"]);
+    let o = kms(
+        &["--passphrase-file", pp.to_str().unwrap()],
+        &["kms", "createkg", "G"],
+    );
     assert!(o.status.success());
     let ks = dir.join("kms/keystore.kks");
     let good = std::fs::read(&ks).unwrap();
@@ -86,20 +216,50 @@ fn passphrase_keystore_wrong_pass_phrase_damage_and_missing_key_file() {
     let n = bad.len() - 10;
     bad[n] ^= 4;
     std::fs::write(&ks, &bad).unwrap();
-    let o = kms(&["--passphrase-file", pp.to_str().unwrap()], &["kms", "listkgs"]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("is damaged"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = kms(
+        &["--passphrase-file", pp.to_str().unwrap()],
+        &["kms", "listkgs"],
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is damaged"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     std::fs::write(&ks, &good[..good.len() / 2]).unwrap();
-    let o = kms(&["--passphrase-file", pp.to_str().unwrap()], &["kms", "listkgs"]);
+    let o = kms(
+        &["--passphrase-file", pp.to_str().unwrap()],
+        &["kms", "listkgs"],
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("truncated"));
     std::fs::write(&ks, &good).unwrap();
-    assert!(kms(&["--passphrase-file", pp.to_str().unwrap()], &["kms", "listkgs"]).status.success(), "nothing was harmed");
+    assert!(
+        kms(
+            &["--passphrase-file", pp.to_str().unwrap()],
+            &["kms", "listkgs"]
+        )
+        .status
+        .success(),
+        "nothing was harmed"
+    );
     use std::os::unix::fs::PermissionsExt;
-    for f in ["kms/keystore.kks", "kms/kpk.key", "kms/hmk.params", "kmsfs.conf"] {
-        assert_eq!(std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o077, 0, "{f} is not readable by others");
+    for f in [
+        "kms/keystore.kks",
+        "kms/kpk.key",
+        "kms/hmk.params",
+        "kmsfs.conf",
+    ] {
+        assert_eq!(
+            std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o077,
+            0,
+            "{f} is not readable by others"
+        );
     }
     let s = TestStore::new(&[]);
     std::fs::remove_file(s.dir.join("kms/hmk.key")).unwrap();
-    assert!(s.fails(&["kms", "listkgs"]).contains("key file") && s.fails(&["kms", "listkgs"]).contains("hmk.key"));
+    assert!(
+        s.fails(&["kms", "listkgs"]).contains("key file")
+            && s.fails(&["kms", "listkgs"]).contains("hmk.key")
+    );
 }
 
 #[test]
@@ -107,25 +267,84 @@ fn recoverkey_recreates_a_pass_phrase_key_and_rejects_the_wrong_phrase() {
     let a = TestStore::new(&[]);
     let pp = write_file(&a, "pp", "the quick brown fox");
     a.ok(&["kms", "createkg", "ENCR_Finance"]);
-    let out = a.ok(&["kms", "createkey", "--kg", "ENCR_Finance", "--name", "pp1", "--pass-phrase-file", &pp, "--activate"]);
-    let tag = out.split_whitespace().skip_while(|w| *w != "tag").nth(1).unwrap().to_string();
+    let out = a.ok(&[
+        "kms",
+        "createkey",
+        "--kg",
+        "ENCR_Finance",
+        "--name",
+        "pp1",
+        "--pass-phrase-file",
+        &pp,
+        "--activate",
+    ]);
+    let tag = out
+        .split_whitespace()
+        .skip_while(|w| *w != "tag")
+        .nth(1)
+        .unwrap()
+        .to_string();
     let m = a.mount("");
     std::fs::create_dir(m.p("pools/ENCR_Finance")).unwrap();
     std::fs::write(m.p("pools/ENCR_Finance/x"), b"secret").unwrap();
     m.unmount();
     // The same store, key lost: recreate it (the catalog knows its check value).
-    a.ok(&["kms", "modifykey", "--kg", "ENCR_Finance", "--name", "pp1", "--state", "inactive"]);
+    a.ok(&[
+        "kms",
+        "modifykey",
+        "--kg",
+        "ENCR_Finance",
+        "--name",
+        "pp1",
+        "--state",
+        "inactive",
+    ]);
     let wrong = write_file(&a, "wrong", "the quick brown cat");
-    let e = a.fails(&["kms", "recoverkey", "--kg", "ENCR_Finance", "--name", "again", "--tag", &tag, "--pass-phrase-file", &wrong]);
-    assert!(e.contains("does not recreate key") && e.contains(&tag), "{e}");
+    let e = a.fails(&[
+        "kms",
+        "recoverkey",
+        "--kg",
+        "ENCR_Finance",
+        "--name",
+        "again",
+        "--tag",
+        &tag,
+        "--pass-phrase-file",
+        &wrong,
+    ]);
+    assert!(
+        e.contains("does not recreate key") && e.contains(&tag),
+        "{e}"
+    );
     // Into a fresh store, with the right phrase: same bits (it decrypts A's data below).
     let b = TestStore::new(&[]);
     b.ok(&["kms", "createkg", "ENCR_Finance"]);
-    b.ok(&["kms", "recoverkey", "--kg", "ENCR_Finance", "--name", "pp1", "--tag", &tag, "--pass-phrase-file", &pp]);
+    b.ok(&[
+        "kms",
+        "recoverkey",
+        "--kg",
+        "ENCR_Finance",
+        "--name",
+        "pp1",
+        "--tag",
+        &tag,
+        "--pass-phrase-file",
+        &pp,
+    ]);
     let listed = b.ok(&["kms", "listkeys", "--json"]);
     assert!(listed.contains(&tag) && listed.contains("\"inactive\""));
-    let ka = Store::open(&a.dir, Unlock::default()).unwrap().kms_admin.read(|ks| ks.key_for_decrypt(&tag)).ok().unwrap();
-    let kb = Store::open(&b.dir, Unlock::default()).unwrap().kms_admin.read(|ks| ks.key_for_decrypt(&tag)).ok().unwrap();
+    let ka = Store::open(&a.dir, Unlock::default())
+        .unwrap()
+        .kms_admin
+        .read(|ks| ks.key_for_decrypt(&tag))
+        .ok()
+        .unwrap();
+    let kb = Store::open(&b.dir, Unlock::default())
+        .unwrap()
+        .kms_admin
+        .read(|ks| ks.key_for_decrypt(&tag))
+        .ok()
+        .unwrap();
     assert!(ka.ct_eq(&kb), "bit for bit");
 }
 
@@ -136,19 +355,65 @@ fn export_import_moves_groups_and_wrong_pass_phrase_is_refused() {
     a.ok(&["kms", "createkg", "Other"]);
     let pp = write_file(&a, "pp", "dr site phrase");
     let file = a.path("keys.kex");
-    a.ok(&["kms", "export", "--out", file.to_str().unwrap(), "--pass-phrase-file", &pp, "--kg", "ENCR_Finance"]);
+    a.ok(&[
+        "kms",
+        "export",
+        "--out",
+        file.to_str().unwrap(),
+        "--pass-phrase-file",
+        &pp,
+        "--kg",
+        "ENCR_Finance",
+    ]);
     let b = TestStore::new(&[]);
     let wrong = write_file(&b, "wrong", "not it");
-    let e = b.fails(&["kms", "import", "--in", file.to_str().unwrap(), "--pass-phrase-file", &wrong]);
+    let e = b.fails(&[
+        "kms",
+        "import",
+        "--in",
+        file.to_str().unwrap(),
+        "--pass-phrase-file",
+        &wrong,
+    ]);
     assert!(e.contains("wrong pass phrase"), "{e}");
-    let preview = b.ok(&["kms", "import", "--in", file.to_str().unwrap(), "--pass-phrase-file", &pp, "--preview"]);
+    let preview = b.ok(&[
+        "kms",
+        "import",
+        "--in",
+        file.to_str().unwrap(),
+        "--pass-phrase-file",
+        &pp,
+        "--preview",
+    ]);
     assert!(preview.contains("would import 1 keys"), "{preview}");
-    assert!(!b.ok(&["kms", "listkeys"]).contains(&tag), "preview changes nothing");
-    let r: serde_json::Value = serde_json::from_str(&b.ok(&["kms", "import", "--in", file.to_str().unwrap(), "--pass-phrase-file", &pp, "--json"])).unwrap();
+    assert!(
+        !b.ok(&["kms", "listkeys"]).contains(&tag),
+        "preview changes nothing"
+    );
+    let r: serde_json::Value = serde_json::from_str(&b.ok(&[
+        "kms",
+        "import",
+        "--in",
+        file.to_str().unwrap(),
+        "--pass-phrase-file",
+        &pp,
+        "--json",
+    ]))
+    .unwrap();
     assert_eq!(r["groups_created"], serde_json::json!(["ENCR_Finance"]));
     assert!(b.ok(&["kms", "listkeys"]).contains(&tag));
-    assert!(!b.ok(&["kms", "listkgs"]).contains("Other"), "only the named group");
-    let again = b.ok(&["kms", "import", "--in", file.to_str().unwrap(), "--pass-phrase-file", &pp]);
+    assert!(
+        !b.ok(&["kms", "listkgs"]).contains("Other"),
+        "only the named group"
+    );
+    let again = b.ok(&[
+        "kms",
+        "import",
+        "--in",
+        file.to_str().unwrap(),
+        "--pass-phrase-file",
+        &pp,
+    ]);
     assert!(again.contains("skipped 1 whose tag exists"), "{again}");
 }
 
@@ -159,7 +424,15 @@ fn kms_commands_work_while_mounted_and_reach_the_daemon() {
     s.ok(&["kms", "createkg", "ENCR_Live"]);
     let e = std::fs::create_dir(m.p("pools/ENCR_Live")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOKEY));
-    s.ok(&["kms", "createkey", "--kg", "ENCR_Live", "--name", "k", "--activate"]);
+    s.ok(&[
+        "kms",
+        "createkey",
+        "--kg",
+        "ENCR_Live",
+        "--name",
+        "k",
+        "--activate",
+    ]);
     std::fs::create_dir(m.p("pools/ENCR_Live")).unwrap();
     std::fs::write(m.p("pools/ENCR_Live/f"), b"live").unwrap();
     assert!(s.ok(&["image", "list"]).contains("ENCR_Live/f"));
@@ -182,8 +455,25 @@ fn no_key_byte_in_files_logs_or_output() {
         printed.push_str(&String::from_utf8_lossy(&o.stderr));
     };
     run(&["kms", "createkg", "ENCR_A"]);
-    run(&["kms", "createkey", "--kg", "ENCR_A", "--name", "r", "--activate"]);
-    run(&["kms", "createkey", "--kg", "ENCR_A", "--name", "p", "--pass-phrase-file", &pp]);
+    run(&[
+        "kms",
+        "createkey",
+        "--kg",
+        "ENCR_A",
+        "--name",
+        "r",
+        "--activate",
+    ]);
+    run(&[
+        "kms",
+        "createkey",
+        "--kg",
+        "ENCR_A",
+        "--name",
+        "p",
+        "--pass-phrase-file",
+        &pp,
+    ]);
     for args in [
         &["kms", "listkgs"][..],
         &["kms", "listkgs", "--json"],
@@ -193,8 +483,23 @@ fn no_key_byte_in_files_logs_or_output() {
         &["status", "--json"],
         &["image", "list", "--json"],
         &["volume", "list", "--json"],
-        &["kms", "export", "--out", s.path("x.kex").to_str().unwrap(), "--pass-phrase-file", &pp],
-        &["kms", "import", "--in", s.path("x.kex").to_str().unwrap(), "--pass-phrase-file", &pp, "--json"],
+        &[
+            "kms",
+            "export",
+            "--out",
+            s.path("x.kex").to_str().unwrap(),
+            "--pass-phrase-file",
+            &pp,
+        ],
+        &[
+            "kms",
+            "import",
+            "--in",
+            s.path("x.kex").to_str().unwrap(),
+            "--pass-phrase-file",
+            &pp,
+            "--json",
+        ],
     ] {
         run(args);
     }
@@ -205,15 +510,45 @@ fn no_key_byte_in_files_logs_or_output() {
     run(&["kms", "listkeys", "--json"]);
     m.unmount();
     let store = Store::open(&s.dir, Unlock::default()).unwrap();
-    let tags: Vec<String> = store.kms_admin.read(|ks| ks.list_keys(None)).unwrap().into_iter().map(|k| k.tag).collect();
+    let tags: Vec<String> = store
+        .kms_admin
+        .read(|ks| ks.list_keys(None))
+        .unwrap()
+        .into_iter()
+        .map(|k| k.tag)
+        .collect();
     assert_eq!(tags.len(), 2);
-    let keys: Vec<Vec<u8>> = tags.iter().map(|t| store.kms_admin.read(|ks| ks.key_for_decrypt(t).map(|k| k.expose_secret().to_vec()))).filter_map(Result::ok).collect();
-    let active = store.kms_admin.read(|ks| ks.active_key("ENCR_A")).ok().unwrap().1.expose_secret().to_vec();
+    let keys: Vec<Vec<u8>> = tags
+        .iter()
+        .map(|t| {
+            store
+                .kms_admin
+                .read(|ks| ks.key_for_decrypt(t).map(|k| k.expose_secret().to_vec()))
+        })
+        .filter_map(Result::ok)
+        .collect();
+    let active = store
+        .kms_admin
+        .read(|ks| ks.active_key("ENCR_A"))
+        .ok()
+        .unwrap()
+        .1
+        .expose_secret()
+        .to_vec();
     drop(store);
     for key in keys.iter().chain(std::iter::once(&active)) {
-        assert!(!tree_contains(&s.dir, key), "raw key bytes found in the store");
-        assert!(!tree_contains(&s.dir, hex::encode(key).as_bytes()), "hex key found in the store");
+        assert!(
+            !tree_contains(&s.dir, key),
+            "raw key bytes found in the store"
+        );
+        assert!(
+            !tree_contains(&s.dir, hex::encode(key).as_bytes()),
+            "hex key found in the store"
+        );
         assert!(!printed.contains(&hex::encode(key)), "hex key printed");
-        assert!(!printed.as_bytes().windows(32).any(|w| w == key.as_slice()), "raw key printed");
+        assert!(
+            !printed.as_bytes().windows(32).any(|w| w == key.as_slice()),
+            "raw key printed"
+        );
     }
 }

@@ -562,3 +562,65 @@ fn library_full_gives_enospc() {
     std::fs::write(m.p("pools/P/small"), b"fits").unwrap();
     assert_eq!(std::fs::read(m.p("pools/P/small")).unwrap(), b"fits");
 }
+
+#[test]
+fn close_returning_means_committed_even_if_the_daemon_dies_right_after() {
+    let (s, _) = finance();
+    let src = s.path("f");
+    random_file(&src, 3);
+    let m = s.mount("");
+    std::fs::create_dir(m.p("pools/ENCR_Finance")).unwrap();
+    sh_ok(&format!(
+        "cp '{}' '{}'",
+        src.display(),
+        m.p("pools/ENCR_Finance/c").display()
+    ));
+    m.kill();
+    let m = s.mount("");
+    assert_eq!(sha256(&m.p("pools/ENCR_Finance/c")), sha256(&src));
+}
+
+#[test]
+fn writes_after_a_duplicate_descriptor_closes_continue_the_image() {
+    let s = TestStore::new(&["--volume-capacity", "2M"]);
+    let m = s.mount("");
+    std::fs::create_dir(m.p("pools/P")).unwrap();
+    let f = m.p("pools/P/d");
+    let code = format!(
+        "import os\nf=os.open('{0}',os.O_WRONLY|os.O_CREAT|os.O_TRUNC,0o644)\nos.write(f,b'a'*700000)\ng=os.dup(f); os.close(g)\nprint(os.path.getsize('{0}'), flush=True)\nos.write(f,b'b'*1500000)\nos.close(f)\nd=open('{0}','rb').read()\nprint(len(d), d[:700000]==b'a'*700000, d[700000:]==b'b'*1500000)",
+        f.display()
+    );
+    let out = py(&code);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["700000", "2200000 True True"]
+    );
+    m.unmount();
+    let v: serde_json::Value = serde_json::from_str(&s.ok(&["volume", "list", "--json"])).unwrap();
+    let counts: u64 = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["images"].as_u64().unwrap())
+        .sum();
+    let img: serde_json::Value = serde_json::from_str(&s.ok(&["image", "list", "--json"])).unwrap();
+    assert_eq!(
+        counts as usize,
+        img[0]["volumes"].as_array().unwrap().len(),
+        "each volume counts the image once"
+    );
+    let m = s.mount("");
+    assert_eq!(
+        std::fs::metadata(m.p("pools/P/d")).unwrap().len(),
+        2_200_000
+    );
+    std::fs::remove_file(m.p("pools/P/d")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&s.ok(&["volume", "list", "--json"])).unwrap();
+    assert!(
+        v.as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["state"] == "scratch"),
+        "all volumes recycled: {v}"
+    );
+}

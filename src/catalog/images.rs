@@ -43,11 +43,22 @@ impl Catalog {
                     .ok_or_else(|| CatalogError::NotFound(c.name.into()))?
                     .value())?;
                 match old.kind {
+                    InodeKind::Image(id) if id == c.image.id => {}
                     InodeKind::Image(id) => replaced = Some(id),
                     _ => return Err(CatalogError::IsDir(c.name.into())),
                 }
                 t.remove(old_ino)?;
             }
+            // A re-commit of the same image (checkpoint at close, then more
+            // writes) counts only volumes it did not hold before.
+            let counted: std::collections::BTreeSet<String> = match images.get(c.image.id)? {
+                Some(v) => dec::<ImageRec>(v.value())?
+                    .fragments
+                    .into_iter()
+                    .map(|f| f.volume)
+                    .collect(),
+                None => Default::default(),
+            };
             let pool = c.image.pool.clone();
             let node = Inode {
                 ino: c.ino,
@@ -69,7 +80,9 @@ impl Catalog {
                     cur.ok_or_else(|| CatalogError::NotFound(format!("volume {}", u.barcode)))?;
                 v.used = u.used;
                 v.state = u.state;
-                v.images += 1;
+                if !counted.contains(&u.barcode) {
+                    v.images += 1;
+                }
                 vols.insert(u.barcode.as_str(), enc(&v).as_slice())?;
             }
             replaced

@@ -54,6 +54,10 @@ pub struct Fragment {
     pub blocks: u64,
     /// HKDF salt of the fragment subkey (not secret; also in the header).
     pub salt: [u8; 32],
+    /// Flags of the fragment's last block: LAST_IN_FRAGMENT, plus
+    /// LAST_IN_IMAGE where a commit ended the image there (the last
+    /// fragment, or a checkpoint at close(2) that more writes followed).
+    pub last_flags: u8,
 }
 
 /// A committed image.

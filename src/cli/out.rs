@@ -55,6 +55,6 @@ mod tests {
     #[test]
     fn iso() {
         assert_eq!(super::iso_time(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::iso_time(1_795_570_499), "2026-11-24T01:34:59Z");
+        assert_eq!(super::iso_time(1_795_570_499), "2026-11-25T01:34:59Z");
     }
 }

@@ -74,7 +74,7 @@ impl KmsFs {
 
     pub(super) fn do_open(&self, ino: u64, flags: i32) -> Res<(u64, FopenFlags)> {
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        self.wait_committed(ino);
+        self.settle(ino);
         match self.entry(ino)? {
             Entry::Synthetic(Node::DriveStatus(i)) if !write => {
                 let text = self.lib.drives.status(i).unwrap_or_default().into_bytes();
@@ -213,57 +213,104 @@ impl KmsFs {
         }
     }
 
-    /// Commits the image of a write handle at its last close (release).
-    /// Not at flush: a shell's `> file` closes a duplicate descriptor before
-    /// the writes come.
-    fn commit(&self, fh: u64) -> Res<()> {
-        let h = self.handle(fh)?;
-        let Handle::Write { ino, writer, .. } = &*h else {
+    /// After a commit: the image it replaced gives back its volumes, and
+    /// the kernel must not serve pages of an older version.
+    fn committed(&self, ino: u64, replaced: Option<u128>) {
+        self.cached.lock().remove(&ino);
+        if let Some(old) = replaced {
+            self.drop_image(old);
+        }
+    }
+
+    /// Ends the writer of a handle: a last commit if it has new data, the
+    /// drive returned, the file no longer pending.
+    fn end_writer(&self, h: &Handle) -> Res<()> {
+        let Handle::Write { ino, writer, .. } = h else {
             return Ok(());
         };
         let Some(w) = writer.lock().take() else {
             return Ok(());
         };
         let result = w.finish();
-        self.cached.lock().remove(ino);
         self.pending.lock().remove(ino);
-        self.committed.notify_all();
-        let (_, replaced) = result.inspect_err(|e| tracing::error!("image not committed: {e}"))?;
-        if let Some(old) = replaced {
-            self.drop_image(old);
+        match result {
+            Ok(Some((_, replaced))) => {
+                self.committed(*ino, replaced);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                tracing::error!("image not committed: {e}");
+                Err(e.into())
+            }
         }
-        Ok(())
     }
 
-    /// close(2) of a descriptor: what was written is made durable, so write
-    /// errors reach the caller; the commit follows at the last close.
+    /// close(2) of a descriptor: the image as written so far is committed
+    /// (durable and visible) before close returns. More writes through a
+    /// descriptor still open (a shell's `> file` closes a duplicate first)
+    /// continue the image; the next close commits the new version.
     pub(super) fn do_flush(&self, fh: u64) -> Res<()> {
         let h = self.handle(fh)?;
-        if let Handle::Write { flushed, .. } = &*h {
-            flushed.store(true, Ordering::SeqCst);
+        let Handle::Write {
+            ino,
+            writer,
+            flushed,
+            ..
+        } = &*h
+        else {
+            return Ok(());
+        };
+        flushed.store(true, Ordering::SeqCst);
+        let result = writer.lock().as_mut().map(|w| w.checkpoint()).transpose();
+        match result {
+            Ok(Some(Some((_, replaced)))) => {
+                self.committed(*ino, replaced);
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::error!("image not committed: {e}");
+                Err(e.into())
+            }
         }
-        self.do_fsync(fh)
     }
 
-    /// Before a namespace change of a file being written: if every
-    /// descriptor of it was closed (rsync: close, utimes, rename), wait for
-    /// its commit so the change applies to the committed image.
+    /// The write handle of a file being written, if any.
+    fn writer_of(&self, ino: u64) -> Option<Arc<Handle>> {
+        self.handles.lock().values().find(|h| matches!(&***h, Handle::Write { ino: i, writer, .. } if *i == ino && writer.lock().is_some())).cloned()
+    }
+
+    /// Before anything else touches a file being written: if its descriptors
+    /// are all closed and its data committed (rsync: close, utimes, rename),
+    /// end the writer so the change applies to the committed image. Waits a
+    /// little for a writer that is closing.
     pub(super) fn settle(&self, ino: u64) {
-        let closing = {
-            let handles = self.handles.lock();
-            let mine: Vec<bool> = handles
-                .values()
-                .filter_map(|h| match &**h {
-                    Handle::Write {
-                        ino: i, flushed, ..
-                    } if *i == ino => Some(flushed.load(Ordering::SeqCst)),
-                    _ => None,
-                })
-                .collect();
-            !mine.is_empty() && mine.iter().all(|f| *f)
-        };
-        if closing {
-            self.wait_committed(ino);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let late = std::time::Instant::now() > deadline;
+            match self.writer_of(ino) {
+                Some(h) => {
+                    let Handle::Write {
+                        writer, flushed, ..
+                    } = &*h
+                    else {
+                        return;
+                    };
+                    let dirty = writer.lock().as_ref().is_some_and(|w| w.is_dirty());
+                    if !flushed.load(Ordering::SeqCst) || (dirty && late) {
+                        return;
+                    }
+                    if !dirty {
+                        let _ = self.end_writer(&h);
+                        return;
+                    }
+                }
+                // No writer but still pending: its release is ending it now.
+                None if self.pending.lock().contains_key(&ino) && !late => {}
+                None => return,
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 
@@ -280,19 +327,6 @@ impl KmsFs {
         }
     }
 
-    /// Waits (bounded) until the image at `ino` is no longer being written:
-    /// its writer has closed and the kernel's release is on its way.
-    pub(super) fn wait_committed(&self, ino: u64) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let mut pending = self.pending.lock();
-        while pending.contains_key(&ino)
-            && !self
-                .committed
-                .wait_until(&mut pending, deadline)
-                .timed_out()
-        {}
-    }
-
     pub(super) fn do_fsync(&self, fh: u64) -> Res<()> {
         if let Handle::Write { writer, .. } = &*self.handle(fh)?
             && let Some(w) = writer.lock().as_ref()
@@ -303,7 +337,7 @@ impl KmsFs {
     }
 
     pub(super) fn do_release(&self, fh: u64) -> Res<()> {
-        let r = self.commit(fh);
+        let r = self.handle(fh).and_then(|h| self.end_writer(&h));
         self.handles.lock().remove(&fh);
         r
     }

@@ -55,8 +55,6 @@ pub struct KmsFs {
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     pending: Mutex<HashMap<u64, Pending>>,
-    /// Signalled when a pending image is committed or abandoned.
-    committed: parking_lot::Condvar,
     /// Image id whose pages the kernel may keep cached, per inode.
     cached: Mutex<HashMap<u64, u128>>,
 }
@@ -74,7 +72,6 @@ impl KmsFs {
             handles: Mutex::default(),
             next_fh: AtomicU64::new(1),
             pending: Mutex::default(),
-            committed: parking_lot::Condvar::new(),
             cached: Mutex::default(),
         }
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::format::{self, LAST_IN_FRAGMENT, LAST_IN_IMAGE};
+use super::format;
 use super::{Library, TapeError};
 use crate::catalog::{Fragment, ImageRec};
 use crate::crypto::{self, BlockCipher};
@@ -92,12 +92,10 @@ impl ImageReader {
         let frag = &self.img.fragments[fi];
         let bs = u64::from(self.img.block_size);
         let len = (frag.len - bi * bs).min(bs) as usize;
-        let last_frag = fi + 1 == self.img.fragments.len();
-        let last_block = bi + 1 == frag.blocks;
-        let flags = match (last_block, last_frag) {
-            (true, true) => LAST_IN_FRAGMENT | LAST_IN_IMAGE,
-            (true, false) => LAST_IN_FRAGMENT,
-            _ => 0,
+        let flags = if bi + 1 == frag.blocks {
+            frag.last_flags
+        } else {
+            0
         };
         let drive = self.lib.drives.acquire("reading")?;
         drive.load(&frag.volume, &self.img.pool);

@@ -76,7 +76,7 @@ fn write(s: &Store, pool: &str, name: &str, bytes: &[u8]) -> crate::catalog::Ima
     for (i, chunk) in bytes.chunks(100_000).enumerate() {
         w.write_at((i * 100_000) as u64, chunk).unwrap();
     }
-    w.finish().unwrap().0
+    w.finish().unwrap().unwrap().0
 }
 
 fn read_all(s: &Store, img: &crate::catalog::ImageRec) -> Result<Vec<u8>, TapeError> {
@@ -198,7 +198,7 @@ fn non_sequential_write_is_refused_and_holes_fill_with_zeros() {
         })
     ));
     w.write_at(10, b"z").unwrap();
-    let (img, _) = w.finish().unwrap();
+    let (img, _) = w.finish().unwrap().unwrap();
     assert_eq!(read_all(&s, &img).unwrap(), b"abc\0\0\0\0\0\0\0z");
 }
 

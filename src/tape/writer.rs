@@ -2,6 +2,13 @@
 //! a per-fragment subkey of the key registered with the drive, spanning
 //! volumes as they fill, and committed to the catalog only after the data
 //! is durable.
+//!
+//! A commit happens at every [`ImageWriter::checkpoint`] (close(2) of a
+//! descriptor) that follows new data, and at [`ImageWriter::finish`]: the
+//! open fragment is ended with its last block marked last-in-image and a
+//! file mark, the volumes are fsynced, and the image as written so far
+//! becomes the committed version. Writes after a checkpoint (a shell that
+//! closed a duplicate descriptor) continue in a new fragment.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -37,9 +44,9 @@ struct OpenFragment {
     cipher: Option<BlockCipher>,
 }
 
-/// An image being written. Dropping it without [`ImageWriter::finish`]
-/// abandons it: nothing is committed, the drive is returned and the next
-/// writer of the volume cuts off the tail.
+/// An image being written. Dropping it without a commit abandons what was
+/// written since the last commit: the drive is returned and the next writer
+/// of the volume cuts off the tail.
 pub struct ImageWriter {
     lib: Arc<Library>,
     drive: DriveGuard,
@@ -49,17 +56,27 @@ pub struct ImageWriter {
     vol: Option<LoadedVolume>,
     frag: Option<OpenFragment>,
     fragments: Vec<Fragment>,
-    updates: Vec<VolumeUpdate>,
+    /// Volumes filled and left by this image (they stay loaded until it ends).
+    retired: Vec<VolumeUpdate>,
     synced: Vec<File>,
     /// `[block header | plaintext | trailer]`, plaintext up to BLOCK_SIZE.
     buf: Vec<u8>,
     size: u64,
     sha: Sha256,
-    /// Set by the first failed write: a failed image never commits.
+    /// Set by the first failed write: a failed image never commits again.
     failed: bool,
+    /// Data written since the last commit (or never committed).
+    dirty: bool,
+    /// Whether any commit happened.
+    committed_once: bool,
 }
 
 const HDR: usize = format::BLOCK_HEADER_LEN as usize;
+
+/// Room a fragment needs on a volume to start: header, one block, file mark.
+fn fragment_room() -> u64 {
+    8192 + format::block_stride(BLOCK_SIZE) + format::FILEMARK_LEN
+}
 
 impl ImageWriter {
     /// Seed 002: take a free drive, load a volume of the pool, and for an
@@ -81,26 +98,27 @@ impl ImageWriter {
         } else {
             None
         };
-        let id = u128::from_le_bytes(crypto::random_array()?);
         let mut buf = Vec::with_capacity(HDR + BLOCK_SIZE as usize + 16);
         buf.resize(HDR, 0);
         let mut w = Self {
             lib: lib.clone(),
             drive,
             target,
-            id,
+            id: u128::from_le_bytes(crypto::random_array()?),
             tag,
             vol: None,
             frag: None,
             fragments: Vec::new(),
-            updates: Vec::new(),
+            retired: Vec::new(),
             synced: Vec::new(),
             buf,
             size: 0,
             sha: Sha256::new(),
             failed: false,
+            dirty: true,
+            committed_once: false,
         };
-        w.start_fragment()?;
+        w.load_next_volume()?;
         Ok(w)
     }
 
@@ -109,8 +127,7 @@ impl ImageWriter {
         self.target.attrs = attrs;
     }
 
-    /// Makes what was written so far durable on its volume (fsync); the
-    /// image itself is committed only by [`ImageWriter::finish`].
+    /// Makes what was written so far durable on its volume (fsync).
     pub fn sync(&self) -> Result<(), TapeError> {
         match &self.vol {
             Some(v) => v
@@ -126,16 +143,20 @@ impl ImageWriter {
         self.size
     }
 
+    /// Whether data was written since the last commit.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
     /// The key tag registered for this image, if encrypted.
     pub fn key_tag(&self) -> Option<&str> {
         self.tag.as_ref().map(|t| t.0.as_str())
     }
 
     /// Appends `data` at `offset`. Offsets past the end fill the hole with
-    /// zeros (sparse copies); offsets before the end are refused.
+    /// zeros (sparse copies); offsets before the end are refused, harmlessly.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), TapeError> {
         if offset < self.size {
-            // Refused without harm: the image stays good and may go on.
             return Err(TapeError::NotSequential {
                 path: format!("{}/{}", self.target.pool, self.target.path),
                 offset,
@@ -154,10 +175,10 @@ impl ImageWriter {
     }
 
     /// Runs a step that changes the volume; any failure poisons the writer.
-    fn guard(
+    fn guard<T>(
         &mut self,
-        f: impl FnOnce(&mut Self) -> Result<(), TapeError>,
-    ) -> Result<(), TapeError> {
+        f: impl FnOnce(&mut Self) -> Result<T, TapeError>,
+    ) -> Result<T, TapeError> {
         if self.failed {
             return Err(TapeError::Format {
                 what: "image",
@@ -183,10 +204,14 @@ impl ImageWriter {
             if self.buf.len() == HDR + BLOCK_SIZE as usize {
                 self.emit(false)?;
             }
+            if self.frag.is_none() {
+                self.start_fragment()?;
+            }
             let n = (HDR + BLOCK_SIZE as usize - self.buf.len()).min(data.len());
             self.sha.update(&data[..n]);
             self.buf.extend_from_slice(&data[..n]);
             self.size += n as u64;
+            self.dirty = true;
             data = &data[n..];
         }
         Ok(())
@@ -198,20 +223,20 @@ impl ImageWriter {
     }
 
     fn start_fragment(&mut self) -> Result<(), TapeError> {
-        let min = 8192 + format::block_stride(BLOCK_SIZE) + format::FILEMARK_LEN;
-        if self.vol.is_none() || self.room() < min {
+        if self.room() < fragment_room() {
             self.load_next_volume()?;
         }
         let salt: [u8; 32] = crypto::random_array()?;
         let cipher = self.drive.with_key(|k| {
             k.map(|k| BlockCipher::new(&crypto::derive_subkey(k, &salt, format::SUBKEY_INFO)))
         });
+        let number = self.fragments.len() as u32;
         let t = &self.target;
         let hdr = FragmentHeader {
             image_id: self.id,
-            number: self.fragments.len() as u32,
+            number,
             block_size: BLOCK_SIZE,
-            image_offset: self.size_committed_to_fragments(),
+            image_offset: self.size,
             salt,
             key_tag: self.tag.as_ref().map(|(tag, _)| tag_bytes(tag)),
             kcv: self.tag.as_ref().map(|t| t.1).unwrap_or([0; 8]),
@@ -226,11 +251,12 @@ impl ImageWriter {
         .encode();
         let header_offset = self.vol.as_ref().expect("loaded").rec.used;
         self.put(&hdr)?;
+        let data_offset = header_offset + hdr.len() as u64;
         self.frag = Some(OpenFragment {
-            number: self.fragments.len() as u32,
+            number,
             header_offset,
-            data_offset: header_offset + hdr.len() as u64,
-            image_offset: header_offset_image(&self.fragments),
+            data_offset,
+            image_offset: self.size,
             blocks: 0,
             len: 0,
             salt,
@@ -239,13 +265,9 @@ impl ImageWriter {
         Ok(())
     }
 
-    fn size_committed_to_fragments(&self) -> u64 {
-        header_offset_image(&self.fragments)
-    }
-
     fn load_next_volume(&mut self) -> Result<(), TapeError> {
         if let Some(v) = self.vol.take() {
-            self.retire_volume(v, VolumeState::Full)?;
+            self.retire_volume(v)?;
         }
         let v = self.lib.load_for_write(&self.target.pool)?;
         self.drive.load(&v.rec.barcode, &self.target.pool);
@@ -253,16 +275,16 @@ impl ImageWriter {
         Ok(())
     }
 
-    fn retire_volume(&mut self, v: LoadedVolume, state: VolumeState) -> Result<(), TapeError> {
+    /// A volume this image filled: synced, recorded full at the next commit,
+    /// and kept loaded (no other writer may append) until the image ends.
+    fn retire_volume(&mut self, v: LoadedVolume) -> Result<(), TapeError> {
         v.file
             .sync_data()
             .map_err(|e| TapeError::io(format!("volume {}", v.rec.barcode), e))?;
-        // Stays loaded (no other writer may append) until this image is
-        // committed or abandoned: see Drop.
-        self.updates.push(VolumeUpdate {
+        self.retired.push(VolumeUpdate {
             barcode: v.rec.barcode.clone(),
             used: v.rec.used,
-            state,
+            state: VolumeState::Full,
         });
         self.synced.push(v.file);
         Ok(())
@@ -285,12 +307,10 @@ impl ImageWriter {
         let after = self.room().saturating_sub(HDR as u64 + u64::from(len) + 16);
         let ends_fragment =
             last_in_image || after < format::block_stride(BLOCK_SIZE) + format::FILEMARK_LEN;
-        let flags = if last_in_image {
-            LAST_IN_FRAGMENT | LAST_IN_IMAGE
-        } else if ends_fragment {
-            LAST_IN_FRAGMENT
-        } else {
-            0
+        let flags = match (last_in_image, ends_fragment) {
+            (true, _) => LAST_IN_FRAGMENT | LAST_IN_IMAGE,
+            (false, true) => LAST_IN_FRAGMENT,
+            _ => 0,
         };
         let barcode = self.vol.as_ref().expect("loaded").rec.barcode.clone();
         let frag = self.frag.as_mut().expect("fragment open");
@@ -309,16 +329,14 @@ impl ImageWriter {
         self.buf.truncate(HDR);
         res?;
         if ends_fragment {
-            self.end_fragment(last_in_image)?;
-            if !last_in_image {
-                self.start_fragment()?;
-            }
+            self.end_fragment(flags)?;
         }
         Ok(())
     }
 
-    fn end_fragment(&mut self, last: bool) -> Result<(), TapeError> {
+    fn end_fragment(&mut self, last_flags: u8) -> Result<(), TapeError> {
         let f = self.frag.take().expect("fragment open");
+        let last = last_flags & LAST_IN_IMAGE != 0;
         let mark = FileMark {
             image_id: self.id,
             number: f.number,
@@ -338,24 +356,44 @@ impl ImageWriter {
             len: f.len,
             blocks: f.blocks,
             salt: f.salt,
+            last_flags,
         });
         Ok(())
     }
 
-    /// Ends the image: last block, file mark, fsync, catalog commit; then
-    /// seed 002's end: unregister the key, return the drive to clear mode.
-    /// Returns the committed image and the id of an image it replaced.
-    pub fn finish(mut self) -> Result<(ImageRec, Option<u128>), TapeError> {
-        self.guard(|w| w.emit(true))?;
-        let v = self.vol.take().expect("loaded");
-        let state = if v.rec.capacity.saturating_sub(v.rec.used)
-            < 8192 + format::block_stride(BLOCK_SIZE)
-        {
+    /// Commits the image as written so far, if anything is new: last block,
+    /// file mark, fsync of every volume, one catalog transaction. Returns
+    /// the committed image and the id of an older image it replaced.
+    ///
+    /// An image that never held a byte is not committed here: a shell's
+    /// `cmd > file` closes a duplicate descriptor before `cmd` writes, and
+    /// an empty version must not stand in for an image whose writer then
+    /// fails or dies. [`ImageWriter::finish`] commits empty images.
+    pub fn checkpoint(&mut self) -> Result<Option<(ImageRec, Option<u128>)>, TapeError> {
+        if !self.dirty || (self.size == 0 && !self.committed_once) {
+            return Ok(None);
+        }
+        self.guard(|w| w.commit()).map(Some)
+    }
+
+    fn commit(&mut self) -> Result<(ImageRec, Option<u128>), TapeError> {
+        if self.frag.is_none() {
+            self.start_fragment()?;
+        }
+        self.emit(true)?;
+        self.sync()?;
+        let v = &self.vol.as_ref().expect("loaded").rec;
+        let state = if v.capacity.saturating_sub(v.used) < fragment_room() {
             VolumeState::Full
         } else {
             VolumeState::Active
         };
-        self.retire_volume(v, state)?;
+        let mut updates = self.retired.clone();
+        updates.push(VolumeUpdate {
+            barcode: v.barcode.clone(),
+            used: v.used,
+            state,
+        });
         let t = &self.target;
         let img = ImageRec {
             id: self.id,
@@ -365,9 +403,9 @@ impl ImageWriter {
             block_size: BLOCK_SIZE,
             key_tag: self.tag.as_ref().map(|t| t.0.clone()),
             kcv: self.tag.as_ref().map(|t| hex::encode(t.1)),
-            sha256: std::mem::take(&mut self.sha).finalize().into(),
+            sha256: self.sha.clone().finalize().into(),
             created_ns: now_ns(),
-            fragments: std::mem::take(&mut self.fragments),
+            fragments: self.fragments.clone(),
         };
         let replaced = self.lib.catalog.commit_image(Commit {
             ino: t.ino,
@@ -375,11 +413,24 @@ impl ImageWriter {
             name: &t.name,
             attrs: t.attrs,
             image: &img,
-            volumes: &self.updates,
+            volumes: &updates,
         })?;
-        self.drive.unregister_key();
+        self.dirty = false;
+        self.committed_once = true;
         tracing::info!(image = %format!("{}/{}", img.pool, img.path), size = img.size, key_tag = img.key_tag.as_deref().unwrap_or("-"), "image committed");
         Ok((img, replaced))
+    }
+
+    /// Ends the image: a last commit if anything is new, then seed 002's
+    /// end: unregister the key, return the drive to clear mode.
+    pub fn finish(mut self) -> Result<Option<(ImageRec, Option<u128>)>, TapeError> {
+        let r = if self.dirty {
+            self.guard(|w| w.commit()).map(Some)
+        } else {
+            Ok(None)
+        };
+        self.drive.unregister_key();
+        r
     }
 }
 
@@ -388,14 +439,10 @@ impl Drop for ImageWriter {
         if let Some(v) = self.vol.take() {
             self.lib.unload(&v.rec.barcode);
         }
-        for u in &self.updates {
+        for u in &self.retired {
             self.lib.unload(&u.barcode);
         }
     }
-}
-
-fn header_offset_image(frags: &[Fragment]) -> u64 {
-    frags.last().map(|f| f.image_offset + f.len).unwrap_or(0)
 }
 
 /// A key tag (32 hex digits) as the 16 bytes written in fragment headers.
