@@ -51,7 +51,7 @@ impl KmsFs {
         tracing::info!(pool = %dir.pool, name, key_tag = writer.key_tag().unwrap_or("-"), "image write started");
         Ok(self.add_handle(Handle::Write {
             ino,
-            writer: Mutex::new(Some(writer)),
+            writer: Mutex::new(Some(Box::new(writer))),
             size,
             flushed: AtomicBool::new(false),
         }))
@@ -121,7 +121,7 @@ impl KmsFs {
                 } else {
                     FopenFlags::empty()
                 };
-                Ok((self.add_handle(Handle::Read(reader)), flags))
+                Ok((self.add_handle(Handle::Read(Box::new(reader))), flags))
             }
         }
     }

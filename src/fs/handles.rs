@@ -14,12 +14,12 @@ pub enum Handle {
     /// last close (and the commit) may be on its way.
     Write {
         ino: u64,
-        writer: Mutex<Option<ImageWriter>>,
+        writer: Mutex<Option<Box<ImageWriter>>>,
         size: Arc<AtomicU64>,
         flushed: AtomicBool,
     },
     /// A committed image open for reading.
-    Read(ImageReader),
+    Read(Box<ImageReader>),
     /// A snapshot of a drive status file.
     Status(Vec<u8>),
 }

@@ -13,11 +13,14 @@ use super::{Library, TapeError};
 use crate::catalog::{Fragment, ImageRec};
 use crate::crypto::{self, BlockCipher};
 
+/// The last block read: (fragment, block, plaintext).
+type CachedBlock = (usize, u64, Arc<Vec<u8>>);
+
 /// An open image.
 pub struct ImageReader {
     lib: Arc<Library>,
     img: ImageRec,
-    cache: Mutex<Option<(usize, u64, Arc<Vec<u8>>)>>,
+    cache: Mutex<Option<CachedBlock>>,
 }
 
 impl ImageReader {

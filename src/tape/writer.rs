@@ -191,7 +191,7 @@ impl ImageWriter {
     }
 
     fn fill_zeros(&mut self, len: u64) -> Result<(), TapeError> {
-        const ZEROS: [u8; 65536] = [0; 65536];
+        static ZEROS: [u8; 65536] = [0; 65536];
         while self.size < len {
             let n = (len - self.size).min(ZEROS.len() as u64) as usize;
             self.append(&ZEROS[..n])?;

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds kmsfs, creates a store on the embedded KMS if it is absent (with a
+# key group ENCR_Demo and an active key, so ENCR_ pools work at once), and
+# mounts it. Usage: scripts/mount-demo.sh [STORE] [MOUNTPOINT]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STORE=${1:-/var/lib/kmsfs/demo}
+MNT=${2:-/mnt/kmsfs}
+if ! command -v fusermount3 >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq fuse3 >/dev/null
+fi
+cargo build --release --locked -q
+K=./target/release/kmsfs
+if [ ! -e "$STORE/kmsfs.conf" ]; then
+  mkdir -p "$(dirname "$STORE")"
+  $K init "$STORE"
+  $K --store "$STORE" kms createkg ENCR_Demo --description "demo key group"
+  $K --store "$STORE" kms createkey --kg ENCR_Demo --name demo-key-1 --activate
+fi
+mkdir -p "$MNT"
+if grep -q " $MNT fuse.kmsfs " /proc/mounts; then
+  echo "$MNT is already mounted"
+else
+  $K mount "$STORE" "$MNT"
+fi
+mkdir -p "$MNT/pools/ENCR_Demo"
+echo "mounted $STORE on $MNT: try  cp /etc/os-release $MNT/pools/ENCR_Demo/ && cat $MNT/drives/drive0/status"
+echo "unmount with: umount $MNT"

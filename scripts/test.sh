@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test of kmsfs: unit, golden-vector and property tests, and the
+# integration tests that mount the real binary with FUSE and drive it with
+# cp, tar, rsync, dd and sha256sum. Installs what a fresh machine lacks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v fusermount3 >/dev/null || need+=(fuse3)
+command -v rsync >/dev/null || need+=(rsync)
+command -v python3 >/dev/null || need+=(python3)
+command -v sha256sum >/dev/null || need+=(coreutils)
+[ -e /dev/fuse ] || { echo "test.sh: /dev/fuse is missing: FUSE tests cannot run here" >&2; exit 1; }
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Release build: the integration tests move GiBs through FUSE.
+exec cargo test --release --locked "$@"
