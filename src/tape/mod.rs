@@ -8,6 +8,7 @@ mod drive;
 pub mod format;
 mod library;
 mod reader;
+pub mod scan;
 #[cfg(test)]
 mod tests;
 mod writer;
