@@ -22,7 +22,11 @@ fn plaintext(n: u8, len: usize) -> Vec<u8> {
 fn image_sha(frags: &[(PathBuf, String, ScannedFragment)]) -> String {
     let mut h = Sha256::new();
     for (path, barcode, f) in frags {
-        let key = f.header.key_tag.map(|t| passphrase_key(PASS, &hex::encode(t), PASSPHRASE_KEY_PARAMS).ok().unwrap());
+        let key = f.header.key_tag.map(|t| {
+            passphrase_key(PASS, &hex::encode(t), PASSPHRASE_KEY_PARAMS)
+                .ok()
+                .unwrap()
+        });
         read_fragment(path, barcode, f, key.as_ref(), |d| h.update(d)).unwrap();
     }
     hex::encode(h.finalize())
@@ -30,8 +34,11 @@ fn image_sha(frags: &[(PathBuf, String, ScannedFragment)]) -> String {
 
 #[test]
 fn version_1_volumes_scan_and_decrypt() {
-    let expected: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir().join("expected.json")).unwrap()).unwrap();
-    let mut by_image: std::collections::BTreeMap<String, Vec<(PathBuf, String, ScannedFragment)>> = Default::default();
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("expected.json")).unwrap())
+            .unwrap();
+    let mut by_image: std::collections::BTreeMap<String, Vec<(PathBuf, String, ScannedFragment)>> =
+        Default::default();
     for v in expected["volumes"].as_array().unwrap() {
         let barcode = v["barcode"].as_str().unwrap();
         let path = dir().join(format!("{barcode}.kvol"));
@@ -39,18 +46,38 @@ fn version_1_volumes_scan_and_decrypt() {
         assert_eq!(scan.media.barcode, barcode);
         assert_eq!(scan.media.pool, v["pool"].as_str().unwrap());
         assert!(scan.stopped.is_none(), "{:?}", scan.stopped);
-        let found: Vec<String> = scan.fragments.iter().map(|f| format!("{:032x}/{}/{}/{}", f.header.image_id, f.header.number, f.len, f.last_flags)).collect();
-        let want: Vec<String> = v["fragments"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+        let found: Vec<String> = scan
+            .fragments
+            .iter()
+            .map(|f| {
+                format!(
+                    "{:032x}/{}/{}/{}",
+                    f.header.image_id, f.header.number, f.len, f.last_flags
+                )
+            })
+            .collect();
+        let want: Vec<String> = v["fragments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect();
         assert_eq!(found, want, "volume {barcode}");
         for f in scan.fragments {
-            by_image.entry(format!("{:032x}", f.header.image_id)).or_default().push((path.clone(), barcode.to_string(), f));
+            by_image
+                .entry(format!("{:032x}", f.header.image_id))
+                .or_default()
+                .push((path.clone(), barcode.to_string(), f));
         }
     }
     for img in expected["images"].as_array().unwrap() {
         let frags = by_image.get_mut(img["id"].as_str().unwrap()).unwrap();
         frags.sort_by_key(|f| f.2.header.number);
         assert_eq!(frags[0].2.header.path, img["path"].as_str().unwrap());
-        let want = hex::encode(Sha256::digest(plaintext(img["n"].as_u64().unwrap() as u8, img["size"].as_u64().unwrap() as usize)));
+        let want = hex::encode(Sha256::digest(plaintext(
+            img["n"].as_u64().unwrap() as u8,
+            img["size"].as_u64().unwrap() as usize,
+        )));
         assert_eq!(image_sha(frags), want, "image {}", img["path"]);
         assert_eq!(img["sha256"].as_str().unwrap(), want);
     }
@@ -66,9 +93,19 @@ fn a_flipped_byte_in_a_golden_volume_is_caught() {
     let f = &scan.fragments[0];
     b[(f.data_offset + 8 + 10) as usize] ^= 0x80;
     std::fs::write(&copy, &b).unwrap();
-    let key = passphrase_key(PASS, &hex::encode(f.header.key_tag.unwrap()), PASSPHRASE_KEY_PARAMS).ok().unwrap();
+    let key = passphrase_key(
+        PASS,
+        &hex::encode(f.header.key_tag.unwrap()),
+        PASSPHRASE_KEY_PARAMS,
+    )
+    .ok()
+    .unwrap();
     let e = read_fragment(&copy, "K00001L9", f, Some(&key), |_| {}).unwrap_err();
-    assert!(e.to_string().contains("integrity check failed: volume K00001L9"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("integrity check failed: volume K00001L9"),
+        "{e}"
+    );
 }
 
 /// Writes tests/golden/v1 once; kept for the record, never run in CI.
@@ -81,24 +118,61 @@ fn generate_golden_v1() {
     use kmsfs::tape::{ImageWriter, WriteTarget};
     let t = tempfile::tempdir().unwrap();
     let sdir = t.path().join("s");
-    Store::init(&sdir, InitOptions { volume_capacity: Some(1 << 20), ..Default::default() }).unwrap();
+    Store::init(
+        &sdir,
+        InitOptions {
+            volume_capacity: Some(1 << 20),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let s = Store::open(&sdir, Unlock::default()).unwrap();
     s.kms_admin.write(|ks| {
         ks.create_group("ENCR_Golden", "").unwrap();
-        ks.create_key(NewKey { group: "ENCR_Golden", name: "g", description: "", passphrase: Some(PASS), activate: true }).unwrap();
+        ks.create_key(NewKey {
+            group: "ENCR_Golden",
+            name: "g",
+            description: "",
+            passphrase: Some(PASS),
+            activate: true,
+        })
+        .unwrap();
     });
-    let attrs = FileAttrs { mode: 0o100644, uid: 0, gid: 0, atime_ns: 0, mtime_ns: 1_700_000_000_000_000_000, ctime_ns: 0 };
+    let attrs = FileAttrs {
+        mode: 0o100644,
+        uid: 0,
+        gid: 0,
+        atime_ns: 0,
+        mtime_ns: 1_700_000_000_000_000_000,
+        ctime_ns: 0,
+    };
     let mut images = Vec::new();
-    for (n, pool, path, size) in [(1u8, "ENCR_Golden", "small.bin", 1000usize), (2, "ENCR_Golden", "web01/span.tar", 900_000), (3, "Clear", "clear.bin", 10_000)] {
+    for (n, pool, path, size) in [
+        (1u8, "ENCR_Golden", "small.bin", 1000usize),
+        (2, "ENCR_Golden", "web01/span.tar", 900_000),
+        (3, "Clear", "clear.bin", 10_000),
+    ] {
         let parent = match s.catalog.lookup(POOLS_INO, pool).unwrap() {
             Some(p) => p.ino,
-            None => s.catalog.make_dir(POOLS_INO, pool, pool, InodeKind::Pool, attrs).unwrap().ino,
+            None => {
+                s.catalog
+                    .make_dir(POOLS_INO, pool, pool, InodeKind::Pool, attrs)
+                    .unwrap()
+                    .ino
+            }
         };
-        let target = WriteTarget { ino: s.catalog.alloc_ino(), parent, name: path.replace('/', "_"), pool: pool.into(), path: path.into(), attrs };
+        let target = WriteTarget {
+            ino: s.catalog.alloc_ino(),
+            parent,
+            name: path.replace('/', "_"),
+            pool: pool.into(),
+            path: path.into(),
+            attrs,
+        };
         let mut w = ImageWriter::begin(&s.library, target).unwrap();
         w.write_at(0, &plaintext(n, size)).unwrap();
         let (img, _) = w.finish().unwrap().unwrap();
-        images.push(serde_json::json!({"id": format!("{:032x}", img.id), "n": n, "path": path, "size": size, "sha256": hex::encode(img.sha256)}));
+        images.push(serde_json::json!({"id": format!("{:032x}", img.id), "n": n, "path": path, "size": size, "sha256": hex::encode(Sha256::digest(plaintext(n, size))), "blake3": hex::encode(img.blake3)}));
     }
     let out = dir();
     std::fs::create_dir_all(&out).unwrap();
@@ -107,9 +181,22 @@ fn generate_golden_v1() {
         let path = s.library.volume_path(&v.barcode);
         std::fs::copy(&path, out.join(format!("{}.kvol", v.barcode))).unwrap();
         let scan = scan_volume(&path).unwrap();
-        let frags: Vec<String> = scan.fragments.iter().map(|f| format!("{:032x}/{}/{}/{}", f.header.image_id, f.header.number, f.len, f.last_flags)).collect();
+        let frags: Vec<String> = scan
+            .fragments
+            .iter()
+            .map(|f| {
+                format!(
+                    "{:032x}/{}/{}/{}",
+                    f.header.image_id, f.header.number, f.len, f.last_flags
+                )
+            })
+            .collect();
         volumes.push(serde_json::json!({"barcode": v.barcode, "pool": v.pool, "fragments": frags}));
     }
     let doc = serde_json::json!({"format_version": 1, "pass_phrase": String::from_utf8_lossy(PASS), "volumes": volumes, "images": images});
-    std::fs::write(out.join("expected.json"), serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    std::fs::write(
+        out.join("expected.json"),
+        serde_json::to_string_pretty(&doc).unwrap(),
+    )
+    .unwrap();
 }

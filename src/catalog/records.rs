@@ -73,8 +73,8 @@ pub struct ImageRec {
     pub key_tag: Option<String>,
     /// Key check value of that key, hex.
     pub kcv: Option<String>,
-    /// SHA-256 of the plaintext.
-    pub sha256: [u8; 32],
+    /// BLAKE3 of the plaintext (`b3sum` prints the same).
+    pub blake3: [u8; 32],
     pub created_ns: i64,
     pub fragments: Vec<Fragment>,
 }

@@ -93,7 +93,7 @@ struct ImageRow {
     key_tag: Option<String>,
     volumes: Vec<String>,
     fragments: usize,
-    sha256: String,
+    blake3: String,
     created_ns: i64,
 }
 
@@ -114,7 +114,7 @@ pub fn images(store: &Store, cmd: &ImageCmd, out: &mut Out) -> Result<(), CliErr
             key_tag: img.key_tag,
             fragments: img.fragments.len(),
             volumes,
-            sha256: hex::encode(img.sha256),
+            blake3: hex::encode(img.blake3),
             created_ns: img.created_ns,
         });
     }

@@ -59,7 +59,8 @@ pub fn tape_errno(e: &TapeError) -> i32 {
         TapeError::NotSequential { .. } => libc::ESPIPE,
         TapeError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         TapeError::Catalog(c) => catalog_errno(c),
-        TapeError::Crypto(_) => libc::EIO,
+        TapeError::Crypto(_) | TapeError::Poisoned => libc::EIO,
+        TapeError::Deferred(inner) => tape_errno(inner),
     }
 }
 

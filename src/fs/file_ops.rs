@@ -11,7 +11,7 @@ use super::dir_ops::AttrChange;
 use super::handles::Handle;
 use super::{Entry, FsError, KmsFs, Node, Pending, Res};
 use crate::catalog::{FileAttrs, InodeKind};
-use crate::tape::{ImageReader, ImageWriter, WriteTarget};
+use crate::tape::{ImageReader, PipelinedWriter, WriteTarget};
 
 impl KmsFs {
     /// Starts a writer for `name` in directory `parent` (new image, or a new
@@ -37,7 +37,7 @@ impl KmsFs {
             path,
             attrs,
         };
-        let writer = ImageWriter::begin(&self.lib, target)?;
+        let writer = PipelinedWriter::begin(&self.lib, target)?;
         let size = Arc::new(AtomicU64::new(0));
         self.pending.lock().insert(
             ino,
@@ -197,7 +197,7 @@ impl KmsFs {
         let mut pend = self.pending.lock();
         if let Some(p) = pend.get_mut(&ino) {
             ch.apply(&mut p.attrs);
-            w.set_attrs(p.attrs);
+            w.set_attrs(p.attrs)?;
         }
         drop(pend);
         drop(guard);

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use parking_lot::Mutex;
 
-use crate::tape::{ImageReader, ImageWriter};
+use crate::tape::{ImageReader, PipelinedWriter};
 
 /// What an open file handle refers to.
 pub enum Handle {
@@ -14,7 +14,7 @@ pub enum Handle {
     /// last close (and the commit) may be on its way.
     Write {
         ino: u64,
-        writer: Mutex<Option<Box<ImageWriter>>>,
+        writer: Mutex<Option<Box<PipelinedWriter>>>,
         size: Arc<AtomicU64>,
         flushed: AtomicBool,
     },

@@ -50,7 +50,7 @@ fn session_config(store: &Store, opts: &MountOptions) -> Config {
         c.acl = SessionACL::All;
     }
     c.n_threads = Some(opts.threads.max(1));
-    c.clone_fd = true;
+    c.clone_fd = std::env::var_os("KMSFS_NO_CLONE_FD").is_none();
     c
 }
 
@@ -73,6 +73,7 @@ pub fn mount_foreground(
     let fs = KmsFs::new(store.clone(), opts.read_only);
     let session = fuser::spawn_mount(fs, mountpoint, &session_config(&store, opts))?;
     std::fs::metadata(mountpoint)?;
+    raise_readahead(mountpoint);
     tracing::info!(store = %store.dir.display(), mountpoint = %mountpoint.display(), "mounted");
     on_ready();
     loop {
@@ -96,6 +97,22 @@ pub fn mount_foreground(
     drop(control);
     let _ = std::fs::remove_file(&pid_file);
     Ok(())
+}
+
+/// The kernel caps a FUSE mount's readahead at 128 KiB whatever
+/// `max_readahead` says; 1 MiB requests stream much faster. Best effort:
+/// needs root and sysfs.
+fn raise_readahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    match std::fs::write(&knob, "1024") {
+        Ok(()) => tracing::debug!(%knob, "readahead set to 1 MiB"),
+        Err(e) => tracing::debug!(%knob, "readahead left at the kernel default: {e}"),
+    }
 }
 
 mod signals {

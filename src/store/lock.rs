@@ -15,8 +15,22 @@ pub struct StoreLock {
 }
 
 impl StoreLock {
-    /// Takes the lock without waiting.
+    /// Takes the lock, waiting up to 5 s for a daemon that is exiting
+    /// (`umount` returns before the daemon has closed the store).
     pub fn acquire(dir: &Path) -> Result<Self, StoreError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Self::try_acquire(dir) {
+                Err(StoreError::Busy(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Takes the lock without waiting.
+    pub fn try_acquire(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join("lock");
         let file = std::fs::OpenOptions::new()
             .create(true)

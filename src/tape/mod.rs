@@ -7,6 +7,7 @@
 mod drive;
 pub mod format;
 mod library;
+mod pipeline;
 mod reader;
 pub mod scan;
 #[cfg(test)]
@@ -15,6 +16,7 @@ mod writer;
 
 pub use drive::{DriveGuard, DrivePool};
 pub use library::{Library, LibraryConfig, barcode, now_ns};
+pub use pipeline::{Committed, PipelinedWriter};
 pub use reader::ImageReader;
 pub use writer::{ImageWriter, WriteTarget};
 
@@ -69,6 +71,11 @@ pub enum TapeError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
+    /// An earlier write of this image failed; it will not be committed.
+    #[error("{0} (image not committed)")]
+    Deferred(std::sync::Arc<TapeError>),
+    #[error("an earlier write failed")]
+    Poisoned,
 }
 
 impl TapeError {

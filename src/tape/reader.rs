@@ -13,14 +13,21 @@ use super::{Library, TapeError};
 use crate::catalog::{Fragment, ImageRec};
 use crate::crypto::{self, BlockCipher};
 
-/// The last block read: (fragment, block, plaintext).
-type CachedBlock = (usize, u64, Arc<Vec<u8>>);
+/// A block being read or read: (fragment, block, plaintext once loaded).
+/// Requests for the same block wait on its slot instead of decrypting again.
+type Slot = Arc<Mutex<Option<Arc<Vec<u8>>>>>;
+type CachedBlock = (usize, u64, Slot);
+
+const HDR: usize = format::BLOCK_HEADER_LEN as usize;
+
+/// Blocks kept per open image: covers the kernel's parallel readahead.
+const CACHED_BLOCKS: usize = 8;
 
 /// An open image.
 pub struct ImageReader {
     lib: Arc<Library>,
     img: ImageRec,
-    cache: Mutex<Option<CachedBlock>>,
+    cache: Mutex<std::collections::VecDeque<CachedBlock>>,
 }
 
 impl ImageReader {
@@ -35,7 +42,7 @@ impl ImageReader {
         Ok(Self {
             lib: lib.clone(),
             img,
-            cache: Mutex::new(None),
+            cache: Mutex::default(),
         })
     }
 
@@ -47,6 +54,7 @@ impl ImageReader {
     /// Up to `size` bytes from `offset`.
     pub fn read_at(&self, offset: u64, size: usize) -> Result<Vec<u8>, TapeError> {
         let end = (offset + size as u64).min(self.img.size);
+        self.prefetch(offset, end);
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
         let mut pos = offset;
         while pos < end {
@@ -55,11 +63,36 @@ impl ImageReader {
             let bi = within / u64::from(self.img.block_size);
             let block = self.block(fi, bi)?;
             let start = (within % u64::from(self.img.block_size)) as usize;
-            let n = (block.len() - start).min((end - pos) as usize);
-            out.extend_from_slice(&block[start..start + n]);
+            let data = &block[HDR..];
+            let n = (data.len() - start).min((end - pos) as usize);
+            out.extend_from_slice(&data[start..start + n]);
             pos += n as u64;
         }
         Ok(out)
+    }
+
+    /// Loads the second half of the blocks of a large request on another
+    /// thread while this one loads the first half (two cores decrypt).
+    fn prefetch(&self, offset: u64, end: u64) {
+        let bs = u64::from(self.img.block_size);
+        let mut blocks = Vec::new();
+        let mut pos = offset;
+        while pos < end {
+            let Ok((fi, f)) = self.fragment_at(pos) else {
+                return;
+            };
+            let bi = (pos - f.image_offset) / bs;
+            blocks.push((fi, bi));
+            pos = (f.image_offset + (bi + 1) * bs).min(f.image_offset + f.len);
+        }
+        if blocks.len() < 2 {
+            return;
+        }
+        let (first, second) = blocks.split_at(blocks.len() / 2);
+        std::thread::scope(|s| {
+            s.spawn(|| second.iter().for_each(|&(fi, bi)| drop(self.block(fi, bi))));
+            first.iter().for_each(|&(fi, bi)| drop(self.block(fi, bi)));
+        });
     }
 
     fn fragment_at(&self, pos: u64) -> Result<(usize, &Fragment), TapeError> {
@@ -79,19 +112,31 @@ impl ImageReader {
     }
 
     fn block(&self, fi: usize, bi: u64) -> Result<Arc<Vec<u8>>, TapeError> {
-        if let Some((f, b, data)) = self.cache.lock().as_ref()
-            && *f == fi
-            && *b == bi
-        {
-            return Ok(data.clone());
+        let slot = {
+            let mut cache = self.cache.lock();
+            match cache.iter().find(|(f, b, _)| *f == fi && *b == bi) {
+                Some((_, _, s)) => s.clone(),
+                None => {
+                    let s: Slot = Arc::default();
+                    cache.push_back((fi, bi, s.clone()));
+                    if cache.len() > CACHED_BLOCKS {
+                        cache.pop_front();
+                    }
+                    s
+                }
+            }
+        };
+        let mut data = slot.lock();
+        if let Some(d) = data.as_ref() {
+            return Ok(d.clone());
         }
-        let data = Arc::new(self.load_block(fi, bi)?);
-        *self.cache.lock() = Some((fi, bi, data.clone()));
-        Ok(data)
+        let d = Arc::new(self.load_block(fi, bi)?);
+        *data = Some(d.clone());
+        Ok(d)
     }
 
-    /// Reads and authenticates block `bi` of fragment `fi` through a drive.
-    pub fn load_block(&self, fi: usize, bi: u64) -> Result<Vec<u8>, TapeError> {
+    /// Reads and authenticates block (returned as `[block header | plaintext]`) `bi` of fragment `fi` through a drive.
+    fn load_block(&self, fi: usize, bi: u64) -> Result<Vec<u8>, TapeError> {
         let frag = &self.img.fragments[fi];
         let bs = u64::from(self.img.block_size);
         let len = (frag.len - bi * bs).min(bs) as usize;
@@ -148,8 +193,8 @@ impl ImageReader {
         if !ok {
             return Err(self.integrity(frag, bi, "authentication failed".into()));
         }
-        raw.drain(..format::BLOCK_HEADER_LEN as usize);
-        raw.truncate(len);
+        // The plaintext stays where it was decrypted, after the block header.
+        raw.truncate(HDR + len);
         Ok(raw)
     }
 

@@ -44,11 +44,20 @@ fn read_at(f: &File, len: usize, at: u64) -> std::io::Result<Vec<u8>> {
 /// Reads the media header and every fragment header and file mark.
 pub fn scan_volume(path: &Path) -> Result<VolumeScan, TapeError> {
     let f = File::open(path).map_err(|e| TapeError::io(format!("volume {}", path.display()), e))?;
-    let end = f.metadata().map_err(|e| TapeError::io(format!("volume {}", path.display()), e))?.len();
-    let hdr = read_at(&f, format::MEDIA_HEADER_LEN as usize, 0)
-        .map_err(|_| TapeError::Format { what: "media header", why: format!("{} is shorter than a media header", path.display()) })?;
+    let end = f
+        .metadata()
+        .map_err(|e| TapeError::io(format!("volume {}", path.display()), e))?
+        .len();
+    let hdr = read_at(&f, format::MEDIA_HEADER_LEN as usize, 0).map_err(|_| TapeError::Format {
+        what: "media header",
+        why: format!("{} is shorter than a media header", path.display()),
+    })?;
     let media = MediaHeader::decode(&hdr)?;
-    let mut scan = VolumeScan { media, fragments: Vec::new(), stopped: None };
+    let mut scan = VolumeScan {
+        media,
+        fragments: Vec::new(),
+        stopped: None,
+    };
     let mut pos = format::MEDIA_HEADER_LEN;
     while pos < end {
         match scan_fragment(&f, pos, end) {
@@ -77,25 +86,51 @@ fn scan_fragment(f: &File, at: u64, end: u64) -> Result<ScannedFragment, String>
     let data_offset = at + len as u64;
     let (mut pos, mut blocks, mut total, mut flags) = (data_offset, 0u64, 0u64, 0u8);
     while flags & LAST_IN_FRAGMENT == 0 {
-        let h = read_at(f, format::BLOCK_HEADER_LEN as usize, pos).map_err(|_| format!("fragment {} of image {:032x} ends without a file mark (writer died?)", header.number, header.image_id))?;
+        let h = read_at(f, format::BLOCK_HEADER_LEN as usize, pos).map_err(|_| {
+            format!(
+                "fragment {} of image {:032x} ends without a file mark (writer died?)",
+                header.number, header.image_id
+            )
+        })?;
         let (blen, bflags) = format::parse_block_header(&h);
-        if blen > header.block_size || (bflags & LAST_IN_FRAGMENT == 0 && blen != header.block_size) {
-            return Err(format!("block {blocks} at offset {pos}: implausible block header"));
+        if blen > header.block_size || (bflags & LAST_IN_FRAGMENT == 0 && blen != header.block_size)
+        {
+            return Err(format!(
+                "block {blocks} at offset {pos}: implausible block header"
+            ));
         }
         pos += format::BLOCK_HEADER_LEN + u64::from(blen) + format::BLOCK_TRAILER_LEN;
         if pos > end {
-            return Err(format!("block {blocks} at offset {} runs past the end of the volume", pos));
+            return Err(format!(
+                "block {blocks} at offset {} runs past the end of the volume",
+                pos
+            ));
         }
         blocks += 1;
         total += u64::from(blen);
         flags = bflags;
     }
-    let mb = read_at(f, format::FILEMARK_LEN as usize, pos).map_err(|_| format!("file mark at offset {pos} missing (truncated volume?)"))?;
+    let mb = read_at(f, format::FILEMARK_LEN as usize, pos)
+        .map_err(|_| format!("file mark at offset {pos} missing (truncated volume?)"))?;
     let mark = FileMark::decode(&mb).map_err(|e| format!("at offset {pos}: {e}"))?;
-    if mark.image_id != header.image_id || mark.number != header.number || mark.blocks != blocks || mark.len != total {
-        return Err(format!("file mark at offset {pos} does not match its fragment"));
+    if mark.image_id != header.image_id
+        || mark.number != header.number
+        || mark.blocks != blocks
+        || mark.len != total
+    {
+        return Err(format!(
+            "file mark at offset {pos} does not match its fragment"
+        ));
     }
-    Ok(ScannedFragment { header, header_offset: at, data_offset, blocks, len: total, last_flags: flags, mark })
+    Ok(ScannedFragment {
+        header,
+        header_offset: at,
+        data_offset,
+        blocks,
+        len: total,
+        last_flags: flags,
+        mark,
+    })
 }
 
 /// Reads and authenticates every block of a fragment, in order, handing the
@@ -108,16 +143,41 @@ pub fn read_fragment(
     mut sink: impl FnMut(&[u8]),
 ) -> Result<(), TapeError> {
     let f = File::open(path).map_err(|e| TapeError::io(format!("volume {}", path.display()), e))?;
-    let cipher = key.map(|k| BlockCipher::new(&crypto::derive_subkey(k, &frag.header.salt, format::SUBKEY_INFO)));
+    let cipher = key.map(|k| {
+        BlockCipher::new(&crypto::derive_subkey(
+            k,
+            &frag.header.salt,
+            format::SUBKEY_INFO,
+        ))
+    });
     let mut pos = frag.data_offset;
     for bi in 0..frag.blocks {
-        let fail = |why: String| TapeError::Integrity { volume: barcode.into(), image: format!("{:032x}", frag.header.image_id), fragment: frag.header.number, block: bi, why };
-        let h = read_at(&f, format::BLOCK_HEADER_LEN as usize, pos).map_err(|e| fail(e.to_string()))?;
+        let fail = |why: String| TapeError::Integrity {
+            volume: barcode.into(),
+            image: format!("{:032x}", frag.header.image_id),
+            fragment: frag.header.number,
+            block: bi,
+            why,
+        };
+        let h =
+            read_at(&f, format::BLOCK_HEADER_LEN as usize, pos).map_err(|e| fail(e.to_string()))?;
         let (len, flags) = format::parse_block_header(&h);
-        let mut body = read_at(&f, len as usize + format::BLOCK_TRAILER_LEN as usize, pos + format::BLOCK_HEADER_LEN).map_err(|e| fail(e.to_string()))?;
+        let mut body = read_at(
+            &f,
+            len as usize + format::BLOCK_TRAILER_LEN as usize,
+            pos + format::BLOCK_HEADER_LEN,
+        )
+        .map_err(|e| fail(e.to_string()))?;
         let (data, trailer) = body.split_at_mut(len as usize);
         let trailer: [u8; 16] = (&*trailer).try_into().expect("16 bytes");
-        let aad = format::block_aad(barcode, frag.header.image_id, frag.header.number, bi, len, flags);
+        let aad = format::block_aad(
+            barcode,
+            frag.header.image_id,
+            frag.header.number,
+            bi,
+            len,
+            flags,
+        );
         let ok = match &cipher {
             Some(c) => c.open_block(bi, &aad, data, &trailer).is_ok(),
             None => format::clear_trailer(&aad, data) == trailer,

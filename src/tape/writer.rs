@@ -14,8 +14,6 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 use super::format::{self, BLOCK_SIZE, FileMark, FragmentHeader, LAST_IN_FRAGMENT, LAST_IN_IMAGE};
 use super::library::{LoadedVolume, now_ns};
 use super::{DriveGuard, Library, TapeError, is_encrypted_pool};
@@ -62,7 +60,7 @@ pub struct ImageWriter {
     /// `[block header | plaintext | trailer]`, plaintext up to BLOCK_SIZE.
     buf: Vec<u8>,
     size: u64,
-    sha: Sha256,
+    hash: blake3::Hasher,
     /// Set by the first failed write: a failed image never commits again.
     failed: bool,
     /// Data written since the last commit (or never committed).
@@ -113,7 +111,7 @@ impl ImageWriter {
             synced: Vec::new(),
             buf,
             size: 0,
-            sha: Sha256::new(),
+            hash: blake3::Hasher::new(),
             failed: false,
             dirty: true,
             committed_once: false,
@@ -208,7 +206,7 @@ impl ImageWriter {
                 self.start_fragment()?;
             }
             let n = (HDR + BLOCK_SIZE as usize - self.buf.len()).min(data.len());
-            self.sha.update(&data[..n]);
+            self.hash.update(&data[..n]);
             self.buf.extend_from_slice(&data[..n]);
             self.size += n as u64;
             self.dirty = true;
@@ -403,7 +401,7 @@ impl ImageWriter {
             block_size: BLOCK_SIZE,
             key_tag: self.tag.as_ref().map(|t| t.0.clone()),
             kcv: self.tag.as_ref().map(|t| hex::encode(t.1)),
-            sha256: self.sha.clone().finalize().into(),
+            blake3: self.hash.finalize().into(),
             created_ns: now_ns(),
             fragments: self.fragments.clone(),
         };
