@@ -91,6 +91,9 @@ pub struct MountArgs {
     pub sloppy: bool,
     #[arg(short = 'v', hide = true)]
     pub verbose: bool,
+    /// The type mount(8) passes to helpers (`kmsfs`, `fuse.kmsfs`); checked.
+    #[arg(short = 't', hide = true)]
+    pub fstype: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -77,9 +77,26 @@ pub fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
     Ok(b)
 }
 
+/// The forms mount(8) and mount.fuse3 use become `kmsfs mount …`:
+/// `mount.kmsfs SOURCE DIR [-o opts]` (argv[0] is the helper) and
+/// `kmsfs SOURCE DIR [-o opts]` (what `-t fuse.kmsfs` runs).
+pub fn mount_form(mut argv: Vec<String>) -> Vec<String> {
+    const COMMANDS: &[&str] = &["init", "mount", "kms", "volume", "image", "status", "help"];
+    let helper = argv
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .is_some_and(|n| n.to_string_lossy().starts_with("mount.kmsfs"));
+    let bare =
+        argv.len() >= 3 && !argv[1].starts_with('-') && !COMMANDS.contains(&argv[1].as_str());
+    if helper || bare {
+        argv.insert(1, "mount".into());
+    }
+    argv
+}
+
 /// Entry point of the binary; returns the exit code.
 pub fn run() -> i32 {
-    let argv: Vec<String> = std::env::args().collect();
+    let argv = mount_form(std::env::args().collect());
     let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
         Err(e) => {
@@ -143,6 +160,35 @@ fn store_command(store: &Store, cmd: &Cmd, out: &mut Out) -> Result<(), CliError
         Cmd::Init(_) | Cmd::Mount(_) => Err(CliError::Usage(
             "init and mount do not run inside a daemon".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mount_form;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn mount_helper_forms() {
+        assert_eq!(
+            mount_form(v(&["/sbin/mount.kmsfs", "/s", "/m", "-o", "rw"])),
+            v(&["/sbin/mount.kmsfs", "mount", "/s", "/m", "-o", "rw"])
+        );
+        assert_eq!(
+            mount_form(v(&["kmsfs", "/s", "/m", "-o", "rw"])),
+            v(&["kmsfs", "mount", "/s", "/m", "-o", "rw"])
+        );
+        assert_eq!(
+            mount_form(v(&["kmsfs", "kms", "listkgs"])),
+            v(&["kmsfs", "kms", "listkgs"])
+        );
+        assert_eq!(
+            mount_form(v(&["kmsfs", "--store", "/s", "status"])),
+            v(&["kmsfs", "--store", "/s", "status"])
+        );
     }
 }
 

@@ -4,8 +4,7 @@
 //! daemon's error and a non-zero exit.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +21,15 @@ const READY: &str = "KMSFS-READY";
 
 pub fn mount(g: &Global, a: &MountArgs, argv: &[String]) -> Result<i32, CliError> {
     let opts = mount_opts::parse(&a.options).map_err(CliError::Usage)?;
+    if let Some(t) = a
+        .fstype
+        .as_deref()
+        .filter(|t| !matches!(*t, "kmsfs" | "fuse.kmsfs"))
+    {
+        return Err(CliError::Usage(format!(
+            "filesystem type '{t}' is not kmsfs"
+        )));
+    }
     check_mountpoint(&a.mountpoint)?;
     crate::store::Config::load(&a.source)?;
     let daemon_child = std::env::var_os(DAEMON_ENV).is_some();
@@ -30,7 +38,7 @@ pub fn mount(g: &Global, a: &MountArgs, argv: &[String]) -> Result<i32, CliError
     }
     super::logging::init(
         opts.log.as_deref(),
-        log_file(&opts, &a.source, daemon_child).as_deref(),
+        log_target(&opts, &a.source, daemon_child),
     );
     let unlock = Unlock {
         hmk_file: opts.hmk.clone().or_else(|| g.hmk_file.clone()),
@@ -63,10 +71,16 @@ pub fn mount(g: &Global, a: &MountArgs, argv: &[String]) -> Result<i32, CliError
     Ok(0)
 }
 
-fn log_file(o: &MountOpts, store: &Path, daemon: bool) -> Option<PathBuf> {
-    o.log_file
-        .clone()
-        .or_else(|| daemon.then(|| store.join("kmsfs.log")))
+/// Foreground: stderr. Daemon: `log_file=`, else syslog/journald when
+/// `/dev/log` exists, else `STORE/kmsfs.log`.
+fn log_target(o: &MountOpts, store: &Path, daemon: bool) -> super::logging::Target {
+    use super::logging::Target;
+    match (&o.log_file, daemon) {
+        (Some(f), _) => Target::File(f.clone()),
+        (None, false) => Target::Stderr,
+        (None, true) if Path::new("/dev/log").exists() => Target::Syslog,
+        (None, true) => Target::File(store.join("kmsfs.log")),
+    }
 }
 
 /// The mount point must be an existing directory not already mounted by kmsfs.
@@ -104,7 +118,6 @@ fn spawn_daemon(argv: &[String]) -> Result<i32, CliError> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .spawn()
         .map_err(|e| CliError::Mount(format!("cannot start the daemon: {e}")))?;
     let mut line = String::new();
@@ -141,7 +154,11 @@ impl WaitTimeout for std::process::Child {
     }
 }
 
-/// Points stdout and stderr of the daemon at /dev/null once it is ready.
+/// Once the mount answers: stdout and stderr of the daemon go to
+/// /dev/null, and it leaves the caller's session (no terminal signals).
+/// Not earlier: autofs serves only its own process group on the trigger
+/// directory, so the daemon must mount from the group that autofs's
+/// `mount` runs in, or it waits on itself.
 #[allow(unsafe_code)]
 fn detach_stdio() {
     use std::os::fd::AsRawFd;
@@ -151,5 +168,9 @@ fn detach_stdio() {
             libc::dup2(null.as_raw_fd(), 1);
             libc::dup2(null.as_raw_fd(), 2);
         }
+    }
+    // SAFETY: setsid has no memory effects; it fails harmlessly for a group leader.
+    unsafe {
+        libc::setsid();
     }
 }

@@ -89,7 +89,11 @@ pub fn mount_foreground(
             Err(mpsc::RecvTimeoutError::Timeout) if !session.guard.is_finished() => continue,
             _ => {
                 tracing::info!("unmounted");
-                session.join()?;
+                // Someone else unmounted us (umount, fusermount3 -u, autofs
+                // expiry). Dropping the session would unmount the path once
+                // more, detaching whatever is mounted there now (an autofs
+                // trigger): the session thread has ended, so leak it instead.
+                std::mem::forget(session);
                 break;
             }
         }

@@ -92,6 +92,9 @@ impl TestStore {
         std::fs::create_dir_all(&mp).unwrap();
         let mut c = Command::new(bin());
         c.arg("mount").arg(&self.dir).arg(&mp);
+        // The tests read the log: keep it in the store even where syslog exists.
+        c.arg("-o")
+            .arg(format!("log_file={}", self.dir.join("kmsfs.log").display()));
         if !opts.is_empty() {
             c.arg("-o").arg(opts);
         }
