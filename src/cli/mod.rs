@@ -163,35 +163,6 @@ fn store_command(store: &Store, cmd: &Cmd, out: &mut Out) -> Result<(), CliError
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::mount_form;
-
-    fn v(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn mount_helper_forms() {
-        assert_eq!(
-            mount_form(v(&["/sbin/mount.kmsfs", "/s", "/m", "-o", "rw"])),
-            v(&["/sbin/mount.kmsfs", "mount", "/s", "/m", "-o", "rw"])
-        );
-        assert_eq!(
-            mount_form(v(&["kmsfs", "/s", "/m", "-o", "rw"])),
-            v(&["kmsfs", "mount", "/s", "/m", "-o", "rw"])
-        );
-        assert_eq!(
-            mount_form(v(&["kmsfs", "kms", "listkgs"])),
-            v(&["kmsfs", "kms", "listkgs"])
-        );
-        assert_eq!(
-            mount_form(v(&["kmsfs", "--store", "/s", "status"])),
-            v(&["kmsfs", "--store", "/s", "status"])
-        );
-    }
-}
-
 /// Runs a forwarded command inside the daemon, relative paths resolved
 /// against the caller's directory.
 pub fn run_in_daemon(store: &Store, argv: &[String], cwd: &Path) -> Response {
@@ -220,5 +191,34 @@ pub fn run_in_daemon(store: &Store, argv: &[String], cwd: &Path) -> Response {
         code,
         stdout: out.stdout,
         stderr: out.stderr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mount_form;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn mount_helper_forms() {
+        assert_eq!(
+            mount_form(v(&["/sbin/mount.kmsfs", "/s", "/m", "-o", "rw"])),
+            v(&["/sbin/mount.kmsfs", "mount", "/s", "/m", "-o", "rw"])
+        );
+        assert_eq!(
+            mount_form(v(&["kmsfs", "/s", "/m", "-o", "rw"])),
+            v(&["kmsfs", "mount", "/s", "/m", "-o", "rw"])
+        );
+        assert_eq!(
+            mount_form(v(&["kmsfs", "kms", "listkgs"])),
+            v(&["kmsfs", "kms", "listkgs"])
+        );
+        assert_eq!(
+            mount_form(v(&["kmsfs", "--store", "/s", "status"])),
+            v(&["kmsfs", "--store", "/s", "status"])
+        );
     }
 }
