@@ -10,6 +10,8 @@ command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v rsync >/dev/null || need+=(rsync)
 command -v python3 >/dev/null || need+=(python3)
 command -v sha256sum >/dev/null || need+=(coreutils)
+command -v automount >/dev/null || need+=(autofs)
+[ -x /lib/systemd/system-generators/systemd-fstab-generator ] || need+=(systemd)
 [ -e /dev/fuse ] || { echo "test.sh: /dev/fuse is missing: FUSE tests cannot run here" >&2; exit 1; }
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive

@@ -70,8 +70,20 @@ pub fn mount_foreground(
         format!("{}\n", std::process::id()).as_bytes(),
         0o600,
     )?;
+    let cfg = session_config(&store, opts);
     let fs = KmsFs::new(store.clone(), opts.read_only);
-    let session = fuser::spawn_mount(fs, mountpoint, &session_config(&store, opts))?;
+    // As root we mount ourselves (type fuse.kmsfs, source the store) and own
+    // the unmount; otherwise fuser goes through fusermount3.
+    let (session, own) = match kernel::mount(&store.dir, mountpoint, opts) {
+        Ok(fd) => (
+            fuser::Session::from_fd(fs, fd, cfg.acl, cfg)?.spawn()?,
+            true,
+        ),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            (fuser::spawn_mount(fs, mountpoint, &cfg)?, false)
+        }
+        Err(e) => return Err(e),
+    };
     std::fs::metadata(mountpoint)?;
     raise_readahead(mountpoint);
     tracing::info!(store = %store.dir.display(), mountpoint = %mountpoint.display(), "mounted");
@@ -83,16 +95,25 @@ pub fn mount_foreground(
                     signal = sig,
                     "unmounting on signal; open images are committed as they close"
                 );
-                session.umount_and_join()?;
+                if own {
+                    kernel::unmount(mountpoint);
+                    session.join()?;
+                } else {
+                    session.umount_and_join()?;
+                }
                 break;
             }
             Err(mpsc::RecvTimeoutError::Timeout) if !session.guard.is_finished() => continue,
+            _ if own => {
+                tracing::info!("unmounted");
+                session.join()?;
+                break;
+            }
             _ => {
                 tracing::info!("unmounted");
-                // Someone else unmounted us (umount, fusermount3 -u, autofs
-                // expiry). Dropping the session would unmount the path once
-                // more, detaching whatever is mounted there now (an autofs
-                // trigger): the session thread has ended, so leak it instead.
+                // fusermount3 path: dropping the session would unmount the
+                // path once more, detaching whatever is mounted there now (an
+                // autofs trigger); the session thread has ended, so leak it.
                 std::mem::forget(session);
                 break;
             }
@@ -101,6 +122,81 @@ pub fn mount_foreground(
     drop(control);
     let _ = std::fs::remove_file(&pid_file);
     Ok(())
+}
+
+mod kernel {
+    //! mount(2) and umount2(2) of a FUSE filesystem, for a root daemon.
+    #![allow(unsafe_code)]
+
+    use std::ffi::CString;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Path;
+
+    use super::MountOptions;
+
+    fn cstr(p: &Path) -> std::io::Result<CString> {
+        CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other)
+    }
+
+    /// Opens /dev/fuse and mounts it on `mountpoint` as `fuse.kmsfs` with
+    /// the store as source. EPERM when not root.
+    pub fn mount(store: &Path, mountpoint: &Path, o: &MountOptions) -> std::io::Result<OwnedFd> {
+        let dev: OwnedFd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/fuse")?
+            .into();
+        let rootmode = std::fs::metadata(mountpoint)?.mode() & libc::S_IFMT;
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let mut data = format!(
+            "fd={},rootmode={rootmode:o},user_id={uid},group_id={gid}",
+            dev.as_raw_fd()
+        );
+        if o.default_permissions {
+            data.push_str(",default_permissions");
+        }
+        if o.allow_other {
+            data.push_str(",allow_other");
+        }
+        let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+        if o.read_only {
+            flags |= libc::MS_RDONLY;
+        }
+        let (src, dst) = (cstr(store)?, cstr(mountpoint)?);
+        let (fstype, data) = (
+            CString::new("fuse.kmsfs").expect("no NUL"),
+            CString::new(data).expect("no NUL"),
+        );
+        // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                fstype.as_ptr(),
+                flags,
+                data.as_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(dev)
+    }
+
+    /// Unmounts; if files are still open, detaches lazily (their writers
+    /// finish and commit, then the session ends).
+    pub fn unmount(mountpoint: &Path) {
+        let Ok(p) = cstr(mountpoint) else { return };
+        // SAFETY: p is a valid NUL-terminated path.
+        if unsafe { libc::umount2(p.as_ptr(), 0) } != 0 {
+            tracing::info!("mount busy: detaching lazily; open images commit as they close");
+            // SAFETY: as above.
+            unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
 }
 
 /// The kernel caps a FUSE mount's readahead at 128 KiB whatever

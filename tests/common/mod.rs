@@ -129,6 +129,15 @@ fn read_pid(store: &Path) -> Option<u32> {
         .ok()
 }
 
+/// Takes charge of a mount made some other way (mount(8), autofs).
+pub fn adopt(store: &Path, mp: &Path) -> Mounted {
+    Mounted {
+        mp: mp.to_path_buf(),
+        store: store.to_path_buf(),
+        pid: read_pid(store),
+    }
+}
+
 /// A mounted store; unmounts on drop and waits for the daemon to exit.
 pub struct Mounted {
     pub mp: PathBuf,
