@@ -313,7 +313,7 @@ fn autofs_direct_map_mounts_on_access_and_unmounts_when_idle() {
         .spawn()
         .unwrap();
     let _am = Automount {
-        pid: child.id(),
+        child,
         mp: mp.clone(),
     };
     wait_for("the autofs trigger", || is_mounted(&mp), 10);
