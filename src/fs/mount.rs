@@ -72,18 +72,27 @@ pub fn mount_foreground(
     )?;
     let cfg = session_config(&store, opts);
     let fs = KmsFs::new(store.clone(), opts.read_only);
-    // As root we mount ourselves (type fuse.kmsfs, source the store) and own
-    // the unmount; otherwise fuser goes through fusermount3.
-    let (session, own) = match kernel::mount(&store.dir, mountpoint, opts) {
-        Ok(fd) => (
-            fuser::Session::from_fd(fs, fd, cfg.acl, cfg)?.spawn()?,
-            true,
-        ),
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-            (fuser::spawn_mount(fs, mountpoint, &cfg)?, false)
-        }
+    // As root we mount ourselves (type fuse.kmsfs, source the store);
+    // otherwise fusermount3 (setuid) mounts and hands us /dev/fuse. Either
+    // way the session is ours and so is the unmount.
+    let root = match kernel::mount(&store.dir, mountpoint, opts) {
+        Ok(fd) => Some(fd),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => None,
         Err(e) => return Err(e),
     };
+    let own_mount = root.is_some();
+    let fd = match root {
+        Some(fd) => fd,
+        None => fusermount::mount(&store.dir, mountpoint, opts)?,
+    };
+    let session =
+        match fuser::Session::from_fd(fs, fd, cfg.acl, cfg).and_then(fuser::Session::spawn) {
+            Ok(s) => s,
+            Err(e) => {
+                unmount(mountpoint, own_mount);
+                return Err(e);
+            }
+        };
     std::fs::metadata(mountpoint)?;
     raise_readahead(mountpoint);
     tracing::info!(store = %store.dir.display(), mountpoint = %mountpoint.display(), "mounted");
@@ -95,26 +104,15 @@ pub fn mount_foreground(
                     signal = sig,
                     "unmounting on signal; open images are committed as they close"
                 );
-                if own {
-                    kernel::unmount(mountpoint);
-                    session.join()?;
-                } else {
-                    session.umount_and_join()?;
-                }
-                break;
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) if !session.guard.is_finished() => continue,
-            _ if own => {
-                tracing::info!("unmounted");
+                unmount(mountpoint, own_mount);
                 session.join()?;
                 break;
             }
+            Err(mpsc::RecvTimeoutError::Timeout) if !session.guard.is_finished() => continue,
             _ => {
+                // Unmounted by someone else (umount, fusermount3 -u, autofs).
                 tracing::info!("unmounted");
-                // fusermount3 path: dropping the session would unmount the
-                // path once more, detaching whatever is mounted there now (an
-                // autofs trigger); the session thread has ended, so leak it.
-                std::mem::forget(session);
+                session.join()?;
                 break;
             }
         }
@@ -122,6 +120,124 @@ pub fn mount_foreground(
     drop(control);
     let _ = std::fs::remove_file(&pid_file);
     Ok(())
+}
+
+/// Unmounts the way it was mounted.
+fn unmount(mountpoint: &Path, own_mount: bool) {
+    if own_mount {
+        kernel::unmount(mountpoint);
+    } else {
+        fusermount::unmount(mountpoint);
+    }
+}
+
+mod fusermount {
+    //! Mounting as a user: fusermount3 (setuid root) opens /dev/fuse,
+    //! mounts, and passes the descriptor back over a socket named by
+    //! `_FUSE_COMMFD` (the libfuse protocol).
+    #![allow(unsafe_code)]
+
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::net::UnixStream;
+    use std::os::unix::process::CommandExt;
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+
+    use super::MountOptions;
+
+    pub fn mount(store: &Path, mountpoint: &Path, o: &MountOptions) -> std::io::Result<OwnedFd> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let mut opts = format!(
+            "fsname={},subtype=kmsfs",
+            store.display().to_string().replace(',', "_")
+        );
+        for (on, name) in [
+            (o.default_permissions, "default_permissions"),
+            (o.allow_other, "allow_other"),
+            (o.read_only, "ro"),
+        ] {
+            if on {
+                opts.push(',');
+                opts.push_str(name);
+            }
+        }
+        let fd = theirs.as_raw_fd();
+        let mut cmd = Command::new("fusermount3");
+        cmd.arg("-o")
+            .arg(opts)
+            .arg("--")
+            .arg(mountpoint)
+            .env("_FUSE_COMMFD", fd.to_string());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: only fcntl on an inherited descriptor between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| std::io::Error::other(format!("fusermount3: {e} (install fuse3)")))?;
+        drop(theirs);
+        let got = receive_fd(&ours);
+        let out = child.wait_with_output()?;
+        got.map_err(|_| {
+            std::io::Error::other(format!(
+                "fusermount3: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        })
+    }
+
+    fn receive_fd(s: &UnixStream) -> std::io::Result<OwnedFd> {
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+        let mut cbuf = vec![0u8; space];
+        // SAFETY: msghdr is plain data; zeroed is a valid empty header.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: msg points at live buffers of the sizes given.
+        let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, 0) };
+        if n <= 0 {
+            return Err(std::io::Error::other("no descriptor from fusermount3"));
+        }
+        // SAFETY: recvmsg filled msg; CMSG_FIRSTHDR/CMSG_DATA walk its control buffer.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            if c.is_null()
+                || (*c).cmsg_level != libc::SOL_SOCKET
+                || (*c).cmsg_type != libc::SCM_RIGHTS
+            {
+                return Err(std::io::Error::other("fusermount3 sent no SCM_RIGHTS"));
+            }
+            let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+            Ok(OwnedFd::from_raw_fd(fd))
+        }
+    }
+
+    /// `fusermount3 -u -z`: unmount, lazily if busy.
+    pub fn unmount(mountpoint: &Path) {
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg("--")
+            .arg(mountpoint)
+            .status();
+    }
 }
 
 mod kernel {
@@ -141,7 +257,7 @@ mod kernel {
     }
 
     /// Opens /dev/fuse and mounts it on `mountpoint` as `fuse.kmsfs` with
-    /// the store as source. EPERM when not root.
+    /// the store as source. EPERM or EACCES when not root.
     pub fn mount(store: &Path, mountpoint: &Path, o: &MountOptions) -> std::io::Result<OwnedFd> {
         let dev: OwnedFd = std::fs::OpenOptions::new()
             .read(true)
