@@ -45,6 +45,8 @@ pub enum Cmd {
     Image(ImageCmd),
     /// What the store holds and who serves it.
     Status(JsonArg),
+    /// Read and authenticate every image and volume; exit 1 on damage.
+    Fsck(JsonArg),
 }
 
 #[derive(Debug, Args)]

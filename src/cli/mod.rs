@@ -44,6 +44,9 @@ pub enum CliError {
         path: String,
         source: std::io::Error,
     },
+    /// fsck found damage (the report says where).
+    #[error("{0}")]
+    Damaged(String),
 }
 
 impl CliError {
@@ -81,7 +84,9 @@ pub fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
 /// `mount.kmsfs SOURCE DIR [-o opts]` (argv[0] is the helper) and
 /// `kmsfs SOURCE DIR [-o opts]` (what `-t fuse.kmsfs` runs).
 pub fn mount_form(mut argv: Vec<String>) -> Vec<String> {
-    const COMMANDS: &[&str] = &["init", "mount", "kms", "volume", "image", "status", "help"];
+    const COMMANDS: &[&str] = &[
+        "init", "mount", "kms", "volume", "image", "status", "fsck", "help",
+    ];
     let helper = argv
         .first()
         .and_then(|a| Path::new(a).file_name())
@@ -157,6 +162,7 @@ fn store_command(store: &Store, cmd: &Cmd, out: &mut Out) -> Result<(), CliError
         Cmd::Volume(v) => store_cmd::volumes(store, v, out),
         Cmd::Image(i) => store_cmd::images(store, i, out),
         Cmd::Status(j) => store_cmd::status(store, j, out),
+        Cmd::Fsck(j) => store_cmd::fsck(store, j, out),
         Cmd::Init(_) | Cmd::Mount(_) => Err(CliError::Usage(
             "init and mount do not run inside a daemon".into(),
         )),

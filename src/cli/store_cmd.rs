@@ -167,3 +167,25 @@ pub fn status(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError>
     }
     Ok(())
 }
+
+pub fn fsck(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError> {
+    let r = crate::tape::check::check_library(&store.library, |_| {})?;
+    if j.json {
+        out.json(&r);
+    } else {
+        out.line(format!(
+            "checked {} images ({} bytes) and {} volumes",
+            r.images, r.bytes, r.volumes
+        ));
+        for p in &r.damaged {
+            out.line(format!("DAMAGED {}: {}", p.subject, p.what));
+        }
+        for p in &r.unverified {
+            out.line(format!("not verified {}: {}", p.subject, p.what));
+        }
+    }
+    match r.damaged.len() {
+        0 => Ok(()),
+        n => Err(CliError::Damaged(format!("{n} problems found"))),
+    }
+}

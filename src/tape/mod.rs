@@ -4,6 +4,7 @@
 //! `ENCR_` pool, register key and tag with the drive, write, unregister,
 //! return the drive to clear mode, record the tag in the catalog.
 
+pub mod check;
 mod drive;
 pub mod format;
 mod library;
