@@ -11,7 +11,7 @@ use super::dir_ops::AttrChange;
 use super::handles::Handle;
 use super::{Entry, FsError, KmsFs, Node, Pending, Res};
 use crate::catalog::{FileAttrs, InodeKind};
-use crate::tape::{ImageReader, PipelinedWriter, WriteTarget};
+use crate::tape::{Committed, ImageReader, PipelinedWriter, TapeError, WriteTarget};
 
 impl KmsFs {
     /// Starts a writer for `name` in directory `parent` (new image, or a new
@@ -213,12 +213,23 @@ impl KmsFs {
         }
     }
 
-    /// After a commit: the image it replaced gives back its volumes, and
-    /// the kernel must not serve pages of an older version.
-    fn committed(&self, ino: u64, replaced: Option<u128>) {
-        self.cached.lock().remove(&ino);
-        if let Some(old) = replaced {
-            self.drop_image(old);
+    /// After a commit attempt: the image a commit replaced gives back its
+    /// volumes, and the kernel must not serve pages of an older version; a
+    /// failed commit is logged and becomes the errno of close(2).
+    fn committed(&self, ino: u64, result: Result<Committed, TapeError>) -> Res<()> {
+        match result {
+            Ok(Some((_, replaced))) => {
+                self.cached.lock().remove(&ino);
+                if let Some(old) = replaced {
+                    self.drop_image(old);
+                }
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                tracing::error!("image not committed: {e}");
+                Err(e.into())
+            }
         }
     }
 
@@ -233,17 +244,7 @@ impl KmsFs {
         };
         let result = w.finish();
         self.pending.lock().remove(ino);
-        match result {
-            Ok(Some((_, replaced))) => {
-                self.committed(*ino, replaced);
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err(e) => {
-                tracing::error!("image not committed: {e}");
-                Err(e.into())
-            }
-        }
+        self.committed(*ino, result)
     }
 
     /// close(2) of a descriptor: the image as written so far is committed
@@ -262,18 +263,12 @@ impl KmsFs {
             return Ok(());
         };
         flushed.store(true, Ordering::SeqCst);
-        let result = writer.lock().as_mut().map(|w| w.checkpoint()).transpose();
-        match result {
-            Ok(Some(Some((_, replaced)))) => {
-                self.committed(*ino, replaced);
-                Ok(())
-            }
-            Ok(_) => Ok(()),
-            Err(e) => {
-                tracing::error!("image not committed: {e}");
-                Err(e.into())
-            }
-        }
+        let result = writer
+            .lock()
+            .as_mut()
+            .map(|w| w.checkpoint())
+            .unwrap_or(Ok(None));
+        self.committed(*ino, result)
     }
 
     /// The write handle of a file being written, if any.

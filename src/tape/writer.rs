@@ -10,7 +10,6 @@
 //! becomes the committed version. Writes after a checkpoint (a shell that
 //! closed a duplicate descriptor) continue in a new fragment.
 
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -56,7 +55,6 @@ pub struct ImageWriter {
     fragments: Vec<Fragment>,
     /// Volumes filled and left by this image (they stay loaded until it ends).
     retired: Vec<VolumeUpdate>,
-    synced: Vec<File>,
     /// `[block header | plaintext | trailer]`, plaintext up to BLOCK_SIZE.
     buf: Vec<u8>,
     size: u64,
@@ -108,7 +106,6 @@ impl ImageWriter {
             frag: None,
             fragments: Vec::new(),
             retired: Vec::new(),
-            synced: Vec::new(),
             buf,
             size: 0,
             hash: blake3::Hasher::new(),
@@ -134,16 +131,6 @@ impl ImageWriter {
                 .map_err(|e| TapeError::io(format!("volume {}", v.rec.barcode), e)),
             None => Ok(()),
         }
-    }
-
-    /// Bytes written so far.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Whether data was written since the last commit.
-    pub fn is_dirty(&self) -> bool {
-        self.dirty
     }
 
     /// The key tag registered for this image, if encrypted.
@@ -284,7 +271,6 @@ impl ImageWriter {
             used: v.rec.used,
             state: VolumeState::Full,
         });
-        self.synced.push(v.file);
         Ok(())
     }
 
