@@ -10,6 +10,7 @@ pub mod cli;
 pub mod control;
 pub mod crypto;
 pub mod fs;
+pub mod import;
 pub mod kms;
 pub mod store;
 pub mod tape;

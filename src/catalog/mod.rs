@@ -4,6 +4,7 @@
 //! the transaction that commits it, after its data was fsynced, so a crash
 //! at any point leaves every committed image intact and no half image.
 
+mod files;
 mod images;
 pub use images::{Commit, VolumeUpdate};
 mod namespace;
@@ -14,7 +15,9 @@ mod volumes;
 
 use std::path::Path;
 
-pub use records::{FileAttrs, Fragment, ImageRec, Inode, InodeKind, VolumeRec, VolumeState};
+pub use records::{
+    FileAttrs, FileEntry, Fragment, ImageRec, Inode, InodeKind, VolumeRec, VolumeState,
+};
 pub use users::CatalogUsers;
 
 /// Fixed inode numbers of the top of the tree.

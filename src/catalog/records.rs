@@ -99,3 +99,16 @@ pub struct VolumeRec {
     /// Committed images with a fragment on this volume.
     pub images: u32,
 }
+
+/// One entry of an image's file list: a tar member, or the image itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: String,
+    pub size: u64,
+    pub mode: u32,
+    pub mtime: u64,
+    /// `'0'` file, `'5'` directory, `'2'` symlink … as in tar; `'I'` the whole image.
+    pub kind: u8,
+    /// Target of a symbolic or hard link.
+    pub link: Option<String>,
+}

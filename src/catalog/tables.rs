@@ -12,6 +12,8 @@ pub const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
 pub const DIRENTS: TableDefinition<(u64, &str), u64> = TableDefinition::new("dirents");
 pub const IMAGES: TableDefinition<u128, &[u8]> = TableDefinition::new("images");
 pub const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");
+/// The file list of an image (the vendor's `.f` file).
+pub const FILES: TableDefinition<u128, &[u8]> = TableDefinition::new("files");
 
 /// Catalog format version (bump with a reader for the old one).
 pub const CATALOG_VERSION: u64 = 1;
@@ -52,6 +54,7 @@ pub fn init(db: &redb::Database) -> Result<u64, CatalogError> {
         tx.open_table(DIRENTS)?;
         tx.open_table(IMAGES)?;
         tx.open_table(VOLUMES)?;
+        tx.open_table(FILES)?;
     }
     tx.commit()?;
     let rx = db.begin_read()?;

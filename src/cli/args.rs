@@ -47,6 +47,21 @@ pub enum Cmd {
     Status(JsonArg),
     /// Read and authenticate every image and volume; exit 1 on damage.
     Fsck(JsonArg),
+    /// Import volumes written by another store (two phases, seed 000).
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// 1: read headers only, list images and the key tags they need (no key
+    /// needed); 2: read, authenticate and catalog the images. Default: both.
+    #[arg(long)]
+    pub phase: Option<u8>,
+    #[arg(long)]
+    pub json: bool,
+    /// Volume files (`*.kvol`); never written to.
+    #[arg(required = true)]
+    pub volumes: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +222,13 @@ pub enum VolumeCmd {
 pub enum ImageCmd {
     /// Every image: path, size, key tag, volumes, checksum.
     List(JsonArg),
+    /// An image's file list (tar members, or the image itself).
+    Files {
+        /// `pools/POOL/PATH`, `POOL/PATH` or the image id.
+        image: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Parses `123`, `4K`, `512M`, `8G`, `1T` (powers of 1024).

@@ -3,6 +3,7 @@
 //! when one holds the store (see `control`).
 
 mod args;
+mod import_cmd;
 mod kms_cmd;
 mod logging;
 mod mount_cmd;
@@ -163,6 +164,7 @@ fn store_command(store: &Store, cmd: &Cmd, out: &mut Out) -> Result<(), CliError
         Cmd::Image(i) => store_cmd::images(store, i, out),
         Cmd::Status(j) => store_cmd::status(store, j, out),
         Cmd::Fsck(j) => store_cmd::fsck(store, j, out),
+        Cmd::Import(a) => import_cmd::run(store, a, out),
         Cmd::Init(_) | Cmd::Mount(_) => Err(CliError::Usage(
             "init and mount do not run inside a daemon".into(),
         )),

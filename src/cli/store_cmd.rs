@@ -98,7 +98,10 @@ struct ImageRow {
 }
 
 pub fn images(store: &Store, cmd: &ImageCmd, out: &mut Out) -> Result<(), CliError> {
-    let ImageCmd::List(j) = cmd;
+    let j = match cmd {
+        ImageCmd::List(j) => j,
+        ImageCmd::Files { image, json } => return image_files(store, image, *json, out),
+    };
     let mut rows = Vec::new();
     for (ino, id) in store.catalog.image_inodes()? {
         let Some(img) = store.catalog.image(id)? else {
@@ -188,4 +191,45 @@ pub fn fsck(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError> {
         0 => Ok(()),
         n => Err(CliError::Damaged(format!("{n} problems found"))),
     }
+}
+
+/// Finds an image by `pools/POOL/PATH`, `POOL/PATH` or id.
+fn find_image(store: &Store, what: &str) -> Result<u128, CliError> {
+    let want = what.trim_start_matches("pools/").trim_matches('/');
+    for (ino, id) in store.catalog.image_inodes()? {
+        if store.catalog.path_of(ino)? == want || format!("{id:032x}") == want {
+            return Ok(id);
+        }
+    }
+    Err(CliError::Usage(format!(
+        "no image '{what}' in the catalog (see kmsfs image list)"
+    )))
+}
+
+fn image_files(store: &Store, what: &str, json: bool, out: &mut Out) -> Result<(), CliError> {
+    let id = find_image(store, what)?;
+    let files = store.catalog.files(id)?.ok_or_else(|| {
+        CliError::Usage(format!(
+            "image '{what}' has no file list (only imported images have one so far)"
+        ))
+    })?;
+    if json {
+        out.json(&files);
+        return Ok(());
+    }
+    for f in files {
+        let link = f
+            .link
+            .as_deref()
+            .map(|l| format!(" -> {l}"))
+            .unwrap_or_default();
+        out.line(format!(
+            "{} {:>12} {} {}{link}",
+            f.kind as char,
+            f.size,
+            super::out::iso_time(f.mtime),
+            f.path
+        ));
+    }
+    Ok(())
 }

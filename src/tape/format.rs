@@ -285,6 +285,9 @@ pub struct FileMark {
     pub blocks: u64,
     /// Image size, on the last fragment only.
     pub image_size: u64,
+    /// Barcode of the volume the image continues on, when this fragment
+    /// ended because its volume was full; empty otherwise.
+    pub next_volume: String,
 }
 
 impl FileMark {
@@ -300,6 +303,7 @@ impl FileMark {
         w.u64(self.len);
         w.u64(self.blocks);
         w.u64(self.image_size);
+        w.padded(&self.next_volume, 16);
         w.0.resize(FILEMARK_LEN as usize - 4, 0);
         w.crc()
     }
@@ -319,13 +323,16 @@ impl FileMark {
         let image_id = u128::from_le_bytes(r.arr());
         let number = r.u32();
         r.u32();
+        let (len, blocks, image_size) = (r.u64(), r.u64(), r.u64());
+        let next_volume = r.padded(16);
         Ok(Self {
             image_id,
             number,
             last_fragment,
-            len: r.u64(),
-            blocks: r.u64(),
-            image_size: r.u64(),
+            len,
+            blocks,
+            image_size,
+            next_volume,
         })
     }
 }
@@ -414,10 +421,11 @@ mod tests {
         let fm = FileMark {
             image_id: 7,
             number: 0,
-            last_fragment: true,
+            last_fragment: false,
             len: 10,
             blocks: 1,
-            image_size: 10,
+            image_size: 0,
+            next_volume: "K00002L9".into(),
         };
         assert_eq!(FileMark::decode(&fm.encode()).unwrap(), fm);
     }

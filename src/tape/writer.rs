@@ -318,10 +318,22 @@ impl ImageWriter {
         Ok(())
     }
 
+    /// Ends the open fragment with its file mark. A fragment that ends
+    /// because the volume is full names the next volume in its mark (so
+    /// import can say which volume of a set is missing) and moves to it.
     fn end_fragment(&mut self, last_flags: u8) -> Result<(), TapeError> {
         let f = self.frag.take().expect("fragment open");
         let last = last_flags & LAST_IN_IMAGE != 0;
+        let next = if last {
+            None
+        } else {
+            Some(self.lib.load_for_write(&self.target.pool)?)
+        };
         let mark = FileMark {
+            next_volume: next
+                .as_ref()
+                .map(|v| v.rec.barcode.clone())
+                .unwrap_or_default(),
             image_id: self.id,
             number: f.number,
             last_fragment: last,
@@ -342,6 +354,11 @@ impl ImageWriter {
             salt: f.salt,
             last_flags,
         });
+        if let Some(v) = next {
+            self.drive.load(&v.rec.barcode, &self.target.pool);
+            let old = self.vol.replace(v).expect("loaded");
+            self.retire_volume(old)?;
+        }
         Ok(())
     }
 

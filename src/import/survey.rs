@@ -1,0 +1,168 @@
+//! Phase one: what a set of volumes holds, without a key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::kms::KmsClient;
+use crate::tape::scan::{ScannedFragment, scan_volume};
+
+/// A volume given to import.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeSurvey {
+    pub path: PathBuf,
+    pub barcode: String,
+    pub pool: String,
+    pub capacity: u64,
+    pub fragments: usize,
+    /// Why (part of) it could not be read, with the offset.
+    pub problem: Option<String>,
+}
+
+/// A fragment of an image, where it was found.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub path: PathBuf,
+    pub barcode: String,
+    pub frag: ScannedFragment,
+}
+
+/// An image found on the volumes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageSurvey {
+    pub id: String,
+    pub pool: String,
+    pub path: String,
+    /// Known when the image's last fragment was found.
+    pub size: Option<u64>,
+    pub encrypted: bool,
+    pub key_tag: Option<String>,
+    /// Whether this store's KMS can decrypt with that key now.
+    pub have_key: bool,
+    pub volumes: Vec<String>,
+    pub fragments: usize,
+    /// Volumes (by barcode where known) that hold missing fragments.
+    pub missing: Vec<String>,
+    #[serde(skip)]
+    pub found: Vec<Found>,
+}
+
+impl ImageSurvey {
+    /// All fragments present, ending with the image's last.
+    pub fn complete(&self) -> bool {
+        self.missing.is_empty() && self.size.is_some()
+    }
+}
+
+/// What phase one found.
+#[derive(Debug, Default, Serialize)]
+pub struct Survey {
+    pub volumes: Vec<VolumeSurvey>,
+    pub images: Vec<ImageSurvey>,
+}
+
+/// Reads the headers of every volume and groups fragments into images.
+pub fn survey(kms: &dyn KmsClient, paths: &[PathBuf]) -> Survey {
+    let mut s = Survey::default();
+    let mut by_image: BTreeMap<u128, Vec<Found>> = BTreeMap::new();
+    for path in paths {
+        let (vol, found) = survey_volume(path);
+        for f in found {
+            by_image.entry(f.frag.header.image_id).or_default().push(f);
+        }
+        s.volumes.push(vol);
+    }
+    for (id, mut found) in by_image {
+        found.sort_by_key(|f| f.frag.header.number);
+        found.dedup_by_key(|f| f.frag.header.number);
+        s.images.push(image(kms, id, found));
+    }
+    s
+}
+
+fn survey_volume(path: &Path) -> (VolumeSurvey, Vec<Found>) {
+    let mut v = VolumeSurvey {
+        path: path.to_path_buf(),
+        barcode: String::new(),
+        pool: String::new(),
+        capacity: 0,
+        fragments: 0,
+        problem: None,
+    };
+    match scan_volume(path) {
+        Err(e) => {
+            v.problem = Some(format!("{}: {e}", path.display()));
+            (v, Vec::new())
+        }
+        Ok(scan) => {
+            v.barcode = scan.media.barcode.clone();
+            v.pool = scan.media.pool.clone();
+            v.capacity = scan.media.capacity;
+            v.fragments = scan.fragments.len();
+            v.problem = scan
+                .stopped
+                .map(|(at, why)| format!("volume {} at offset {at}: {why}", scan.media.barcode));
+            let found = scan
+                .fragments
+                .into_iter()
+                .map(|frag| Found {
+                    path: path.to_path_buf(),
+                    barcode: scan.media.barcode.clone(),
+                    frag,
+                })
+                .collect();
+            (v, found)
+        }
+    }
+}
+
+fn image(kms: &dyn KmsClient, id: u128, found: Vec<Found>) -> ImageSurvey {
+    let first = &found[0].frag.header;
+    let key_tag = first.key_tag.map(hex::encode);
+    let have_key = key_tag.as_deref().is_none_or(|t| {
+        kms.key_state(t)
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.can_decrypt())
+    });
+    let mut missing = Vec::new();
+    let mut expect = 0u32;
+    let mut prev_next = String::new();
+    for f in &found {
+        while expect < f.frag.header.number {
+            missing.push(missing_name(expect, &prev_next));
+            prev_next.clear();
+            expect += 1;
+        }
+        prev_next = f.frag.mark.next_volume.clone();
+        expect = f.frag.header.number + 1;
+    }
+    let last = &found[found.len() - 1].frag;
+    if !last.mark.last_fragment {
+        missing.push(missing_name(expect, &last.mark.next_volume));
+    }
+    let mut volumes: Vec<String> = found.iter().map(|f| f.barcode.clone()).collect();
+    volumes.dedup();
+    ImageSurvey {
+        id: format!("{id:032x}"),
+        pool: first.pool.clone(),
+        path: first.path.clone(),
+        size: last.mark.last_fragment.then_some(last.mark.image_size),
+        encrypted: key_tag.is_some(),
+        key_tag,
+        have_key,
+        volumes,
+        fragments: found.len(),
+        missing,
+        found,
+    }
+}
+
+fn missing_name(number: u32, barcode: &str) -> String {
+    if barcode.is_empty() {
+        format!("fragment {number} (volume not known)")
+    } else {
+        format!("volume {barcode} (fragment {number})")
+    }
+}

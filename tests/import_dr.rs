@@ -1,0 +1,347 @@
+//! Two-phase import and recovery at a DR site, as an operator does it:
+//! volumes shipped from store A to store B, keys recreated from the pass
+//! phrase or moved with an exported keystore.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+const PASS: &str = "finance dr pass phrase";
+
+/// Store A: a pass-phrase key in ENCR_Finance, three images (one spans
+/// volumes, one is a tar of a real tree). Returns A, the key tag, the
+/// shipped volume files and the source files.
+struct SiteA {
+    a: TestStore,
+    tag: String,
+    shipped: Vec<PathBuf>,
+    src: PathBuf,
+}
+
+fn site_a() -> SiteA {
+    let a = TestStore::new(&["--volume-capacity", "2M"]);
+    let pp = a.path("pp");
+    std::fs::write(&pp, PASS).unwrap();
+    a.ok(&["kms", "createkg", "ENCR_Finance"]);
+    let out = a.ok(&[
+        "kms",
+        "createkey",
+        "--kg",
+        "ENCR_Finance",
+        "--name",
+        "pp1",
+        "--pass-phrase-file",
+        pp.to_str().unwrap(),
+        "--activate",
+    ]);
+    let tag = out
+        .split_whitespace()
+        .skip_while(|w| *w != "tag")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let src = a.path("src");
+    std::fs::create_dir(&src).unwrap();
+    random_file(&src.join("small.bin"), 1);
+    random_file(&src.join("span.bin"), 3);
+    sh_ok(&format!(
+        "tar -cf '{}' -C /usr/share common-licenses",
+        src.join("tree.tar").display()
+    ));
+    let m = a.mount("");
+    std::fs::create_dir_all(m.p("pools/ENCR_Finance/web01")).unwrap();
+    for (f, to) in [
+        ("small.bin", "small.bin"),
+        ("span.bin", "span.bin"),
+        ("tree.tar", "web01/tree.tar"),
+    ] {
+        sh_ok(&format!(
+            "cp '{}' '{}'",
+            src.join(f).display(),
+            m.p(&format!("pools/ENCR_Finance/{to}")).display()
+        ));
+    }
+    m.unmount();
+    let vault = a.path("vault");
+    std::fs::create_dir(&vault).unwrap();
+    let mut shipped = Vec::new();
+    for e in std::fs::read_dir(a.dir.join("volumes")).unwrap() {
+        let p = e.unwrap().path();
+        let to = vault.join(p.file_name().unwrap());
+        std::fs::copy(&p, &to).unwrap();
+        shipped.push(to);
+    }
+    shipped.sort();
+    SiteA {
+        a,
+        tag,
+        shipped,
+        src,
+    }
+}
+
+fn import(b: &TestStore, extra: &[&str], vols: &[PathBuf]) -> std::process::Output {
+    let mut args: Vec<&str> = vec!["import"];
+    args.extend_from_slice(extra);
+    args.extend(vols.iter().map(|p| p.to_str().unwrap()));
+    b.cmd(&args)
+}
+
+fn check_restored(b: &TestStore, src: &Path) {
+    let m = b.mount("");
+    for (f, at) in [
+        ("small.bin", "small.bin"),
+        ("span.bin", "span.bin"),
+        ("tree.tar", "web01/tree.tar"),
+    ] {
+        assert_eq!(
+            sha256(&m.p(&format!("pools/ENCR_Finance/{at}"))),
+            sha256(&src.join(f)),
+            "{f} reads back byte-identical"
+        );
+    }
+    m.unmount();
+    let files: serde_json::Value = serde_json::from_str(&b.ok(&[
+        "image",
+        "files",
+        "pools/ENCR_Finance/web01/tree.tar",
+        "--json",
+    ]))
+    .unwrap();
+    let listed: Vec<(String, u64)> = files
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let link = f["link"]
+                .as_str()
+                .map(|l| format!(" -> {l}"))
+                .unwrap_or_default();
+            (
+                format!("{}{link}", f["path"].as_str().unwrap()),
+                f["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let tvf = sh_ok(&format!("tar -tvf '{}'", src.join("tree.tar").display()));
+    let want: Vec<(String, u64)> = tvf
+        .lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w[5..].join(" "), w[2].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(listed, want, "the file list matches tar -tvf");
+}
+
+#[test]
+fn dr_with_recoverkey() {
+    let SiteA {
+        a: _a,
+        tag,
+        shipped,
+        src,
+    } = site_a();
+    let b = TestStore::new(&[]);
+    let o = import(&b, &["--phase", "1", "--json"], &shipped);
+    assert!(
+        o.status.success(),
+        "phase 1 needs no key: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let imgs = s["images"].as_array().unwrap();
+    assert_eq!(imgs.len(), 3);
+    for i in imgs {
+        assert_eq!(i["key_tag"], tag.as_str());
+        assert_eq!(i["have_key"], false);
+        assert!(i["missing"].as_array().unwrap().is_empty());
+    }
+    let span = imgs.iter().find(|i| i["path"] == "span.bin").unwrap();
+    assert!(
+        span["volumes"].as_array().unwrap().len() >= 2,
+        "the spanning image is recognised: {span}"
+    );
+    assert_eq!(span["size"], 3u64 << 20);
+    let o = import(&b, &["--phase", "2"], &shipped);
+    assert!(!o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&format!("needs key tag {tag}")), "{out}");
+    assert_eq!(
+        b.ok(&["image", "list", "--json"]).trim(),
+        "[]",
+        "nothing changed"
+    );
+    assert_eq!(
+        b.ok(&["volume", "list", "--json"]).trim(),
+        "[]",
+        "nothing changed"
+    );
+    let pp = b.path("pp");
+    std::fs::write(&pp, PASS).unwrap();
+    b.ok(&["kms", "createkg", "ENCR_Finance"]);
+    b.ok(&[
+        "kms",
+        "recoverkey",
+        "--kg",
+        "ENCR_Finance",
+        "--name",
+        "pp1",
+        "--tag",
+        &tag,
+        "--pass-phrase-file",
+        pp.to_str().unwrap(),
+    ]);
+    let out = b.ok(&["import", "--phase", "2"]
+        .iter()
+        .copied()
+        .chain(shipped.iter().map(|p| p.to_str().unwrap()))
+        .collect::<Vec<_>>());
+    assert_eq!(out.matches("imported ").count(), 3, "{out}");
+    let again = b.ok(&["import"]
+        .iter()
+        .copied()
+        .chain(shipped.iter().map(|p| p.to_str().unwrap()))
+        .collect::<Vec<_>>());
+    assert_eq!(
+        again.matches("already in the catalog").count(),
+        3,
+        "a second run redoes nothing: {again}"
+    );
+    for p in &shipped {
+        assert!(
+            std::fs::read(p).unwrap()
+                == std::fs::read(_a.dir.join("volumes").join(p.file_name().unwrap())).unwrap(),
+            "import never writes to the volume it reads"
+        );
+    }
+    check_restored(&b, &src);
+}
+
+#[test]
+fn dr_with_exported_keystore() {
+    let SiteA {
+        a, shipped, src, ..
+    } = site_a();
+    let pp = a.path("export-pp");
+    std::fs::write(&pp, "export phrase").unwrap();
+    let kex = a.path("keys.kex");
+    a.ok(&[
+        "kms",
+        "export",
+        "--out",
+        kex.to_str().unwrap(),
+        "--pass-phrase-file",
+        pp.to_str().unwrap(),
+    ]);
+    let c = TestStore::new(&[]);
+    c.ok(&[
+        "kms",
+        "import",
+        "--in",
+        kex.to_str().unwrap(),
+        "--pass-phrase-file",
+        pp.to_str().unwrap(),
+    ]);
+    let out = c.ok(&["import"]
+        .iter()
+        .copied()
+        .chain(shipped.iter().map(|p| p.to_str().unwrap()))
+        .collect::<Vec<_>>());
+    assert_eq!(out.matches("imported ").count(), 3, "{out}");
+    check_restored(&c, &src);
+}
+
+#[test]
+fn damaged_block_and_missing_volume_are_named_and_the_rest_imports() {
+    let SiteA {
+        a, shipped, src, ..
+    } = site_a();
+    // small.bin was written first: its first data block is on the first volume.
+    let first = &shipped[0];
+    let mut b = std::fs::read(first).unwrap();
+    let frag = b.windows(8).position(|w| w == b"KMSFSFRG").unwrap();
+    let hdr_len = u32::from_le_bytes(b[frag + 12..frag + 16].try_into().unwrap()) as usize;
+    b[frag + hdr_len + 8 + 1000] ^= 0x04;
+    std::fs::write(first, &b).unwrap();
+    let kex = a.path("keys.kex");
+    let pp = a.path("pp2");
+    std::fs::write(&pp, "x phrase").unwrap();
+    a.ok(&[
+        "kms",
+        "export",
+        "--out",
+        kex.to_str().unwrap(),
+        "--pass-phrase-file",
+        pp.to_str().unwrap(),
+    ]);
+    let d = TestStore::new(&[]);
+    d.ok(&[
+        "kms",
+        "import",
+        "--in",
+        kex.to_str().unwrap(),
+        "--pass-phrase-file",
+        pp.to_str().unwrap(),
+    ]);
+    let o = import(&d, &[], &shipped);
+    assert!(!o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("DAMAGED ENCR_Finance/small.bin") && out.contains("integrity check failed"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("imported ").count(),
+        2,
+        "every other image imports: {out}"
+    );
+    let m = d.mount("");
+    assert_eq!(
+        sha256(&m.p("pools/ENCR_Finance/span.bin")),
+        sha256(&src.join("span.bin"))
+    );
+    assert!(!m.p("pools/ENCR_Finance/small.bin").exists());
+    m.unmount();
+    // A set with a volume missing: the missing one is named by barcode.
+    let e = TestStore::new(&[]);
+    let o = import(&e, &["--phase", "1", "--json"], &shipped[..1]);
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let span = s["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["path"] == "span.bin")
+        .cloned()
+        .unwrap();
+    let missing = span["missing"].as_array().unwrap();
+    assert!(
+        !missing.is_empty() && missing[0].as_str().unwrap().starts_with("volume K0000"),
+        "{span}"
+    );
+}
+
+#[test]
+fn foreign_and_truncated_volumes_get_clear_errors() {
+    let b = TestStore::new(&[]);
+    let junk = b.path("junk.kvol");
+    std::fs::write(&junk, vec![7u8; 4096]).unwrap();
+    let o = import(&b, &["--phase", "1"], std::slice::from_ref(&junk));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("junk.kvol") && out.contains("bad magic"),
+        "{out}"
+    );
+    let SiteA { a: _a, shipped, .. } = site_a();
+    let t = b.path("trunc.kvol");
+    let full = std::fs::read(&shipped[0]).unwrap();
+    std::fs::write(&t, &full[..full.len() - 5000]).unwrap();
+    let o = import(&b, &["--phase", "1"], &[t]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("problem: volume K0000") && out.contains("offset"),
+        "{out}"
+    );
+}
