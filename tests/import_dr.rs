@@ -134,6 +134,28 @@ fn check_restored(b: &TestStore, src: &Path) {
         })
         .collect();
     assert_eq!(listed, want, "the file list matches tar -tvf");
+    // One member restored by seeking to its offset in the image, through the mount.
+    let bsd = files
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "common-licenses/BSD")
+        .unwrap();
+    let (off, len) = (
+        bsd["offset"].as_u64().unwrap(),
+        bsd["size"].as_u64().unwrap(),
+    );
+    let m = b.mount("");
+    let got = sh_ok(&format!(
+        "tail -c +{} '{}' | head -c {len} | sha256sum",
+        off + 1,
+        m.p("pools/ENCR_Finance/web01/tree.tar").display()
+    ));
+    m.unmount();
+    assert_eq!(
+        got.split_whitespace().next().unwrap(),
+        sha256(Path::new("/usr/share/common-licenses/BSD"))
+    );
 }
 
 #[test]

@@ -111,4 +111,6 @@ pub struct FileEntry {
     pub kind: u8,
     /// Target of a symbolic or hard link.
     pub link: Option<String>,
+    /// Offset of the member's data in the image (seek there to restore one member).
+    pub offset: u64,
 }

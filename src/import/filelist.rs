@@ -55,6 +55,7 @@ fn list(reader: &mut ChanReader) -> Option<Vec<FileEntry>> {
                 .ok()
                 .flatten()
                 .map(|l| l.to_string_lossy().into_owned()),
+            offset: e.raw_file_position(),
         });
     }
     (!out.is_empty()).then_some(out)

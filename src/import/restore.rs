@@ -137,6 +137,7 @@ fn import_image(
             mtime: (h.mtime_ns.max(0) / 1_000_000_000) as u64,
             kind: b'I',
             link: None,
+            offset: 0,
         }]
     });
     let mut updates = Vec::new();
