@@ -3,7 +3,7 @@
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::tables::{DIRENTS, IMAGES, INODES, VOLUMES, dec, enc};
+use super::tables::{DIRENTS, IMAGES, INODES, VOLUMES, dec, enc, named};
 use super::{Catalog, CatalogError, FileAttrs, ImageRec, Inode, InodeKind, VolumeRec};
 
 /// What a writer commits.
@@ -37,11 +37,8 @@ impl Catalog {
             let mut images = tx.open_table(IMAGES)?;
             let mut vols = tx.open_table(VOLUMES)?;
             let mut replaced = None;
-            if let Some(old_ino) = d.get((c.parent, c.name))?.map(|v| v.value()) {
-                let old: Inode = dec(t
-                    .get(old_ino)?
-                    .ok_or_else(|| CatalogError::NotFound(c.name.into()))?
-                    .value())?;
+            if let Some(old) = named(&d, &t, c.parent, c.name)? {
+                let old_ino = old.ino;
                 match old.kind {
                     InodeKind::Image(id) if id == c.image.id => {}
                     InodeKind::Image(id) => replaced = Some(id),
@@ -117,14 +114,9 @@ impl Catalog {
         let img = {
             let mut d = tx.open_table(DIRENTS)?;
             let mut t = tx.open_table(INODES)?;
-            let ino = d
-                .get((parent, name))?
-                .map(|v| v.value())
-                .ok_or_else(|| CatalogError::NotFound(name.into()))?;
-            let node: Inode = dec(t
-                .get(ino)?
-                .ok_or_else(|| CatalogError::NotFound(name.into()))?
-                .value())?;
+            let node =
+                named(&d, &t, parent, name)?.ok_or_else(|| CatalogError::NotFound(name.into()))?;
+            let ino = node.ino;
             let InodeKind::Image(id) = node.kind else {
                 return Err(CatalogError::IsDir(name.into()));
             };

@@ -3,7 +3,7 @@
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::tables::{DIRENTS, INODES, dec, enc};
+use super::tables::{DIRENTS, INODES, dec, enc, named};
 use super::{Catalog, CatalogError, FileAttrs, Inode, InodeKind};
 
 impl Catalog {
@@ -77,15 +77,10 @@ impl Catalog {
         let tx = self.db.begin_write()?;
         let node = {
             let mut d = tx.open_table(DIRENTS)?;
-            let ino = d
-                .get((parent, name))?
-                .map(|v| v.value())
-                .ok_or_else(|| CatalogError::NotFound(name.into()))?;
             let mut t = tx.open_table(INODES)?;
-            let node: Inode = dec(t
-                .get(ino)?
-                .ok_or_else(|| CatalogError::NotFound(name.into()))?
-                .value())?;
+            let node =
+                named(&d, &t, parent, name)?.ok_or_else(|| CatalogError::NotFound(name.into()))?;
+            let ino = node.ino;
             if matches!(node.kind, InodeKind::Image(_)) {
                 return Err(CatalogError::NotDir(name.into()));
             }
@@ -113,20 +108,12 @@ impl Catalog {
         let replaced = {
             let mut d = tx.open_table(DIRENTS)?;
             let mut t = tx.open_table(INODES)?;
-            let ino = d
-                .get((parent, name))?
-                .map(|v| v.value())
-                .ok_or_else(|| CatalogError::NotFound(name.into()))?;
-            let mut node: Inode = dec(t
-                .get(ino)?
-                .ok_or_else(|| CatalogError::NotFound(name.into()))?
-                .value())?;
+            let mut node =
+                named(&d, &t, parent, name)?.ok_or_else(|| CatalogError::NotFound(name.into()))?;
+            let ino = node.ino;
             let mut replaced = None;
-            if let Some(old) = d.get((new_parent, new_name))?.map(|v| v.value()) {
-                let target: Inode = dec(t
-                    .get(old)?
-                    .ok_or_else(|| CatalogError::NotFound(new_name.into()))?
-                    .value())?;
+            if let Some(target) = named(&d, &t, new_parent, new_name)? {
+                let old = target.ino;
                 match (&target.kind, &node.kind) {
                     (InodeKind::Image(id), InodeKind::Image(_)) => replaced = Some(*id),
                     (InodeKind::Image(_), _) => return Err(CatalogError::NotDir(new_name.into())),

@@ -62,3 +62,23 @@ pub fn init(db: &redb::Database) -> Result<u64, CatalogError> {
     let last = inodes.last()?.map(|(k, _)| k.value()).unwrap_or(0);
     Ok(last.max(FIRST_DYNAMIC_INO - 1) + 1)
 }
+
+/// The directory-entry and inode tables, open in a write transaction.
+pub type Dirents<'t> = redb::Table<'t, (u64, &'static str), u64>;
+pub type Inodes<'t> = redb::Table<'t, u64, &'static [u8]>;
+
+/// The inode named `name` in directory `parent`, inside a write transaction.
+pub fn named(
+    d: &Dirents<'_>,
+    t: &Inodes<'_>,
+    parent: u64,
+    name: &str,
+) -> Result<Option<super::Inode>, CatalogError> {
+    let Some(ino) = d.get((parent, name))?.map(|v| v.value()) else {
+        return Ok(None);
+    };
+    let v = t
+        .get(ino)?
+        .ok_or_else(|| CatalogError::NotFound(format!("inode {ino} of '{name}'")))?;
+    Ok(Some(dec(v.value())?))
+}
