@@ -124,17 +124,22 @@ fn mount_t_kmsfs_and_fuse_kmsfs_then_uninstall() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(!is_mounted(&mp), "a bad option leaves no mount");
-    drop(inst);
-    if !Path::new(HELPER).exists() {
-        let o = Command::new("mount")
-            .args(["-t", "kmsfs", s.dir.to_str().unwrap(), mp.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            !o.status.success(),
-            "uninstalled: mount -t kmsfs no longer works"
-        );
-    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    run_ok(Command::new(format!("{root}/scripts/install.sh")).arg("--uninstall"));
+    assert!(
+        !Path::new(HELPER).exists() && !Path::new(BIN).exists(),
+        "uninstall removes both"
+    );
+    let o = Command::new("mount")
+        .args(["-t", "kmsfs", s.dir.to_str().unwrap(), mp.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success(),
+        "uninstalled: mount -t kmsfs no longer works"
+    );
+    assert!(!is_mounted(&mp));
+    drop(inst); // restores whatever was installed before the test
 }
 
 #[test]

@@ -206,9 +206,17 @@ fn same_file(a: &Path, b: &Path) -> bool {
     matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
 }
 
+/// Whether two volume files hold the same bytes (streamed: volumes are GiBs).
 fn same_content(a: &Path, b: &Path) -> bool {
-    let hash = |p: &Path| std::fs::read(p).ok().map(|d| blake3::hash(&d));
-    matches!((hash(a), hash(b)), (Some(x), Some(y)) if x == y)
+    let hash = |p: &Path| -> Option<blake3::Hash> {
+        let mut h = blake3::Hasher::new();
+        h.update_reader(std::fs::File::open(p).ok()?).ok()?;
+        Some(h.finalize())
+    };
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    len(a).is_some()
+        && len(a) == len(b)
+        && matches!((hash(a), hash(b)), (Some(x), Some(y)) if x == y)
 }
 
 fn copy_durably(from: &Path, to: &Path) -> Result<(), TapeError> {
