@@ -12,5 +12,7 @@ pub mod crypto;
 pub mod fs;
 pub mod import;
 pub mod kms;
+pub mod msdp;
+pub mod pipeline;
 pub mod store;
 pub mod tape;

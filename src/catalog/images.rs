@@ -32,20 +32,7 @@ impl Catalog {
     pub fn commit_image(&self, c: Commit<'_>) -> Result<Option<u128>, CatalogError> {
         let tx = self.db.begin_write()?;
         let replaced = {
-            let mut d = tx.open_table(DIRENTS)?;
-            let mut t = tx.open_table(INODES)?;
-            let mut images = tx.open_table(IMAGES)?;
-            let mut vols = tx.open_table(VOLUMES)?;
-            let mut replaced = None;
-            if let Some(old) = named(&d, &t, c.parent, c.name)? {
-                let old_ino = old.ino;
-                match old.kind {
-                    InodeKind::Image(id) if id == c.image.id => {}
-                    InodeKind::Image(id) => replaced = Some(id),
-                    _ => return Err(CatalogError::IsDir(c.name.into())),
-                }
-                t.remove(old_ino)?;
-            }
+            let images = tx.open_table(IMAGES)?;
             // A re-commit of the same image (checkpoint at close, then more
             // writes) counts only volumes it did not hold before.
             let counted: std::collections::BTreeSet<String> = match images.get(c.image.id)? {
@@ -56,18 +43,9 @@ impl Catalog {
                     .collect(),
                 None => Default::default(),
             };
-            let pool = c.image.pool.clone();
-            let node = Inode {
-                ino: c.ino,
-                parent: c.parent,
-                name: c.name.into(),
-                pool,
-                kind: InodeKind::Image(c.image.id),
-                attrs: c.attrs,
-            };
-            d.insert((c.parent, c.name), c.ino)?;
-            t.insert(c.ino, enc(&node).as_slice())?;
-            images.insert(c.image.id, enc(c.image).as_slice())?;
+            drop(images);
+            let replaced = put_image(&tx, &c)?;
+            let mut vols = tx.open_table(VOLUMES)?;
             for u in c.volumes {
                 let cur = vols
                     .get(u.barcode.as_str())?
@@ -138,6 +116,39 @@ impl Catalog {
     }
 }
 
+/// Writes an image's record and namespace entry, replacing an older image
+/// at the same name (whose id is returned).
+pub(super) fn put_image(
+    tx: &redb::WriteTransaction,
+    c: &Commit<'_>,
+) -> Result<Option<u128>, CatalogError> {
+    let mut d = tx.open_table(DIRENTS)?;
+    let mut t = tx.open_table(INODES)?;
+    let mut replaced = None;
+    if let Some(old) = named(&d, &t, c.parent, c.name)? {
+        let old_ino = old.ino;
+        match old.kind {
+            InodeKind::Image(id) if id == c.image.id => {}
+            InodeKind::Image(id) => replaced = Some(id),
+            _ => return Err(CatalogError::IsDir(c.name.into())),
+        }
+        t.remove(old_ino)?;
+    }
+    let node = Inode {
+        ino: c.ino,
+        parent: c.parent,
+        name: c.name.into(),
+        pool: c.image.pool.clone(),
+        kind: InodeKind::Image(c.image.id),
+        attrs: c.attrs,
+    };
+    d.insert((c.parent, c.name), c.ino)?;
+    t.insert(c.ino, enc(&node).as_slice())?;
+    tx.open_table(IMAGES)?
+        .insert(c.image.id, enc(c.image).as_slice())?;
+    Ok(replaced)
+}
+
 fn drop_image(tx: &redb::WriteTransaction, id: u128) -> Result<ImageRec, CatalogError> {
     let mut images = tx.open_table(IMAGES)?;
     let img: ImageRec = dec(images
@@ -159,6 +170,7 @@ fn drop_image(tx: &redb::WriteTransaction, id: u128) -> Result<ImageRec, Catalog
             vols.insert(f.volume.as_str(), enc(&v).as_slice())?;
         }
     }
+    super::lsu::release_image(tx, &img)?;
     Ok(img)
 }
 

@@ -1,5 +1,6 @@
-//! The catalog: the namespace (pools, folders, image files), every image's
-//! fragments, volumes and key tag, and the volumes of the library. Kept in
+//! The catalog: the namespace (pools, LSUs, folders, image files), every
+//! image's fragments, volumes and key tag, the volumes of the library, and
+//! the LSUs' key dictionaries, segment indexes, containers and recipes. Kept in
 //! redb, whose transactions are durable at commit: an image appears only in
 //! the transaction that commits it, after its data was fsynced, so a crash
 //! at any point leaves every committed image intact and no half image.
@@ -7,6 +8,12 @@
 mod files;
 mod images;
 pub use images::{Commit, VolumeUpdate};
+mod lsu;
+mod lsu_records;
+pub use lsu::{Fp, LsuCommit, Move, lsu_of_pool, lsu_pool};
+pub use lsu_records::{
+    ContainerRec, KekPolicy, KekRec, LsuMode, LsuRec, SegKind, SegRec, SegRef, StoredKey,
+};
 mod namespace;
 mod records;
 mod tables;

@@ -15,8 +15,15 @@ pub const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes"
 /// The file list of an image (the vendor's `.f` file).
 pub const FILES: TableDefinition<u128, &[u8]> = TableDefinition::new("files");
 
-/// Catalog format version (bump with a reader for the old one).
-pub const CATALOG_VERSION: u64 = 1;
+/// LSU records by name.
+pub const LSUS: TableDefinition<&str, &[u8]> = TableDefinition::new("lsus");
+/// The recipe (segment list) of each LSU image.
+pub const RECIPES: TableDefinition<u128, &[u8]> = TableDefinition::new("recipes");
+
+/// Catalog format version (bump with a reader for the old one). Version 2
+/// added the LSU tables; a version 1 catalog is upgraded in place (it has
+/// no LSU, so nothing else changes).
+pub const CATALOG_VERSION: u64 = 2;
 
 fn cfg() -> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Fixint> {
     bincode::config::legacy()
@@ -39,7 +46,7 @@ pub fn init(db: &redb::Database) -> Result<u64, CatalogError> {
         let mut meta = tx.open_table(META)?;
         let version = meta.get("version")?.map(|v| v.value());
         match version {
-            None => {
+            None | Some(1) => {
                 meta.insert("version", CATALOG_VERSION)?;
             }
             Some(v) if v != CATALOG_VERSION => {
@@ -55,6 +62,8 @@ pub fn init(db: &redb::Database) -> Result<u64, CatalogError> {
         tx.open_table(IMAGES)?;
         tx.open_table(VOLUMES)?;
         tx.open_table(FILES)?;
+        tx.open_table(LSUS)?;
+        tx.open_table(RECIPES)?;
     }
     tx.commit()?;
     let rx = db.begin_read()?;

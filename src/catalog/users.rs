@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::Catalog;
+use super::{Catalog, StoredKey};
 use crate::kms::KeyUsers;
 
 /// Tells the KMS which images use a key tag.
@@ -28,7 +28,24 @@ impl KeyUsers for CatalogUsers {
         }
     }
 
-    fn pinning(&self, _tag: &str) -> Vec<String> {
-        Vec::new()
+    /// LSUs whose KEKs or fingerprint key are wrapped under `tag`, or
+    /// whose legacy segments are sealed under it (seed 003: the keys of
+    /// an LSU's key dictionary stay active or inactive).
+    fn pinning(&self, tag: &str) -> Vec<String> {
+        let Ok(lsus) = self.0.lsus() else {
+            return vec!["the catalog (unreadable: refusing to be safe)".into()];
+        };
+        lsus.into_iter()
+            .filter(|l| {
+                let fp = matches!(&l.fp_key, StoredKey::Wrapped(w) if w.root_tag == tag);
+                let kek = self
+                    .0
+                    .keks(&l.name)
+                    .map(|ks| ks.iter().any(|k| k.wrapped.root_tag == tag))
+                    .unwrap_or(true);
+                fp || kek || l.legacy_tags.iter().any(|t| t == tag)
+            })
+            .map(|l| format!("LSU {}", l.name))
+            .collect()
     }
 }

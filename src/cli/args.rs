@@ -49,6 +49,67 @@ pub enum Cmd {
     Fsck(JsonArg),
     /// Import volumes written by another store (two phases, seed 000).
     Import(ImportArgs),
+    /// Deduplicating pools (MSDP LSUs) and their keys (seed 003).
+    #[command(subcommand)]
+    Lsu(LsuCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LsuCmd {
+    /// Create an LSU: --kms (envelope encryption: DEK per segment, KEKs
+    /// wrapped by the key group's root key), --legacy-kms (segments sealed
+    /// directly under the group's KMS key), or neither (unencrypted).
+    Create {
+        name: String,
+        #[arg(long, conflicts_with = "legacy_kms", requires = "key_group")]
+        kms: bool,
+        #[arg(long, requires = "key_group")]
+        legacy_kms: bool,
+        #[arg(long)]
+        key_group: Option<String>,
+        /// Make a new KEK after it wrapped this many DEKs (0: no limit).
+        #[arg(long)]
+        kek_max_segments: Option<u64>,
+        /// … or sealed this much data, e.g. 1T (0: no limit).
+        #[arg(long, value_parser = parse_size)]
+        kek_max_bytes: Option<u64>,
+        /// … or is this many seconds old (0: no limit).
+        #[arg(long)]
+        kek_max_age: Option<u64>,
+    },
+    /// List the LSUs.
+    List(JsonArg),
+    /// Whether an LSU is in KMS, legacy KMS or no encryption mode (crcontrol --getmode).
+    Getmode {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The LSU's key dictionary: its KEKs (keydictutil --list).
+    Keydict {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new active KEK now; the old ones stay to unwrap old DEKs.
+    RotateKek { name: String },
+    /// Rewrap every KEK under the key group's active root key (data untouched).
+    Rewrap { name: String },
+    /// Convert a legacy-KMS LSU to KMS mode (resumable; reads keep working).
+    Convert {
+        name: String,
+        /// Convert one container and print the progress as JSON.
+        #[arg(long, hide = true)]
+        step: bool,
+    },
+    /// Change the encryption mode (none, legacy-kms, kms) within the rules.
+    Setmode { name: String, mode: String },
+    /// Reclaim the space of segments no image uses.
+    Gc {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +224,10 @@ pub enum KmsCmd {
         /// prelive, active, inactive, deprecated or terminated.
         #[arg(long)]
         state: Option<String>,
+        /// Change the state even though an LSU uses the key (a compromised
+        /// root key): the LSU's data is unreadable until it is usable again.
+        #[arg(long, requires = "state")]
+        force: bool,
         #[arg(long)]
         rename: Option<String>,
         #[arg(long)]

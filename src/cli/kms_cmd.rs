@@ -70,8 +70,13 @@ pub fn run(store: &Store, cmd: &KmsCmd, out: &mut Out) -> Result<(), CliError> {
             state,
             rename,
             description,
+            force,
         } => {
             let st = state.as_deref().map(|s| KeyState::parse(s).ok_or_else(|| CliError::Usage(format!("unknown key state '{s}' (prelive, active, inactive, deprecated, terminated)")))).transpose()?;
+            if let (true, Some(s)) = (*force, st) {
+                kms.write(|ks| ks.force_state(kg, name, s))?;
+                store.msdp.forget_keys();
+            }
             kms.write(|ks| ks.modify_key(kg, name, st, rename.as_deref(), description.as_deref()))?;
             out.line(format!("modified key {kg}/{name}"));
         }

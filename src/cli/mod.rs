@@ -6,6 +6,7 @@ mod args;
 mod import_cmd;
 mod kms_cmd;
 mod logging;
+mod lsu_cmd;
 mod mount_cmd;
 pub mod mount_opts;
 mod out;
@@ -40,6 +41,8 @@ pub enum CliError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Tape(#[from] TapeError),
+    #[error(transparent)]
+    Msdp(#[from] crate::msdp::MsdpError),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -86,7 +89,7 @@ pub fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
 /// `kmsfs SOURCE DIR [-o opts]` (what `-t fuse.kmsfs` runs).
 pub fn mount_form(mut argv: Vec<String>) -> Vec<String> {
     const COMMANDS: &[&str] = &[
-        "init", "mount", "kms", "volume", "image", "status", "fsck", "help",
+        "init", "mount", "kms", "volume", "image", "status", "fsck", "import", "lsu", "help",
     ];
     let helper = argv
         .first()
@@ -144,6 +147,9 @@ fn with_store(cli: &Cli, argv: &[String]) -> Result<i32, CliError> {
     let dir = cli.global.store.clone().ok_or_else(|| {
         CliError::Usage("which store? give --store PATH or set KMSFS_STORE".into())
     })?;
+    if let Cmd::Lsu(args::LsuCmd::Convert { name, step: false }) = &cli.cmd {
+        return lsu_cmd::convert(&dir, name, argv, || unlock(&cli.global));
+    }
     if let Some(r) = control::forward(&dir, argv) {
         print!("{}", r.stdout);
         eprint!("{}", r.stderr);
@@ -165,6 +171,7 @@ fn store_command(store: &Store, cmd: &Cmd, out: &mut Out) -> Result<(), CliError
         Cmd::Status(j) => store_cmd::status(store, j, out),
         Cmd::Fsck(j) => store_cmd::fsck(store, j, out),
         Cmd::Import(a) => import_cmd::run(store, a, out),
+        Cmd::Lsu(l) => lsu_cmd::run(store, l, out),
         Cmd::Init(_) | Cmd::Mount(_) => Err(CliError::Usage(
             "init and mount do not run inside a daemon".into(),
         )),

@@ -10,14 +10,16 @@ mod aead;
 mod kdf;
 mod key;
 mod random;
+mod segment;
 
-pub use aead::{BlockCipher, TAG_LEN, open, seal};
+pub use aead::{BlockCipher, NONCE_LEN, TAG_LEN, open, seal};
 pub use kdf::{
     Argon2Params, PASSPHRASE_KEY_PARAMS, derive_subkey, key_check_value, passphrase_key,
     passphrase_secret,
 };
 pub use key::SecretKey;
 pub use random::{random_array, random_bytes};
+pub use segment::{fingerprint, open_in_place, seal_in_place};
 
 /// Why a cryptographic operation failed. Carries no key material.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

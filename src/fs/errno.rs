@@ -10,10 +10,12 @@
 //! | write not at the end of an image            | ESPIPE  |
 //! | write to a closed (immutable) image         | EPERM   |
 //! | rename across pools                         | EXDEV   |
+//! | an LSU rule refuses (mkdir in msdp/, …)     | EPERM   |
 
 use fuser::Errno;
 
 use crate::catalog::CatalogError;
+use crate::msdp::MsdpError;
 use crate::tape::TapeError;
 
 /// An errno with the reason, logged once where it is made.
@@ -61,6 +63,32 @@ pub fn tape_errno(e: &TapeError) -> i32 {
         TapeError::Catalog(c) => catalog_errno(c),
         TapeError::Crypto(_) | TapeError::Poisoned => libc::EIO,
         TapeError::Deferred(inner) => tape_errno(inner),
+    }
+}
+
+/// Errno of an LSU error.
+pub fn msdp_errno(e: &MsdpError) -> i32 {
+    match e {
+        MsdpError::Kms { source, .. } if source.is_missing_key() => libc::ENOKEY,
+        MsdpError::Kms { .. } | MsdpError::Integrity { .. } => libc::EIO,
+        MsdpError::NoLsu(_) => libc::ENOENT,
+        MsdpError::Refused(_) => libc::EPERM,
+        MsdpError::NotSequential { .. } => libc::ESPIPE,
+        MsdpError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+        MsdpError::Catalog(c) => catalog_errno(c),
+        MsdpError::Crypto(_) | MsdpError::Poisoned => libc::EIO,
+        MsdpError::Deferred(inner) => msdp_errno(inner),
+    }
+}
+
+impl From<MsdpError> for FsError {
+    fn from(e: MsdpError) -> Self {
+        let errno = msdp_errno(&e);
+        match errno {
+            libc::ENOKEY | libc::EIO | libc::ENOSPC => tracing::error!("{e}"),
+            _ => tracing::warn!("{e}"),
+        }
+        Self::new(errno, e.to_string())
     }
 }
 

@@ -11,7 +11,9 @@ use super::dir_ops::AttrChange;
 use super::handles::Handle;
 use super::{Entry, FsError, KmsFs, Node, Pending, Res};
 use crate::catalog::{FileAttrs, InodeKind};
-use crate::tape::{Committed, ImageReader, PipelinedWriter, TapeError, WriteTarget};
+use super::streams::{Reader, Writer};
+use crate::pipeline::Committed;
+use crate::tape::WriteTarget;
 
 impl KmsFs {
     /// Starts a writer for `name` in directory `parent` (new image, or a new
@@ -37,7 +39,7 @@ impl KmsFs {
             path,
             attrs,
         };
-        let writer = PipelinedWriter::begin(&self.lib, target)?;
+        let writer = Writer::begin(&self.store, target)?;
         let size = Arc::new(AtomicU64::new(0));
         self.pending.lock().insert(
             ino,
@@ -114,7 +116,7 @@ impl KmsFs {
                         format!("image of {} missing from catalog", node.name),
                     )
                 })?;
-                let reader = ImageReader::open(&self.lib, img)?;
+                let reader = Reader::open(&self.store, img)?;
                 let keep = self.cached.lock().insert(ino, id) == Some(id);
                 let flags = if keep {
                     FopenFlags::FOPEN_KEEP_CACHE
@@ -216,7 +218,7 @@ impl KmsFs {
     /// After a commit attempt: the image a commit replaced gives back its
     /// volumes, and the kernel must not serve pages of an older version; a
     /// failed commit is logged and becomes the errno of close(2).
-    fn committed(&self, ino: u64, result: Result<Committed, TapeError>) -> Res<()> {
+    fn committed(&self, ino: u64, result: Res<Committed>) -> Res<()> {
         match result {
             Ok(Some((_, replaced))) => {
                 self.cached.lock().remove(&ino);
@@ -227,8 +229,8 @@ impl KmsFs {
             }
             Ok(None) => Ok(()),
             Err(e) => {
-                tracing::error!("image not committed: {e}");
-                Err(e.into())
+                tracing::error!("image not committed: {}", e.why);
+                Err(e)
             }
         }
     }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use parking_lot::Mutex;
 
-use crate::tape::{ImageReader, PipelinedWriter};
+use super::streams::{Reader, Writer};
 
 /// What an open file handle refers to.
 pub enum Handle {
@@ -14,12 +14,12 @@ pub enum Handle {
     /// last close (and the commit) may be on its way.
     Write {
         ino: u64,
-        writer: Mutex<Option<Box<PipelinedWriter>>>,
+        writer: Mutex<Option<Box<Writer>>>,
         size: Arc<AtomicU64>,
         flushed: AtomicBool,
     },
     /// A committed image open for reading.
-    Read(Box<ImageReader>),
+    Read(Box<Reader>),
     /// A snapshot of a drive status file.
     Status(Vec<u8>),
 }

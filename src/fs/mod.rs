@@ -12,6 +12,7 @@ mod file_ops;
 mod handles;
 mod mount;
 mod nodes;
+mod streams;
 mod trait_impl;
 
 use std::collections::HashMap;
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-pub use errno::{FsError, catalog_errno, tape_errno};
+pub use errno::{FsError, catalog_errno, msdp_errno, tape_errno};
 pub use mount::{MountOptions, mount_foreground};
 
 use crate::catalog::{Catalog, FileAttrs, Inode, InodeKind};
@@ -99,7 +100,7 @@ impl KmsFs {
             Entry::Stored(i) if matches!(i.kind, InodeKind::Pool | InodeKind::Dir) => Ok(i),
             Entry::Synthetic(_) => Err(FsError::new(
                 libc::EPERM,
-                "images live inside a pool: pools/NAME/",
+                "images live inside a pool (pools/NAME/, made by mkdir) or an LSU (msdp/NAME/, made by kmsfs lsu create)",
             )),
             _ => Err(FsError::new(
                 libc::ENOTDIR,

@@ -125,7 +125,7 @@ impl Keystore {
         };
         self.insert_record(new.group, new.name, new.description, &tag, &key, origin)?;
         if new.activate {
-            self.set_state_at(self.body.keys.len() - 1, KeyState::Active)?;
+            self.set_state_at(self.body.keys.len() - 1, KeyState::Active, true)?;
         }
         self.save()?;
         Ok(tag)
@@ -221,7 +221,7 @@ impl Keystore {
             }
         }
         if let Some(s) = state {
-            self.set_state_at(i, s)?;
+            self.set_state_at(i, s, true)?;
         }
         let k = &mut self.body.keys[i];
         if let Some(new) = rename {
@@ -235,7 +235,21 @@ impl Keystore {
     }
 
     /// Applies one legal transition; activation demotes the previous active key.
-    fn set_state_at(&mut self, i: usize, to: KeyState) -> Result<(), KmsError> {
+    /// Sets a key's state even though an LSU pins it (`modifykey --force`):
+    /// for a compromised root key, at the price of the LSU's data going
+    /// offline (ENOKEY) until the key is made usable again.
+    pub fn force_state(&mut self, group: &str, name: &str, to: KeyState) -> Result<(), KmsError> {
+        let i = self.key_index(group, name)?;
+        let pinned = self.users.pinning(&self.body.keys[i].tag);
+        self.set_state_at(i, to, false)?;
+        if !pinned.is_empty() {
+            tracing::warn!(group, name, state = %to, users = %pinned.join(", "), "key state forced although in use");
+        }
+        self.body.keys[i].modified = now();
+        self.save()
+    }
+
+    fn set_state_at(&mut self, i: usize, to: KeyState, check_pins: bool) -> Result<(), KmsError> {
         let k = &self.body.keys[i];
         if k.state == to {
             return Ok(());
@@ -247,7 +261,7 @@ impl Keystore {
                 to,
             });
         }
-        if matches!(to, KeyState::Deprecated | KeyState::Terminated) {
+        if check_pins && matches!(to, KeyState::Deprecated | KeyState::Terminated) {
             self.refuse_if_pinned(&k.tag.clone())?;
         }
         if to == KeyState::Active {

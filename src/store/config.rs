@@ -40,6 +40,13 @@ pub struct Config {
     pub max_volumes: u32,
     /// Seconds the KMS client retries a temporary failure before giving up.
     pub kms_timeout_secs: u64,
+    /// Seconds an unwrapped LSU KEK stays cached in memory.
+    #[serde(default = "default_kek_cache_secs")]
+    pub kek_cache_secs: u64,
+}
+
+fn default_kek_cache_secs() -> u64 {
+    300
 }
 
 impl Config {
@@ -54,6 +61,7 @@ impl Config {
             volume_capacity: 8 << 30,
             max_volumes: 10_000,
             kms_timeout_secs: 10,
+            kek_cache_secs: default_kek_cache_secs(),
         }
     }
 

@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 use super::{Config, HmkMode, StoreError, StoreLock};
 use crate::catalog::{Catalog, CatalogUsers};
 use crate::kms::{EmbeddedKms, HmkSource, Keystore, KmsClient, KmsError, Retrying, Unlock};
+use crate::msdp::Msdp;
 use crate::tape::{Library, LibraryConfig};
 
 /// Options of `kmsfs init`.
@@ -35,6 +36,8 @@ pub struct Store {
     pub catalog: Arc<Catalog>,
     /// Drives and volumes.
     pub library: Arc<Library>,
+    /// The deduplicating pools.
+    pub msdp: Arc<Msdp>,
     _lock: StoreLock,
 }
 
@@ -127,6 +130,12 @@ impl Store {
             max_volumes: config.max_volumes,
         };
         let library = Library::new(lib_cfg, catalog.clone(), kms.clone());
+        let msdp = Msdp::new(
+            dir.join("lsu"),
+            catalog.clone(),
+            kms.clone(),
+            Duration::from_secs(config.kek_cache_secs),
+        );
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
@@ -134,6 +143,7 @@ impl Store {
             kms,
             catalog,
             library,
+            msdp,
             _lock: lock,
         })
     }

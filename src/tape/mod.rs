@@ -8,7 +8,6 @@ pub mod check;
 mod drive;
 pub mod format;
 mod library;
-mod pipeline;
 mod reader;
 pub mod scan;
 #[cfg(test)]
@@ -17,9 +16,9 @@ mod writer;
 
 pub use drive::{DriveGuard, DrivePool};
 pub use library::{Library, LibraryConfig, barcode, now_ns};
-pub use pipeline::{Committed, PipelinedWriter};
+pub use crate::pipeline::Committed;
 pub use reader::ImageReader;
-pub use writer::{ImageWriter, WriteTarget};
+pub use writer::{ImageWriter, WriteTarget, tag_bytes};
 
 use crate::catalog::CatalogError;
 use crate::kms::KmsError;
@@ -77,6 +76,21 @@ pub enum TapeError {
     Deferred(std::sync::Arc<TapeError>),
     #[error("an earlier write failed")]
     Poisoned,
+}
+
+impl crate::pipeline::SinkError for TapeError {
+    fn deferred(first: std::sync::Arc<Self>) -> Self {
+        Self::Deferred(first)
+    }
+    fn poisoned() -> Self {
+        Self::Poisoned
+    }
+    fn stopped(e: std::io::Error) -> Self {
+        Self::io("image writer thread", e)
+    }
+    fn not_sequential(path: String, offset: u64, end: u64) -> Self {
+        Self::NotSequential { path, offset, end }
+    }
 }
 
 impl TapeError {

@@ -435,6 +435,31 @@ impl ImageWriter {
     }
 }
 
+impl crate::pipeline::ImageSink for ImageWriter {
+    type Error = TapeError;
+    fn key_tag(&self) -> Option<String> {
+        ImageWriter::key_tag(self).map(str::to_string)
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), TapeError> {
+        ImageWriter::write_at(self, offset, data)
+    }
+    fn extend_to(&mut self, len: u64) -> Result<(), TapeError> {
+        ImageWriter::extend_to(self, len)
+    }
+    fn set_attrs(&mut self, a: FileAttrs) {
+        ImageWriter::set_attrs(self, a)
+    }
+    fn sync(&self) -> Result<(), TapeError> {
+        ImageWriter::sync(self)
+    }
+    fn checkpoint(&mut self) -> Result<crate::pipeline::Committed, TapeError> {
+        ImageWriter::checkpoint(self)
+    }
+    fn finish(self) -> Result<crate::pipeline::Committed, TapeError> {
+        ImageWriter::finish(self)
+    }
+}
+
 impl Drop for ImageWriter {
     fn drop(&mut self) {
         if let Some(v) = self.vol.take() {

@@ -1,7 +1,9 @@
-//! A write pipeline in front of [`ImageWriter`]: the caller (a FUSE
-//! thread) checks the offset, copies the data and queues it; a worker
-//! thread per image hashes, seals and appends. The queue is bounded, so a
-//! fast writer waits for the worker instead of filling memory.
+//! A write pipeline in front of an image writer (a tape [`ImageSink`] or an
+//! LSU one): the caller (a FUSE thread) checks the offset, copies the data
+//! and queues it; a worker thread per image hashes, seals and appends. The
+//! queue is bounded, so a fast writer waits for the worker instead of
+//! filling memory. Tape and MSDP share it so both get the same poisoning
+//! and commit-at-close behaviour.
 //!
 //! An error in the worker poisons the image: it is returned by the next
 //! write and by the close that would have committed it, so a failed image
@@ -12,44 +14,72 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use parking_lot::Mutex;
 
-use super::{ImageWriter, Library, TapeError, WriteTarget};
 use crate::catalog::{FileAttrs, ImageRec};
 
 /// What a commit returns: the image and the id of an image it replaced.
 pub type Committed = Option<(ImageRec, Option<u128>)>;
 
-enum Cmd {
+/// What a pipeline needs of a writer's error type.
+pub trait SinkError: std::error::Error + Send + Sync + Sized + 'static {
+    /// An earlier write failed with `first`; nothing more will commit.
+    fn deferred(first: Arc<Self>) -> Self;
+    /// The writer failed earlier (the error was reported then).
+    fn poisoned() -> Self;
+    /// The worker thread could not start or ended.
+    fn stopped(e: std::io::Error) -> Self;
+    /// A write before the end of the image.
+    fn not_sequential(path: String, offset: u64, end: u64) -> Self;
+}
+
+/// An image writer that a pipeline can drive.
+pub trait ImageSink: Send + 'static {
+    type Error: SinkError;
+    /// The key tag new data is encrypted under, if any.
+    fn key_tag(&self) -> Option<String>;
+    /// Appends `data` at `offset` (never before the end).
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), Self::Error>;
+    /// Grows the image with zeros up to `len`.
+    fn extend_to(&mut self, len: u64) -> Result<(), Self::Error>;
+    /// Changes the attributes the image will be committed with.
+    fn set_attrs(&mut self, a: FileAttrs);
+    /// Makes what was written durable.
+    fn sync(&self) -> Result<(), Self::Error>;
+    /// Commits the image as written so far, if anything is new.
+    fn checkpoint(&mut self) -> Result<Committed, Self::Error>;
+    /// Ends the image, committing what is new.
+    fn finish(self) -> Result<Committed, Self::Error>;
+}
+
+enum Cmd<E> {
     Write(u64, Vec<u8>),
     Extend(u64),
     Attrs(FileAttrs),
-    Sync(SyncSender<Result<(), TapeError>>),
-    Checkpoint(SyncSender<Result<Committed, TapeError>>),
-    Finish(SyncSender<Result<Committed, TapeError>>),
+    Sync(SyncSender<Result<(), E>>),
+    Checkpoint(SyncSender<Result<Committed, E>>),
+    Finish(SyncSender<Result<Committed, E>>),
 }
 
 /// Messages of up to 1 MiB each; 4 in flight.
 const QUEUE: usize = 4;
 
 /// An image being written through a worker thread.
-pub struct PipelinedWriter {
-    tx: Option<SyncSender<Cmd>>,
+pub struct PipelinedWriter<S: ImageSink> {
+    tx: Option<SyncSender<Cmd<S::Error>>>,
     /// Buffers the worker is done with, reused so that a stream of 1 MiB
     /// writes does not allocate (and page-fault) 1 MiB per request.
     spare: Receiver<Vec<u8>>,
-    error: Arc<Mutex<Option<Arc<TapeError>>>>,
+    error: Arc<Mutex<Option<Arc<S::Error>>>>,
     path: String,
     key_tag: Option<String>,
     size: u64,
     dirty: bool,
 }
 
-impl PipelinedWriter {
-    /// Starts an image (drive, volume and key taken here, so ENOKEY,
-    /// EBUSY and ENOSPC come back at once) and its worker.
-    pub fn begin(lib: &Arc<Library>, target: WriteTarget) -> Result<Self, TapeError> {
-        let path = format!("{}/{}", target.pool, target.path);
-        let w = ImageWriter::begin(lib, target)?;
-        let key_tag = w.key_tag().map(str::to_string);
+impl<S: ImageSink> PipelinedWriter<S> {
+    /// Starts the worker of a writer that has begun (so ENOKEY, EBUSY and
+    /// ENOSPC came back at once); `path` names the image in errors.
+    pub fn start(w: S, path: String) -> Result<Self, S::Error> {
+        let key_tag = w.key_tag();
         let (tx, rx) = sync_channel(QUEUE);
         let (spare_tx, spare) = sync_channel(QUEUE + 2);
         let error = Arc::new(Mutex::new(None));
@@ -57,7 +87,7 @@ impl PipelinedWriter {
         std::thread::Builder::new()
             .name("kmsfs-writer".into())
             .spawn(move || worker(w, rx, spare_tx, err2))
-            .map_err(|e| TapeError::io("starting the image writer thread", e))?;
+            .map_err(S::Error::stopped)?;
         Ok(Self {
             tx: Some(tx),
             spare,
@@ -69,34 +99,32 @@ impl PipelinedWriter {
         })
     }
 
-    fn failed(&self) -> Result<(), TapeError> {
+    fn failed(&self) -> Result<(), S::Error> {
         match self.error.lock().as_ref() {
-            Some(e) => Err(TapeError::Deferred(e.clone())),
+            Some(e) => Err(S::Error::deferred(e.clone())),
             None => Ok(()),
         }
     }
 
-    fn send(&self, c: Cmd) -> Result<(), TapeError> {
+    fn ended(&self) -> S::Error {
+        self.failed()
+            .err()
+            .unwrap_or_else(|| S::Error::stopped(std::io::Error::other("writer thread ended")))
+    }
+
+    fn send(&self, c: Cmd<S::Error>) -> Result<(), S::Error> {
         self.failed()?;
         let tx = self.tx.as_ref().expect("writer open");
-        tx.send(c).map_err(|_| {
-            self.failed().err().unwrap_or_else(|| {
-                TapeError::io("image writer", std::io::Error::other("writer thread ended"))
-            })
-        })
+        tx.send(c).map_err(|_| self.ended())
     }
 
     fn ask<T>(
         &self,
-        make: impl FnOnce(SyncSender<Result<T, TapeError>>) -> Cmd,
-    ) -> Result<T, TapeError> {
+        make: impl FnOnce(SyncSender<Result<T, S::Error>>) -> Cmd<S::Error>,
+    ) -> Result<T, S::Error> {
         let (tx, rx) = sync_channel(1);
         self.send(make(tx))?;
-        rx.recv().map_err(|_| {
-            self.failed().err().unwrap_or_else(|| {
-                TapeError::io("image writer", std::io::Error::other("writer thread ended"))
-            })
-        })?
+        rx.recv().map_err(|_| self.ended())?
     }
 
     /// Bytes accepted so far.
@@ -115,13 +143,9 @@ impl PipelinedWriter {
     }
 
     /// Queues `data` at `offset` (ESPIPE at once if before the end).
-    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), TapeError> {
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), S::Error> {
         if offset < self.size {
-            return Err(TapeError::NotSequential {
-                path: self.path.clone(),
-                offset,
-                end: self.size,
-            });
+            return Err(S::Error::not_sequential(self.path.clone(), offset, self.size));
         }
         let mut buf = self.spare.try_recv().unwrap_or_default();
         buf.clear();
@@ -133,7 +157,7 @@ impl PipelinedWriter {
     }
 
     /// Grows the image with zeros up to `len`.
-    pub fn extend_to(&mut self, len: u64) -> Result<(), TapeError> {
+    pub fn extend_to(&mut self, len: u64) -> Result<(), S::Error> {
         if len > self.size {
             self.send(Cmd::Extend(len))?;
             self.size = len;
@@ -143,17 +167,17 @@ impl PipelinedWriter {
     }
 
     /// Changes the attributes the image will be committed with.
-    pub fn set_attrs(&mut self, a: FileAttrs) -> Result<(), TapeError> {
+    pub fn set_attrs(&mut self, a: FileAttrs) -> Result<(), S::Error> {
         self.send(Cmd::Attrs(a))
     }
 
     /// Waits for the queue and fsyncs what was written.
-    pub fn sync(&self) -> Result<(), TapeError> {
+    pub fn sync(&self) -> Result<(), S::Error> {
         self.ask(Cmd::Sync)
     }
 
-    /// Waits for the queue and commits (see [`ImageWriter::checkpoint`]).
-    pub fn checkpoint(&mut self) -> Result<Committed, TapeError> {
+    /// Waits for the queue and commits (see [`ImageSink::checkpoint`]).
+    pub fn checkpoint(&mut self) -> Result<Committed, S::Error> {
         let r = self.ask(Cmd::Checkpoint)?;
         if r.is_some() {
             self.dirty = false;
@@ -162,23 +186,23 @@ impl PipelinedWriter {
     }
 
     /// Waits for the queue, commits what is new, returns the drive.
-    pub fn finish(mut self) -> Result<Committed, TapeError> {
+    pub fn finish(mut self) -> Result<Committed, S::Error> {
         let r = self.ask(Cmd::Finish);
         self.tx = None;
         r
     }
 }
 
-fn worker(
-    mut w: ImageWriter,
-    rx: Receiver<Cmd>,
+fn worker<S: ImageSink>(
+    mut w: S,
+    rx: Receiver<Cmd<S::Error>>,
     spare: SyncSender<Vec<u8>>,
-    error: Arc<Mutex<Option<Arc<TapeError>>>>,
+    error: Arc<Mutex<Option<Arc<S::Error>>>>,
 ) {
-    let fail = |e: TapeError| {
+    let fail = |e: S::Error| {
         let mut slot = error.lock();
         let first = slot.get_or_insert_with(|| Arc::new(e)).clone();
-        TapeError::Deferred(first)
+        S::Error::deferred(first)
     };
     while let Ok(cmd) = rx.recv() {
         match cmd {
@@ -196,21 +220,21 @@ fn worker(
             Cmd::Attrs(a) => w.set_attrs(a),
             Cmd::Sync(reply) => {
                 let _ = reply.send(if error.lock().is_some() {
-                    Err(fail(TapeError::Poisoned))
+                    Err(fail(S::Error::poisoned()))
                 } else {
                     w.sync().map_err(fail)
                 });
             }
             Cmd::Checkpoint(reply) => {
                 let _ = reply.send(if error.lock().is_some() {
-                    Err(fail(TapeError::Poisoned))
+                    Err(fail(S::Error::poisoned()))
                 } else {
                     w.checkpoint().map_err(fail)
                 });
             }
             Cmd::Finish(reply) => {
                 let r = if error.lock().is_some() {
-                    Err(fail(TapeError::Poisoned))
+                    Err(fail(S::Error::poisoned()))
                 } else {
                     w.finish().map_err(fail)
                 };

@@ -1,0 +1,390 @@
+//! Persistence of the LSUs: their records, key dictionaries, segment
+//! indexes (fingerprint -> location and reference count), containers and
+//! image recipes. All of it lives in the catalog database so that an
+//! image's namespace entry, its recipe and the reference counts of its
+//! segments change in one durable transaction: a crash leaves either the
+//! image with every segment it needs counted, or neither.
+
+use std::collections::HashMap;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::images::{Commit, put_image};
+use super::lsu_records::{ContainerRec, KekRec, LsuRec, SegRec, SegRef};
+use super::tables::{DIRENTS, INODES, LSUS, RECIPES, dec, enc};
+use super::{Catalog, CatalogError, FileAttrs, ImageRec, Inode, InodeKind, MSDP_INO};
+
+/// Pool name of the images and folders of LSU `name`.
+pub fn lsu_pool(name: &str) -> String {
+    format!("msdp/{name}")
+}
+
+/// The LSU named by a pool string, if it is one.
+pub fn lsu_of_pool(pool: &str) -> Option<&str> {
+    pool.strip_prefix("msdp/")
+}
+
+/// A segment fingerprint.
+pub type Fp = [u8; 32];
+
+type SegTable<'a> = TableDefinition<'a, &'static Fp, &'static [u8]>;
+type U64Table<'a> = TableDefinition<'a, u64, &'static [u8]>;
+type KekTable<'a> = TableDefinition<'a, u32, &'static [u8]>;
+
+struct Names {
+    segments: String,
+    containers: String,
+    keks: String,
+}
+
+fn names(lsu: &str) -> Names {
+    Names {
+        segments: format!("lsu.{lsu}.segments"),
+        containers: format!("lsu.{lsu}.containers"),
+        keks: format!("lsu.{lsu}.keks"),
+    }
+}
+
+/// What an LSU writer commits besides the image.
+pub struct LsuCommit<'a> {
+    pub lsu: &'a str,
+    pub recipe: &'a [SegRef],
+    /// Segments this writer stored, not yet in the index.
+    pub new_segments: &'a HashMap<Fp, SegRec>,
+    /// Containers this writer appended to, with their durable size.
+    pub containers: &'a [(u64, ContainerRec)],
+    /// (KEK id, DEKs wrapped, bytes) since the last commit.
+    pub kek_usage: Option<(u32, u64, u64)>,
+}
+
+/// How a reclaim moves a segment: its new place (refs are kept).
+pub struct Move {
+    pub fp: Fp,
+    pub to: SegRec,
+}
+
+impl Catalog {
+    /// Creates an LSU and its directory `msdp/NAME`.
+    pub fn create_lsu(&self, rec: &LsuRec, attrs: FileAttrs) -> Result<Inode, CatalogError> {
+        let tx = self.db.begin_write()?;
+        let node = {
+            let mut lsus = tx.open_table(LSUS)?;
+            let mut d = tx.open_table(DIRENTS)?;
+            if lsus.get(rec.name.as_str())?.is_some() || d.get((MSDP_INO, rec.name.as_str()))?.is_some()
+            {
+                return Err(CatalogError::Exists(format!("LSU {}", rec.name)));
+            }
+            let node = Inode {
+                ino: self.alloc_ino(),
+                parent: MSDP_INO,
+                name: rec.name.clone(),
+                pool: lsu_pool(&rec.name),
+                kind: InodeKind::Pool,
+                attrs,
+            };
+            d.insert((MSDP_INO, rec.name.as_str()), node.ino)?;
+            tx.open_table(INODES)?.insert(node.ino, enc(&node).as_slice())?;
+            lsus.insert(rec.name.as_str(), enc(rec).as_slice())?;
+            let n = names(&rec.name);
+            tx.open_table(SegTable::new(&n.segments))?;
+            tx.open_table(U64Table::new(&n.containers))?;
+            tx.open_table(KekTable::new(&n.keks))?;
+            node
+        };
+        tx.commit()?;
+        Ok(node)
+    }
+
+    /// The LSU named `name`.
+    pub fn lsu(&self, name: &str) -> Result<Option<LsuRec>, CatalogError> {
+        let rx = self.db.begin_read()?;
+        let t = rx.open_table(LSUS)?;
+        t.get(name)?.map(|v| dec(v.value())).transpose()
+    }
+
+    /// Every LSU.
+    pub fn lsus(&self) -> Result<Vec<LsuRec>, CatalogError> {
+        let rx = self.db.begin_read()?;
+        let t = rx.open_table(LSUS)?;
+        let mut out = Vec::new();
+        for e in t.iter()? {
+            out.push(dec(e?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Replaces an LSU record (mode, keys, policy).
+    pub fn put_lsu(&self, rec: &LsuRec) -> Result<(), CatalogError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(LSUS)?
+            .insert(rec.name.as_str(), enc(rec).as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The key dictionary of an LSU, by KEK id.
+    pub fn keks(&self, lsu: &str) -> Result<Vec<KekRec>, CatalogError> {
+        let rx = self.db.begin_read()?;
+        let n = names(lsu);
+        let t = rx.open_table(KekTable::new(&n.keks))?;
+        let mut out = Vec::new();
+        for e in t.iter()? {
+            out.push(dec(e?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Adds `kek` as the LSU's active KEK; the others become inactive.
+    pub fn add_active_kek(&self, lsu: &str, kek: &KekRec) -> Result<(), CatalogError> {
+        let tx = self.db.begin_write()?;
+        {
+            let n = names(lsu);
+            let mut t = tx.open_table(KekTable::new(&n.keks))?;
+            let mut all: Vec<KekRec> = Vec::new();
+            for e in t.iter()? {
+                all.push(dec(e?.1.value())?);
+            }
+            for mut k in all.into_iter().filter(|k| k.active) {
+                k.active = false;
+                t.insert(k.id, enc(&k).as_slice())?;
+            }
+            t.insert(kek.id, enc(kek).as_slice())?;
+            let mut lsus = tx.open_table(LSUS)?;
+            let mut rec: LsuRec = dec(lsus
+                .get(lsu)?
+                .ok_or_else(|| CatalogError::NotFound(format!("LSU {lsu}")))?
+                .value())?;
+            rec.active_kek = Some(kek.id);
+            lsus.insert(lsu, enc(&rec).as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces KEK records and the LSU record together (a rewrap).
+    pub fn put_keys(&self, rec: &LsuRec, keks: &[KekRec]) -> Result<(), CatalogError> {
+        let tx = self.db.begin_write()?;
+        {
+            let n = names(&rec.name);
+            let mut t = tx.open_table(KekTable::new(&n.keks))?;
+            for k in keks {
+                t.insert(k.id, enc(k).as_slice())?;
+            }
+            tx.open_table(LSUS)?
+                .insert(rec.name.as_str(), enc(rec).as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Index entries of `fps` (one read transaction).
+    pub fn segments(&self, lsu: &str, fps: &[Fp]) -> Result<Vec<Option<SegRec>>, CatalogError> {
+        let rx = self.db.begin_read()?;
+        let n = names(lsu);
+        let t = rx.open_table(SegTable::new(&n.segments))?;
+        fps.iter()
+            .map(|fp| t.get(fp)?.map(|v| dec(v.value())).transpose())
+            .collect()
+    }
+
+    /// Calls `f` for every index entry of an LSU; returns the containers
+    /// as of the same snapshot.
+    pub fn for_each_segment(
+        &self,
+        lsu: &str,
+        mut f: impl FnMut(&Fp, &SegRec),
+    ) -> Result<Vec<(u64, ContainerRec)>, CatalogError> {
+        let rx = self.db.begin_read()?;
+        let n = names(lsu);
+        let t = rx.open_table(SegTable::new(&n.segments))?;
+        for e in t.iter()? {
+            let (k, v) = e?;
+            f(k.value(), &dec(v.value())?);
+        }
+        let ct = rx.open_table(U64Table::new(&n.containers))?;
+        let mut out = Vec::new();
+        for e in ct.iter()? {
+            let (k, v) = e?;
+            out.push((k.value(), dec(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// The containers of an LSU, by id.
+    pub fn containers(&self, lsu: &str) -> Result<Vec<(u64, ContainerRec)>, CatalogError> {
+        let rx = self.db.begin_read()?;
+        let n = names(lsu);
+        let t = rx.open_table(U64Table::new(&n.containers))?;
+        let mut out = Vec::new();
+        for e in t.iter()? {
+            let (k, v) = e?;
+            out.push((k.value(), dec(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// The recipe of an LSU image.
+    pub fn recipe(&self, id: u128) -> Result<Option<Vec<SegRef>>, CatalogError> {
+        let rx = self.db.begin_read()?;
+        let t = rx.open_table(RECIPES)?;
+        t.get(id)?.map(|v| dec(v.value())).transpose()
+    }
+
+    /// Commits an LSU image: namespace entry, image record, recipe, the
+    /// reference counts of every segment it uses, the index entries of its
+    /// new segments, its containers' sizes and its KEK's counters, in one
+    /// transaction. Durable on return.
+    pub fn commit_lsu_image(
+        &self,
+        c: Commit<'_>,
+        l: LsuCommit<'_>,
+    ) -> Result<Option<u128>, CatalogError> {
+        let tx = self.db.begin_write()?;
+        let replaced = {
+            release_recipe(&tx, l.lsu, c.image.id)?;
+            let replaced = put_image(&tx, &c)?;
+            add_recipe(&tx, &l, c.image.id)?;
+            let n = names(l.lsu);
+            let mut ct = tx.open_table(U64Table::new(&n.containers))?;
+            for (id, rec) in l.containers {
+                ct.insert(*id, enc(rec).as_slice())?;
+            }
+            if let Some((id, segs, bytes)) = l.kek_usage {
+                let mut kt = tx.open_table(KekTable::new(&n.keks))?;
+                let cur = kt.get(id)?.map(|v| dec::<KekRec>(v.value())).transpose()?;
+                if let Some(mut k) = cur {
+                    k.sealed_segments += segs;
+                    k.sealed_bytes += bytes;
+                    kt.insert(id, enc(&k).as_slice())?;
+                }
+            }
+            replaced
+        };
+        tx.commit()?;
+        Ok(replaced)
+    }
+
+    /// Removes index entries nobody references (refs 0) unless `keep`
+    /// says a writer is about to use them. Returns what was removed.
+    pub fn drop_dead_segments(
+        &self,
+        lsu: &str,
+        keep: impl Fn(&Fp) -> bool,
+    ) -> Result<Vec<(Fp, SegRec)>, CatalogError> {
+        let tx = self.db.begin_write()?;
+        let dead = {
+            let n = names(lsu);
+            let mut t = tx.open_table(SegTable::new(&n.segments))?;
+            let mut dead = Vec::new();
+            for e in t.iter()? {
+                let (k, v) = e?;
+                let rec: SegRec = dec(v.value())?;
+                if rec.refs == 0 && !keep(k.value()) {
+                    dead.push((*k.value(), rec));
+                }
+            }
+            for (fp, _) in &dead {
+                t.remove(fp)?;
+            }
+            dead
+        };
+        tx.commit()?;
+        Ok(dead)
+    }
+
+    /// Points moved segments at their new place, records `new` containers
+    /// and forgets `retired` ones, in one transaction. A segment removed
+    /// meanwhile stays removed.
+    pub fn relocate(
+        &self,
+        lsu: &str,
+        moves: &[Move],
+        new: &[(u64, ContainerRec)],
+        retired: &[u64],
+    ) -> Result<(), CatalogError> {
+        let tx = self.db.begin_write()?;
+        {
+            let n = names(lsu);
+            let mut t = tx.open_table(SegTable::new(&n.segments))?;
+            for m in moves {
+                let cur = t.get(&m.fp)?.map(|v| dec::<SegRec>(v.value())).transpose()?;
+                if let Some(cur) = cur {
+                    let to = SegRec {
+                        refs: cur.refs,
+                        ..m.to.clone()
+                    };
+                    t.insert(&m.fp, enc(&to).as_slice())?;
+                }
+            }
+            let mut ct = tx.open_table(U64Table::new(&n.containers))?;
+            for (id, rec) in new {
+                ct.insert(*id, enc(rec).as_slice())?;
+            }
+            for id in retired {
+                ct.remove(*id)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Adds one reference per recipe entry; new segments enter the index.
+fn add_recipe(tx: &redb::WriteTransaction, l: &LsuCommit<'_>, id: u128) -> Result<(), CatalogError> {
+    let n = names(l.lsu);
+    let mut t = tx.open_table(SegTable::new(&n.segments))?;
+    for r in l.recipe {
+        let cur = t.get(&r.fp)?.map(|v| dec::<SegRec>(v.value())).transpose()?;
+        let rec = match cur {
+            Some(mut s) => {
+                s.refs += 1;
+                s
+            }
+            None => {
+                let mut s = l.new_segments.get(&r.fp).cloned().ok_or_else(|| {
+                    CatalogError::NotFound(format!(
+                        "segment {} of LSU {}",
+                        hex::encode(&r.fp[..8]),
+                        l.lsu
+                    ))
+                })?;
+                s.refs = 1;
+                s
+            }
+        };
+        t.insert(&r.fp, enc(&rec).as_slice())?;
+    }
+    tx.open_table(RECIPES)?
+        .insert(id, enc(&l.recipe.to_vec()).as_slice())?;
+    Ok(())
+}
+
+/// Removes an image's recipe and the references it held, if it has one.
+fn release_recipe(tx: &redb::WriteTransaction, lsu: &str, id: u128) -> Result<(), CatalogError> {
+    let Some(recipe) = tx
+        .open_table(RECIPES)?
+        .remove(id)?
+        .map(|v| dec::<Vec<SegRef>>(v.value()))
+        .transpose()?
+    else {
+        return Ok(());
+    };
+    let n = names(lsu);
+    let mut t = tx.open_table(SegTable::new(&n.segments))?;
+    for r in &recipe {
+        let cur = t.get(&r.fp)?.map(|v| dec::<SegRec>(v.value())).transpose()?;
+        if let Some(mut s) = cur {
+            s.refs = s.refs.saturating_sub(1);
+            t.insert(&r.fp, enc(&s).as_slice())?;
+        }
+    }
+    Ok(())
+}
+
+/// Called when an image leaves the catalog: an LSU image gives back its segments.
+pub(super) fn release_image(tx: &redb::WriteTransaction, img: &ImageRec) -> Result<(), CatalogError> {
+    match lsu_of_pool(&img.pool) {
+        Some(lsu) => release_recipe(tx, lsu, img.id),
+        None => Ok(()),
+    }
+}

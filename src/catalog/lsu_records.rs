@@ -1,0 +1,129 @@
+//! Records of the deduplicating pools (LSUs): the LSU itself, its key
+//! dictionary, its segment index, its containers, and each image's recipe.
+//! Serialized like every catalog record (bincode, legacy config); layouts
+//! in docs/format.md, pinned by a test.
+
+use serde::{Deserialize, Serialize};
+
+use crate::kms::WrappedKey;
+
+/// How an LSU encrypts new segments (the `crcontrol --getmode` answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LsuMode {
+    /// Not encrypted.
+    None,
+    /// Segments sealed directly under the key group's active KMS key.
+    Legacy,
+    /// Envelope encryption: a DEK per segment, wrapped by a KEK, wrapped by
+    /// the group's root key inside the KMS.
+    Kms,
+}
+
+impl LsuMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LsuMode::None => "none",
+            LsuMode::Legacy => "legacy-kms",
+            LsuMode::Kms => "kms",
+        }
+    }
+}
+
+/// When the active KEK is replaced by a new one (0 = no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KekPolicy {
+    pub max_segments: u64,
+    pub max_bytes: u64,
+    pub max_age_secs: u64,
+}
+
+impl Default for KekPolicy {
+    /// 2^24 DEKs per KEK keeps random-nonce wraps far below 2^32 per key.
+    fn default() -> Self {
+        Self {
+            max_segments: 1 << 24,
+            max_bytes: 1 << 40,
+            max_age_secs: 30 * 24 * 3600,
+        }
+    }
+}
+
+/// A key the LSU keeps: wrapped by the KMS, or (unencrypted LSU) in clear.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoredKey {
+    /// Only for an unencrypted LSU, whose data is in clear anyway.
+    Clear(Vec<u8>),
+    Wrapped(WrappedKey),
+}
+
+/// An LSU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LsuRec {
+    pub name: String,
+    /// Random; written in every container header and bound into every AAD.
+    pub id: [u8; 16],
+    pub mode: LsuMode,
+    /// Legacy segments remain to be converted (mode is already `Kms`).
+    pub converting: bool,
+    pub key_group: Option<String>,
+    /// The fingerprint key (keyed BLAKE3; also seeds the chunker).
+    pub fp_key: StoredKey,
+    /// Tags of KMS keys that legacy segments are sealed under.
+    pub legacy_tags: Vec<String>,
+    pub active_kek: Option<u32>,
+    pub policy: KekPolicy,
+    /// FastCDC minimum, average and maximum segment sizes.
+    pub chunking: [u32; 3],
+    pub created_ns: i64,
+}
+
+/// One key encryption key of an LSU (the key dictionary).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KekRec {
+    pub id: u32,
+    /// The KEK wrapped by a root key of the group (its tag inside).
+    pub wrapped: WrappedKey,
+    pub created_ns: i64,
+    pub active: bool,
+    /// DEKs this KEK has wrapped, and their segments' bytes (rotation counters).
+    pub sealed_segments: u64,
+    pub sealed_bytes: u64,
+}
+
+/// How a stored segment is sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SegKind {
+    Plain,
+    Legacy,
+    Kek,
+}
+
+/// Where a segment is and how many recipe entries use it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegRec {
+    pub container: u64,
+    /// Offset of the segment record in the container file.
+    pub offset: u64,
+    /// Length of the whole record (header and sealed data).
+    pub len: u32,
+    /// Plaintext length.
+    pub plain: u32,
+    pub refs: u32,
+    pub kind: SegKind,
+    /// KEK id for `Kek` segments.
+    pub kek: u32,
+}
+
+/// A container file of an LSU: bytes up to `size` are committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRec {
+    pub size: u64,
+    pub created_ns: i64,
+}
+
+/// One entry of an image's recipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegRef {
+    pub fp: [u8; 32],
+    pub len: u32,
+}

@@ -1,0 +1,244 @@
+//! `kmsfs lsu …`: creating LSUs and looking after their keys and space.
+
+use std::path::Path;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::args::{JsonArg, LsuCmd};
+use super::out::{Out, iso_time};
+use super::CliError;
+use crate::catalog::{FileAttrs, KekPolicy, LsuMode};
+use crate::control;
+use crate::kms::Unlock;
+use crate::msdp::CreateLsu;
+use crate::msdp::convert::ConvertProgress;
+use crate::store::Store;
+
+pub fn run(store: &Store, cmd: &LsuCmd, out: &mut Out) -> Result<(), CliError> {
+    let m = &store.msdp;
+    match cmd {
+        LsuCmd::Create { .. } => create(store, cmd, out)?,
+        LsuCmd::List(JsonArg { json }) => list(store, *json, out)?,
+        LsuCmd::Getmode { name, json } => {
+            let r = m.getmode(name)?;
+            if *json {
+                out.json(&r);
+            } else {
+                let mode = match r.mode.as_str() {
+                    "kms" if r.converting => "KMS mode (converting legacy segments)",
+                    "kms" => "KMS mode",
+                    "legacy-kms" => "legacy KMS mode",
+                    _ => "no encryption",
+                };
+                out.line(format!("LSU {}: {mode}", r.lsu));
+                if let Some(g) = &r.key_group {
+                    out.line(format!("key group: {g}"));
+                }
+                if let Some(k) = r.active_kek {
+                    out.line(format!("active KEK: {k}"));
+                }
+                for t in &r.root_keys {
+                    out.line(format!("root key: {t}"));
+                }
+                for t in &r.legacy_keys {
+                    out.line(format!("legacy key: {t}"));
+                }
+            }
+        }
+        LsuCmd::Keydict { name, json } => {
+            let d = m.keydict(name)?;
+            if *json {
+                out.json(&d);
+            } else {
+                out.line(format!(
+                    "{:<6} {:<9} {:<33} {:<21} {:>9}",
+                    "KEK", "STATE", "ROOT KEY TAG", "CREATED", "SEGMENTS"
+                ));
+                for k in d {
+                    out.line(format!(
+                        "{:<6} {:<9} {:<33} {:<21} {:>9}",
+                        k.kek_id,
+                        k.state,
+                        k.root_key_tag,
+                        iso_time((k.created_ns.max(0) / 1_000_000_000) as u64),
+                        k.segments
+                    ));
+                }
+            }
+        }
+        LsuCmd::RotateKek { name } => {
+            let k = m.rotate_kek(name)?;
+            out.line(format!(
+                "LSU {name}: KEK {} is now active (wrapped by root key {}); older KEKs are inactive",
+                k.id, k.wrapped.root_tag
+            ));
+        }
+        LsuCmd::Rewrap { name } => {
+            let (n, root) = m.rewrap(name)?;
+            out.line(format!(
+                "LSU {name}: {n} keys rewrapped; every KEK is now wrapped by root key {root}"
+            ));
+        }
+        LsuCmd::Convert { name, .. } => out.json(&m.convert_step(name)?),
+        LsuCmd::Setmode { name, mode } => {
+            let mode = parse_mode(mode)?;
+            m.set_mode(name, mode)?;
+            out.line(format!("LSU {name} is in {} mode", mode.as_str()));
+        }
+        LsuCmd::Gc { name, json } => {
+            let r = m.reclaim(name)?;
+            if *json {
+                out.json(&r);
+            } else {
+                out.line(format!(
+                    "LSU {name}: {} unused segments dropped, {} containers removed, {} compacted, {} orphan files removed; {} -> {} bytes",
+                    r.dead_segments,
+                    r.containers_removed,
+                    r.containers_compacted,
+                    r.orphans_removed,
+                    r.bytes_before,
+                    r.bytes_after
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_mode(s: &str) -> Result<LsuMode, CliError> {
+    match s {
+        "none" => Ok(LsuMode::None),
+        "legacy-kms" | "legacy" => Ok(LsuMode::Legacy),
+        "kms" => Ok(LsuMode::Kms),
+        _ => Err(CliError::Usage(format!(
+            "unknown LSU mode '{s}' (none, legacy-kms, kms)"
+        ))),
+    }
+}
+
+fn create(store: &Store, cmd: &LsuCmd, out: &mut Out) -> Result<(), CliError> {
+    let LsuCmd::Create {
+        name,
+        kms,
+        legacy_kms,
+        key_group,
+        kek_max_segments,
+        kek_max_bytes,
+        kek_max_age,
+    } = cmd
+    else {
+        unreachable!("called for create")
+    };
+    let mode = match (kms, legacy_kms) {
+        (true, _) => LsuMode::Kms,
+        (_, true) => LsuMode::Legacy,
+        _ => LsuMode::None,
+    };
+    if mode == LsuMode::None && key_group.is_some() {
+        return Err(CliError::Usage(
+            "--key-group needs --kms or --legacy-kms".into(),
+        ));
+    }
+    let d = KekPolicy::default();
+    let policy = KekPolicy {
+        max_segments: kek_max_segments.unwrap_or(d.max_segments),
+        max_bytes: kek_max_bytes.unwrap_or(d.max_bytes),
+        max_age_secs: kek_max_age.unwrap_or(d.max_age_secs),
+    };
+    let now = crate::tape::now_ns();
+    let attrs = FileAttrs {
+        mode: libc::S_IFDIR | 0o755,
+        uid: 0,
+        gid: 0,
+        atime_ns: now,
+        mtime_ns: now,
+        ctime_ns: now,
+    };
+    let rec = store.msdp.create(
+        CreateLsu {
+            name: name.clone(),
+            mode,
+            key_group: key_group.clone(),
+            policy,
+        },
+        attrs,
+    )?;
+    out.line(format!(
+        "created LSU {} ({} mode{}); images go in msdp/{}/",
+        rec.name,
+        rec.mode.as_str(),
+        rec.key_group
+            .as_deref()
+            .map(|g| format!(", key group {g}"))
+            .unwrap_or_default(),
+        rec.name
+    ));
+    Ok(())
+}
+
+fn list(store: &Store, json: bool, out: &mut Out) -> Result<(), CliError> {
+    let lsus = store.catalog.lsus()?;
+    if json {
+        let v: Vec<_> = lsus
+            .iter()
+            .map(|l| serde_json::json!({"name": l.name, "mode": l.mode.as_str(), "key_group": l.key_group, "converting": l.converting}))
+            .collect();
+        out.json(&v);
+        return Ok(());
+    }
+    out.line(format!("{:<24} {:<11} {}", "LSU", "MODE", "KEY GROUP"));
+    for l in lsus {
+        out.line(format!(
+            "{:<24} {:<11} {}",
+            l.name,
+            l.mode.as_str(),
+            l.key_group.as_deref().unwrap_or("-")
+        ));
+    }
+    Ok(())
+}
+
+/// `lsu convert NAME`: one container per step, in the daemon if one
+/// serves the store (so reads keep working), with a progress bar here.
+pub fn convert(
+    dir: &Path,
+    name: &str,
+    argv: &[String],
+    unlock: impl Fn() -> Result<Unlock, CliError>,
+) -> Result<i32, CliError> {
+    let mut step_argv = argv.to_vec();
+    step_argv.push("--step".into());
+    let mut local: Option<Store> = None;
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("converting LSU {name}"));
+    let mut done = 0u64;
+    loop {
+        let p: ConvertProgress = match (&local, control::forward(dir, &step_argv)) {
+            (None, Some(r)) if r.code != 0 => {
+                bar.abandon();
+                eprint!("{}", r.stderr);
+                return Ok(r.code);
+            }
+            (None, Some(r)) => serde_json::from_str(&r.stdout)
+                .map_err(|e| CliError::Usage(format!("daemon answered: {e}")))?,
+            _ => {
+                if local.is_none() {
+                    local = Some(Store::open(dir, unlock()?)?);
+                }
+                local.as_ref().expect("opened").msdp.convert_step(name)?
+            }
+        };
+        done += p.done_bytes;
+        bar.set_length(done + p.remaining_bytes);
+        bar.set_position(done);
+        if p.finished {
+            bar.finish_and_clear();
+            println!("LSU {name} is in KMS mode: {done} bytes of legacy segments re-encrypted under DEKs and KEKs");
+            return Ok(0);
+        }
+    }
+}

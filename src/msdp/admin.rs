@@ -1,0 +1,237 @@
+//! What an operator does to an LSU: create it, ask its mode and key
+//! dictionary (`crcontrol --getmode`, `keydictutil --list`), make a new
+//! KEK, rewrap KEKs under a new root key, change its mode (within the
+//! rules: KMS mode cannot be disabled once enabled).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::keys::wrap_under_root;
+use super::{DEFAULT_CHUNKING, Msdp, MsdpError};
+use crate::catalog::{FileAttrs, KekPolicy, KekRec, LsuMode, LsuRec, SegKind, StoredKey};
+use crate::crypto::{self, SecretKey};
+
+/// `kmsfs lsu create`.
+pub struct CreateLsu {
+    pub name: String,
+    pub mode: LsuMode,
+    pub key_group: Option<String>,
+    pub policy: KekPolicy,
+}
+
+/// The answer of `lsu getmode`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LsuModeReport {
+    pub lsu: String,
+    pub mode: String,
+    pub key_group: Option<String>,
+    /// Legacy segments are still being converted to KEK mode.
+    pub converting: bool,
+    pub active_kek: Option<u32>,
+    /// Root keys wrapping this LSU's KEKs, and legacy keys its segments use.
+    pub root_keys: Vec<String>,
+    pub legacy_keys: Vec<String>,
+}
+
+/// One line of `lsu keydict`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeyDictEntry {
+    pub kek_id: u32,
+    pub state: String,
+    pub root_key_tag: String,
+    pub created_ns: i64,
+    /// Segments in the index sealed with a DEK under this KEK.
+    pub segments: u64,
+    /// DEKs this KEK has wrapped since it was made (rotation counter).
+    pub sealed_segments: u64,
+    pub sealed_bytes: u64,
+}
+
+impl Msdp {
+    /// Creates an LSU (and `msdp/NAME/`).
+    pub fn create(&self, c: CreateLsu, attrs: FileAttrs) -> Result<LsuRec, MsdpError> {
+        crate::kms::model_check_name(&c.name).map_err(|e| MsdpError::Refused(e.to_string()))?;
+        if c.mode != LsuMode::None {
+            self.check_key_group(&c.name, c.key_group.as_deref())?;
+        }
+        let group = c.key_group.clone().filter(|_| c.mode != LsuMode::None);
+        let fp = SecretKey::random()?;
+        let fp_key = match &group {
+            None => StoredKey::Clear(fp.expose_secret().to_vec()),
+            Some(g) => StoredKey::Wrapped(wrap_under_root(self.kms.as_ref(), g, &fp, &c.name)?),
+        };
+        let mut rec = LsuRec {
+            name: c.name.clone(),
+            id: crypto::random_array()?,
+            mode: c.mode,
+            converting: false,
+            key_group: group,
+            fp_key,
+            legacy_tags: Vec::new(),
+            active_kek: None,
+            policy: c.policy,
+            chunking: DEFAULT_CHUNKING,
+            created_ns: crate::tape::now_ns(),
+        };
+        self.catalog.create_lsu(&rec, attrs)?;
+        if rec.mode == LsuMode::Kms {
+            let k = self.new_kek(&rec)?;
+            rec.active_kek = Some(k.id);
+        }
+        tracing::info!(lsu = %rec.name, mode = rec.mode.as_str(), key_group = rec.key_group.as_deref().unwrap_or("-"), "LSU created");
+        Ok(rec)
+    }
+
+    /// Seed 003: a new encrypted LSU uses the key group of the encrypted
+    /// LSUs already there.
+    fn check_key_group(&self, name: &str, group: Option<&str>) -> Result<(), MsdpError> {
+        let group = group.ok_or_else(|| {
+            MsdpError::Refused(format!("an encrypted LSU needs --key-group (LSU {name})"))
+        })?;
+        let other = self
+            .catalog
+            .lsus()?
+            .into_iter()
+            .find(|l| l.mode != LsuMode::None && l.key_group.as_deref() != Some(group) && l.name != name);
+        if let Some(o) = other {
+            let g = o.key_group.unwrap_or_default();
+            return Err(MsdpError::Refused(format!(
+                "encrypted LSU {} already uses key group {g}: every encrypted LSU of a store must use the same key group; use --key-group {g}",
+                o.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn lsu(&self, name: &str) -> Result<LsuRec, MsdpError> {
+        self.catalog
+            .lsu(name)?
+            .ok_or_else(|| MsdpError::NoLsu(name.into()))
+    }
+
+    /// `lsu getmode`.
+    pub fn getmode(&self, name: &str) -> Result<LsuModeReport, MsdpError> {
+        let rec = self.lsu(name)?;
+        let mut roots: Vec<String> = self
+            .catalog
+            .keks(name)?
+            .into_iter()
+            .map(|k| k.wrapped.root_tag)
+            .collect();
+        if let StoredKey::Wrapped(w) = &rec.fp_key {
+            roots.push(w.root_tag.clone());
+        }
+        roots.sort();
+        roots.dedup();
+        Ok(LsuModeReport {
+            lsu: rec.name,
+            mode: rec.mode.as_str().into(),
+            key_group: rec.key_group,
+            converting: rec.converting,
+            active_kek: rec.active_kek.filter(|_| rec.mode == LsuMode::Kms),
+            root_keys: roots,
+            legacy_keys: rec.legacy_tags,
+        })
+    }
+
+    /// `lsu keydict`.
+    pub fn keydict(&self, name: &str) -> Result<Vec<KeyDictEntry>, MsdpError> {
+        self.lsu(name)?;
+        let mut used: HashMap<u32, u64> = HashMap::new();
+        self.catalog.for_each_segment(name, |_, s| {
+            if s.kind == SegKind::Kek {
+                *used.entry(s.kek).or_default() += 1;
+            }
+        })?;
+        Ok(self
+            .catalog
+            .keks(name)?
+            .into_iter()
+            .map(|k| KeyDictEntry {
+                kek_id: k.id,
+                state: if k.active { "active" } else { "inactive" }.into(),
+                root_key_tag: k.wrapped.root_tag.clone(),
+                created_ns: k.created_ns,
+                segments: used.get(&k.id).copied().unwrap_or(0),
+                sealed_segments: k.sealed_segments,
+                sealed_bytes: k.sealed_bytes,
+            })
+            .collect())
+    }
+
+    /// `lsu rotate-kek`: a new active KEK; the old ones stay, inactive.
+    pub fn rotate_kek(&self, name: &str) -> Result<KekRec, MsdpError> {
+        let state = self.state(name)?;
+        let _admin = state.admin.lock();
+        let rec = self.lsu(name)?;
+        if rec.mode != LsuMode::Kms {
+            return Err(MsdpError::Refused(format!(
+                "LSU {name} is in {} mode: only a KMS-mode LSU has KEKs",
+                rec.mode.as_str()
+            )));
+        }
+        self.new_kek(&rec)
+    }
+
+    /// `lsu rewrap`: every KEK (and the fingerprint key) wrapped again
+    /// under the group's active root key; segment data is not touched.
+    /// Returns how many keys were rewrapped and the new root key tag.
+    pub fn rewrap(&self, name: &str) -> Result<(usize, String), MsdpError> {
+        let state = self.state(name)?;
+        let _admin = state.admin.lock();
+        let mut rec = self.lsu(name)?;
+        let group = rec.key_group.clone().filter(|_| rec.mode != LsuMode::None).ok_or_else(|| {
+            MsdpError::Refused(format!("LSU {name} is not encrypted: nothing to rewrap"))
+        })?;
+        let mut keks = self.catalog.keks(name)?;
+        let mut n = 0;
+        let mut root = String::new();
+        for k in &mut keks {
+            let key = self.kek(name, k)?;
+            let w = wrap_under_root(self.kms.as_ref(), &group, &key, name)?;
+            root = w.root_tag.clone();
+            if w.root_tag != k.wrapped.root_tag {
+                n += 1;
+            }
+            k.wrapped = w;
+        }
+        if let StoredKey::Wrapped(old) = &rec.fp_key {
+            let key = self.fp_key(&rec)?;
+            let w = wrap_under_root(self.kms.as_ref(), &group, &key, name)?;
+            if w.root_tag != old.root_tag {
+                n += 1;
+            }
+            root = w.root_tag.clone();
+            rec.fp_key = StoredKey::Wrapped(w);
+        }
+        self.catalog.put_keys(&rec, &keks)?;
+        tracing::info!(lsu = name, rewrapped = n, root_tag = %root, "KEKs rewrapped");
+        Ok((n, root))
+    }
+
+    /// `lsu setmode`: the mode is chosen at creation; this says why a
+    /// change is refused (seed 003: KMS mode cannot be disabled once
+    /// enabled), and that a legacy LSU goes to KMS mode by `lsu convert`.
+    pub fn set_mode(&self, name: &str, mode: LsuMode) -> Result<LsuRec, MsdpError> {
+        let rec = self.lsu(name)?;
+        match (rec.mode, mode) {
+            (LsuMode::None, LsuMode::None)
+            | (LsuMode::Legacy, LsuMode::Legacy)
+            | (LsuMode::Kms, LsuMode::Kms) => Ok(rec),
+            (LsuMode::Kms | LsuMode::Legacy, LsuMode::None) => Err(MsdpError::Refused(format!(
+                "LSU {name} is in {} mode: KMS encryption cannot be disabled once enabled",
+                rec.mode.as_str()
+            ))),
+            (LsuMode::Legacy, LsuMode::Kms) => Err(MsdpError::Refused(format!(
+                "LSU {name} is in legacy KMS mode: use `kmsfs lsu convert {name}` to move it and its data to KMS mode"
+            ))),
+            (LsuMode::Kms, LsuMode::Legacy) => Err(MsdpError::Refused(format!(
+                "LSU {name} is in KMS mode: it cannot go back to legacy KMS mode"
+            ))),
+            (LsuMode::None, _) => Err(MsdpError::Refused(format!(
+                "LSU {name} was created unencrypted and stays so (its fingerprint key was never wrapped): create an encrypted LSU with `kmsfs lsu create NAME --kms --key-group KG` and copy the images"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Appending segment records to a container file, and reading one back.
+//! A writer owns its container until the writer ends; records are gathered
+//! in a buffer and written in large pieces; a commit fsyncs before the
+//! catalog records the container's new size.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use super::MsdpError;
+use super::format::{ContainerHeader, SEGMENT_HEADER_LEN, SegmentHeader};
+use super::state::LsuState;
+use crate::catalog::ContainerRec;
+
+/// A container grows to about this size, then the next one starts.
+pub const CONTAINER_TARGET: u64 = 64 << 20;
+const WRITE_BUFFER: usize = 8 << 20;
+
+/// A container being appended to.
+pub struct ContainerWriter {
+    state: Arc<LsuState>,
+    pub id: u64,
+    file: File,
+    /// Bytes in the file.
+    written: u64,
+    buf: Vec<u8>,
+    pub created_ns: i64,
+}
+
+impl ContainerWriter {
+    /// Creates a new container file (its id stays in flight until drop).
+    pub fn create(state: &Arc<LsuState>) -> Result<Self, MsdpError> {
+        let id = state.new_container();
+        let path = state.path(id);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| {
+                state.release_container(id);
+                MsdpError::io(format!("container {}", path.display()), e)
+            })?;
+        let created_ns = crate::tape::now_ns();
+        let mut buf = Vec::with_capacity(WRITE_BUFFER + (1 << 20));
+        buf.extend_from_slice(
+            &ContainerHeader {
+                lsu_id: state.id,
+                id,
+                created_ns,
+            }
+            .encode(),
+        );
+        Ok(Self {
+            state: state.clone(),
+            id,
+            file,
+            written: 0,
+            buf,
+            created_ns,
+        })
+    }
+
+    /// Bytes in the container, buffered ones included.
+    pub fn size(&self) -> u64 {
+        self.written + self.buf.len() as u64
+    }
+
+    /// Appends a record built by `fill` into the buffer (it gets the
+    /// buffer and must append exactly one record). Returns its offset.
+    pub fn append(
+        &mut self,
+        fill: impl FnOnce(&mut Vec<u8>) -> Result<(), MsdpError>,
+    ) -> Result<u64, MsdpError> {
+        let at = self.size();
+        fill(&mut self.buf)?;
+        if self.buf.len() >= WRITE_BUFFER {
+            self.flush()?;
+        }
+        Ok(at)
+    }
+
+    fn flush(&mut self) -> Result<(), MsdpError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all_at(&self.buf, self.written)
+            .map_err(|e| self.err(e))?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Writes what is buffered and fsyncs; returns the record to commit.
+    pub fn sync(&mut self) -> Result<ContainerRec, MsdpError> {
+        self.flush()?;
+        self.file.sync_data().map_err(|e| self.err(e))?;
+        Ok(ContainerRec {
+            size: self.written,
+            created_ns: self.created_ns,
+        })
+    }
+
+    fn err(&self, e: std::io::Error) -> MsdpError {
+        MsdpError::io(
+            format!("LSU {} container {:016x}", self.state.name, self.id),
+            e,
+        )
+    }
+}
+
+impl Drop for ContainerWriter {
+    fn drop(&mut self) {
+        self.state.release_container(self.id);
+    }
+}
+
+/// Reads the record at `offset` of `len` bytes and parses its header.
+pub fn read_record(
+    state: &LsuState,
+    container: u64,
+    offset: u64,
+    len: u32,
+) -> Result<(SegmentHeader, Vec<u8>), RecordError> {
+    let f = state.file(container).map_err(RecordError::Missing)?;
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact_at(&mut buf, offset).map_err(RecordError::Io)?;
+    let h = SegmentHeader::decode(&buf[..SEGMENT_HEADER_LEN.min(buf.len())])
+        .map_err(|e| RecordError::Damaged(format!("segment header: {e}")))?;
+    if h.record_len() != buf.len() {
+        return Err(RecordError::Damaged(format!(
+            "record is {} bytes, index says {len}",
+            h.record_len()
+        )));
+    }
+    Ok((h, buf))
+}
+
+/// Why a record could not be read.
+#[derive(Debug)]
+pub enum RecordError {
+    /// The container file is gone (moved by a reclaim: look up again).
+    Missing(std::io::Error),
+    Io(std::io::Error),
+    Damaged(String),
+}

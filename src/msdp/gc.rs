@@ -1,0 +1,181 @@
+//! Reclaiming space: segments no committed image references are dropped
+//! from the index, containers with nothing live are deleted, containers
+//! mostly dead are compacted (live records copied verbatim to a new
+//! container: no key is needed, the records are bound to their segment,
+//! not their place), and container files the catalog does not know (a
+//! writer or reclaim that died) are removed.
+//!
+//! Crash safety comes from the order: a file is deleted only after the
+//! transaction that stops referring to it is durable, and a new container
+//! is referred to only after it is fsynced. A kill at any point leaves
+//! every committed image readable and, at worst, a file the next reclaim
+//! removes. Segments that writers in flight rely on are left alone.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use super::container::{ContainerWriter, RecordError, read_record};
+use super::state::{LsuState, container_files};
+use super::{Msdp, MsdpError};
+use crate::catalog::{ContainerRec, Fp, Move, SegRec};
+
+/// A container is compacted when less than this share of it is live.
+const COMPACT_BELOW: f64 = 0.5;
+
+/// What a reclaim did.
+#[derive(Debug, Default, Serialize)]
+pub struct GcReport {
+    pub lsu: String,
+    pub dead_segments: usize,
+    pub containers_removed: usize,
+    pub containers_compacted: usize,
+    pub orphans_removed: usize,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+impl Msdp {
+    /// Reclaims the space of LSU `name` that no committed image needs.
+    pub fn reclaim(&self, name: &str) -> Result<GcReport, MsdpError> {
+        let state = self.state(name)?;
+        let _admin = state.admin.lock();
+        let mut r = GcReport {
+            lsu: name.into(),
+            bytes_before: disk_bytes(&state)?,
+            ..Default::default()
+        };
+        r.dead_segments = {
+            let inflight = state.inflight.lock();
+            self.catalog
+                .drop_dead_segments(name, |fp| inflight.fps.contains_key(fp))?
+                .len()
+        };
+        let (live, containers) = live_by_container(self, name)?;
+        let busy = state.inflight.lock().containers.clone();
+        for (id, c) in containers.into_iter().filter(|c| !busy.contains(&c.0)) {
+            match live.get(&id) {
+                None => {
+                    self.catalog.relocate(name, &[], &[], &[id])?;
+                    remove(&state, id)?;
+                    r.containers_removed += 1;
+                }
+                Some((bytes, segs)) if (*bytes as f64) < c.size as f64 * COMPACT_BELOW => {
+                    compact(self, &state, id, segs)?;
+                    r.containers_compacted += 1;
+                }
+                Some(_) => {}
+            }
+        }
+        r.orphans_removed = remove_orphans(self, &state)?;
+        r.bytes_after = disk_bytes(&state)?;
+        tracing::info!(lsu = name, dead = r.dead_segments, removed = r.containers_removed,
+            compacted = r.containers_compacted, orphans = r.orphans_removed,
+            freed = r.bytes_before.saturating_sub(r.bytes_after), "reclaim done");
+        Ok(r)
+    }
+}
+
+type Live = HashMap<u64, (u64, Vec<(Fp, SegRec)>)>;
+
+/// Live bytes and index entries of each container, and the containers,
+/// from one snapshot (a container committed later is not judged empty).
+fn live_by_container(
+    msdp: &Msdp,
+    name: &str,
+) -> Result<(Live, Vec<(u64, ContainerRec)>), MsdpError> {
+    let mut live: Live = HashMap::new();
+    let containers = msdp.catalog.for_each_segment(name, |fp, s| {
+        let e = live.entry(s.container).or_default();
+        e.0 += u64::from(s.len);
+        e.1.push((*fp, s.clone()));
+    })?;
+    Ok((live, containers))
+}
+
+/// Copies the records of `segs` from container `id` into a new container,
+/// points the index at them, then deletes the old file.
+fn compact(
+    msdp: &Msdp,
+    state: &std::sync::Arc<LsuState>,
+    id: u64,
+    segs: &[(Fp, SegRec)],
+) -> Result<(), MsdpError> {
+    let mut out = ContainerWriter::create(state)?;
+    let mut moves = Vec::with_capacity(segs.len());
+    for (fp, s) in segs {
+        let (h, buf) = read_record(state, id, s.offset, s.len).map_err(|e| damaged(state, id, s, e))?;
+        if &h.fp != fp {
+            return Err(damaged(state, id, s, RecordError::Damaged("record holds another segment".into())));
+        }
+        let offset = out.append(|b| {
+            b.extend_from_slice(&buf);
+            Ok(())
+        })?;
+        moves.push(Move {
+            fp: *fp,
+            to: SegRec {
+                container: out.id,
+                offset,
+                ..s.clone()
+            },
+        });
+    }
+    let rec: ContainerRec = out.sync()?;
+    msdp.catalog.relocate(&state.name, &moves, &[(out.id, rec)], &[id])?;
+    remove(state, id)
+}
+
+fn damaged(state: &LsuState, id: u64, s: &SegRec, e: RecordError) -> MsdpError {
+    let why = match e {
+        RecordError::Missing(e) | RecordError::Io(e) => e.to_string(),
+        RecordError::Damaged(w) => w,
+    };
+    MsdpError::Integrity {
+        lsu: state.name.clone(),
+        container: id,
+        offset: s.offset,
+        why: format!("reclaim cannot move this segment: {why}"),
+    }
+}
+
+fn remove(state: &LsuState, id: u64) -> Result<(), MsdpError> {
+    state.forget_file(id);
+    match std::fs::remove_file(state.path(id)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(MsdpError::io(format!("removing {}", state.path(id).display()), e)),
+    }
+}
+
+/// Removes container files neither the catalog nor a writer knows.
+fn remove_orphans(msdp: &Msdp, state: &LsuState) -> Result<usize, MsdpError> {
+    let known: HashSet<u64> = msdp
+        .catalog
+        .containers(&state.name)?
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
+    let busy = state.inflight.lock().containers.clone();
+    let mut n = 0;
+    for id in container_files(&state.dir)? {
+        if !known.contains(&id) && !busy.contains(&id) {
+            tracing::info!(lsu = %state.name, container = id, "removing a container no commit refers to");
+            remove(state, id)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Bytes of container files on disk.
+fn disk_bytes(state: &LsuState) -> Result<u64, MsdpError> {
+    let mut total = 0;
+    for id in container_files(&state.dir)? {
+        if let Ok(m) = std::fs::metadata(state.path(id)) {
+            total += m.len();
+        }
+    }
+    Ok(total)
+}
+

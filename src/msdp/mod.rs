@@ -1,0 +1,161 @@
+//! MSDP LSUs: deduplicating pools with envelope encryption (seed 003).
+//!
+//! An image written into `msdp/NAME/` is cut into segments by
+//! content-defined chunking ([`chunker`]), each segment is named by a keyed
+//! fingerprint, and only segments the LSU does not hold yet are stored:
+//! sealed under a fresh DEK, the DEK wrapped by the LSU's active KEK, the
+//! KEK wrapped by the key group's root key inside the KMS ([`keys`]).
+//! Segments are appended to container files ([`container`], layout in
+//! [`format`]); the index, recipes and key dictionary live in the catalog
+//! so that a commit is one transaction. [`gc`] gives back the space of
+//! segments no image uses; [`convert`] moves a legacy LSU to KEK mode.
+//!
+//! This module may touch the catalog, the KMS client and its own files
+//! under `STORE/lsu/`; cryptography goes through `crypto`.
+
+pub mod admin;
+mod chunker;
+mod container;
+pub mod convert;
+pub mod format;
+pub mod gc;
+mod keys;
+mod reader;
+mod segment;
+mod state;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+pub use admin::{CreateLsu, KeyDictEntry, LsuModeReport};
+pub use chunker::DEFAULT_CHUNKING;
+pub use reader::LsuReader;
+pub use writer::LsuWriter;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::kms::{KmsClient, KmsError};
+use keys::KeyCache;
+use state::LsuState;
+
+/// What went wrong on the LSU path. Each names the LSU, container or key.
+#[derive(Debug, thiserror::Error)]
+pub enum MsdpError {
+    #[error("LSU {0} does not exist (kmsfs lsu create {0} …)")]
+    NoLsu(String),
+    /// An operation the rules forbid; the text says which rule and what to do.
+    #[error("{0}")]
+    Refused(String),
+    #[error("key for {subject}: {source}")]
+    Kms { subject: String, source: KmsError },
+    #[error("integrity check failed: LSU {lsu}, container {container:016x}, offset {offset}: {why}")]
+    Integrity {
+        lsu: String,
+        container: u64,
+        offset: u64,
+        why: String,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "image {path}: write at offset {offset} but the image ends at {end}: images are written once, sequentially"
+    )]
+    NotSequential { path: String, offset: u64, end: u64 },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
+    #[error("{0} (image not committed)")]
+    Deferred(Arc<MsdpError>),
+    #[error("an earlier write failed")]
+    Poisoned,
+}
+
+impl MsdpError {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn kms(subject: impl Into<String>, source: KmsError) -> Self {
+        Self::Kms {
+            subject: subject.into(),
+            source,
+        }
+    }
+}
+
+impl crate::pipeline::SinkError for MsdpError {
+    fn deferred(first: Arc<Self>) -> Self {
+        Self::Deferred(first)
+    }
+    fn poisoned() -> Self {
+        Self::Poisoned
+    }
+    fn stopped(e: std::io::Error) -> Self {
+        Self::io("LSU writer thread", e)
+    }
+    fn not_sequential(path: String, offset: u64, end: u64) -> Self {
+        Self::NotSequential { path, offset, end }
+    }
+}
+
+/// The LSUs of a store: shared by the FUSE layer and the commands.
+pub struct Msdp {
+    pub catalog: Arc<Catalog>,
+    pub kms: Arc<dyn KmsClient>,
+    /// `STORE/lsu`.
+    dir: PathBuf,
+    keys: KeyCache,
+    states: Mutex<HashMap<String, Arc<LsuState>>>,
+}
+
+impl Msdp {
+    /// `kek_ttl`: how long an unwrapped KEK stays in memory unused.
+    pub fn new(
+        dir: PathBuf,
+        catalog: Arc<Catalog>,
+        kms: Arc<dyn KmsClient>,
+        kek_ttl: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            catalog,
+            kms,
+            dir,
+            keys: KeyCache::new(kek_ttl),
+            states: Mutex::default(),
+        })
+    }
+
+    /// The in-memory state of an LSU (writers in flight, open containers).
+    fn state(&self, name: &str) -> Result<Arc<LsuState>, MsdpError> {
+        if let Some(s) = self.states.lock().get(name) {
+            return Ok(s.clone());
+        }
+        let rec = self
+            .catalog
+            .lsu(name)?
+            .ok_or_else(|| MsdpError::NoLsu(name.into()))?;
+        let s = Arc::new(LsuState::open(&self.dir, &rec, &self.catalog)?);
+        Ok(self
+            .states
+            .lock()
+            .entry(name.to_string())
+            .or_insert(s)
+            .clone())
+    }
+
+    /// Forgets every cached key (tests, and after a KMS change that must bite at once).
+    pub fn forget_keys(&self) {
+        self.keys.clear();
+    }
+}

@@ -1,0 +1,132 @@
+//! Sealing one segment into a record and opening it again: the three ways
+//! a segment can be stored (in clear, legacy, envelope) in one place.
+
+use std::sync::Arc;
+
+use super::format::{SEGMENT_HEADER_LEN, SegmentHeader, TAG_LEN, WRAPPED_DEK_LEN, segment_aad};
+use super::keys::{unwrap_dek, wrap_dek};
+use super::{Msdp, MsdpError};
+use crate::catalog::{KekRec, LsuRec, SegKind};
+use crate::crypto::{self, SecretKey};
+
+/// How new segments are sealed.
+pub enum Sealer {
+    Plain,
+    Legacy { tag: String, key: Arc<SecretKey> },
+    Kek { id: u32, key: Arc<SecretKey> },
+}
+
+impl Sealer {
+    pub fn kind(&self) -> SegKind {
+        match self {
+            Sealer::Plain => SegKind::Plain,
+            Sealer::Legacy { .. } => SegKind::Legacy,
+            Sealer::Kek { .. } => SegKind::Kek,
+        }
+    }
+
+    pub fn kek_id(&self) -> u32 {
+        match self {
+            Sealer::Kek { id, .. } => *id,
+            _ => 0,
+        }
+    }
+}
+
+/// Appends the record of `data` (fingerprint `fp`) to `buf`.
+pub fn seal_into(
+    buf: &mut Vec<u8>,
+    lsu_id: &[u8; 16],
+    fp: [u8; 32],
+    data: &[u8],
+    s: &Sealer,
+) -> Result<(), MsdpError> {
+    let mut h = SegmentHeader {
+        kind: s.kind(),
+        plain_len: data.len() as u32,
+        fp,
+        kek: s.kek_id(),
+        nonce: [0; 12],
+        key_tag: [0; 16],
+        wrapped_dek: [0; WRAPPED_DEK_LEN],
+    };
+    let dek = match s {
+        Sealer::Plain => None,
+        Sealer::Legacy { tag, key } => {
+            h.nonce = crypto::random_array()?;
+            h.key_tag = crate::tape::tag_bytes(tag);
+            Some(key.clone())
+        }
+        Sealer::Kek { id, key } => {
+            // A fresh key per segment: nonce zero never repeats under it.
+            let dek = SecretKey::random()?;
+            h.wrapped_dek = wrap_dek(key, lsu_id, *id, &fp, &dek)?;
+            Some(Arc::new(dek))
+        }
+    };
+    buf.extend_from_slice(&h.encode());
+    let start = buf.len();
+    buf.extend_from_slice(data);
+    if let Some(k) = dek {
+        let tag = crypto::seal_in_place(&k, &h.nonce, &segment_aad(lsu_id, &h), &mut buf[start..]);
+        buf.extend_from_slice(&tag);
+    }
+    Ok(())
+}
+
+/// Opens a record read from a container: checks that it is the segment
+/// `fp`, authenticates and decrypts it. Returns the plaintext.
+pub fn open_record(
+    msdp: &Msdp,
+    rec: &LsuRec,
+    keks: &[KekRec],
+    fp: &[u8; 32],
+    h: &SegmentHeader,
+    mut buf: Vec<u8>,
+) -> Result<Vec<u8>, OpenError> {
+    if &h.fp != fp {
+        return Err(OpenError::Damaged("record holds another segment".into()));
+    }
+    buf.drain(..SEGMENT_HEADER_LEN);
+    let aad = segment_aad(&rec.id, h);
+    let key = match h.kind {
+        SegKind::Plain => {
+            let fk = msdp.fp_key(rec).map_err(OpenError::Key)?;
+            if &crypto::fingerprint(&fk, &buf) != fp {
+                return Err(OpenError::Damaged("data does not match its fingerprint".into()));
+            }
+            return Ok(buf);
+        }
+        SegKind::Legacy => msdp
+            .legacy_key(&hex::encode(h.key_tag))
+            .map_err(OpenError::Key)?,
+        SegKind::Kek => {
+            let k = keks.iter().find(|k| k.id == h.kek).ok_or_else(|| {
+                OpenError::Key(MsdpError::Refused(format!(
+                    "KEK {} of LSU {} is not in its key dictionary",
+                    h.kek, rec.name
+                )))
+            })?;
+            let kek = msdp.kek(&rec.name, k).map_err(OpenError::Key)?;
+            Arc::new(
+                unwrap_dek(&kek, &rec.id, h.kek, fp, &h.wrapped_dek)
+                    .map_err(|_| OpenError::Damaged("wrapped DEK fails authentication".into()))?,
+            )
+        }
+    };
+    let n = buf.len() - TAG_LEN;
+    let tag: [u8; TAG_LEN] = buf[n..].try_into().expect("tag");
+    buf.truncate(n);
+    crypto::open_in_place(&key, &h.nonce, &aad, &mut buf, &tag)
+        .map_err(|_| OpenError::Damaged("segment data fails authentication".into()))?;
+    Ok(buf)
+}
+
+/// Why a record did not open.
+#[derive(Debug)]
+pub enum OpenError {
+    /// A key could not be had (ENOKEY, or EIO if the KMS is unreachable).
+    Key(MsdpError),
+    /// The bytes are not what was stored (EIO).
+    Damaged(String),
+}

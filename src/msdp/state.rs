@@ -1,0 +1,128 @@
+//! What the daemon keeps in memory per LSU: the next container id, the
+//! segments and containers that writers use but have not committed (so a
+//! reclaim running at the same time leaves them alone), and open container
+//! files for reading.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+
+use super::MsdpError;
+use crate::catalog::{Catalog, Fp, LsuRec};
+
+/// Segments and containers in use by writers that have not committed.
+#[derive(Default)]
+pub struct InFlight {
+    pub fps: HashMap<Fp, u32>,
+    pub containers: HashSet<u64>,
+}
+
+/// Open container files kept for reads.
+const OPEN_FILES: usize = 256;
+
+pub struct LsuState {
+    pub name: String,
+    pub id: [u8; 16],
+    /// `STORE/lsu/NAME/containers`.
+    pub dir: PathBuf,
+    next_container: AtomicU64,
+    pub inflight: Mutex<InFlight>,
+    files: Mutex<HashMap<u64, Arc<File>>>,
+    /// Serializes reclaim, conversion and KEK changes of this LSU.
+    pub admin: Mutex<()>,
+}
+
+impl LsuState {
+    pub fn open(lsu_dir: &Path, rec: &LsuRec, catalog: &Catalog) -> Result<Self, MsdpError> {
+        let dir = lsu_dir.join(&rec.name).join("containers");
+        std::fs::create_dir_all(&dir).map_err(|e| MsdpError::io(dir.display().to_string(), e))?;
+        let in_table = catalog.containers(&rec.name)?.iter().map(|c| c.0).max();
+        let on_disk = container_files(&dir)?.into_iter().max();
+        let next = in_table.max(on_disk).map_or(1, |m| m + 1);
+        Ok(Self {
+            name: rec.name.clone(),
+            id: rec.id,
+            dir,
+            next_container: AtomicU64::new(next),
+            inflight: Mutex::default(),
+            files: Mutex::default(),
+            admin: Mutex::new(()),
+        })
+    }
+
+    /// A new container id, marked in flight until [`LsuState::release_container`].
+    pub fn new_container(&self) -> u64 {
+        let id = self.next_container.fetch_add(1, Ordering::SeqCst);
+        self.inflight.lock().containers.insert(id);
+        id
+    }
+
+    pub fn release_container(&self, id: u64) {
+        self.inflight.lock().containers.remove(&id);
+    }
+
+    /// Marks a segment as about to be referenced by a writer.
+    pub fn pin(&self, fp: &Fp) {
+        *self.inflight.lock().fps.entry(*fp).or_insert(0) += 1;
+    }
+
+    pub fn unpin_all(&self, fps: &[Fp]) {
+        let mut g = self.inflight.lock();
+        for fp in fps {
+            if let Some(n) = g.fps.get_mut(fp) {
+                *n -= 1;
+                if *n == 0 {
+                    g.fps.remove(fp);
+                }
+            }
+        }
+    }
+
+    pub fn path(&self, id: u64) -> PathBuf {
+        container_path(&self.dir, id)
+    }
+
+    /// An open container file for reading.
+    pub fn file(&self, id: u64) -> Result<Arc<File>, std::io::Error> {
+        if let Some(f) = self.files.lock().get(&id) {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(File::open(self.path(id))?);
+        let mut g = self.files.lock();
+        if g.len() >= OPEN_FILES {
+            g.clear();
+        }
+        g.insert(id, f.clone());
+        Ok(f)
+    }
+
+    /// Drops a cached descriptor (the container was removed or replaced).
+    pub fn forget_file(&self, id: u64) {
+        self.files.lock().remove(&id);
+    }
+}
+
+/// `DIR/0000000000000007.kct`.
+pub fn container_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:016x}.kct"))
+}
+
+/// Ids of the container files in `dir`.
+pub fn container_files(dir: &Path) -> Result<Vec<u64>, MsdpError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| MsdpError::io(dir.display().to_string(), e))?;
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if let Some(hex) = name.strip_suffix(".kct")
+            && let Ok(id) = u64::from_str_radix(hex, 16)
+        {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,342 @@
+//! Writing an image into an LSU: the stream is cut into segments, each is
+//! fingerprinted, segments the LSU already holds are only referenced, new
+//! ones are sealed and appended to this writer's container. A commit (at
+//! close, like the tape path) fsyncs the containers and then records the
+//! image, its recipe and its references in one catalog transaction.
+//!
+//! Segments found in the index are pinned in memory until the writer ends,
+//! so a reclaim running meanwhile cannot remove them before the commit
+//! that references them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::chunker::Chunker;
+use super::container::{CONTAINER_TARGET, ContainerWriter};
+use super::segment::{Sealer, seal_into};
+use super::state::LsuState;
+use super::{Msdp, MsdpError};
+use crate::catalog::{
+    Commit, ContainerRec, FileAttrs, Fp, ImageRec, LsuCommit, LsuMode, LsuRec, SegRec, SegRef,
+    lsu_of_pool,
+};
+use crate::crypto::{self, SecretKey};
+use crate::pipeline::{Committed, ImageSink};
+use crate::tape::{WriteTarget, now_ns};
+
+/// Everything but the chunker (so both can be borrowed at once).
+struct Segments {
+    msdp: Arc<Msdp>,
+    state: Arc<LsuState>,
+    rec: LsuRec,
+    fp_key: Arc<SecretKey>,
+    sealer: Sealer,
+    kek_tag: Option<String>,
+    recipe: Vec<SegRef>,
+    /// Segments this writer stored (not in the index until committed).
+    new: HashMap<Fp, SegRec>,
+    /// Segments found in the index (pinned).
+    known: HashSet<Fp>,
+    pinned: Vec<Fp>,
+    container: Option<ContainerWriter>,
+    /// Containers written since the last commit, with their synced size.
+    touched: Vec<(u64, ContainerRec)>,
+    sealed: (u64, u64),
+    stored_bytes: u64,
+}
+
+/// An image being written into an LSU.
+pub struct LsuWriter {
+    chunker: Chunker,
+    seg: Segments,
+    target: WriteTarget,
+    id: u128,
+    size: u64,
+    dirty: bool,
+    committed_once: bool,
+    failed: bool,
+}
+
+impl LsuWriter {
+    /// Starts an image: the LSU's keys are fetched here (ENOKEY at once).
+    pub fn begin(msdp: &Arc<Msdp>, target: WriteTarget) -> Result<Self, MsdpError> {
+        let name = lsu_of_pool(&target.pool)
+            .ok_or_else(|| MsdpError::NoLsu(target.pool.clone()))?
+            .to_string();
+        let state = msdp.state(&name)?;
+        let rec = msdp
+            .catalog
+            .lsu(&name)?
+            .ok_or_else(|| MsdpError::NoLsu(name.clone()))?;
+        let fp_key = msdp.fp_key(&rec)?;
+        let (sealer, kek_tag) = sealer(msdp, &rec)?;
+        let seed = u64::from_le_bytes(
+            crypto::derive_subkey(&fp_key, b"", b"kmsfs chunker seed v1").expose_secret()[..8]
+                .try_into()
+                .expect("8 bytes"),
+        );
+        Ok(Self {
+            chunker: Chunker::new(rec.chunking, seed),
+            seg: Segments {
+                msdp: msdp.clone(),
+                state,
+                rec,
+                fp_key,
+                sealer,
+                kek_tag,
+                recipe: Vec::new(),
+                new: HashMap::new(),
+                known: HashSet::new(),
+                pinned: Vec::new(),
+                container: None,
+                touched: Vec::new(),
+                sealed: (0, 0),
+                stored_bytes: 0,
+            },
+            target,
+            id: u128::from_le_bytes(crypto::random_array()?),
+            size: 0,
+            dirty: true,
+            committed_once: false,
+            failed: false,
+        })
+    }
+
+    fn guard<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, MsdpError>,
+    ) -> Result<T, MsdpError> {
+        if self.failed {
+            return Err(MsdpError::Poisoned);
+        }
+        let r = f(self);
+        self.failed = r.is_err();
+        r
+    }
+
+    fn append(&mut self, data: &[u8]) -> Result<(), MsdpError> {
+        self.chunker.push(data);
+        self.size += data.len() as u64;
+        self.dirty = true;
+        while let Some(c) = self.chunker.next(false) {
+            self.seg.store(c)?;
+        }
+        Ok(())
+    }
+
+    fn fill_zeros(&mut self, len: u64) -> Result<(), MsdpError> {
+        static ZEROS: [u8; 65536] = [0; 65536];
+        while self.size < len {
+            let n = (len - self.size).min(ZEROS.len() as u64) as usize;
+            self.append(&ZEROS[..n])?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<(ImageRec, Option<u128>), MsdpError> {
+        while let Some(c) = self.chunker.next(true) {
+            self.seg.store(c)?;
+        }
+        self.seg.sync()?;
+        let t = &self.target;
+        let img = ImageRec {
+            id: self.id,
+            pool: t.pool.clone(),
+            path: t.path.clone(),
+            size: self.size,
+            block_size: 0,
+            key_tag: None,
+            kcv: None,
+            blake3: [0; 32],
+            created_ns: now_ns(),
+            fragments: Vec::new(),
+        };
+        let s = &self.seg;
+        let replaced = s.msdp.catalog.commit_lsu_image(
+            Commit {
+                ino: t.ino,
+                parent: t.parent,
+                name: &t.name,
+                attrs: t.attrs,
+                image: &img,
+                volumes: &[],
+            },
+            LsuCommit {
+                lsu: &s.rec.name,
+                recipe: &s.recipe,
+                new_segments: &s.new,
+                containers: &s.touched,
+                kek_usage: match s.sealer {
+                    Sealer::Kek { id, .. } => Some((id, s.sealed.0, s.sealed.1)),
+                    _ => None,
+                },
+            },
+        )?;
+        self.seg.touched.clear();
+        self.seg.sealed = (0, 0);
+        self.dirty = false;
+        self.committed_once = true;
+        tracing::info!(image = %format!("{}/{}", img.pool, img.path), size = img.size,
+            segments = self.seg.recipe.len(), new_bytes = self.seg.stored_bytes,
+            kek = self.seg.sealer.kek_id(), "LSU image committed");
+        Ok((img, replaced))
+    }
+}
+
+/// How an LSU in this mode seals new segments, and the root key tag shown
+/// as the image's key tag while it is written.
+fn sealer(msdp: &Msdp, rec: &LsuRec) -> Result<(Sealer, Option<String>), MsdpError> {
+    Ok(match rec.mode {
+        LsuMode::None => (Sealer::Plain, None),
+        LsuMode::Legacy => {
+            let group = rec.key_group.as_deref().unwrap_or_default();
+            let tk = msdp
+                .kms
+                .active_key(group)
+                .map_err(|e| MsdpError::kms(format!("key group {group} (LSU {})", rec.name), e))?;
+            if !rec.legacy_tags.contains(&tk.tag) {
+                let mut r = rec.clone();
+                r.legacy_tags.push(tk.tag.clone());
+                msdp.catalog.put_lsu(&r)?;
+            }
+            let key = msdp.legacy_key(&tk.tag)?;
+            (Sealer::Legacy { tag: tk.tag.clone(), key }, Some(tk.tag))
+        }
+        LsuMode::Kms => {
+            let (k, key) = msdp.active_kek(rec)?;
+            let tag = k.wrapped.root_tag.clone();
+            (Sealer::Kek { id: k.id, key }, Some(tag))
+        }
+    })
+}
+
+impl Segments {
+    /// References or stores one segment.
+    fn store(&mut self, data: &[u8]) -> Result<(), MsdpError> {
+        let fp = crypto::fingerprint(&self.fp_key, data);
+        self.recipe.push(SegRef {
+            fp,
+            len: data.len() as u32,
+        });
+        if self.new.contains_key(&fp) || self.known.contains(&fp) {
+            return Ok(());
+        }
+        self.state.pin(&fp);
+        self.pinned.push(fp);
+        if self.msdp.catalog.segments(&self.rec.name, &[fp])?[0].is_some() {
+            self.known.insert(fp);
+            return Ok(());
+        }
+        self.write_new(fp, data)
+    }
+
+    fn write_new(&mut self, fp: Fp, data: &[u8]) -> Result<(), MsdpError> {
+        if self
+            .container
+            .as_ref()
+            .is_some_and(|c| c.size() >= CONTAINER_TARGET)
+        {
+            self.retire_container()?;
+        }
+        if self.container.is_none() {
+            self.container = Some(ContainerWriter::create(&self.state)?);
+        }
+        let c = self.container.as_mut().expect("container open");
+        let (lsu_id, sealer) = (self.rec.id, &self.sealer);
+        let before = c.size();
+        let offset = c.append(|buf| seal_into(buf, &lsu_id, fp, data, sealer))?;
+        let len = (c.size() - before) as u32;
+        self.new.insert(
+            fp,
+            SegRec {
+                container: c.id,
+                offset,
+                len,
+                plain: data.len() as u32,
+                refs: 0,
+                kind: self.sealer.kind(),
+                kek: self.sealer.kek_id(),
+            },
+        );
+        self.sealed.0 += 1;
+        self.sealed.1 += data.len() as u64;
+        self.stored_bytes += u64::from(len);
+        Ok(())
+    }
+
+    fn retire_container(&mut self) -> Result<(), MsdpError> {
+        if let Some(mut c) = self.container.take() {
+            let r = c.sync()?;
+            self.touched.push((c.id, r));
+        }
+        Ok(())
+    }
+
+    /// Makes every record durable and notes container sizes for the commit.
+    fn sync(&mut self) -> Result<(), MsdpError> {
+        if let Some(c) = self.container.as_mut() {
+            let r = c.sync()?;
+            let id = c.id;
+            self.touched.retain(|(i, _)| *i != id);
+            self.touched.push((id, r));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Segments {
+    fn drop(&mut self) {
+        self.state.unpin_all(&self.pinned);
+    }
+}
+
+impl ImageSink for LsuWriter {
+    type Error = MsdpError;
+
+    fn key_tag(&self) -> Option<String> {
+        self.seg.kek_tag.clone()
+    }
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), MsdpError> {
+        if offset < self.size {
+            return Err(MsdpError::NotSequential {
+                path: format!("{}/{}", self.target.pool, self.target.path),
+                offset,
+                end: self.size,
+            });
+        }
+        self.guard(|w| {
+            w.fill_zeros(offset)?;
+            w.append(data)
+        })
+    }
+
+    fn extend_to(&mut self, len: u64) -> Result<(), MsdpError> {
+        self.guard(|w| w.fill_zeros(len))
+    }
+
+    fn set_attrs(&mut self, a: FileAttrs) {
+        self.target.attrs = a;
+    }
+
+    fn sync(&self) -> Result<(), MsdpError> {
+        // Records are made durable by the commit at close; fsync(2) on an
+        // image being written has nothing more to promise.
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<Committed, MsdpError> {
+        if !self.dirty || (self.size == 0 && !self.committed_once) {
+            return Ok(None);
+        }
+        self.guard(|w| w.commit()).map(Some)
+    }
+
+    fn finish(mut self) -> Result<Committed, MsdpError> {
+        if self.dirty {
+            self.guard(|w| w.commit()).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
