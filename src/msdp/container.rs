@@ -80,6 +80,23 @@ impl ContainerWriter {
         Ok(at)
     }
 
+    /// Reserves `n` bytes at the end for records the caller fills in
+    /// (several at once, on several cores). Returns their offset.
+    pub fn reserve(&mut self, n: usize) -> (u64, &mut [u8]) {
+        let at = self.size();
+        let start = self.buf.len();
+        self.buf.resize(start + n, 0);
+        (at, &mut self.buf[start..])
+    }
+
+    /// Writes the buffer out once it is large.
+    pub fn flush_if_full(&mut self) -> Result<(), MsdpError> {
+        if self.buf.len() >= WRITE_BUFFER {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<(), MsdpError> {
         if self.buf.is_empty() {
             return Ok(());

@@ -33,9 +33,27 @@ impl Sealer {
     }
 }
 
+/// Length of the record of a `plain`-byte segment sealed by `s`.
+pub fn record_len(s: &Sealer, plain: usize) -> usize {
+    SEGMENT_HEADER_LEN + plain + if matches!(s, Sealer::Plain) { 0 } else { TAG_LEN }
+}
+
 /// Appends the record of `data` (fingerprint `fp`) to `buf`.
 pub fn seal_into(
     buf: &mut Vec<u8>,
+    lsu_id: &[u8; 16],
+    fp: [u8; 32],
+    data: &[u8],
+    s: &Sealer,
+) -> Result<(), MsdpError> {
+    let at = buf.len();
+    buf.resize(at + record_len(s, data.len()), 0);
+    seal_to(&mut buf[at..], lsu_id, fp, data, s)
+}
+
+/// Writes the record of `data` into `out` (exactly [`record_len`] bytes).
+pub fn seal_to(
+    out: &mut [u8],
     lsu_id: &[u8; 16],
     fp: [u8; 32],
     data: &[u8],
@@ -64,12 +82,12 @@ pub fn seal_into(
             Some(Arc::new(dek))
         }
     };
-    buf.extend_from_slice(&h.encode());
-    let start = buf.len();
-    buf.extend_from_slice(data);
+    out[..SEGMENT_HEADER_LEN].copy_from_slice(&h.encode());
+    let (body, tag_out) = out[SEGMENT_HEADER_LEN..].split_at_mut(data.len());
+    body.copy_from_slice(data);
     if let Some(k) = dek {
-        let tag = crypto::seal_in_place(&k, &h.nonce, &segment_aad(lsu_id, &h), &mut buf[start..]);
-        buf.extend_from_slice(&tag);
+        let tag = crypto::seal_in_place(&k, &h.nonce, &segment_aad(lsu_id, &h), body);
+        tag_out.copy_from_slice(&tag);
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Writing an image into an LSU: the stream is cut into segments, each is
 //! fingerprinted, segments the LSU already holds are only referenced, new
-//! ones are sealed and appended to this writer's container. A commit (at
+//! ones are sealed and appended to this writer's container. Segments are
+//! handled in batches of about 4 MiB so that fingerprinting and sealing
+//! run on every core (the cutting itself is sequential). A commit (at
 //! close, like the tape path) fsyncs the containers and then records the
 //! image, its recipe and its references in one catalog transaction.
 //!
@@ -11,9 +13,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::chunker::Chunker;
+use super::chunker::{BATCH, Chunker};
 use super::container::{CONTAINER_TARGET, ContainerWriter};
-use super::segment::{Sealer, seal_into};
+use super::segment::{Sealer, record_len, seal_to};
 use super::state::LsuState;
 use super::{Msdp, MsdpError};
 use crate::catalog::{
@@ -118,10 +120,22 @@ impl LsuWriter {
         self.chunker.push(data);
         self.size += data.len() as u64;
         self.dirty = true;
-        while let Some(c) = self.chunker.next(false) {
-            self.seg.store(c)?;
+        if self.chunker.pending() >= BATCH {
+            self.cut(false)?;
         }
         Ok(())
+    }
+
+    /// Cuts what the chunker holds (all of it `at_end`) and stores it.
+    fn cut(&mut self, at_end: bool) -> Result<(), MsdpError> {
+        let mut ranges = Vec::new();
+        while let Some(r) = self.chunker.next_range(at_end) {
+            ranges.push(r);
+        }
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        self.seg.store_batch(self.chunker.data(), &ranges)
     }
 
     fn fill_zeros(&mut self, len: u64) -> Result<(), MsdpError> {
@@ -134,9 +148,7 @@ impl LsuWriter {
     }
 
     fn commit(&mut self) -> Result<(ImageRec, Option<u128>), MsdpError> {
-        while let Some(c) = self.chunker.next(true) {
-            self.seg.store(c)?;
-        }
+        self.cut(true)?;
         self.seg.sync()?;
         let t = &self.target;
         let img = ImageRec {
@@ -210,27 +222,49 @@ fn sealer(msdp: &Msdp, rec: &LsuRec) -> Result<(Sealer, Option<String>), MsdpErr
     })
 }
 
+type Range = std::ops::Range<usize>;
+
 impl Segments {
-    /// References or stores one segment.
-    fn store(&mut self, data: &[u8]) -> Result<(), MsdpError> {
-        let fp = crypto::fingerprint(&self.fp_key, data);
-        self.recipe.push(SegRef {
-            fp,
-            len: data.len() as u32,
-        });
-        if self.new.contains_key(&fp) || self.known.contains(&fp) {
-            return Ok(());
+    /// References or stores a batch of segments (`ranges` of `data`).
+    fn store_batch(&mut self, data: &[u8], ranges: &[Range]) -> Result<(), MsdpError> {
+        let key = &self.fp_key;
+        let fps = par_map(ranges, |r| crypto::fingerprint(key, &data[r.clone()]));
+        let mut candidates: Vec<(Fp, Range)> = Vec::new();
+        for (fp, r) in fps.iter().zip(ranges) {
+            self.recipe.push(SegRef {
+                fp: *fp,
+                len: r.len() as u32,
+            });
+            if self.new.contains_key(fp)
+                || self.known.contains(fp)
+                || candidates.iter().any(|c| &c.0 == fp)
+            {
+                continue;
+            }
+            // Pinned before the lookup: a reclaim that has not yet seen
+            // the pin has finished before the lookup reads the index.
+            self.state.pin(fp);
+            self.pinned.push(*fp);
+            candidates.push((*fp, r.clone()));
         }
-        self.state.pin(&fp);
-        self.pinned.push(fp);
-        if self.msdp.catalog.segments(&self.rec.name, &[fp])?[0].is_some() {
-            self.known.insert(fp);
-            return Ok(());
+        let fps: Vec<Fp> = candidates.iter().map(|c| c.0).collect();
+        let found = self.msdp.catalog.segments(&self.rec.name, &fps)?;
+        let mut fresh = Vec::new();
+        for ((fp, r), f) in candidates.into_iter().zip(found) {
+            if f.is_some() {
+                self.known.insert(fp);
+            } else {
+                fresh.push((fp, r));
+            }
         }
-        self.write_new(fp, data)
+        self.write_new(data, &fresh)
     }
 
-    fn write_new(&mut self, fp: Fp, data: &[u8]) -> Result<(), MsdpError> {
+    /// Seals new segments into this writer's container, on every core.
+    fn write_new(&mut self, data: &[u8], fresh: &[(Fp, Range)]) -> Result<(), MsdpError> {
+        if fresh.is_empty() {
+            return Ok(());
+        }
         if self
             .container
             .as_ref()
@@ -241,26 +275,44 @@ impl Segments {
         if self.container.is_none() {
             self.container = Some(ContainerWriter::create(&self.state)?);
         }
+        let lens: Vec<usize> = fresh
+            .iter()
+            .map(|(_, r)| record_len(&self.sealer, r.len()))
+            .collect();
         let c = self.container.as_mut().expect("container open");
+        let cid = c.id;
+        let (base, mut area) = c.reserve(lens.iter().sum());
+        let mut slots = Vec::with_capacity(fresh.len());
+        for &n in &lens {
+            let (a, b) = std::mem::take(&mut area).split_at_mut(n);
+            slots.push(a);
+            area = b;
+        }
         let (lsu_id, sealer) = (self.rec.id, &self.sealer);
-        let before = c.size();
-        let offset = c.append(|buf| seal_into(buf, &lsu_id, fp, data, sealer))?;
-        let len = (c.size() - before) as u32;
-        self.new.insert(
-            fp,
-            SegRec {
-                container: c.id,
-                offset,
-                len,
-                plain: data.len() as u32,
-                refs: 0,
-                kind: self.sealer.kind(),
-                kek: self.sealer.kek_id(),
-            },
-        );
-        self.sealed.0 += 1;
-        self.sealed.1 += data.len() as u64;
-        self.stored_bytes += u64::from(len);
+        let jobs: Vec<_> = slots.into_iter().zip(fresh).collect();
+        par_each(jobs, |(out, (fp, r))| {
+            seal_to(out, &lsu_id, *fp, &data[r.clone()], sealer)
+        })?;
+        c.flush_if_full()?;
+        let mut at = base;
+        for ((fp, r), n) in fresh.iter().zip(lens) {
+            self.new.insert(
+                *fp,
+                SegRec {
+                    container: cid,
+                    offset: at,
+                    len: n as u32,
+                    plain: r.len() as u32,
+                    refs: 0,
+                    kind: self.sealer.kind(),
+                    kek: self.sealer.kek_id(),
+                },
+            );
+            at += n as u64;
+            self.sealed.0 += 1;
+            self.sealed.1 += r.len() as u64;
+            self.stored_bytes += n as u64;
+        }
         Ok(())
     }
 
@@ -282,6 +334,50 @@ impl Segments {
         }
         Ok(())
     }
+}
+
+/// Threads for fingerprinting and sealing (the machine's cores, at most 4).
+fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4)
+}
+
+/// `f` over `items` on every core, results in order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let per = items.len().div_ceil(workers()).max(1);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = items
+            .chunks(per)
+            .map(|part| s.spawn(|| part.iter().map(&f).collect::<Vec<_>>()))
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().expect("worker panicked"))
+            .collect()
+    })
+}
+
+/// `f` on each job on every core; the first error is returned.
+fn par_each<J: Send>(
+    mut jobs: Vec<J>,
+    f: impl Fn(J) -> Result<(), MsdpError> + Sync,
+) -> Result<(), MsdpError> {
+    let per = jobs.len().div_ceil(workers()).max(1);
+    let mut parts = Vec::new();
+    while jobs.len() > per {
+        let rest = jobs.split_off(per);
+        parts.push(std::mem::replace(&mut jobs, rest));
+    }
+    parts.push(jobs);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = parts
+            .into_iter()
+            .map(|part| s.spawn(|| part.into_iter().try_for_each(&f)))
+            .collect();
+        hs.into_iter()
+            .try_for_each(|h| h.join().expect("worker panicked"))
+    })
 }
 
 impl Drop for Segments {
