@@ -14,6 +14,7 @@
 //! under `STORE/lsu/`; cryptography goes through `crypto`.
 
 pub mod admin;
+mod audit;
 mod chunker;
 mod container;
 pub mod convert;
