@@ -145,7 +145,11 @@ impl<S: ImageSink> PipelinedWriter<S> {
     /// Queues `data` at `offset` (ESPIPE at once if before the end).
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), S::Error> {
         if offset < self.size {
-            return Err(S::Error::not_sequential(self.path.clone(), offset, self.size));
+            return Err(S::Error::not_sequential(
+                self.path.clone(),
+                offset,
+                self.size,
+            ));
         }
         let mut buf = self.spare.try_recv().unwrap_or_default();
         buf.clear();

@@ -50,19 +50,35 @@ fn copies_dedup_shifted_versions_dedup_and_all_read_back_after_remount() {
     let want = sha256(&f);
     let m = s.mount("");
     let empty = lsu_bytes(&s);
-    sh_ok(&format!("cp '{}' '{}'", f.display(), m.p("msdp/lsu1/a").display()));
+    sh_ok(&format!(
+        "cp '{}' '{}'",
+        f.display(),
+        m.p("msdp/lsu1/a").display()
+    ));
     let one = lsu_bytes(&s) - empty;
     assert!(one >= 256 << 20, "first copy stored {one} bytes");
-    sh_ok(&format!("cp '{}' '{}'", f.display(), m.p("msdp/lsu1/b").display()));
+    sh_ok(&format!(
+        "cp '{}' '{}'",
+        f.display(),
+        m.p("msdp/lsu1/b").display()
+    ));
     let two = lsu_bytes(&s) - empty;
     eprintln!("256 MiB once: {one} bytes stored; twice: {two}");
     assert!(two - one < 1 << 20, "second copy added {} bytes", two - one);
     let f2 = s.path("f2");
     shifted(&f, &f2, 256);
-    sh_ok(&format!("mkdir '{0}' && cp '{1}' '{0}/c'", m.p("msdp/lsu1/v2").display(), f2.display()));
+    sh_ok(&format!(
+        "mkdir '{0}' && cp '{1}' '{0}/c'",
+        m.p("msdp/lsu1/v2").display(),
+        f2.display()
+    ));
     let three = lsu_bytes(&s) - empty;
     eprintln!("shifted version added {} bytes", three - two);
-    assert!(three - two < 6 << 20, "shifted version added {} bytes", three - two);
+    assert!(
+        three - two < 6 << 20,
+        "shifted version added {} bytes",
+        three - two
+    );
     // tar into the LSU, dd out of it.
     sh_ok(&format!(
         "cd '{}' && tar -cf '{}' f f2",
@@ -70,7 +86,10 @@ fn copies_dedup_shifted_versions_dedup_and_all_read_back_after_remount() {
         m.p("msdp/lsu1/v2/both.tar").display()
     ));
     let ls = sh_ok(&format!("ls -l '{}'", m.p("msdp/lsu1").display()));
-    assert!(ls.contains(" a\n") && ls.contains(" b\n") && ls.contains(" v2\n"), "{ls}");
+    assert!(
+        ls.contains(" a\n") && ls.contains(" b\n") && ls.contains(" v2\n"),
+        "{ls}"
+    );
     m.unmount();
     let m = s.mount("");
     assert_eq!(sha256(&m.p("msdp/lsu1/a")), want);
@@ -80,9 +99,15 @@ fn copies_dedup_shifted_versions_dedup_and_all_read_back_after_remount() {
         "dd if='{}' bs=1M skip=100 count=10 status=none | sha256sum",
         m.p("msdp/lsu1/a").display()
     ));
-    let direct = sh_ok(&format!("dd if='{}' bs=1M skip=100 count=10 status=none | sha256sum", f.display()));
+    let direct = sh_ok(&format!(
+        "dd if='{}' bs=1M skip=100 count=10 status=none | sha256sum",
+        f.display()
+    ));
     assert_eq!(dd, direct, "random access read");
-    let list = sh_ok(&format!("tar -tf '{}'", m.p("msdp/lsu1/v2/both.tar").display()));
+    let list = sh_ok(&format!(
+        "tar -tf '{}'",
+        m.p("msdp/lsu1/v2/both.tar").display()
+    ));
     assert_eq!(list, "f\nf2\n");
     let mode = s.ok(&["lsu", "getmode", "lsu1", "--json"]);
     assert!(mode.contains("\"mode\": \"kms\""), "{mode}");
@@ -91,7 +116,11 @@ fn copies_dedup_shifted_versions_dedup_and_all_read_back_after_remount() {
     assert_eq!(d.as_array().unwrap().len(), 1);
     assert!(d[0]["segments"].as_u64().unwrap() > 1000, "{dict}");
     // Removing the copies and reclaiming gives the space back; the others read back.
-    sh_ok(&format!("rm '{}' '{}'", m.p("msdp/lsu1/a").display(), m.p("msdp/lsu1/v2/both.tar").display()));
+    sh_ok(&format!(
+        "rm '{}' '{}'",
+        m.p("msdp/lsu1/a").display(),
+        m.p("msdp/lsu1/v2/both.tar").display()
+    ));
     s.ok(&["lsu", "gc", "lsu1"]);
     assert!(lsu_bytes(&s) - empty <= three);
     assert_eq!(sha256(&m.p("msdp/lsu1/b")), want, "shared segments stay");
@@ -99,7 +128,10 @@ fn copies_dedup_shifted_versions_dedup_and_all_read_back_after_remount() {
     let gc = s.ok(&["lsu", "gc", "lsu1", "--json"]);
     let after = lsu_bytes(&s) - empty;
     eprintln!("after removing the shifted version and reclaiming: {after} bytes ({gc})");
-    assert!(after < one + (8 << 20), "space of the shifted version came back: {after}");
+    assert!(
+        after < one + (8 << 20),
+        "space of the shifted version came back: {after}"
+    );
     assert_eq!(sha256(&m.p("msdp/lsu1/b")), want);
 }
 
@@ -132,9 +164,17 @@ fn no_plaintext_and_no_dek_or_kek_in_clear_in_the_store() {
     ));
     random_file(&s.path("r"), 8);
     let m = s.mount("log=trace");
-    sh_ok(&format!("cp '{}' '{}'", s.path("text").display(), m.p("msdp/sec/text").display()));
+    sh_ok(&format!(
+        "cp '{}' '{}'",
+        s.path("text").display(),
+        m.p("msdp/sec/text").display()
+    ));
     s.ok(&["lsu", "rotate-kek", "sec"]);
-    sh_ok(&format!("cp '{}' '{}'", s.path("r").display(), m.p("msdp/sec/r").display()));
+    sh_ok(&format!(
+        "cp '{}' '{}'",
+        s.path("r").display(),
+        m.p("msdp/sec/r").display()
+    ));
     assert_eq!(sha256(&m.p("msdp/sec/text")), sha256(&s.path("text")));
     let printed = s.ok(&["lsu", "keydict", "sec", "--json"]) + &s.ok(&["lsu", "getmode", "sec"]);
     m.unmount();
@@ -145,7 +185,11 @@ fn no_plaintext_and_no_dek_or_kek_in_clear_in_the_store() {
     let store = Store::open(&s.dir, Unlock::default()).unwrap();
     let keys = store.msdp.unwrapped_keys("sec").unwrap();
     drop(store);
-    assert!(keys.len() > 30, "KEKs, fingerprint key and DEKs: {}", keys.len());
+    assert!(
+        keys.len() > 30,
+        "KEKs, fingerprint key and DEKs: {}",
+        keys.len()
+    );
     let raw: HashSet<Vec<u8>> = keys.iter().map(|k| k.expose_secret().to_vec()).collect();
     let hexed: HashSet<Vec<u8>> = keys
         .iter()
@@ -159,7 +203,10 @@ fn no_plaintext_and_no_dek_or_kek_in_clear_in_the_store() {
 }
 
 fn cat_err(m: &Mounted, rel: &str) -> String {
-    let (ok, _, err) = sh(&format!("timeout 60 cat '{}' > /dev/null", m.p(rel).display()));
+    let (ok, _, err) = sh(&format!(
+        "timeout 60 cat '{}' > /dev/null",
+        m.p(rel).display()
+    ));
     assert!(!ok, "reading {rel} should fail");
     err
 }
@@ -173,28 +220,72 @@ fn kek_rotation_rewrap_and_the_rules_of_seed_003() {
     let g = s.path("g");
     random_file(&g, 16);
     let m = s.mount("");
-    sh_ok(&format!("cp '{}' '{}'", f.display(), m.p("msdp/L/f").display()));
+    sh_ok(&format!(
+        "cp '{}' '{}'",
+        f.display(),
+        m.p("msdp/L/f").display()
+    ));
     let out = s.ok(&["lsu", "rotate-kek", "L"]);
     assert!(out.contains("KEK 2 is now active"), "{out}");
-    sh_ok(&format!("cp '{}' '{}'", g.display(), m.p("msdp/L/g").display()));
-    let d: serde_json::Value = serde_json::from_str(&s.ok(&["lsu", "keydict", "L", "--json"])).unwrap();
+    sh_ok(&format!(
+        "cp '{}' '{}'",
+        g.display(),
+        m.p("msdp/L/g").display()
+    ));
+    let d: serde_json::Value =
+        serde_json::from_str(&s.ok(&["lsu", "keydict", "L", "--json"])).unwrap();
     assert_eq!(d[0]["state"], "inactive");
     assert_eq!(d[1]["state"], "active");
     assert!(d[0]["segments"].as_u64().unwrap() > 0 && d[1]["segments"].as_u64().unwrap() > 0);
     assert_eq!(d[0]["root_key_tag"], k1.as_str());
     // The LSU's root key cannot be deprecated, terminated or deleted.
-    s.ok(&["kms", "modifykey", "--kg", "KG", "--name", "k1", "--state", "inactive"]);
-    let err = s.fails(&["kms", "modifykey", "--kg", "KG", "--name", "k1", "--state", "deprecated"]);
+    s.ok(&[
+        "kms",
+        "modifykey",
+        "--kg",
+        "KG",
+        "--name",
+        "k1",
+        "--state",
+        "inactive",
+    ]);
+    let err = s.fails(&[
+        "kms",
+        "modifykey",
+        "--kg",
+        "KG",
+        "--name",
+        "k1",
+        "--state",
+        "deprecated",
+    ]);
     assert!(err.contains("LSU L"), "{err}");
     // A new root key, then rewrap: the old one is free to go.
-    s.ok(&["kms", "createkey", "--kg", "KG", "--name", "k2", "--activate"]);
+    s.ok(&[
+        "kms",
+        "createkey",
+        "--kg",
+        "KG",
+        "--name",
+        "k2",
+        "--activate",
+    ]);
     let mode = s.ok(&["lsu", "getmode", "L"]);
     assert!(mode.contains(&k1), "{mode}");
     let out = s.ok(&["lsu", "rewrap", "L"]);
     assert!(out.contains("3 keys rewrapped"), "{out}");
     let mode = s.ok(&["lsu", "getmode", "L", "--json"]);
     assert!(!mode.contains(&k1), "{mode}");
-    s.ok(&["kms", "modifykey", "--kg", "KG", "--name", "k1", "--state", "deprecated"]);
+    s.ok(&[
+        "kms",
+        "modifykey",
+        "--kg",
+        "KG",
+        "--name",
+        "k1",
+        "--state",
+        "deprecated",
+    ]);
     assert_eq!(sha256(&m.p("msdp/L/f")), sha256(&f));
     assert_eq!(sha256(&m.p("msdp/L/g")), sha256(&g));
     // Other rules: one key group for all encrypted LSUs; KMS mode stays.
@@ -205,20 +296,56 @@ fn kek_rotation_rewrap_and_the_rules_of_seed_003() {
     assert!(err.contains("cannot be disabled"), "{err}");
     let (ok, _, err) = sh(&format!("mkdir '{}'", m.p("msdp/new").display()));
     assert!(!ok && err.contains("Operation not permitted"), "{err}");
-    let (ok, _, err) = sh(&format!("cp '{}' '{}'", f.display(), m.p("msdp/x").display()));
+    let (ok, _, err) = sh(&format!(
+        "cp '{}' '{}'",
+        f.display(),
+        m.p("msdp/x").display()
+    ));
     assert!(!ok && err.contains("Operation not permitted"), "{err}");
     // Root key made unusable through the KMS (forced, as for a compromised
     // key): reads fail with ENOKEY, mounted and after a remount, and do
     // not hang; reactivated, they work again.
-    s.ok(&["kms", "modifykey", "--kg", "KG", "--name", "k2", "--state", "inactive"]);
-    s.ok(&["kms", "modifykey", "--kg", "KG", "--name", "k2", "--state", "deprecated", "--force"]);
+    s.ok(&[
+        "kms",
+        "modifykey",
+        "--kg",
+        "KG",
+        "--name",
+        "k2",
+        "--state",
+        "inactive",
+    ]);
+    s.ok(&[
+        "kms",
+        "modifykey",
+        "--kg",
+        "KG",
+        "--name",
+        "k2",
+        "--state",
+        "deprecated",
+        "--force",
+    ]);
     assert!(cat_err(&m, "msdp/L/f").contains("Required key not available"));
     m.unmount();
     let m = s.mount("");
     assert!(cat_err(&m, "msdp/L/g").contains("Required key not available"));
-    let (ok, _, err) = sh(&format!("cp '{}' '{}'", f.display(), m.p("msdp/L/h").display()));
+    let (ok, _, err) = sh(&format!(
+        "cp '{}' '{}'",
+        f.display(),
+        m.p("msdp/L/h").display()
+    ));
     assert!(!ok && err.contains("Required key not available"), "{err}");
-    s.ok(&["kms", "modifykey", "--kg", "KG", "--name", "k2", "--state", "inactive"]);
+    s.ok(&[
+        "kms",
+        "modifykey",
+        "--kg",
+        "KG",
+        "--name",
+        "k2",
+        "--state",
+        "inactive",
+    ]);
     assert_eq!(sha256(&m.p("msdp/L/g")), sha256(&g));
     let log = std::fs::read_to_string(s.dir.join("kmsfs.log")).unwrap();
     assert!(log.contains("LSU L"), "errors name the LSU");
@@ -233,10 +360,17 @@ fn legacy_lsu_converts_to_kms_mode_while_reads_continue() {
     let m = s.mount("");
     for (i, f) in files.iter().enumerate() {
         random_file(f, 24);
-        sh_ok(&format!("cp '{}' '{}'", f.display(), m.p(&format!("msdp/old/f{i}")).display()));
+        sh_ok(&format!(
+            "cp '{}' '{}'",
+            f.display(),
+            m.p(&format!("msdp/old/f{i}")).display()
+        ));
     }
     let mode = s.ok(&["lsu", "getmode", "old"]);
-    assert!(mode.contains("legacy KMS mode") && mode.contains(&tag), "{mode}");
+    assert!(
+        mode.contains("legacy KMS mode") && mode.contains(&tag),
+        "{mode}"
+    );
     // One step, then a reader opened before the rest moves its data.
     let step = s.ok(&["lsu", "convert", "old", "--step"]);
     assert!(step.contains("\"finished\": false"), "{step}");
@@ -249,14 +383,35 @@ fn legacy_lsu_converts_to_kms_mode_while_reads_continue() {
     ));
     assert_eq!(out.trim(), (24 * 1048576 - 1000).to_string());
     let mode = s.ok(&["lsu", "getmode", "old", "--json"]);
-    assert!(mode.contains("\"mode\": \"kms\"") && mode.contains("\"converting\": false"), "{mode}");
-    let d: serde_json::Value = serde_json::from_str(&s.ok(&["lsu", "keydict", "old", "--json"])).unwrap();
+    assert!(
+        mode.contains("\"mode\": \"kms\"") && mode.contains("\"converting\": false"),
+        "{mode}"
+    );
+    let d: serde_json::Value =
+        serde_json::from_str(&s.ok(&["lsu", "keydict", "old", "--json"])).unwrap();
     assert!(d[0]["segments"].as_u64().unwrap() >= 3 * 24 * 4, "{d}");
     m.unmount();
     // The legacy key is no longer pinned: nothing needs it now.
-    s.ok(&["kms", "createkey", "--kg", "KG", "--name", "k2", "--activate"]);
+    s.ok(&[
+        "kms",
+        "createkey",
+        "--kg",
+        "KG",
+        "--name",
+        "k2",
+        "--activate",
+    ]);
     s.ok(&["lsu", "rewrap", "old"]);
-    s.ok(&["kms", "modifykey", "--kg", "KG", "--name", "k1", "--state", "deprecated"]);
+    s.ok(&[
+        "kms",
+        "modifykey",
+        "--kg",
+        "KG",
+        "--name",
+        "k1",
+        "--state",
+        "deprecated",
+    ]);
     let m = s.mount("");
     for (i, f) in files.iter().enumerate() {
         assert_eq!(sha256(&m.p(&format!("msdp/old/f{i}"))), sha256(f));
@@ -276,9 +431,21 @@ fn sigkill_during_ingest_and_reclaim_loses_nothing_committed() {
         let x = s.path(&format!("x{i}"));
         random_file(&x, 4);
         let y = s.path(&format!("y{i}"));
-        sh_ok(&format!("(head -c 2M '{}'; head -c 1M /dev/urandom) > '{}'", x.display(), y.display()));
-        sh_ok(&format!("cp '{}' '{}'", x.display(), m.p(&format!("msdp/P/x{i}")).display()));
-        sh_ok(&format!("cp '{}' '{}'", y.display(), m.p(&format!("msdp/P/y{i}")).display()));
+        sh_ok(&format!(
+            "(head -c 2M '{}'; head -c 1M /dev/urandom) > '{}'",
+            x.display(),
+            y.display()
+        ));
+        sh_ok(&format!(
+            "cp '{}' '{}'",
+            x.display(),
+            m.p(&format!("msdp/P/x{i}")).display()
+        ));
+        sh_ok(&format!(
+            "cp '{}' '{}'",
+            y.display(),
+            m.p(&format!("msdp/P/y{i}")).display()
+        ));
         keep.push((format!("msdp/P/y{i}"), sha256(&y)));
     }
     sh_ok(&format!("rm '{}'/x*", m.p("msdp/P").display()));
@@ -300,7 +467,10 @@ fn sigkill_during_ingest_and_reclaim_loses_nothing_committed() {
             assert_eq!(&sha256(&m.p(rel)), sum, "{rel} after a kill");
         }
         let (ok, ls, _) = sh(&format!("ls '{}'", m.p("msdp/P").display()));
-        assert!(ok && !ls.contains("big"), "half-written image is not there: {ls}");
+        assert!(
+            ok && !ls.contains("big"),
+            "half-written image is not there: {ls}"
+        );
         let mut gc = std::process::Command::new(common::bin())
             .args(["--store", s.dir.to_str().unwrap(), "lsu", "gc", "P"])
             .stdout(std::process::Stdio::null())
@@ -332,9 +502,16 @@ fn a_damaged_container_gives_eio_and_names_the_lsu() {
     let f = s.path("f");
     random_file(&f, 4);
     let m = s.mount("");
-    sh_ok(&format!("cp '{}' '{}'", f.display(), m.p("msdp/D/f").display()));
+    sh_ok(&format!(
+        "cp '{}' '{}'",
+        f.display(),
+        m.p("msdp/D/f").display()
+    ));
     m.unmount();
-    let c = sh_ok(&format!("ls '{}'/*.kct", s.dir.join("lsu/D/containers").display()));
+    let c = sh_ok(&format!(
+        "ls '{}'/*.kct",
+        s.dir.join("lsu/D/containers").display()
+    ));
     let c = c.lines().next().unwrap();
     sh_ok(&format!(
         "printf 'X' | dd of='{c}' bs=1 seek=1000000 conv=notrunc status=none"
@@ -344,5 +521,8 @@ fn a_damaged_container_gives_eio_and_names_the_lsu() {
     assert!(err.contains("Input/output error"), "{err}");
     m.unmount();
     let log = std::fs::read_to_string(s.dir.join("kmsfs.log")).unwrap();
-    assert!(log.contains("integrity check failed: LSU D"), "log names the LSU");
+    assert!(
+        log.contains("integrity check failed: LSU D"),
+        "log names the LSU"
+    );
 }

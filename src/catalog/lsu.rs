@@ -70,7 +70,8 @@ impl Catalog {
         let node = {
             let mut lsus = tx.open_table(LSUS)?;
             let mut d = tx.open_table(DIRENTS)?;
-            if lsus.get(rec.name.as_str())?.is_some() || d.get((MSDP_INO, rec.name.as_str()))?.is_some()
+            if lsus.get(rec.name.as_str())?.is_some()
+                || d.get((MSDP_INO, rec.name.as_str()))?.is_some()
             {
                 return Err(CatalogError::Exists(format!("LSU {}", rec.name)));
             }
@@ -83,7 +84,8 @@ impl Catalog {
                 attrs,
             };
             d.insert((MSDP_INO, rec.name.as_str()), node.ino)?;
-            tx.open_table(INODES)?.insert(node.ino, enc(&node).as_slice())?;
+            tx.open_table(INODES)?
+                .insert(node.ino, enc(&node).as_slice())?;
             lsus.insert(rec.name.as_str(), enc(rec).as_slice())?;
             let n = names(&rec.name);
             tx.open_table(SegTable::new(&n.segments))?;
@@ -307,7 +309,10 @@ impl Catalog {
             let n = names(lsu);
             let mut t = tx.open_table(SegTable::new(&n.segments))?;
             for m in moves {
-                let cur = t.get(&m.fp)?.map(|v| dec::<SegRec>(v.value())).transpose()?;
+                let cur = t
+                    .get(&m.fp)?
+                    .map(|v| dec::<SegRec>(v.value()))
+                    .transpose()?;
                 if let Some(cur) = cur {
                     let to = SegRec {
                         refs: cur.refs,
@@ -330,11 +335,18 @@ impl Catalog {
 }
 
 /// Adds one reference per recipe entry; new segments enter the index.
-fn add_recipe(tx: &redb::WriteTransaction, l: &LsuCommit<'_>, id: u128) -> Result<(), CatalogError> {
+fn add_recipe(
+    tx: &redb::WriteTransaction,
+    l: &LsuCommit<'_>,
+    id: u128,
+) -> Result<(), CatalogError> {
     let n = names(l.lsu);
     let mut t = tx.open_table(SegTable::new(&n.segments))?;
     for r in l.recipe {
-        let cur = t.get(&r.fp)?.map(|v| dec::<SegRec>(v.value())).transpose()?;
+        let cur = t
+            .get(&r.fp)?
+            .map(|v| dec::<SegRec>(v.value()))
+            .transpose()?;
         let rec = match cur {
             Some(mut s) => {
                 s.refs += 1;
@@ -372,7 +384,10 @@ fn release_recipe(tx: &redb::WriteTransaction, lsu: &str, id: u128) -> Result<()
     let n = names(lsu);
     let mut t = tx.open_table(SegTable::new(&n.segments))?;
     for r in &recipe {
-        let cur = t.get(&r.fp)?.map(|v| dec::<SegRec>(v.value())).transpose()?;
+        let cur = t
+            .get(&r.fp)?
+            .map(|v| dec::<SegRec>(v.value()))
+            .transpose()?;
         if let Some(mut s) = cur {
             s.refs = s.refs.saturating_sub(1);
             t.insert(&r.fp, enc(&s).as_slice())?;
@@ -382,7 +397,10 @@ fn release_recipe(tx: &redb::WriteTransaction, lsu: &str, id: u128) -> Result<()
 }
 
 /// Called when an image leaves the catalog: an LSU image gives back its segments.
-pub(super) fn release_image(tx: &redb::WriteTransaction, img: &ImageRec) -> Result<(), CatalogError> {
+pub(super) fn release_image(
+    tx: &redb::WriteTransaction,
+    img: &ImageRec,
+) -> Result<(), CatalogError> {
     match lsu_of_pool(&img.pool) {
         Some(lsu) => release_recipe(tx, lsu, img.id),
         None => Ok(()),

@@ -127,3 +127,54 @@ pub struct SegRef {
     pub fp: [u8; 32],
     pub len: u32,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tables::{dec, enc};
+    use super::*;
+
+    /// The record layouts are part of the catalog format: these bytes must
+    /// not change without a catalog version bump (docs/format.md).
+    #[test]
+    fn golden_record_encodings() {
+        let seg = SegRec {
+            container: 7,
+            offset: 64,
+            len: 131248,
+            plain: 131072,
+            refs: 2,
+            kind: SegKind::Kek,
+            kek: 3,
+        };
+        assert_eq!(
+            hex::encode(enc(&seg)),
+            "07000000000000004000000000000000b000020000000200020000000200000003000000"
+        );
+        assert_eq!(dec::<SegRec>(&enc(&seg)).unwrap(), seg);
+        let r = SegRef {
+            fp: [0x11; 32],
+            len: 5,
+        };
+        assert_eq!(hex::encode(enc(&r)), format!("{}05000000", "11".repeat(32)));
+        let c = ContainerRec {
+            size: 1 << 20,
+            created_ns: 1,
+        };
+        assert_eq!(hex::encode(enc(&c)), "00001000000000000100000000000000");
+        let k = KekRec {
+            id: 1,
+            wrapped: WrappedKey {
+                root_tag: "ab".into(),
+                sealed: vec![9; 2],
+            },
+            created_ns: 2,
+            active: true,
+            sealed_segments: 3,
+            sealed_bytes: 4,
+        };
+        assert_eq!(
+            hex::encode(enc(&k)),
+            "01000000020000000000000061620200000000000000090902000000000000000103000000000000000400000000000000"
+        );
+    }
+}

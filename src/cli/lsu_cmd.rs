@@ -4,9 +4,9 @@ use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::CliError;
 use super::args::{JsonArg, LsuCmd};
 use super::out::{Out, iso_time};
-use super::CliError;
 use crate::catalog::{FileAttrs, KekPolicy, LsuMode};
 use crate::control;
 use crate::kms::Unlock;
@@ -237,7 +237,9 @@ pub fn convert(
         bar.set_position(done);
         if p.finished {
             bar.finish_and_clear();
-            println!("LSU {name} is in KMS mode: {done} bytes of legacy segments re-encrypted under DEKs and KEKs");
+            println!(
+                "LSU {name} is in KMS mode: {done} bytes of legacy segments re-encrypted under DEKs and KEKs"
+            );
             return Ok(0);
         }
     }

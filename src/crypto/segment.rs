@@ -48,7 +48,11 @@ mod tests {
     fn fingerprint_is_keyed_and_pinned() {
         let k = SecretKey::from_slice(&[7u8; 32]).unwrap();
         let fp = fingerprint(&k, b"segment");
-        assert_ne!(fp, *blake3::hash(b"segment").as_bytes(), "never a bare hash");
+        assert_ne!(
+            fp,
+            *blake3::hash(b"segment").as_bytes(),
+            "never a bare hash"
+        );
         // Pinned: changing it would break dedup against stored segments.
         assert_eq!(
             hex::encode(fp),

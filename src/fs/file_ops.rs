@@ -9,9 +9,9 @@ use parking_lot::Mutex;
 
 use super::dir_ops::AttrChange;
 use super::handles::Handle;
+use super::streams::{Reader, Writer};
 use super::{Entry, FsError, KmsFs, Node, Pending, Res};
 use crate::catalog::{FileAttrs, InodeKind};
-use super::streams::{Reader, Writer};
 use crate::pipeline::Committed;
 use crate::tape::WriteTarget;
 

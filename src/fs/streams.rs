@@ -85,17 +85,20 @@ impl Writer {
 
 /// An image open for reading.
 pub enum Reader {
-    Tape(ImageReader),
-    Lsu(LsuReader),
+    Tape(Box<ImageReader>),
+    Lsu(Box<LsuReader>),
 }
 
 impl Reader {
     /// Opens an image; its keys must be usable now (ENOKEY otherwise).
     pub fn open(store: &Store, img: ImageRec) -> Res<Self> {
         if lsu_of_pool(&img.pool).is_some() {
-            Ok(Reader::Lsu(LsuReader::open(&store.msdp, img)?))
+            Ok(Reader::Lsu(Box::new(LsuReader::open(&store.msdp, img)?)))
         } else {
-            Ok(Reader::Tape(ImageReader::open(&store.library, img)?))
+            Ok(Reader::Tape(Box::new(ImageReader::open(
+                &store.library,
+                img,
+            )?)))
         }
     }
 
@@ -106,4 +109,3 @@ impl Reader {
         }
     }
 }
-

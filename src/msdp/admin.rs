@@ -89,11 +89,9 @@ impl Msdp {
         let group = group.ok_or_else(|| {
             MsdpError::Refused(format!("an encrypted LSU needs --key-group (LSU {name})"))
         })?;
-        let other = self
-            .catalog
-            .lsus()?
-            .into_iter()
-            .find(|l| l.mode != LsuMode::None && l.key_group.as_deref() != Some(group) && l.name != name);
+        let other = self.catalog.lsus()?.into_iter().find(|l| {
+            l.mode != LsuMode::None && l.key_group.as_deref() != Some(group) && l.name != name
+        });
         if let Some(o) = other {
             let g = o.key_group.unwrap_or_default();
             return Err(MsdpError::Refused(format!(
@@ -181,9 +179,13 @@ impl Msdp {
         let state = self.state(name)?;
         let _admin = state.admin.lock();
         let mut rec = self.lsu(name)?;
-        let group = rec.key_group.clone().filter(|_| rec.mode != LsuMode::None).ok_or_else(|| {
-            MsdpError::Refused(format!("LSU {name} is not encrypted: nothing to rewrap"))
-        })?;
+        let group = rec
+            .key_group
+            .clone()
+            .filter(|_| rec.mode != LsuMode::None)
+            .ok_or_else(|| {
+                MsdpError::Refused(format!("LSU {name} is not encrypted: nothing to rewrap"))
+            })?;
         let mut keks = self.catalog.keks(name)?;
         let mut n = 0;
         let mut root = String::new();

@@ -146,7 +146,11 @@ mod tests {
         let d = pseudo_random(3 << 20, 7);
         let c = chunks(&d, &[1 << 20; 3]);
         assert_eq!(c.concat(), d);
-        assert!(c[..c.len() - 1].iter().all(|x| (4096..=65536).contains(&x.len())));
+        assert!(
+            c[..c.len() - 1]
+                .iter()
+                .all(|x| (4096..=65536).contains(&x.len()))
+        );
     }
 
     #[test]

@@ -22,6 +22,9 @@ use super::state::LsuState;
 use super::{Msdp, MsdpError};
 use crate::catalog::{Fp, LsuMode, LsuRec, Move, SegKind, SegRec};
 
+/// Per container: legacy plaintext bytes, and all its index entries.
+type ByContainer = BTreeMap<u64, (u64, Vec<(Fp, SegRec)>)>;
+
 /// Where a conversion stands after a step.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConvertProgress {
@@ -54,12 +57,15 @@ impl Msdp {
                 rec.converting = true;
                 self.catalog.put_lsu(&rec)?;
                 rec.active_kek = Some(self.new_kek(&rec)?.id);
-                tracing::info!(lsu = name, "LSU switched to KMS mode; converting legacy segments");
+                tracing::info!(
+                    lsu = name,
+                    "LSU switched to KMS mode; converting legacy segments"
+                );
             }
             LsuMode::Kms => {}
         }
         let mut todo = legacy_containers(self, name)?;
-        let remaining = |t: &BTreeMap<u64, (u64, Vec<(Fp, SegRec)>)>| t.values().map(|v| v.0).sum();
+        let remaining = |t: &ByContainer| t.values().map(|v| v.0).sum();
         let Some((&id, _)) = todo.iter().find(|(_, v)| v.0 > 0) else {
             if rec.converting {
                 rec.converting = false;
@@ -88,11 +94,8 @@ impl Msdp {
 }
 
 /// Every container's (legacy plaintext bytes, all its index entries).
-fn legacy_containers(
-    msdp: &Msdp,
-    name: &str,
-) -> Result<BTreeMap<u64, (u64, Vec<(Fp, SegRec)>)>, MsdpError> {
-    let mut all: BTreeMap<u64, (u64, Vec<(Fp, SegRec)>)> = BTreeMap::new();
+fn legacy_containers(msdp: &Msdp, name: &str) -> Result<ByContainer, MsdpError> {
+    let mut all: ByContainer = BTreeMap::new();
     msdp.catalog.for_each_segment(name, |fp, s| {
         let e = all.entry(s.container).or_default();
         if s.kind == SegKind::Legacy {
@@ -155,10 +158,17 @@ fn convert_container(
         });
     }
     let c = out.sync()?;
-    msdp.catalog.relocate(&rec.name, &moves, &[(out.id, c)], &[id])?;
+    msdp.catalog
+        .relocate(&rec.name, &moves, &[(out.id, c)], &[id])?;
     state.forget_file(id);
     std::fs::remove_file(state.path(id))
-        .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+        .or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
         .map_err(|e| MsdpError::io(format!("removing {}", state.path(id).display()), e))?;
     tracing::info!(lsu = %rec.name, from = id, to = out.id, segments = segs.len(), "container converted to KMS mode");
     Ok(())

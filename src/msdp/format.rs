@@ -155,7 +155,9 @@ impl SegmentHeader {
             wrapped_dek: b[80..140].try_into().expect("60 bytes"),
         };
         if h.data_len() as u32 != u32_at(b, 12) {
-            return Err(FormatError::Field("data length does not match kind and size".into()));
+            return Err(FormatError::Field(
+                "data length does not match kind and size".into(),
+            ));
         }
         Ok(h)
     }

@@ -69,9 +69,15 @@ impl Msdp {
         }
         r.orphans_removed = remove_orphans(self, &state)?;
         r.bytes_after = disk_bytes(&state)?;
-        tracing::info!(lsu = name, dead = r.dead_segments, removed = r.containers_removed,
-            compacted = r.containers_compacted, orphans = r.orphans_removed,
-            freed = r.bytes_before.saturating_sub(r.bytes_after), "reclaim done");
+        tracing::info!(
+            lsu = name,
+            dead = r.dead_segments,
+            removed = r.containers_removed,
+            compacted = r.containers_compacted,
+            orphans = r.orphans_removed,
+            freed = r.bytes_before.saturating_sub(r.bytes_after),
+            "reclaim done"
+        );
         Ok(r)
     }
 }
@@ -104,9 +110,15 @@ fn compact(
     let mut out = ContainerWriter::create(state)?;
     let mut moves = Vec::with_capacity(segs.len());
     for (fp, s) in segs {
-        let (h, buf) = read_record(state, id, s.offset, s.len).map_err(|e| damaged(state, id, s, e))?;
+        let (h, buf) =
+            read_record(state, id, s.offset, s.len).map_err(|e| damaged(state, id, s, e))?;
         if &h.fp != fp {
-            return Err(damaged(state, id, s, RecordError::Damaged("record holds another segment".into())));
+            return Err(damaged(
+                state,
+                id,
+                s,
+                RecordError::Damaged("record holds another segment".into()),
+            ));
         }
         let offset = out.append(|b| {
             b.extend_from_slice(&buf);
@@ -122,7 +134,8 @@ fn compact(
         });
     }
     let rec: ContainerRec = out.sync()?;
-    msdp.catalog.relocate(&state.name, &moves, &[(out.id, rec)], &[id])?;
+    msdp.catalog
+        .relocate(&state.name, &moves, &[(out.id, rec)], &[id])?;
     remove(state, id)
 }
 
@@ -144,7 +157,10 @@ fn remove(state: &LsuState, id: u64) -> Result<(), MsdpError> {
     match std::fs::remove_file(state.path(id)) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(MsdpError::io(format!("removing {}", state.path(id).display()), e)),
+        Err(e) => Err(MsdpError::io(
+            format!("removing {}", state.path(id).display()),
+            e,
+        )),
     }
 }
 
@@ -178,4 +194,3 @@ fn disk_bytes(state: &LsuState) -> Result<u64, MsdpError> {
     }
     Ok(total)
 }
-

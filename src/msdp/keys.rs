@@ -65,12 +65,18 @@ impl Msdp {
     /// The LSU's fingerprint key.
     pub(crate) fn fp_key(&self, rec: &LsuRec) -> Result<Arc<SecretKey>, MsdpError> {
         match &rec.fp_key {
-            StoredKey::Clear(b) => SecretKey::from_slice(b)
-                .map(Arc::new)
-                .ok_or_else(|| MsdpError::Refused(format!("LSU {}: fingerprint key is not 32 bytes", rec.name))),
+            StoredKey::Clear(b) => SecretKey::from_slice(b).map(Arc::new).ok_or_else(|| {
+                MsdpError::Refused(format!("LSU {}: fingerprint key is not 32 bytes", rec.name))
+            }),
             StoredKey::Wrapped(w) => self.keys.get(KeyId::Fp(rec.name.clone()), || {
                 self.kms.unwrap(w).map_err(|e| {
-                    MsdpError::kms(format!("fingerprint key of LSU {} (root key {})", rec.name, w.root_tag), e)
+                    MsdpError::kms(
+                        format!(
+                            "fingerprint key of LSU {} (root key {})",
+                            rec.name, w.root_tag
+                        ),
+                        e,
+                    )
                 })
             }),
         }
@@ -81,7 +87,10 @@ impl Msdp {
         self.keys.get(KeyId::Kek(lsu.into(), k.id), || {
             self.kms.unwrap(&k.wrapped).map_err(|e| {
                 MsdpError::kms(
-                    format!("KEK {} of LSU {lsu} (root key {})", k.id, k.wrapped.root_tag),
+                    format!(
+                        "KEK {} of LSU {lsu} (root key {})",
+                        k.id, k.wrapped.root_tag
+                    ),
                     e,
                 )
             })
@@ -117,7 +126,10 @@ impl Msdp {
     /// makes it the LSU's active KEK; the old ones stay to unwrap old DEKs.
     pub(crate) fn new_kek(&self, rec: &LsuRec) -> Result<KekRec, MsdpError> {
         let group = rec.key_group.as_deref().ok_or_else(|| {
-            MsdpError::Refused(format!("LSU {} is not in KMS mode: it has no KEKs", rec.name))
+            MsdpError::Refused(format!(
+                "LSU {} is not in KMS mode: it has no KEKs",
+                rec.name
+            ))
         })?;
         let key = SecretKey::random()?;
         let wrapped = wrap_under_root(self.kms.as_ref(), group, &key, &rec.name)?;

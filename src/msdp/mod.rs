@@ -53,7 +53,9 @@ pub enum MsdpError {
     Refused(String),
     #[error("key for {subject}: {source}")]
     Kms { subject: String, source: KmsError },
-    #[error("integrity check failed: LSU {lsu}, container {container:016x}, offset {offset}: {why}")]
+    #[error(
+        "integrity check failed: LSU {lsu}, container {container:016x}, offset {offset}: {why}"
+    )]
     Integrity {
         lsu: String,
         container: u64,

@@ -116,7 +116,7 @@ impl LsuReader {
         if last <= first {
             return;
         }
-        let mid = first + (last - first + 1) / 2;
+        let mid = first + (last - first).div_ceil(2);
         std::thread::scope(|s| {
             s.spawn(|| (mid..=last).for_each(|i| drop(self.segment(i))));
             (first..mid).for_each(|i| drop(self.segment(i)));
@@ -159,9 +159,8 @@ impl LsuReader {
                     .clone()
                     .ok_or_else(|| self.damaged(&loc, "segment no longer in the index".into()))?;
                 self.locs.lock()[i] = now.clone();
-                self.load_from(&now, &fp).map_err(|_| {
-                    self.damaged(&now, "container missing or not readable".into())
-                })?
+                self.load_from(&now, &fp)
+                    .map_err(|_| self.damaged(&now, "container missing or not readable".into()))?
             }
             Ok(r) => r,
         }
@@ -245,7 +244,12 @@ fn check_keys(
             Err(e) if e.is_temporary() => {
                 tracing::warn!(lsu = %rec.name, tag, "KMS unreachable at open; serving from cached keys: {e}");
             }
-            Err(e) => return Err(MsdpError::kms(format!("LSU {} root key {tag}", rec.name), e)),
+            Err(e) => {
+                return Err(MsdpError::kms(
+                    format!("LSU {} root key {tag}", rec.name),
+                    e,
+                ));
+            }
         }
     }
     Ok(())

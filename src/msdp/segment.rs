@@ -35,7 +35,13 @@ impl Sealer {
 
 /// Length of the record of a `plain`-byte segment sealed by `s`.
 pub fn record_len(s: &Sealer, plain: usize) -> usize {
-    SEGMENT_HEADER_LEN + plain + if matches!(s, Sealer::Plain) { 0 } else { TAG_LEN }
+    SEGMENT_HEADER_LEN
+        + plain
+        + if matches!(s, Sealer::Plain) {
+            0
+        } else {
+            TAG_LEN
+        }
 }
 
 /// Appends the record of `data` (fingerprint `fp`) to `buf`.
@@ -111,7 +117,9 @@ pub fn open_record(
         SegKind::Plain => {
             let fk = msdp.fp_key(rec).map_err(OpenError::Key)?;
             if &crypto::fingerprint(&fk, &buf) != fp {
-                return Err(OpenError::Damaged("data does not match its fingerprint".into()));
+                return Err(OpenError::Damaged(
+                    "data does not match its fingerprint".into(),
+                ));
             }
             return Ok(buf);
         }

@@ -212,7 +212,13 @@ fn sealer(msdp: &Msdp, rec: &LsuRec) -> Result<(Sealer, Option<String>), MsdpErr
                 msdp.catalog.put_lsu(&r)?;
             }
             let key = msdp.legacy_key(&tk.tag)?;
-            (Sealer::Legacy { tag: tk.tag.clone(), key }, Some(tk.tag))
+            (
+                Sealer::Legacy {
+                    tag: tk.tag.clone(),
+                    key,
+                },
+                Some(tk.tag),
+            )
         }
         LsuMode::Kms => {
             let (k, key) = msdp.active_kek(rec)?;

@@ -14,9 +14,9 @@ pub mod scan;
 mod tests;
 mod writer;
 
+pub use crate::pipeline::Committed;
 pub use drive::{DriveGuard, DrivePool};
 pub use library::{Library, LibraryConfig, barcode, now_ns};
-pub use crate::pipeline::Committed;
 pub use reader::ImageReader;
 pub use writer::{ImageWriter, WriteTarget, tag_bytes};
 
