@@ -17,6 +17,7 @@ if [ ! -e "$STORE/kmsfs.conf" ]; then
   $K init "$STORE"
   $K --store "$STORE" kms createkg ENCR_Demo --description "demo key group"
   $K --store "$STORE" kms createkey --kg ENCR_Demo --name demo-key-1 --activate
+  $K --store "$STORE" lsu create demo --kms --key-group ENCR_Demo
 fi
 mkdir -p "$MNT"
 if grep -q " $MNT fuse.kmsfs " /proc/mounts; then
@@ -26,4 +27,5 @@ else
 fi
 mkdir -p "$MNT/pools/ENCR_Demo"
 echo "mounted $STORE on $MNT: try  cp /etc/os-release $MNT/pools/ENCR_Demo/ && cat $MNT/drives/drive0/status"
+echo "deduplicating, envelope-encrypted LSU: cp /etc/os-release $MNT/msdp/demo/ && kmsfs --store $STORE lsu keydict demo"
 echo "unmount with: umount $MNT"

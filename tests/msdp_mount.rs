@@ -519,6 +519,12 @@ fn a_damaged_container_gives_eio_and_names_the_lsu() {
     let m = s.mount("");
     let err = cat_err(&m, "msdp/D/f");
     assert!(err.contains("Input/output error"), "{err}");
+    let o = s.cmd(&["fsck"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !o.status.success() && text.contains("DAMAGED image msdp/D/f"),
+        "{text}"
+    );
     m.unmount();
     let log = std::fs::read_to_string(s.dir.join("kmsfs.log")).unwrap();
     assert!(

@@ -172,7 +172,8 @@ pub fn status(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError>
 }
 
 pub fn fsck(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError> {
-    let r = crate::tape::check::check_library(&store.library, |_| {})?;
+    let mut r = crate::tape::check::check_library(&store.library, |_| {})?;
+    store.msdp.check_into(&mut r)?;
     if j.json {
         out.json(&r);
     } else {

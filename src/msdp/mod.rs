@@ -15,6 +15,7 @@
 
 pub mod admin;
 mod audit;
+mod check;
 mod chunker;
 mod container;
 pub mod convert;

@@ -37,6 +37,9 @@ pub fn check_library(
 ) -> Result<CheckReport, TapeError> {
     let mut r = CheckReport::default();
     for img in lib.catalog.images()? {
+        if crate::catalog::lsu_of_pool(&img.pool).is_some() {
+            continue;
+        }
         r.images += 1;
         check_image(lib, &img, &mut r, &mut progress);
     }
