@@ -66,9 +66,9 @@ printf '%-28s %10s %10s\n' "ratio kmsfs / gocryptfs" "$(echo "scale=2; $kw / $gw
 # Dedup: kmsfs LSU (KMS mode) against restic, same files, same tmpfs.
 head -c "${SIZE_MB}M" /dev/urandom > "$W/v1"
 Q=$((SIZE_MB * 1048576 / 4))
-(head -c $Q "$W/v1"; head -c 100 /dev/urandom; tail -c +$((Q + 1)) "$W/v1" | head -c $Q
- head -c 100 /dev/urandom; tail -c +$((2 * Q + 1)) "$W/v1" | head -c $Q
- head -c 100 /dev/urandom; tail -c +$((3 * Q + 1)) "$W/v1") > "$W/v2"
+part() { dd if="$W/v1" iflag=skip_bytes,count_bytes skip="$1" count="$2" bs=1M status=none; }
+ins() { head -c 100 /dev/urandom; }
+(part 0 $Q; ins; part $Q $Q; ins; part $((2 * Q)) $Q; ins; part $((3 * Q)) $((SIZE_MB * 1048576 - 3 * Q))) > "$W/v2"
 bytes() { du -sb "$1" | cut -f1; }
 copy_test() { local s e; s=$(now); cp "$1" "$2"; e=$(now); mbps "$s" "$e"; }
 $K --store "$W/store" kms createkg KG >/dev/null

@@ -107,7 +107,7 @@ impl KmsFs {
                     attrs.ctime_ns = attrs.mtime_ns;
                     return Ok((
                         self.start_writer(ino, node.parent, &node.name, attrs)?,
-                        FopenFlags::empty(),
+                        FopenFlags::FOPEN_DIRECT_IO,
                     ));
                 }
                 let img = self.catalog.image(id)?.ok_or_else(|| {

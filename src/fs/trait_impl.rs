@@ -287,9 +287,13 @@ impl Filesystem for KmsFs {
     ) {
         let attrs = new_attrs(req, mode, umask, libc::S_IFREG);
         match name_of(name).and_then(|n| self.do_create(parent.0, n, attrs)) {
-            Ok((a, fh)) => {
-                reply.created(&TTL, &a, Generation(0), FileHandle(fh), FopenFlags::empty())
-            }
+            Ok((a, fh)) => reply.created(
+                &TTL,
+                &a,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::FOPEN_DIRECT_IO,
+            ),
             Err(e) => reply_err!(reply, e),
         }
     }

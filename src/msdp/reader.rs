@@ -117,10 +117,10 @@ impl LsuReader {
             return;
         }
         let mid = first + (last - first).div_ceil(2);
-        std::thread::scope(|s| {
-            s.spawn(|| (mid..=last).for_each(|i| drop(self.segment(i))));
-            (first..mid).for_each(|i| drop(self.segment(i)));
-        });
+        rayon::join(
+            || (mid..=last).for_each(|i| drop(self.segment(i))),
+            || (first..mid).for_each(|i| drop(self.segment(i))),
+        );
     }
 
     fn segment(&self, i: usize) -> Result<Arc<Vec<u8>>, MsdpError> {

@@ -342,48 +342,21 @@ impl Segments {
     }
 }
 
-/// Threads for fingerprinting and sealing (the machine's cores, at most 4).
-fn workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(4)
+/// `f` over `items` on rayon's pool (every core), results in order. A
+/// pool, not threads per batch: on a VM a thread start costs about as
+/// much as sealing a segment.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> Vec<R> {
+    use rayon::prelude::*;
+    items.par_iter().map(f).collect()
 }
 
-/// `f` over `items` on every core, results in order.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let per = items.len().div_ceil(workers()).max(1);
-    std::thread::scope(|s| {
-        let hs: Vec<_> = items
-            .chunks(per)
-            .map(|part| s.spawn(|| part.iter().map(&f).collect::<Vec<_>>()))
-            .collect();
-        hs.into_iter()
-            .flat_map(|h| h.join().expect("worker panicked"))
-            .collect()
-    })
-}
-
-/// `f` on each job on every core; the first error is returned.
+/// `f` on each job on rayon's pool; the first error is returned.
 fn par_each<J: Send>(
-    mut jobs: Vec<J>,
-    f: impl Fn(J) -> Result<(), MsdpError> + Sync,
+    jobs: Vec<J>,
+    f: impl Fn(J) -> Result<(), MsdpError> + Sync + Send,
 ) -> Result<(), MsdpError> {
-    let per = jobs.len().div_ceil(workers()).max(1);
-    let mut parts = Vec::new();
-    while jobs.len() > per {
-        let rest = jobs.split_off(per);
-        parts.push(std::mem::replace(&mut jobs, rest));
-    }
-    parts.push(jobs);
-    std::thread::scope(|s| {
-        let hs: Vec<_> = parts
-            .into_iter()
-            .map(|part| s.spawn(|| part.into_iter().try_for_each(&f)))
-            .collect();
-        hs.into_iter()
-            .try_for_each(|h| h.join().expect("worker panicked"))
-    })
+    use rayon::prelude::*;
+    jobs.into_par_iter().try_for_each(f)
 }
 
 impl Drop for Segments {
