@@ -70,7 +70,11 @@ part() { dd if="$W/v1" iflag=skip_bytes,count_bytes skip="$1" count="$2" bs=1M s
 ins() { head -c 100 /dev/urandom; }
 (part 0 $Q; ins; part $Q $Q; ins; part $((2 * Q)) $Q; ins; part $((3 * Q)) $((SIZE_MB * 1048576 - 3 * Q))) > "$W/v2"
 bytes() { du -sb "$1" | cut -f1; }
-copy_test() { local s e; s=$(now); cp "$1" "$2"; e=$(now); mbps "$s" "$e"; }
+# Caches dropped before each timed step: the page cache left by one side
+# must not slow the other (this VM reclaims and refaults memory slowly).
+settle() { sync; echo 3 > /proc/sys/vm/drop_caches; cat "$1" > /dev/null; }
+copy_test() { local s e; settle "$1"; s=$(now); cp "$1" "$2"; e=$(now); mbps "$s" "$e"; }
+backup_test() { local s e; settle "$W/rsrc/data"; s=$(now); restic backup -q "$W/rsrc" >/dev/null; e=$(now); mbps "$s" "$e"; }
 $K --store "$W/store" kms createkg KG >/dev/null
 $K --store "$W/store" kms createkey --kg KG --name root --activate >/dev/null
 $K --store "$W/store" lsu create bench --kms --key-group KG >/dev/null
@@ -78,8 +82,9 @@ mkdir "$W/dmnt"; $K mount "$W/store" "$W/dmnt"
 l0=$(bytes "$W/store/lsu")
 d1=$(copy_test "$W/v1" "$W/dmnt/msdp/bench/v1"); l1=$(( $(bytes "$W/store/lsu") - l0 ))
 d2=$(copy_test "$W/v2" "$W/dmnt/msdp/bench/v2"); l2=$(( $(bytes "$W/store/lsu") - l0 ))
-umount "$W/dmnt"; $K mount "$W/store" "$W/dmnt"
+umount "$W/dmnt"; sync; echo 3 > /proc/sys/vm/drop_caches; $K mount "$W/store" "$W/dmnt"
 dr=$(read_test "$W/dmnt/msdp/bench/v1")
+rss=$(grep VmHWM "/proc/$(cat "$W/store/kmsfs.pid")/status" | awk '{print $2}')
 cmp "$W/v1" "$W/dmnt/msdp/bench/v1"
 umount "$W/dmnt"
 
@@ -87,12 +92,13 @@ export RESTIC_PASSWORD=bench RESTIC_REPOSITORY="$W/restic"
 restic init -q >/dev/null
 mkdir "$W/rsrc"; cp "$W/v1" "$W/rsrc/data"
 r0=$(bytes "$W/restic")
-s=$(now); restic backup -q "$W/rsrc" >/dev/null; e=$(now); r1m=$(mbps "$s" "$e"); r1=$(( $(bytes "$W/restic") - r0 ))
+r1m=$(backup_test); r1=$(( $(bytes "$W/restic") - r0 ))
 cp "$W/v2" "$W/rsrc/data"
-s=$(now); restic backup -q "$W/rsrc" >/dev/null; e=$(now); r2m=$(mbps "$s" "$e"); r2=$(( $(bytes "$W/restic") - r0 ))
+r2m=$(backup_test); r2=$(( $(bytes "$W/restic") - r0 ))
 
 echo
 printf '%-28s %12s %14s %12s %14s %10s\n' "dedup, ${SIZE_MB} MiB" "v1 MB/s" "stored after v1" "v2 MB/s" "added by v2" "read MB/s"
 printf '%-28s %12s %14s %12s %14s %10s\n' "kmsfs LSU (KMS mode)" "$d1" "$l1" "$d2" "$((l2 - l1))" "$dr"
 printf '%-28s %12s %14s %12s %14s %10s\n' "restic $(restic version | awk '{print $2}')" "$r1m" "$r1" "$r2m" "$((r2 - r1))" "-"
 printf '%-28s %12s\n' "ratio kmsfs / restic" "$(echo "scale=2; $d1 / $r1m" | bc)"
+echo "kmsfs daemon peak RSS after ingest and read: ${rss} kB"
