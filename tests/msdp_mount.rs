@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::path::Path;
 
-use common::{Mounted, TestStore, random_file, sh, sh_ok, sha256};
+use common::{Mounted, TestStore, holds_any, random_file, sh, sh_ok, sha256};
 use kmsfs::kms::Unlock;
 use kmsfs::store::Store;
 
@@ -19,6 +19,11 @@ fn lsu_bytes(s: &TestStore) -> u64 {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+/// `cp SRC DST` with the real cp; must succeed.
+fn cp(src: &Path, dst: &Path) {
+    sh_ok(&format!("cp '{}' '{}'", src.display(), dst.display()));
 }
 
 fn kms_lsu(s: &TestStore, name: &str) -> String {
@@ -50,18 +55,10 @@ fn copies_dedup_shifted_versions_dedup_and_all_read_back_after_remount() {
     let want = sha256(&f);
     let m = s.mount("");
     let empty = lsu_bytes(&s);
-    sh_ok(&format!(
-        "cp '{}' '{}'",
-        f.display(),
-        m.p("msdp/lsu1/a").display()
-    ));
+    cp(&f, &m.p("msdp/lsu1/a"));
     let one = lsu_bytes(&s) - empty;
     assert!(one >= 256 << 20, "first copy stored {one} bytes");
-    sh_ok(&format!(
-        "cp '{}' '{}'",
-        f.display(),
-        m.p("msdp/lsu1/b").display()
-    ));
+    cp(&f, &m.p("msdp/lsu1/b"));
     let two = lsu_bytes(&s) - empty;
     eprintln!("256 MiB once: {one} bytes stored; twice: {two}");
     assert!(two - one < 1 << 20, "second copy added {} bytes", two - one);
@@ -135,24 +132,6 @@ fn copies_dedup_shifted_versions_dedup_and_all_read_back_after_remount() {
     assert_eq!(sha256(&m.p("msdp/lsu1/b")), want);
 }
 
-/// Whether any file under `dir` holds any of `needles` (all `width` long).
-fn holds_any(dir: &Path, needles: &HashSet<Vec<u8>>, width: usize) -> Option<String> {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(b) = std::fs::read(&p)
-                && b.windows(width).any(|w| needles.contains(w))
-            {
-                return Some(p.display().to_string());
-            }
-        }
-    }
-    None
-}
-
 #[test]
 fn no_plaintext_and_no_dek_or_kek_in_clear_in_the_store() {
     let s = TestStore::new(&[]);
@@ -164,17 +143,9 @@ fn no_plaintext_and_no_dek_or_kek_in_clear_in_the_store() {
     ));
     random_file(&s.path("r"), 8);
     let m = s.mount("log=trace");
-    sh_ok(&format!(
-        "cp '{}' '{}'",
-        s.path("text").display(),
-        m.p("msdp/sec/text").display()
-    ));
+    cp(&s.path("text"), &m.p("msdp/sec/text"));
     s.ok(&["lsu", "rotate-kek", "sec"]);
-    sh_ok(&format!(
-        "cp '{}' '{}'",
-        s.path("r").display(),
-        m.p("msdp/sec/r").display()
-    ));
+    cp(&s.path("r"), &m.p("msdp/sec/r"));
     assert_eq!(sha256(&m.p("msdp/sec/text")), sha256(&s.path("text")));
     let printed = s.ok(&["lsu", "keydict", "sec", "--json"]) + &s.ok(&["lsu", "getmode", "sec"]);
     m.unmount();
@@ -220,18 +191,10 @@ fn kek_rotation_rewrap_and_the_rules_of_seed_003() {
     let g = s.path("g");
     random_file(&g, 16);
     let m = s.mount("");
-    sh_ok(&format!(
-        "cp '{}' '{}'",
-        f.display(),
-        m.p("msdp/L/f").display()
-    ));
+    cp(&f, &m.p("msdp/L/f"));
     let out = s.ok(&["lsu", "rotate-kek", "L"]);
     assert!(out.contains("KEK 2 is now active"), "{out}");
-    sh_ok(&format!(
-        "cp '{}' '{}'",
-        g.display(),
-        m.p("msdp/L/g").display()
-    ));
+    cp(&g, &m.p("msdp/L/g"));
     let d: serde_json::Value =
         serde_json::from_str(&s.ok(&["lsu", "keydict", "L", "--json"])).unwrap();
     assert_eq!(d[0]["state"], "inactive");
@@ -360,11 +323,7 @@ fn legacy_lsu_converts_to_kms_mode_while_reads_continue() {
     let m = s.mount("");
     for (i, f) in files.iter().enumerate() {
         random_file(f, 24);
-        sh_ok(&format!(
-            "cp '{}' '{}'",
-            f.display(),
-            m.p(&format!("msdp/old/f{i}")).display()
-        ));
+        cp(f, &m.p(&format!("msdp/old/f{i}")));
     }
     let mode = s.ok(&["lsu", "getmode", "old"]);
     assert!(
@@ -436,16 +395,8 @@ fn sigkill_during_ingest_and_reclaim_loses_nothing_committed() {
             x.display(),
             y.display()
         ));
-        sh_ok(&format!(
-            "cp '{}' '{}'",
-            x.display(),
-            m.p(&format!("msdp/P/x{i}")).display()
-        ));
-        sh_ok(&format!(
-            "cp '{}' '{}'",
-            y.display(),
-            m.p(&format!("msdp/P/y{i}")).display()
-        ));
+        cp(&x, &m.p(&format!("msdp/P/x{i}")));
+        cp(&y, &m.p(&format!("msdp/P/y{i}")));
         keep.push((format!("msdp/P/y{i}"), sha256(&y)));
     }
     sh_ok(&format!("rm '{}'/x*", m.p("msdp/P").display()));
@@ -502,11 +453,7 @@ fn a_damaged_container_gives_eio_and_names_the_lsu() {
     let f = s.path("f");
     random_file(&f, 4);
     let m = s.mount("");
-    sh_ok(&format!(
-        "cp '{}' '{}'",
-        f.display(),
-        m.p("msdp/D/f").display()
-    ));
+    cp(&f, &m.p("msdp/D/f"));
     m.unmount();
     let c = sh_ok(&format!(
         "ls '{}'/*.kct",

@@ -74,9 +74,7 @@ impl ContainerWriter {
     ) -> Result<u64, MsdpError> {
         let at = self.size();
         fill(&mut self.buf)?;
-        if self.buf.len() >= WRITE_BUFFER {
-            self.flush()?;
-        }
+        self.flush_if_full()?;
         Ok(at)
     }
 

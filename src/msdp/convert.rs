@@ -160,16 +160,7 @@ fn convert_container(
     let c = out.sync()?;
     msdp.catalog
         .relocate(&rec.name, &moves, &[(out.id, c)], &[id])?;
-    state.forget_file(id);
-    std::fs::remove_file(state.path(id))
-        .or_else(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })
-        .map_err(|e| MsdpError::io(format!("removing {}", state.path(id).display()), e))?;
+    super::gc::remove(state, id)?;
     tracing::info!(lsu = %rec.name, from = id, to = out.id, segments = segs.len(), "container converted to KMS mode");
     Ok(())
 }

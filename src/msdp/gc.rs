@@ -152,7 +152,8 @@ fn damaged(state: &LsuState, id: u64, s: &SegRec, e: RecordError) -> MsdpError {
     }
 }
 
-fn remove(state: &LsuState, id: u64) -> Result<(), MsdpError> {
+/// Deletes a container file the catalog no longer refers to.
+pub(super) fn remove(state: &LsuState, id: u64) -> Result<(), MsdpError> {
     state.forget_file(id);
     match std::fs::remove_file(state.path(id)) {
         Ok(()) => Ok(()),

@@ -211,7 +211,8 @@ fn sealer(msdp: &Msdp, rec: &LsuRec) -> Result<(Sealer, Option<String>), MsdpErr
                 r.legacy_tags.push(tk.tag.clone());
                 msdp.catalog.put_lsu(&r)?;
             }
-            let key = msdp.legacy_key(&tk.tag)?;
+            // Used as fetched: asking the KMS again by tag would be a second round trip.
+            let key = Arc::new(tk.key);
             (
                 Sealer::Legacy {
                     tag: tk.tag.clone(),
@@ -372,14 +373,9 @@ impl ImageSink for LsuWriter {
         self.seg.kek_tag.clone()
     }
 
+    /// The pipeline in front refuses writes before the end (ESPIPE) before
+    /// they are queued; here an offset past the end is a hole to fill.
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), MsdpError> {
-        if offset < self.size {
-            return Err(MsdpError::NotSequential {
-                path: format!("{}/{}", self.target.pool, self.target.path),
-                offset,
-                end: self.size,
-            });
-        }
         self.guard(|w| {
             w.fill_zeros(offset)?;
             w.append(data)

@@ -243,6 +243,16 @@ pub fn sha256(path: &Path) -> String {
 
 /// Whether `needle` occurs in any file under `dir`.
 pub fn tree_contains(dir: &Path, needle: &[u8]) -> bool {
+    let one = std::collections::HashSet::from([needle.to_vec()]);
+    holds_any(dir, &one, needle.len()).is_some()
+}
+
+/// The first file under `dir` holding any of `needles` (all `width` long).
+pub fn holds_any(
+    dir: &Path,
+    needles: &std::collections::HashSet<Vec<u8>>,
+    width: usize,
+) -> Option<String> {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap().flatten() {
@@ -250,13 +260,13 @@ pub fn tree_contains(dir: &Path, needle: &[u8]) -> bool {
             if p.is_dir() {
                 stack.push(p);
             } else if let Ok(b) = std::fs::read(&p)
-                && b.windows(needle.len()).any(|w| w == needle)
+                && b.windows(width).any(|w| needles.contains(w))
             {
-                return true;
+                return Some(p.display().to_string());
             }
         }
     }
-    false
+    None
 }
 
 /// A file of `mib` MiB of pseudo-random bytes made with dd and openssl-free means.
