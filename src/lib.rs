@@ -11,6 +11,7 @@ pub mod control;
 pub mod crypto;
 pub mod fs;
 pub mod import;
+pub mod kmip;
 pub mod kms;
 pub mod msdp;
 pub mod pipeline;

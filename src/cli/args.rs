@@ -273,8 +273,29 @@ pub enum KmsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Which KMS backend serves this store.
+    /// Which KMS backend serves this store; for KMIP, asks every server.
     Status(JsonArg),
+    /// Choose the KMS: `embedded`, or `kmip` with --server (repeat it: the
+    /// first is tried first), --ca, --cert, --key. Used from the next mount.
+    Setbackend {
+        /// embedded or kmip.
+        backend: String,
+        /// host:port of a KMIP server.
+        #[arg(long = "server")]
+        servers: Vec<String>,
+        /// CA certificate (PEM) that signed the servers' certificates.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Client certificate (PEM, extendedKeyUsage clientAuth).
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// Client private key (PEM).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Seconds a key fetched for a tape drive stays cached.
+        #[arg(long)]
+        key_cache_secs: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,6 +11,9 @@ use crate::kms::{KeyState, NewKey, export_container, read_container};
 use crate::store::Store;
 
 pub fn run(store: &Store, cmd: &KmsCmd, out: &mut Out) -> Result<(), CliError> {
+    if let Some(kmip) = &store.kmip {
+        return super::kmip_cmd::run(store, kmip, cmd, out);
+    }
     let kms = &store.kms_admin;
     match cmd {
         KmsCmd::Createkg { name, description } => {
@@ -135,6 +138,7 @@ pub fn run(store: &Store, cmd: &KmsCmd, out: &mut Out) -> Result<(), CliError> {
                 }
             }
         }
+        KmsCmd::Setbackend { .. } => super::kmip_cmd::set_backend(store, cmd, out)?,
         KmsCmd::Status(j) => {
             let backend = store.kms.describe();
             if j.json {

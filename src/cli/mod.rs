@@ -4,6 +4,7 @@
 
 mod args;
 mod import_cmd;
+mod kmip_cmd;
 mod kms_cmd;
 mod logging;
 mod lsu_cmd;

@@ -4,7 +4,7 @@
 //! daemon's error and a non-zero exit.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use super::args::MountArgs;
 use super::mount_opts::{self, MountOpts};
 use super::{CliError, Global, read_secret};
 use crate::fs::{MountOptions, mount_foreground};
+use crate::kmip::{KmipServer, KmsBackend};
 use crate::kms::Unlock;
 use crate::store::Store;
 
@@ -31,7 +32,7 @@ pub fn mount(g: &Global, a: &MountArgs, argv: &[String]) -> Result<i32, CliError
         )));
     }
     check_mountpoint(&a.mountpoint)?;
-    crate::store::Config::load(&a.source)?;
+    let kms_override = kmip_override(&opts, &crate::store::Config::load(&a.source)?.kms)?;
     let daemon_child = std::env::var_os(DAEMON_ENV).is_some();
     if !(a.foreground || opts.foreground || daemon_child) {
         return spawn_daemon(argv);
@@ -52,6 +53,9 @@ pub fn mount(g: &Global, a: &MountArgs, argv: &[String]) -> Result<i32, CliError
     let store = Store::open_with(&a.source, unlock, |c| {
         c.drives = opts.drives.unwrap_or(c.drives);
         c.kms_timeout_secs = opts.kms_timeout.unwrap_or(c.kms_timeout_secs);
+        if let Some(k) = kms_override {
+            c.kms = k;
+        }
     })?;
     let mo = MountOptions {
         read_only: opts.read_only,
@@ -173,4 +177,40 @@ fn detach_stdio() {
     unsafe {
         libc::setsid();
     }
+}
+
+/// The KMS backend the `kmip_*` mount options ask for, completed from the
+/// store's own KMIP settings; `None` when no such option is given.
+fn kmip_override(o: &MountOpts, current: &KmsBackend) -> Result<Option<KmsBackend>, CliError> {
+    let any = !o.kmip_servers.is_empty()
+        || o.kmip_ca.is_some()
+        || o.kmip_cert.is_some()
+        || o.kmip_key.is_some()
+        || o.key_cache.is_some();
+    if !any {
+        return Ok(None);
+    }
+    let cur = match current {
+        KmsBackend::Kmip(k) => Some(k),
+        KmsBackend::Embedded => None,
+    };
+    let first = cur.and_then(|k| k.servers.first());
+    let servers = if o.kmip_servers.is_empty() {
+        cur.map(|k| k.servers.iter().map(|s| s.address.clone()).collect())
+            .unwrap_or_default()
+    } else {
+        o.kmip_servers.clone()
+    };
+    let pick = |opt: &Option<PathBuf>, f: fn(&KmipServer) -> &PathBuf| {
+        opt.clone().or_else(|| first.map(|s| f(s).clone()))
+    };
+    let cfg = super::kmip_cmd::kmip_config(
+        &servers,
+        &pick(&o.kmip_ca, |s| &s.ca),
+        &pick(&o.kmip_cert, |s| &s.cert),
+        &pick(&o.kmip_key, |s| &s.key),
+        o.key_cache.or(cur.map(|k| k.key_cache_secs)),
+    )
+    .map_err(|e| CliError::Usage(format!("mount options kmip_*: {e}")))?;
+    Ok(Some(KmsBackend::Kmip(cfg)))
 }

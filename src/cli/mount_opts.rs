@@ -18,6 +18,13 @@ pub struct MountOpts {
     pub log_file: Option<PathBuf>,
     pub foreground: bool,
     pub threads: Option<usize>,
+    /// KMIP servers for this mount (repeat the option; first is tried first).
+    pub kmip_servers: Vec<String>,
+    pub kmip_ca: Option<PathBuf>,
+    pub kmip_cert: Option<PathBuf>,
+    pub kmip_key: Option<PathBuf>,
+    /// Seconds a tape key fetched from KMIP stays cached.
+    pub key_cache: Option<u64>,
 }
 
 /// Options mount(8), fstab and systemd pass along; accepted, no effect here.
@@ -95,6 +102,11 @@ pub fn parse<'a>(lists: &'a [String]) -> Result<MountOpts, String> {
             }
             "kms_timeout" => o.kms_timeout = Some(number(key, need(val)?)?),
             "threads" => o.threads = Some(number(key, need(val)?)?),
+            "kmip_server" => o.kmip_servers.push(need(val)?.into()),
+            "kmip_ca" => o.kmip_ca = Some(need(val)?.into()),
+            "kmip_cert" => o.kmip_cert = Some(need(val)?.into()),
+            "kmip_key" => o.kmip_key = Some(need(val)?.into()),
+            "key_cache" => o.key_cache = Some(number(key, need(val)?)?),
             "log" => {
                 let v = need(val)?;
                 if !LOG_LEVELS.contains(&v) {
@@ -134,6 +146,15 @@ mod tests {
             (o.drives, o.kms_timeout, o.log.as_deref()),
             (Some(3), Some(5), Some("debug"))
         );
+    }
+
+    #[test]
+    fn kmip_options() {
+        let o = p("kmip_server=a:5696,kmip_server=b:5696,kmip_ca=/c,kmip_cert=/d,kmip_key=/e,key_cache=60").unwrap();
+        assert_eq!(o.kmip_servers, ["a:5696", "b:5696"]);
+        assert_eq!(o.kmip_ca, Some("/c".into()));
+        assert_eq!(o.key_cache, Some(60));
+        assert!(p("kmip_server").unwrap_err().contains("needs a value"));
     }
 
     #[test]

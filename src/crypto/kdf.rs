@@ -90,6 +90,29 @@ pub fn key_check_value(key: &SecretKey) -> [u8; 8] {
     out[..8].try_into().expect("8 bytes")
 }
 
+/// A 16-byte check value that binds `key` to `context`: kept beside a key
+/// that travels through a cipher without authentication (a KMIP server's
+/// AES-CBC), it tells a wrong key or altered bytes from the right key.
+pub fn bound_check_value(key: &SecretKey, context: &[u8]) -> [u8; 16] {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key.expose_secret()).expect("any key length");
+    mac.update(b"kmsfs bound check value v1");
+    mac.update(context);
+    let out = mac.finalize().into_bytes();
+    out[..16].try_into().expect("16 bytes")
+}
+
+/// SHA-256 of `data` in the domain `domain`: names derived from public
+/// identifiers (never from keys).
+pub fn name_digest(domain: &[u8], data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    h.update(domain);
+    h.update([0u8]);
+    h.update(data);
+    h.finalize().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,8 +14,8 @@ mod segment;
 
 pub use aead::{BlockCipher, NONCE_LEN, TAG_LEN, open, seal};
 pub use kdf::{
-    Argon2Params, PASSPHRASE_KEY_PARAMS, derive_subkey, key_check_value, passphrase_key,
-    passphrase_secret,
+    Argon2Params, PASSPHRASE_KEY_PARAMS, bound_check_value, derive_subkey, key_check_value,
+    name_digest, passphrase_key, passphrase_secret,
 };
 pub use key::SecretKey;
 pub use random::{random_array, random_bytes};

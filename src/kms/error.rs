@@ -62,6 +62,15 @@ pub enum KmsError {
     Container(String),
     #[error("the KMS did not answer within {secs}s: {why}")]
     Unreachable { secs: u64, why: String },
+    #[error("the KMS refused {operation} of {subject}: {message} (KMIP result reason {reason})")]
+    Refused {
+        operation: &'static str,
+        subject: String,
+        reason: u32,
+        message: String,
+        /// The refusal means the key is not available (ENOKEY).
+        missing_key: bool,
+    },
     #[error("keystore I/O on {path}: {source}")]
     Io {
         path: String,
@@ -86,6 +95,10 @@ impl KmsError {
                 | Self::NoSuchTag(_)
                 | Self::KeyUnusable { .. }
                 | Self::NoSuchGroup(_)
+                | Self::Refused {
+                    missing_key: true,
+                    ..
+                }
         )
     }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use super::atomic::write_atomic;
+use crate::kmip::KmsBackend;
 
 /// Name of the config file; written last by `init`, so its presence marks a complete store.
 pub const CONFIG_FILE: &str = "kmsfs.conf";
@@ -43,6 +44,9 @@ pub struct Config {
     /// Seconds an unwrapped LSU KEK stays cached in memory.
     #[serde(default = "default_kek_cache_secs")]
     pub kek_cache_secs: u64,
+    /// Which KMS serves the keys: the embedded keystore or KMIP servers.
+    #[serde(default)]
+    pub kms: KmsBackend,
 }
 
 fn default_kek_cache_secs() -> u64 {
@@ -62,6 +66,7 @@ impl Config {
             max_volumes: 10_000,
             kms_timeout_secs: 10,
             kek_cache_secs: default_kek_cache_secs(),
+            kms: KmsBackend::Embedded,
         }
     }
 

@@ -8,6 +8,7 @@ use zeroize::Zeroizing;
 
 use super::{Config, HmkMode, StoreError, StoreLock};
 use crate::catalog::{Catalog, CatalogUsers};
+use crate::kmip::{KmipKms, KmsBackend};
 use crate::kms::{EmbeddedKms, HmkSource, Keystore, KmsClient, KmsError, Retrying, Unlock};
 use crate::msdp::Msdp;
 use crate::tape::{Library, LibraryConfig};
@@ -33,6 +34,8 @@ pub struct Store {
     pub kms_admin: Arc<EmbeddedKms>,
     /// The KMS client every data path uses.
     pub kms: Arc<dyn KmsClient>,
+    /// The KMIP backend when the store uses one (for `kms status`).
+    pub kmip: Option<Arc<KmipKms>>,
     pub catalog: Arc<Catalog>,
     /// Drives and volumes.
     pub library: Arc<Library>,
@@ -118,10 +121,15 @@ impl Store {
         let catalog = Arc::new(Catalog::open(&dir.join("catalog/catalog.redb"))?);
         ks.set_users(Box::new(CatalogUsers(catalog.clone())));
         let kms_admin = Arc::new(EmbeddedKms::new(ks));
-        let kms: Arc<dyn KmsClient> = Arc::new(Retrying::new(
-            kms_admin.clone(),
-            Duration::from_secs(config.kms_timeout_secs),
-        ));
+        let timeout = Duration::from_secs(config.kms_timeout_secs);
+        let kmip = match &config.kms {
+            KmsBackend::Embedded => None,
+            KmsBackend::Kmip(k) => Some(Arc::new(KmipKms::new(k, timeout))),
+        };
+        let kms: Arc<dyn KmsClient> = match &kmip {
+            Some(k) => k.clone(),
+            None => Arc::new(Retrying::new(kms_admin.clone(), timeout)),
+        };
         let lib_cfg = LibraryConfig {
             dir: dir.join("volumes"),
             drives: config.drives,
@@ -141,6 +149,7 @@ impl Store {
             config,
             kms_admin,
             kms,
+            kmip,
             catalog,
             library,
             msdp,

@@ -3,6 +3,8 @@
 //! fails, so no mount and no daemon outlive a test.
 #![allow(dead_code)]
 
+pub mod kmip;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
