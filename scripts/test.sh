@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of kmsfs: unit, golden-vector and property tests, and the
 # integration tests that mount the real binary with FUSE and drive it with
-# cp, tar, rsync, dd and sha256sum. Installs what a fresh machine lacks.
+# cp, tar, rsync, dd and sha256sum. Installs what a fresh machine lacks;
+# the KMIP tests make a virtualenv with PyKMIP (from PyPI) under target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,8 @@ need=()
 command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v rsync >/dev/null || need+=(rsync)
 command -v python3 >/dev/null || need+=(python3)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+command -v openssl >/dev/null || need+=(openssl)
 command -v sha256sum >/dev/null || need+=(coreutils)
 command -v automount >/dev/null || need+=(autofs)
 [ -x /lib/systemd/system-generators/systemd-fstab-generator ] || need+=(systemd)

@@ -334,3 +334,73 @@ fn rewrap_after_a_new_root_key_and_enokey_for_keys_the_server_withholds() {
     assert!(log.contains(&tag2), "the log names the missing root key");
     m.unmount();
 }
+
+#[test]
+fn certificates_the_peer_refuses_are_named_and_mount_options_override_the_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = KmipServer::start(&tmp.path().join("kmip"));
+    server.active_key("ENCR_x", "k1");
+    let s = kmip_store(&server);
+    let other = tmp.path().join("other-ca");
+    std::fs::create_dir(&other).unwrap();
+    sh_ok(&format!(
+        "'{}/tests/kmip/make-certs.sh' '{}'",
+        env!("CARGO_MANIFEST_DIR"),
+        other.display()
+    ));
+    let good = |n: &str| server.dir.join(n).display().to_string();
+    let bad = |n: &str| other.join(n).display().to_string();
+    let addr = server.address();
+    let set = |ca: &str, cert: &str, key: &str| {
+        s.ok(&[
+            "kms",
+            "setbackend",
+            "kmip",
+            "--server",
+            &addr,
+            "--ca",
+            ca,
+            "--cert",
+            cert,
+            "--key",
+            key,
+        ])
+    };
+    // Our certificate is from a CA the server does not trust.
+    let out = set(&good("ca.pem"), &bad("kmsfs.pem"), &bad("kmsfs.key"));
+    assert!(out.contains("not answering now"), "{out}");
+    let err = s.fails(&["kms", "listkeys"]);
+    assert!(
+        err.contains(&addr) && err.contains("KMIP Locate failed"),
+        "{err}"
+    );
+    // The server's certificate is not signed by the CA we trust.
+    set(&bad("ca.pem"), &good("kmsfs.pem"), &good("kmsfs.key"));
+    let err = s.fails(&["kms", "listkeys"]);
+    assert!(err.contains(&addr) && err.contains("certificate"), "{err}");
+    // Mount options put the right files in place for this mount only.
+    let m = s.mount(&format!(
+        "kmip_ca={},kmip_cert={},kmip_key={}",
+        good("ca.pem"),
+        good("kmsfs.pem"),
+        good("kmsfs.key")
+    ));
+    std::fs::create_dir(m.p("pools/ENCR_x")).unwrap();
+    let src = s.path("src.bin");
+    random_file(&src, 2);
+    cp(&src, &m.p("pools/ENCR_x/a.img"));
+    assert_eq!(sha256(&m.p("pools/ENCR_x/a.img")), sha256(&src));
+    m.unmount();
+    let o = std::process::Command::new(common::bin())
+        .args([
+            "mount",
+            s.dir.to_str().unwrap(),
+            "/mnt",
+            "-o",
+            "kmip_server=",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("kmip_server"));
+}

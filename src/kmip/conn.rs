@@ -185,6 +185,44 @@ mod tests {
         assert_eq!(host_of("kms.example.com:5696"), "kms.example.com");
     }
 
+    fn server(address: String, dir: &Path) -> KmipServer {
+        KmipServer {
+            address,
+            priority: 1,
+            ca: dir.join("ca.pem"),
+            cert: dir.join("kmsfs.pem"),
+            key: dir.join("kmsfs.key"),
+            server_name: None,
+        }
+    }
+
+    /// A server that accepts and never answers: the exchange ends at the
+    /// I/O timeout instead of hanging.
+    #[test]
+    fn a_silent_server_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = std::process::Command::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kmip/make-certs.sh"),
+        )
+        .arg(dir.path())
+        .status()
+        .unwrap();
+        assert!(made.success());
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let hold = std::thread::spawn(move || l.accept().map(|(s, _)| s));
+        let c = Conn::new(
+            server(addr, dir.path()),
+            Duration::from_millis(500),
+            Duration::from_millis(300),
+        );
+        let t = std::time::Instant::now();
+        let e = c.exchange(&[0u8; 8]).unwrap_err();
+        assert!(matches!(e, ConnError::Io(_)), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        drop(hold);
+    }
+
     #[test]
     fn missing_files_are_named() {
         let s = KmipServer {

@@ -124,7 +124,11 @@ impl Store {
         let timeout = Duration::from_secs(config.kms_timeout_secs);
         let kmip = match &config.kms {
             KmsBackend::Embedded => None,
-            KmsBackend::Kmip(k) => Some(Arc::new(KmipKms::new(k, timeout))),
+            KmsBackend::Kmip(k) => {
+                let kmip = Arc::new(KmipKms::new(k, timeout));
+                kmip.start_sweeper();
+                Some(kmip)
+            }
         };
         let kms: Arc<dyn KmsClient> = match &kmip {
             Some(k) => k.clone(),
