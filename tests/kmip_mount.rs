@@ -127,6 +127,7 @@ fn pool_and_lsu_on_keys_made_by_pykmip_read_back_after_remount_and_root_keys_sta
             .any(|l| l.contains("ENCR_kmip/full.img") && l.contains(&tape_tag)),
         "tape image carries the KMIP key's tag: {images}"
     );
+    assert!(images.contains("msdp/L/full.img"), "{images}");
     let keydict = s.ok(&["lsu", "keydict", "L"]);
     assert!(
         keydict.contains(&root_tag),

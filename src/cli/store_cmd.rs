@@ -111,7 +111,7 @@ pub fn images(store: &Store, cmd: &ImageCmd, out: &mut Out) -> Result<(), CliErr
         volumes.dedup();
         rows.push(ImageRow {
             id: format!("{id:032x}"),
-            path: format!("pools/{}", store.catalog.path_of(ino)?),
+            path: format!("{}/{}", top_dir(&img.pool), store.catalog.path_of(ino)?),
             pool: img.pool,
             size: img.size,
             key_tag: img.key_tag,
@@ -194,9 +194,21 @@ pub fn fsck(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError> {
     }
 }
 
-/// Finds an image by `pools/POOL/PATH`, `POOL/PATH` or id.
+/// The directory of the mount an image of `pool` is under.
+fn top_dir(pool: &str) -> &'static str {
+    if crate::catalog::lsu_of_pool(pool).is_some() {
+        "msdp"
+    } else {
+        "pools"
+    }
+}
+
+/// Finds an image by `pools/POOL/PATH`, `msdp/LSU/PATH`, `POOL/PATH` or id.
 fn find_image(store: &Store, what: &str) -> Result<u128, CliError> {
-    let want = what.trim_start_matches("pools/").trim_matches('/');
+    let want = what
+        .trim_start_matches("pools/")
+        .trim_start_matches("msdp/")
+        .trim_matches('/');
     for (ino, id) in store.catalog.image_inodes()? {
         if store.catalog.path_of(ino)? == want || format!("{id:032x}") == want {
             return Ok(id);
