@@ -321,6 +321,17 @@ fn rewrap_after_a_new_root_key_and_enokey_for_keys_the_server_withholds() {
     assert_eq!(sha256(&m.p("msdp/L/a.img")), want);
     cp(&src, &m.p("msdp/L/b.img"));
 
+    // A group with no key in the server, and one whose only key is not yet active.
+    let (ok, _, err) = sh(&format!("mkdir '{}'", m.p("pools/ENCR_none").display()));
+    assert!(!ok && err.contains("Required key not available"), "{err}");
+    server.admin(&["create", "ENCR_pre", "k1"]);
+    let (ok, _, err) = sh(&format!("mkdir '{}'", m.p("pools/ENCR_pre").display()));
+    assert!(!ok && err.contains("Required key not available"), "{err}");
+    let log = std::fs::read_to_string(s.dir.join("kmsfs.log")).unwrap();
+    assert!(
+        log.contains("key group 'ENCR_pre' has no active key"),
+        "{log}"
+    );
     // The root key compromised in the server: the next open gets ENOKEY.
     server.admin(&["compromise", &root2]);
     let err = cat_fails(&m, "msdp/L/a.img");

@@ -352,11 +352,19 @@ impl KmipKms {
         Ok(msg::key_attrs(&p))
     }
 
-    /// The newest active key of a group (several may be active).
+    /// The newest active key of a group (several may be active). The
+    /// server filters by state, so the cost does not grow with the retired
+    /// keys a group gathers over the years.
     fn newest_active(&self, group: &str) -> Result<(String, String), KmsError> {
-        let uids = msg::uids(&self.run(Op::Locate, &msg::locate(Some(group)), group)?);
+        let active = msg::locate_active(group);
+        let uids = msg::uids(&self.run(Op::Locate, &active, group)?);
         if uids.is_empty() {
-            return Err(KmsError::NoSuchGroup(group.to_string()));
+            let any = msg::uids(&self.run(Op::Locate, &msg::locate(Some(group)), group)?);
+            return Err(if any.is_empty() {
+                KmsError::NoSuchGroup(group.to_string())
+            } else {
+                KmsError::NoActiveKey(group.to_string())
+            });
         }
         let mut best: Option<(i64, String)> = None;
         for uid in uids {

@@ -61,6 +61,7 @@ impl Op {
 
 const OBJECT_TYPE_SYMMETRIC_KEY: u32 = 2;
 const ALGORITHM_AES: u32 = 3;
+const STATE_ACTIVE: u32 = 2;
 const MODE_CBC: u32 = 1;
 const PADDING_PKCS5: u32 = 3;
 /// Result Reason "Item Not Found".
@@ -164,6 +165,21 @@ pub fn locate(group: Option<&str>) -> Vec<u8> {
         p.push(attribute("Object Group", Item::text(0, g)));
     }
     request(Op::Locate, p)
+}
+
+/// Locate the Active symmetric keys of an Object Group.
+pub fn locate_active(group: &str) -> Vec<u8> {
+    request(
+        Op::Locate,
+        vec![
+            attribute(
+                "Object Type",
+                Item::enumeration(0, OBJECT_TYPE_SYMMETRIC_KEY),
+            ),
+            attribute("Object Group", Item::text(0, group)),
+            attribute("State", Item::enumeration(0, STATE_ACTIVE)),
+        ],
+    )
 }
 
 /// Get Attributes: state, name, groups and dates of one key.
