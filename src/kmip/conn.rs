@@ -131,7 +131,7 @@ fn round_trip(s: &mut Tls, request: &[u8]) -> Result<Item, ConnError> {
     if len > ttlv::MAX_MESSAGE {
         return Err(ttlv::TtlvError::TooLarge(len).into());
     }
-    let mut msg = vec![0u8; len];
+    let mut msg = zeroize::Zeroizing::new(vec![0u8; len]);
     msg[..8].copy_from_slice(&head);
     s.read_exact(&mut msg[8..]).map_err(ConnError::Io)?;
     Ok(Item::decode(&msg)?)

@@ -2,6 +2,8 @@
 //! Decrypt) and what it reads from the answers. Tag and enumeration values
 //! are those of the KMIP 1.2 specification, sections 9.1.3.1 and 9.1.3.2.
 
+use zeroize::Zeroizing;
+
 use super::ttlv::{Item, Value};
 
 /// Tags used here.
@@ -109,12 +111,12 @@ pub struct Refusal {
     pub message: String,
 }
 
-fn attribute(name: &str, value: Item) -> Item {
+fn attribute(name: &str, value: Value) -> Item {
     Item::structure(
         tag::ATTRIBUTE,
         vec![
             Item::text(tag::ATTRIBUTE_NAME, name),
-            Item::new(tag::ATTRIBUTE_VALUE, value.value),
+            Item::new(tag::ATTRIBUTE_VALUE, value),
         ],
     )
 }
@@ -130,8 +132,9 @@ fn cbc_params() -> Item {
     )
 }
 
-/// A request message with one batch item.
-pub fn request(op: Op, payload: Vec<Item>) -> Vec<u8> {
+/// A request message with one batch item. Encrypt requests carry a key in
+/// the clear: the buffer is wiped when dropped.
+pub fn request(op: Op, payload: Vec<Item>) -> Zeroizing<Vec<u8>> {
     let header = Item::structure(
         tag::REQUEST_HEADER,
         vec![
@@ -152,38 +155,35 @@ pub fn request(op: Op, payload: Vec<Item>) -> Vec<u8> {
             Item::structure(tag::REQUEST_PAYLOAD, payload),
         ],
     );
-    Item::structure(tag::REQUEST_MESSAGE, vec![header, batch]).encode()
+    Zeroizing::new(Item::structure(tag::REQUEST_MESSAGE, vec![header, batch]).encode())
 }
 
 /// Locate the symmetric keys of an Object Group (all of them if `None`).
-pub fn locate(group: Option<&str>) -> Vec<u8> {
+pub fn locate(group: Option<&str>) -> Zeroizing<Vec<u8>> {
     let mut p = vec![attribute(
         "Object Type",
-        Item::enumeration(0, OBJECT_TYPE_SYMMETRIC_KEY),
+        Value::Enumeration(OBJECT_TYPE_SYMMETRIC_KEY),
     )];
     if let Some(g) = group {
-        p.push(attribute("Object Group", Item::text(0, g)));
+        p.push(attribute("Object Group", Value::Text(g.to_string())));
     }
     request(Op::Locate, p)
 }
 
 /// Locate the Active symmetric keys of an Object Group.
-pub fn locate_active(group: &str) -> Vec<u8> {
+pub fn locate_active(group: &str) -> Zeroizing<Vec<u8>> {
     request(
         Op::Locate,
         vec![
-            attribute(
-                "Object Type",
-                Item::enumeration(0, OBJECT_TYPE_SYMMETRIC_KEY),
-            ),
-            attribute("Object Group", Item::text(0, group)),
-            attribute("State", Item::enumeration(0, STATE_ACTIVE)),
+            attribute("Object Type", Value::Enumeration(OBJECT_TYPE_SYMMETRIC_KEY)),
+            attribute("Object Group", Value::Text(group.to_string())),
+            attribute("State", Value::Enumeration(STATE_ACTIVE)),
         ],
     )
 }
 
 /// Get Attributes: state, name, groups and dates of one key.
-pub fn get_attributes(uid: &str) -> Vec<u8> {
+pub fn get_attributes(uid: &str) -> Zeroizing<Vec<u8>> {
     let names = [
         "State",
         "Name",
@@ -196,12 +196,12 @@ pub fn get_attributes(uid: &str) -> Vec<u8> {
     request(Op::GetAttributes, p)
 }
 
-pub fn get(uid: &str) -> Vec<u8> {
+pub fn get(uid: &str) -> Zeroizing<Vec<u8>> {
     request(Op::Get, vec![Item::text(tag::UNIQUE_IDENTIFIER, uid)])
 }
 
 /// AES-CBC with PKCS#5 padding under key `uid`, with our IV.
-pub fn encrypt(uid: &str, iv: &[u8], data: &[u8]) -> Vec<u8> {
+pub fn encrypt(uid: &str, iv: &[u8], data: &[u8]) -> Zeroizing<Vec<u8>> {
     request(
         Op::Encrypt,
         vec![
@@ -213,7 +213,7 @@ pub fn encrypt(uid: &str, iv: &[u8], data: &[u8]) -> Vec<u8> {
     )
 }
 
-pub fn decrypt(uid: &str, iv: &[u8], data: &[u8]) -> Vec<u8> {
+pub fn decrypt(uid: &str, iv: &[u8], data: &[u8]) -> Zeroizing<Vec<u8>> {
     request(
         Op::Decrypt,
         vec![
@@ -328,7 +328,7 @@ mod tests {
     fn get_request_matches_the_reference_encoding() {
         let want = "4200780100000070".to_string()
             + "4200770100000038420069010000002042006a0200000004000000010000000042006b0200000004000000020000000042000d0200000004000000010000000042000f010000002842005c05000000040000000a00000000420079010000001042009407000000013100000000000000";
-        assert_eq!(hex::encode(get("1")), want);
+        assert_eq!(hex::encode(&*get("1")), want);
     }
 
     #[test]

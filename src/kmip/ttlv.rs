@@ -35,6 +35,15 @@ pub struct Item {
     pub value: Value,
 }
 
+/// Byte strings can be key material: they are wiped when the item drops.
+impl Drop for Item {
+    fn drop(&mut self) {
+        if let Value::Bytes(b) | Value::BigInteger(b) = &mut self.value {
+            zeroize::Zeroize::zeroize(b);
+        }
+    }
+}
+
 /// Byte strings can be key material: `Debug` prints their length only.
 impl fmt::Debug for Item {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -155,11 +164,24 @@ impl Item {
         }
     }
 
-    /// The TTLV bytes of this item.
+    /// The TTLV bytes of this item, in a buffer allocated once at its
+    /// final size (no copies of key bytes left behind by growth).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
+        let mut out = Vec::with_capacity(self.encoded_len());
         self.encode_into(&mut out);
+        debug_assert_eq!(out.len(), out.capacity());
         out
+    }
+
+    fn encoded_len(&self) -> usize {
+        let body = match &self.value {
+            Value::Structure(items) => items.iter().map(Item::encoded_len).sum(),
+            Value::Integer(_) | Value::Enumeration(_) | Value::Interval(_) => 4,
+            Value::LongInteger(_) | Value::DateTime(_) | Value::Boolean(_) => 8,
+            Value::BigInteger(b) | Value::Bytes(b) => b.len(),
+            Value::Text(t) => t.len(),
+        };
+        8 + body.next_multiple_of(8)
     }
 
     fn encode_into(&self, out: &mut Vec<u8>) {
@@ -327,6 +349,7 @@ mod tests {
         for (item, hex_want) in spec_vectors() {
             let want = hex::decode(hex_want).unwrap();
             assert_eq!(item.encode(), want, "{item:?}");
+            assert_eq!(item.encoded_len(), want.len(), "allocated once");
             assert_eq!(Item::decode(&want).unwrap(), item);
         }
     }
