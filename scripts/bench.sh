@@ -24,7 +24,8 @@ K=$PWD/target/release/kmsfs
 W=$(mktemp -d /dev/shm/kmsfs-bench.XXXXXX)
 cleanup() {
   for m in "$W/kmnt" "$W/gmnt" "$W/dmnt" "$W/xmnt"; do mountpoint -q "$m" && umount "$m" || true; done
-  [ -f "$W/kmip.pid" ] && kill -9 "$(cat "$W/kmip.pid")" 2>/dev/null || true
+  # PyKMIP's server forks helpers (policy monitor, manager): all of them, by their command line.
+  [ -f "$W/kmip.pid" ] && pkill -9 -f "pykmip-server -f $W/kmip/server.conf" || true
   rm -rf "$W"
 }
 trap cleanup EXIT
