@@ -392,7 +392,7 @@ fn certificates_the_peer_refuses_are_named_and_mount_options_override_the_config
     assert!(err.contains(&addr) && err.contains("certificate"), "{err}");
     // Mount options put the right files in place for this mount only.
     let m = s.mount(&format!(
-        "kmip_ca={},kmip_cert={},kmip_key={}",
+        "drives=3,kmip_ca={},kmip_cert={},kmip_key={}",
         good("ca.pem"),
         good("kmsfs.pem"),
         good("kmsfs.key")
@@ -402,6 +402,12 @@ fn certificates_the_peer_refuses_are_named_and_mount_options_override_the_config
     random_file(&src, 2);
     cp(&src, &m.p("pools/ENCR_x/a.img"));
     assert_eq!(sha256(&m.p("pools/ENCR_x/a.img")), sha256(&src));
+    // setbackend while mounted (run by the daemon) keeps the mount's -o out of the config.
+    set(&good("ca.pem"), &good("kmsfs.pem"), &good("kmsfs.key"));
+    let conf: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.dir.join("kmsfs.conf")).unwrap()).unwrap();
+    assert_eq!(conf["drives"], 2, "{conf}");
+    assert_eq!(conf["kms"]["servers"][0]["cert"], good("kmsfs.pem"));
     m.unmount();
     let o = std::process::Command::new(common::bin())
         .args([

@@ -165,7 +165,8 @@ pub fn set_backend(store: &Store, cmd: &KmsCmd, out: &mut Out) -> Result<(), Cli
             });
         }
     }
-    let mut config = store.config.clone();
+    // From disk: the running config holds this mount's -o overrides, which must not persist.
+    let mut config = crate::store::Config::load(&store.dir)?;
     config.kms = new;
     config.save(&store.dir)?;
     out.line(format!(
