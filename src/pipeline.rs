@@ -36,10 +36,10 @@ pub trait ImageSink: Send + 'static {
     type Error: SinkError;
     /// The key tag new data is encrypted under, if any.
     fn key_tag(&self) -> Option<String>;
-    /// Appends `data` at `offset` (never before the end).
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), Self::Error>;
-    /// Grows the image with zeros up to `len`.
-    fn extend_to(&mut self, len: u64) -> Result<(), Self::Error>;
+    /// Appends `data` at the end of the image. The pipeline turns holes
+    /// (sparse writes, ftruncate past the end) into zeros and stops calling
+    /// after the first failure, so a sink needs neither.
+    fn append(&mut self, data: &[u8]) -> Result<(), Self::Error>;
     /// Changes the attributes the image will be committed with.
     fn set_attrs(&mut self, a: FileAttrs);
     /// Makes what was written durable.
@@ -197,6 +197,23 @@ impl<S: ImageSink> PipelinedWriter<S> {
     }
 }
 
+/// Appends zeros through `append` from `from` up to `to` (nothing if
+/// `to <= from`): the holes of sparse copies and of ftruncate past the end.
+pub fn append_zeros<E>(
+    from: u64,
+    to: u64,
+    mut append: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    static ZEROS: [u8; 65536] = [0; 65536];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64) as usize;
+        append(&ZEROS[..n])?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
 fn worker<S: ImageSink>(
     mut w: S,
     rx: Receiver<Cmd<S::Error>>,
@@ -208,16 +225,27 @@ fn worker<S: ImageSink>(
         let first = slot.get_or_insert_with(|| Arc::new(e)).clone();
         S::Error::deferred(first)
     };
+    // Bytes the sink holds; writes past it leave a hole of zeros.
+    let mut end = 0u64;
+    let mut put = |w: &mut S, offset: u64, data: &[u8]| -> Result<(), S::Error> {
+        append_zeros(end, offset, |z| w.append(z))?;
+        if !data.is_empty() {
+            w.append(data)?;
+        }
+        end = end.max(offset + data.len() as u64);
+        Ok(())
+    };
     while let Ok(cmd) = rx.recv() {
+        let poisoned = error.lock().is_some();
         match cmd {
             Cmd::Write(off, data) => {
-                if let Err(e) = w.write_at(off, &data) {
+                if !poisoned && let Err(e) = put(&mut w, off, &data) {
                     fail(e);
                 }
                 let _ = spare.try_send(data);
             }
             Cmd::Extend(len) => {
-                if let Err(e) = w.extend_to(len) {
+                if !poisoned && let Err(e) = put(&mut w, len, &[]) {
                     fail(e);
                 }
             }

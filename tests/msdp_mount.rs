@@ -479,3 +479,34 @@ fn a_damaged_container_gives_eio_and_names_the_lsu() {
         "log names the LSU"
     );
 }
+
+/// Holes (a write past the end, ftruncate past the end) read back as zeros,
+/// through a tape pool and through an LSU alike: the write pipeline fills them.
+#[test]
+fn sparse_writes_and_growing_truncates_read_back_as_zeros() {
+    let s = TestStore::new(&[]);
+    kms_lsu(&s, "L");
+    s.group_with_key("ENCR_S");
+    let m = s.mount("");
+    std::fs::create_dir(m.p("pools/ENCR_S")).unwrap();
+    let script = "import sys\n\
+        with open(sys.argv[1], 'wb') as f:\n\
+        \x20   f.write(b'head')\n\
+        \x20   f.seek(3 << 20)\n\
+        \x20   f.write(b'x' * 100000)\n\
+        \x20   f.truncate(5 << 20)\n";
+    let want = s.path("want.bin");
+    let py = s.path("sparse.py");
+    std::fs::write(&py, script).unwrap();
+    sh_ok(&format!("python3 '{}' '{}'", py.display(), want.display()));
+    for rel in ["pools/ENCR_S/sparse.img", "msdp/L/sparse.img"] {
+        sh_ok(&format!(
+            "python3 '{}' '{}'",
+            py.display(),
+            m.p(rel).display()
+        ));
+        assert_eq!(std::fs::metadata(m.p(rel)).unwrap().len(), 5 << 20, "{rel}");
+        assert_eq!(sha256(&m.p(rel)), sha256(&want), "{rel}");
+    }
+    m.unmount();
+}

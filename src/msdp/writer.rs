@@ -56,7 +56,6 @@ pub struct LsuWriter {
     size: u64,
     dirty: bool,
     committed_once: bool,
-    failed: bool,
 }
 
 impl LsuWriter {
@@ -100,20 +99,7 @@ impl LsuWriter {
             size: 0,
             dirty: true,
             committed_once: false,
-            failed: false,
         })
-    }
-
-    fn guard<T>(
-        &mut self,
-        f: impl FnOnce(&mut Self) -> Result<T, MsdpError>,
-    ) -> Result<T, MsdpError> {
-        if self.failed {
-            return Err(MsdpError::Poisoned);
-        }
-        let r = f(self);
-        self.failed = r.is_err();
-        r
     }
 
     fn append(&mut self, data: &[u8]) -> Result<(), MsdpError> {
@@ -136,15 +122,6 @@ impl LsuWriter {
             return Ok(());
         }
         self.seg.store_batch(self.chunker.data(), &ranges)
-    }
-
-    fn fill_zeros(&mut self, len: u64) -> Result<(), MsdpError> {
-        static ZEROS: [u8; 65536] = [0; 65536];
-        while self.size < len {
-            let n = (len - self.size).min(ZEROS.len() as u64) as usize;
-            self.append(&ZEROS[..n])?;
-        }
-        Ok(())
     }
 
     fn commit(&mut self) -> Result<(ImageRec, Option<u128>), MsdpError> {
@@ -373,17 +350,10 @@ impl ImageSink for LsuWriter {
         self.seg.kek_tag.clone()
     }
 
-    /// The pipeline in front refuses writes before the end (ESPIPE) before
-    /// they are queued; here an offset past the end is a hole to fill.
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), MsdpError> {
-        self.guard(|w| {
-            w.fill_zeros(offset)?;
-            w.append(data)
-        })
-    }
-
-    fn extend_to(&mut self, len: u64) -> Result<(), MsdpError> {
-        self.guard(|w| w.fill_zeros(len))
+    /// The pipeline in front refuses writes before the end (ESPIPE), fills
+    /// holes and stops after a failure.
+    fn append(&mut self, data: &[u8]) -> Result<(), MsdpError> {
+        LsuWriter::append(self, data)
     }
 
     fn set_attrs(&mut self, a: FileAttrs) {
@@ -400,12 +370,12 @@ impl ImageSink for LsuWriter {
         if !self.dirty || (self.size == 0 && !self.committed_once) {
             return Ok(None);
         }
-        self.guard(|w| w.commit()).map(Some)
+        self.commit().map(Some)
     }
 
     fn finish(mut self) -> Result<Committed, MsdpError> {
         if self.dirty {
-            self.guard(|w| w.commit()).map(Some)
+            self.commit().map(Some)
         } else {
             Ok(None)
         }

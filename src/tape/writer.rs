@@ -176,12 +176,7 @@ impl ImageWriter {
     }
 
     fn fill_zeros(&mut self, len: u64) -> Result<(), TapeError> {
-        static ZEROS: [u8; 65536] = [0; 65536];
-        while self.size < len {
-            let n = (len - self.size).min(ZEROS.len() as u64) as usize;
-            self.append(&ZEROS[..n])?;
-        }
-        Ok(())
+        crate::pipeline::append_zeros(self.size, len, |z| self.append(z))
     }
 
     fn append(&mut self, mut data: &[u8]) -> Result<(), TapeError> {
@@ -440,11 +435,8 @@ impl crate::pipeline::ImageSink for ImageWriter {
     fn key_tag(&self) -> Option<String> {
         ImageWriter::key_tag(self).map(str::to_string)
     }
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), TapeError> {
-        ImageWriter::write_at(self, offset, data)
-    }
-    fn extend_to(&mut self, len: u64) -> Result<(), TapeError> {
-        ImageWriter::extend_to(self, len)
+    fn append(&mut self, data: &[u8]) -> Result<(), TapeError> {
+        self.guard(|w| w.append(data))
     }
     fn set_attrs(&mut self, a: FileAttrs) {
         ImageWriter::set_attrs(self, a)
