@@ -7,11 +7,10 @@
 mod common;
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::kmip::KmipServer;
-use common::{Mounted, TestStore, random_file, sh, sh_ok, sha256};
+use common::{TestStore, cp, random_file, read_fails, sh, sh_ok, sha256};
 
 /// A store whose KMS is `server`.
 fn kmip_store(server: &KmipServer) -> TestStore {
@@ -34,10 +33,6 @@ fn tag_of_uid(s: &TestStore, group: &str, uid: &str) -> String {
         .as_str()
         .unwrap()
         .to_string()
-}
-
-fn cp(src: &Path, dst: &Path) {
-    sh_ok(&format!("cp '{}' '{}'", src.display(), dst.display()));
 }
 
 /// Whether the process's memory holds `needle` anywhere it can be read.
@@ -64,15 +59,6 @@ fn process_holds(pid: u32, needle: &[u8]) -> bool {
         }
     }
     false
-}
-
-fn cat_fails(m: &Mounted, rel: &str) -> String {
-    let (ok, _, err) = sh(&format!(
-        "timeout 60 cat '{}' > /dev/null",
-        m.p(rel).display()
-    ));
-    assert!(!ok, "reading {rel} should fail");
-    err
 }
 
 #[test]
@@ -171,7 +157,7 @@ fn an_outage_gives_bounded_clear_errors_fails_over_and_recovers_by_itself() {
     server.active_key("lsu-kg", "root1");
     let s = kmip_store(&server);
     // A dead first server: every call fails over to the second.
-    let dead = format!("127.0.0.1:{}", common_free_port());
+    let dead = format!("127.0.0.1:{}", common::kmip::free_port());
     let f = |n: &str| server.dir.join(n).display().to_string();
     s.ok(&[
         "kms",
@@ -279,14 +265,6 @@ fn an_outage_gives_bounded_clear_errors_fails_over_and_recovers_by_itself() {
     m.unmount();
 }
 
-fn common_free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn rewrap_after_a_new_root_key_and_enokey_for_keys_the_server_withholds() {
     let tmp = tempfile::tempdir().unwrap();
@@ -334,13 +312,13 @@ fn rewrap_after_a_new_root_key_and_enokey_for_keys_the_server_withholds() {
     );
     // The root key compromised in the server: the next open gets ENOKEY.
     server.admin(&["compromise", &root2]);
-    let err = cat_fails(&m, "msdp/L/a.img");
+    let err = read_fails(&m, "msdp/L/a.img");
     assert!(err.contains("Required key not available"), "{err}");
     // The tape key revoked and destroyed: ENOKEY once the cached copy expires.
     server.admin(&["deactivate", &tape_uid]);
     server.admin(&["destroy", &tape_uid]);
     std::thread::sleep(Duration::from_millis(1200));
-    let err = cat_fails(&m, "pools/ENCR_r/a.img");
+    let err = read_fails(&m, "pools/ENCR_r/a.img");
     assert!(err.contains("Required key not available"), "{err}");
     let log = std::fs::read_to_string(s.dir.join("kmsfs.log")).unwrap();
     assert!(log.contains(&tag2), "the log names the missing root key");

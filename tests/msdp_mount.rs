@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::path::Path;
 
-use common::{Mounted, TestStore, holds_any, random_file, sh, sh_ok, sha256};
+use common::{TestStore, cp, holds_any, random_file, read_fails, sh, sh_ok, sha256};
 use kmsfs::kms::Unlock;
 use kmsfs::store::Store;
 
@@ -22,10 +22,6 @@ fn lsu_bytes(s: &TestStore) -> u64 {
 }
 
 /// `cp SRC DST` with the real cp; must succeed.
-fn cp(src: &Path, dst: &Path) {
-    sh_ok(&format!("cp '{}' '{}'", src.display(), dst.display()));
-}
-
 fn kms_lsu(s: &TestStore, name: &str) -> String {
     let tag = s.group_with_key("KG");
     s.ok(&["lsu", "create", name, "--kms", "--key-group", "KG"]);
@@ -173,15 +169,6 @@ fn no_plaintext_and_no_dek_or_kek_in_clear_in_the_store() {
     }
 }
 
-fn cat_err(m: &Mounted, rel: &str) -> String {
-    let (ok, _, err) = sh(&format!(
-        "timeout 60 cat '{}' > /dev/null",
-        m.p(rel).display()
-    ));
-    assert!(!ok, "reading {rel} should fail");
-    err
-}
-
 #[test]
 fn kek_rotation_rewrap_and_the_rules_of_seed_003() {
     let s = TestStore::new(&[]);
@@ -289,10 +276,10 @@ fn kek_rotation_rewrap_and_the_rules_of_seed_003() {
         "deprecated",
         "--force",
     ]);
-    assert!(cat_err(&m, "msdp/L/f").contains("Required key not available"));
+    assert!(read_fails(&m, "msdp/L/f").contains("Required key not available"));
     m.unmount();
     let m = s.mount("");
-    assert!(cat_err(&m, "msdp/L/g").contains("Required key not available"));
+    assert!(read_fails(&m, "msdp/L/g").contains("Required key not available"));
     let (ok, _, err) = sh(&format!(
         "cp '{}' '{}'",
         f.display(),
@@ -464,7 +451,7 @@ fn a_damaged_container_gives_eio_and_names_the_lsu() {
         "printf 'X' | dd of='{c}' bs=1 seek=1000000 conv=notrunc status=none"
     ));
     let m = s.mount("");
-    let err = cat_err(&m, "msdp/D/f");
+    let err = read_fails(&m, "msdp/D/f");
     assert!(err.contains("Input/output error"), "{err}");
     let o = s.cmd(&["fsck"]);
     let text = String::from_utf8_lossy(&o.stdout);

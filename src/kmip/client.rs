@@ -232,13 +232,6 @@ impl KmipKms {
         }
     }
 
-    /// Drops every cached key (zeroized) and tag mapping.
-    pub fn forget(&self) {
-        self.keys.lock().clear();
-        self.active.lock().clear();
-        self.tags.write().clear();
-    }
-
     /// Runs one operation against the servers: by priority, skipping servers
     /// held off after a failure, a few rounds with backoff, never longer than
     /// the budget. `Ok(Err(refusal))` is the server's answer "no".
@@ -257,13 +250,16 @@ impl KmipKms {
                 }
                 let t = Instant::now();
                 match s.conn.exchange(request).map(|item| msg::payload(&item)) {
-                    Ok(Ok(payload)) => return Ok(Ok(self.answered(s, op, t, payload))),
+                    Ok(Ok(payload)) => {
+                        self.answered(s, op, t);
+                        return Ok(Ok(payload));
+                    }
                     Ok(Err(Some(r))) if r.reason == GENERAL_FAILURE => {
                         s.conn.reset();
                         errors.push(s.error(format!("General Failure: {}", r.message)));
                     }
                     Ok(Err(Some(refusal))) => {
-                        self.answered(s, op, t, Item::int(0, 0));
+                        self.answered(s, op, t);
                         return Ok(Err(refusal));
                     }
                     Ok(Err(None)) => errors.push(s.error("answer is not a KMIP response".into())),
@@ -288,14 +284,14 @@ impl KmipKms {
         Err(self.unreachable(op, start, errors))
     }
 
-    fn answered(&self, s: &Server, op: Op, t: Instant, payload: Item) -> Item {
+    /// The server answered (yes or no): it is healthy, and `kms status` says so.
+    fn answered(&self, s: &Server, op: Op, t: Instant) {
         *s.health.lock() = Health::default();
         *self.last.lock() = Some(Answer {
             server: s.conn.server.address.clone(),
             operation: op.name(),
             millis: t.elapsed().as_secs_f64() * 1000.0,
         });
-        payload
     }
 
     fn held_errors(&self) -> Vec<String> {

@@ -33,7 +33,8 @@ pub fn venv() -> &'static Path {
     })
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on (now).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

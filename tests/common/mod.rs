@@ -237,6 +237,21 @@ pub fn sh_ok(script: &str) -> String {
     out
 }
 
+/// `cp SRC DST`, which must succeed.
+pub fn cp(src: &Path, dst: &Path) {
+    sh_ok(&format!("cp '{}' '{}'", src.display(), dst.display()));
+}
+
+/// `cat` of a file on the mount, which must fail; returns its stderr.
+pub fn read_fails(m: &Mounted, rel: &str) -> String {
+    let (ok, _, err) = sh(&format!(
+        "timeout 60 cat '{}' > /dev/null",
+        m.p(rel).display()
+    ));
+    assert!(!ok, "reading {rel} should fail");
+    err
+}
+
 /// SHA-256 of a file, with the real sha256sum.
 pub fn sha256(path: &Path) -> String {
     let out = sh_ok(&format!("sha256sum '{}'", path.display()));
