@@ -59,16 +59,7 @@ fn rules_and_bad_inputs_give_clear_errors() {
         "sleepy",
     ]);
     assert!(e.contains("unknown key state 'sleepy'"), "{e}");
-    s.ok(&[
-        "kms",
-        "modifykey",
-        "--kg",
-        "G",
-        "--name",
-        "k1",
-        "--state",
-        "active",
-    ]);
+    s.set_state("G", "k1", "active");
     s.ok(&[
         "kms",
         "createkey",
@@ -289,16 +280,7 @@ fn recoverkey_recreates_a_pass_phrase_key_and_rejects_the_wrong_phrase() {
     std::fs::write(m.p("pools/ENCR_Finance/x"), b"secret").unwrap();
     m.unmount();
     // The same store, key lost: recreate it (the catalog knows its check value).
-    a.ok(&[
-        "kms",
-        "modifykey",
-        "--kg",
-        "ENCR_Finance",
-        "--name",
-        "pp1",
-        "--state",
-        "inactive",
-    ]);
+    a.set_state("ENCR_Finance", "pp1", "inactive");
     let wrong = write_file(&a, "wrong", "the quick brown cat");
     let e = a.fails(&[
         "kms",

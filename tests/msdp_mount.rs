@@ -189,16 +189,7 @@ fn kek_rotation_rewrap_and_the_rules_of_seed_003() {
     assert!(d[0]["segments"].as_u64().unwrap() > 0 && d[1]["segments"].as_u64().unwrap() > 0);
     assert_eq!(d[0]["root_key_tag"], k1.as_str());
     // The LSU's root key cannot be deprecated, terminated or deleted.
-    s.ok(&[
-        "kms",
-        "modifykey",
-        "--kg",
-        "KG",
-        "--name",
-        "k1",
-        "--state",
-        "inactive",
-    ]);
+    s.set_state("KG", "k1", "inactive");
     let err = s.fails(&[
         "kms",
         "modifykey",
@@ -226,16 +217,7 @@ fn kek_rotation_rewrap_and_the_rules_of_seed_003() {
     assert!(out.contains("3 keys rewrapped"), "{out}");
     let mode = s.ok(&["lsu", "getmode", "L", "--json"]);
     assert!(!mode.contains(&k1), "{mode}");
-    s.ok(&[
-        "kms",
-        "modifykey",
-        "--kg",
-        "KG",
-        "--name",
-        "k1",
-        "--state",
-        "deprecated",
-    ]);
+    s.set_state("KG", "k1", "deprecated");
     assert_eq!(sha256(&m.p("msdp/L/f")), sha256(&f));
     assert_eq!(sha256(&m.p("msdp/L/g")), sha256(&g));
     // Other rules: one key group for all encrypted LSUs; KMS mode stays.
@@ -255,27 +237,8 @@ fn kek_rotation_rewrap_and_the_rules_of_seed_003() {
     // Root key made unusable through the KMS (forced, as for a compromised
     // key): reads fail with ENOKEY, mounted and after a remount, and do
     // not hang; reactivated, they work again.
-    s.ok(&[
-        "kms",
-        "modifykey",
-        "--kg",
-        "KG",
-        "--name",
-        "k2",
-        "--state",
-        "inactive",
-    ]);
-    s.ok(&[
-        "kms",
-        "modifykey",
-        "--kg",
-        "KG",
-        "--name",
-        "k2",
-        "--state",
-        "deprecated",
-        "--force",
-    ]);
+    s.set_state("KG", "k2", "inactive");
+    s.force_state("KG", "k2", "deprecated");
     assert!(read_fails(&m, "msdp/L/f").contains("Required key not available"));
     m.unmount();
     let m = s.mount("");
@@ -286,16 +249,7 @@ fn kek_rotation_rewrap_and_the_rules_of_seed_003() {
         m.p("msdp/L/h").display()
     ));
     assert!(!ok && err.contains("Required key not available"), "{err}");
-    s.ok(&[
-        "kms",
-        "modifykey",
-        "--kg",
-        "KG",
-        "--name",
-        "k2",
-        "--state",
-        "inactive",
-    ]);
+    s.set_state("KG", "k2", "inactive");
     assert_eq!(sha256(&m.p("msdp/L/g")), sha256(&g));
     let log = std::fs::read_to_string(s.dir.join("kmsfs.log")).unwrap();
     assert!(log.contains("LSU L"), "errors name the LSU");
@@ -348,16 +302,7 @@ fn legacy_lsu_converts_to_kms_mode_while_reads_continue() {
         "--activate",
     ]);
     s.ok(&["lsu", "rewrap", "old"]);
-    s.ok(&[
-        "kms",
-        "modifykey",
-        "--kg",
-        "KG",
-        "--name",
-        "k1",
-        "--state",
-        "deprecated",
-    ]);
+    s.set_state("KG", "k1", "deprecated");
     let m = s.mount("");
     for (i, f) in files.iter().enumerate() {
         assert_eq!(sha256(&m.p(&format!("msdp/old/f{i}"))), sha256(f));

@@ -166,31 +166,13 @@ fn deprecated_key_gives_enokey_and_reactivation_brings_reads_back() {
     let m = s.mount("");
     std::fs::create_dir(m.p("pools/ENCR_Finance")).unwrap();
     std::fs::write(m.p("pools/ENCR_Finance/a"), b"payroll").unwrap();
-    s.ok(&[
-        "kms",
-        "modifykey",
-        "--kg",
-        "ENCR_Finance",
-        "--name",
-        "k1",
-        "--state",
-        "inactive",
-    ]);
+    s.set_state("ENCR_Finance", "k1", "inactive");
     assert_eq!(
         std::fs::read(m.p("pools/ENCR_Finance/a")).unwrap(),
         b"payroll",
         "inactive decrypts"
     );
-    s.ok(&[
-        "kms",
-        "modifykey",
-        "--kg",
-        "ENCR_Finance",
-        "--name",
-        "k1",
-        "--state",
-        "deprecated",
-    ]);
+    s.set_state("ENCR_Finance", "k1", "deprecated");
     let (ok, _, err) = sh(&format!("cat '{}'", m.p("pools/ENCR_Finance/a").display()));
     assert!(!ok && err.contains("Required key not available"), "{err}");
     let (ok, _, err) = sh(&format!(
@@ -203,42 +185,15 @@ fn deprecated_key_gives_enokey_and_reactivation_brings_reads_back() {
     );
     let log = std::fs::read_to_string(s.dir.join("kmsfs.log")).unwrap();
     assert!(log.contains(&tag), "the log line names the tag");
-    s.ok(&[
-        "kms",
-        "modifykey",
-        "--kg",
-        "ENCR_Finance",
-        "--name",
-        "k1",
-        "--state",
-        "inactive",
-    ]);
+    s.set_state("ENCR_Finance", "k1", "inactive");
     assert_eq!(
         std::fs::read(m.p("pools/ENCR_Finance/a")).unwrap(),
         b"payroll"
     );
     let e = s.fails(&["kms", "deletekey", "--kg", "ENCR_Finance", "--name", "k1"]);
     assert!(e.contains("only prelive and terminated"), "{e}");
-    s.ok(&[
-        "kms",
-        "modifykey",
-        "--kg",
-        "ENCR_Finance",
-        "--name",
-        "k1",
-        "--state",
-        "deprecated",
-    ]);
-    s.ok(&[
-        "kms",
-        "modifykey",
-        "--kg",
-        "ENCR_Finance",
-        "--name",
-        "k1",
-        "--state",
-        "terminated",
-    ]);
+    s.set_state("ENCR_Finance", "k1", "deprecated");
+    s.set_state("ENCR_Finance", "k1", "terminated");
     let e = s.fails(&["kms", "deletekey", "--kg", "ENCR_Finance", "--name", "k1"]);
     assert!(
         e.contains("in use by image ENCR_Finance/a"),

@@ -84,6 +84,35 @@ impl TestStore {
             .to_string()
     }
 
+    /// `kms modifykey --kg KG --name NAME --state STATE`, which must succeed.
+    pub fn set_state(&self, kg: &str, name: &str, state: &str) -> String {
+        self.ok(&[
+            "kms",
+            "modifykey",
+            "--kg",
+            kg,
+            "--name",
+            name,
+            "--state",
+            state,
+        ])
+    }
+
+    /// The same with `--force` (a key an LSU needs, as for a compromised key).
+    pub fn force_state(&self, kg: &str, name: &str, state: &str) -> String {
+        self.ok(&[
+            "kms",
+            "modifykey",
+            "--kg",
+            kg,
+            "--name",
+            name,
+            "--state",
+            state,
+            "--force",
+        ])
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.tmp.path().join(rel)
     }
