@@ -215,7 +215,7 @@ pub fn append_zeros<E>(
 }
 
 fn worker<S: ImageSink>(
-    mut w: S,
+    w: S,
     rx: Receiver<Cmd<S::Error>>,
     spare: SyncSender<Vec<u8>>,
     error: Arc<Mutex<Option<Arc<S::Error>>>>,
@@ -225,54 +225,79 @@ fn worker<S: ImageSink>(
         let first = slot.get_or_insert_with(|| Arc::new(e)).clone();
         S::Error::deferred(first)
     };
+    // The sink while the image is healthy. It is dropped at the first
+    // failure, so its drive, volumes and pins are free at once, not when the
+    // kernel releases the file (after close(2) has already returned).
+    let mut sink = Some(w);
     // Bytes the sink holds; writes past it leave a hole of zeros.
     let mut end = 0u64;
-    let mut put = |w: &mut S, offset: u64, data: &[u8]| -> Result<(), S::Error> {
-        append_zeros(end, offset, |z| w.append(z))?;
-        if !data.is_empty() {
-            w.append(data)?;
-        }
-        end = end.max(offset + data.len() as u64);
-        Ok(())
-    };
     while let Ok(cmd) = rx.recv() {
-        let poisoned = error.lock().is_some();
-        match cmd {
-            Cmd::Write(off, data) => {
-                if !poisoned && let Err(e) = put(&mut w, off, &data) {
-                    fail(e);
-                }
-                let _ = spare.try_send(data);
-            }
-            Cmd::Extend(len) => {
-                if !poisoned && let Err(e) = put(&mut w, len, &[]) {
-                    fail(e);
-                }
-            }
-            Cmd::Attrs(a) => w.set_attrs(a),
-            Cmd::Sync(reply) => {
-                let _ = reply.send(if error.lock().is_some() {
-                    Err(fail(S::Error::poisoned()))
-                } else {
-                    w.sync().map_err(fail)
-                });
-            }
-            Cmd::Checkpoint(reply) => {
-                let _ = reply.send(if error.lock().is_some() {
-                    Err(fail(S::Error::poisoned()))
-                } else {
-                    w.checkpoint().map_err(fail)
-                });
-            }
-            Cmd::Finish(reply) => {
-                let r = if error.lock().is_some() {
-                    Err(fail(S::Error::poisoned()))
-                } else {
-                    w.finish().map_err(fail)
-                };
-                let _ = reply.send(r);
+        let Some(w) = sink.as_mut() else {
+            if refuse(cmd, &fail, &spare) {
                 return;
             }
+            continue;
+        };
+        let failed = match cmd {
+            Cmd::Write(off, data) => {
+                let r = put(w, &mut end, off, &data).map_err(&fail);
+                let _ = spare.try_send(data);
+                r.is_err()
+            }
+            Cmd::Extend(len) => put(w, &mut end, len, &[]).map_err(&fail).is_err(),
+            Cmd::Attrs(a) => {
+                w.set_attrs(a);
+                false
+            }
+            Cmd::Sync(reply) => answer(&reply, w.sync().map_err(&fail)),
+            Cmd::Checkpoint(reply) => answer(&reply, w.checkpoint().map_err(&fail)),
+            Cmd::Finish(reply) => {
+                let w = sink.take().expect("sink present");
+                let _ = reply.send(w.finish().map_err(&fail));
+                return;
+            }
+        };
+        if failed {
+            sink = None;
         }
     }
+}
+
+/// Appends `data` at `offset`, zeros first over a hole; `end` follows.
+fn put<S: ImageSink>(w: &mut S, end: &mut u64, offset: u64, data: &[u8]) -> Result<(), S::Error> {
+    append_zeros(*end, offset, |z| w.append(z))?;
+    if !data.is_empty() {
+        w.append(data)?;
+    }
+    *end = (*end).max(offset + data.len() as u64);
+    Ok(())
+}
+
+/// Sends a reply; whether it was a failure.
+fn answer<T, E>(reply: &SyncSender<Result<T, E>>, r: Result<T, E>) -> bool {
+    let failed = r.is_err();
+    let _ = reply.send(r);
+    failed
+}
+
+/// Answers a command of a failed image: writes are dropped, questions get
+/// the first error. Whether the writer is finished.
+fn refuse<E: SinkError>(cmd: Cmd<E>, fail: &impl Fn(E) -> E, spare: &SyncSender<Vec<u8>>) -> bool {
+    match cmd {
+        Cmd::Write(_, data) => {
+            let _ = spare.try_send(data);
+        }
+        Cmd::Extend(_) | Cmd::Attrs(_) => {}
+        Cmd::Sync(r) => {
+            let _ = r.send(Err(fail(E::poisoned())));
+        }
+        Cmd::Checkpoint(r) => {
+            let _ = r.send(Err(fail(E::poisoned())));
+        }
+        Cmd::Finish(r) => {
+            let _ = r.send(Err(fail(E::poisoned())));
+            return true;
+        }
+    }
+    false
 }
