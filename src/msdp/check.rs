@@ -23,18 +23,10 @@ impl Msdp {
             let size = img.size;
             let reader = match LsuReader::open(self, img) {
                 Ok(rd) => rd,
-                Err(MsdpError::Kms { source, .. }) if source.is_missing_key() => {
-                    r.unverified.push(Problem {
-                        subject,
-                        what: source.to_string(),
-                    });
-                    continue;
-                }
                 Err(e) => {
-                    r.damaged.push(Problem {
-                        subject,
-                        what: e.to_string(),
-                    });
+                    let missing =
+                        matches!(&e, MsdpError::Kms { source, .. } if source.is_missing_key());
+                    r.not_opened(subject, missing, e.to_string());
                     continue;
                 }
             };

@@ -30,6 +30,19 @@ pub struct CheckReport {
     pub unverified: Vec<Problem>,
 }
 
+impl CheckReport {
+    /// An image that did not open: unverified if its key is missing (the
+    /// data may be fine), damaged otherwise.
+    pub fn not_opened(&mut self, subject: String, missing_key: bool, what: String) {
+        let list = if missing_key {
+            &mut self.unverified
+        } else {
+            &mut self.damaged
+        };
+        list.push(Problem { subject, what });
+    }
+}
+
 /// Checks every image and volume; `progress` is called with bytes read.
 pub fn check_library(
     lib: &Arc<Library>,
@@ -82,19 +95,9 @@ fn check_image(
     let subject = format!("image {}/{}", img.pool, img.path);
     let reader = match ImageReader::open(lib, img.clone()) {
         Ok(rd) => rd,
-        Err(TapeError::Kms { source, .. }) if source.is_missing_key() => {
-            r.unverified.push(Problem {
-                subject,
-                what: source.to_string(),
-            });
-            return;
-        }
         Err(e) => {
-            r.damaged.push(Problem {
-                subject,
-                what: e.to_string(),
-            });
-            return;
+            let missing = matches!(&e, TapeError::Kms { source, .. } if source.is_missing_key());
+            return r.not_opened(subject, missing, e.to_string());
         }
     };
     let bs = u64::from(img.block_size);
