@@ -442,3 +442,113 @@ fn sparse_writes_and_growing_truncates_read_back_as_zeros() {
     }
     m.unmount();
 }
+
+/// Nightly backups start together while the active KEK is due for
+/// rotation (here at every segment): every writer must end up with DEKs
+/// wrapped under a KEK the key dictionary holds. Checked after a remount,
+/// when no unwrapped KEK is cached any more.
+#[test]
+fn concurrent_writers_racing_kek_rotation_read_back_after_a_cold_remount() {
+    let s = TestStore::new(&[]);
+    s.group_with_key("KG");
+    s.ok(&[
+        "lsu",
+        "create",
+        "R",
+        "--kms",
+        "--key-group",
+        "KG",
+        "--kek-max-segments",
+        "1",
+    ]);
+    let m = s.mount("");
+    let first = s.path("first");
+    random_file(&first, 1);
+    cp(&first, &m.p("msdp/R/first"));
+    let mut want = vec![("msdp/R/first".to_string(), sha256(&first))];
+    // One folder per writer: creates in one directory are serialised by
+    // the kernel, creates in different ones reach the daemon together.
+    for i in 0..8 {
+        std::fs::create_dir(m.p(&format!("msdp/R/d{i}"))).unwrap();
+    }
+    for round in 0..6 {
+        let files: Vec<_> = (0..8)
+            .map(|i| {
+                let f = s.path(&format!("r{round}-{i}"));
+                random_file(&f, 1);
+                f
+            })
+            .collect();
+        let script: String = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                format!(
+                    "cp '{}' '{}' & ",
+                    f.display(),
+                    m.p(&format!("msdp/R/d{i}/r{round}")).display()
+                )
+            })
+            .collect();
+        sh_ok(&format!("{script} wait"));
+        for (i, f) in files.iter().enumerate() {
+            want.push((format!("msdp/R/d{i}/r{round}"), sha256(f)));
+        }
+    }
+    m.unmount();
+    let m = s.mount("");
+    for (rel, sum) in &want {
+        assert_eq!(&sha256(&m.p(rel)), sum, "{rel} after a cold remount");
+    }
+    let o = s.cmd(&["fsck"]);
+    assert!(
+        o.status.success(),
+        "fsck: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+/// A legacy writer still writing when a conversion to KMS mode finishes:
+/// its commit records the legacy key again, so the key stays pinned and
+/// the next `convert` converts what it wrote.
+#[test]
+fn a_legacy_writer_in_flight_when_conversion_finishes_keeps_its_key_pinned() {
+    let s = TestStore::new(&[]);
+    s.group_with_key("KG");
+    s.ok(&["lsu", "create", "old", "--legacy-kms", "--key-group", "KG"]);
+    let f = s.path("f");
+    random_file(&f, 4);
+    let m = s.mount("");
+    let out = sh_ok(&format!(
+        "exec 3> '{img}'; head -c 2M '{f}' >&3; '{bin}' --store '{store}' lsu convert old >&2; tail -c +2097153 '{f}' >&3; exec 3>&-; '{bin}' --store '{store}' lsu getmode old --json",
+        img = m.p("msdp/old/late").display(),
+        f = f.display(),
+        bin = common::bin(),
+        store = s.dir.display()
+    ));
+    assert!(out.contains("\"converting\": true"), "{out}");
+    s.ok(&[
+        "kms",
+        "createkey",
+        "--kg",
+        "KG",
+        "--name",
+        "k2",
+        "--activate",
+    ]);
+    s.ok(&["lsu", "rewrap", "old"]);
+    let err = s.fails(&[
+        "kms",
+        "modifykey",
+        "--kg",
+        "KG",
+        "--name",
+        "k1",
+        "--state",
+        "deprecated",
+    ]);
+    assert!(err.contains("LSU old"), "{err}");
+    s.ok(&["lsu", "convert", "old"]);
+    s.set_state("KG", "k1", "deprecated");
+    assert_eq!(sha256(&m.p("msdp/old/late")), sha256(&f));
+}

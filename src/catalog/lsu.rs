@@ -10,9 +10,10 @@ use std::collections::HashMap;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::images::{Commit, put_image};
-use super::lsu_records::{ContainerRec, KekRec, LsuRec, SegRec, SegRef};
+use super::lsu_records::{ContainerRec, KekRec, LsuRec, SegRec, SegRef, StoredKey};
 use super::tables::{DIRENTS, INODES, LSUS, RECIPES, dec, enc};
 use super::{Catalog, CatalogError, FileAttrs, ImageRec, Inode, InodeKind, MSDP_INO};
+use crate::kms::WrappedKey;
 
 /// Pool name of the images and folders of LSU `name`.
 pub fn lsu_pool(name: &str) -> String {
@@ -55,6 +56,10 @@ pub struct LsuCommit<'a> {
     pub containers: &'a [(u64, ContainerRec)],
     /// (KEK id, DEKs wrapped, bytes) since the last commit.
     pub kek_usage: Option<(u32, u64, u64)>,
+    /// Tag of the KMS key this writer sealed legacy segments under: the
+    /// commit records it in the LSU (so the key stays pinned), even if a
+    /// conversion to KMS mode finished while the image was written.
+    pub legacy_tag: Option<&'a str>,
 }
 
 /// How a reclaim moves a segment: its new place (refs are kept).
@@ -115,13 +120,24 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Replaces an LSU record (mode, keys, policy).
-    pub fn put_lsu(&self, rec: &LsuRec) -> Result<(), CatalogError> {
+    /// Changes an LSU record in one transaction (read, change, write), so
+    /// two changes made at the same time never undo one another. Returns
+    /// the record as written.
+    pub fn update_lsu(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut LsuRec),
+    ) -> Result<LsuRec, CatalogError> {
         let tx = self.db.begin_write()?;
-        tx.open_table(LSUS)?
-            .insert(rec.name.as_str(), enc(rec).as_slice())?;
+        let rec = {
+            let mut lsus = tx.open_table(LSUS)?;
+            let mut rec = read_lsu(&lsus, name)?;
+            change(&mut rec);
+            lsus.insert(name, enc(&rec).as_slice())?;
+            rec
+        };
         tx.commit()?;
-        Ok(())
+        Ok(rec)
     }
 
     /// The key dictionary of an LSU, by KEK id.
@@ -136,44 +152,68 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Adds `kek` as the LSU's active KEK; the others become inactive.
-    pub fn add_active_kek(&self, lsu: &str, kek: &KekRec) -> Result<(), CatalogError> {
+    /// Adds a new KEK as the LSU's active one, in one transaction: its id
+    /// is the next free one (never an existing id: a KEK record is never
+    /// overwritten by another key), the others become inactive.
+    pub fn insert_active_kek(
+        &self,
+        lsu: &str,
+        make: impl FnOnce(u32) -> KekRec,
+    ) -> Result<KekRec, CatalogError> {
         let tx = self.db.begin_write()?;
-        {
+        let kek = {
             let n = names(lsu);
             let mut t = tx.open_table(KekTable::new(&n.keks))?;
             let mut all: Vec<KekRec> = Vec::new();
             for e in t.iter()? {
                 all.push(dec(e?.1.value())?);
             }
+            let id = all.iter().map(|k| k.id).max().unwrap_or(0) + 1;
+            let kek = make(id);
+            if kek.id != id || t.get(id)?.is_some() {
+                return Err(CatalogError::Exists(format!("KEK {} of LSU {lsu}", kek.id)));
+            }
             for mut k in all.into_iter().filter(|k| k.active) {
                 k.active = false;
                 t.insert(k.id, enc(&k).as_slice())?;
             }
-            t.insert(kek.id, enc(kek).as_slice())?;
+            t.insert(id, enc(&kek).as_slice())?;
             let mut lsus = tx.open_table(LSUS)?;
-            let mut rec: LsuRec = dec(lsus
-                .get(lsu)?
-                .ok_or_else(|| CatalogError::NotFound(format!("LSU {lsu}")))?
-                .value())?;
-            rec.active_kek = Some(kek.id);
+            let mut rec = read_lsu(&lsus, lsu)?;
+            rec.active_kek = Some(id);
             lsus.insert(lsu, enc(&rec).as_slice())?;
-        }
+            kek
+        };
         tx.commit()?;
-        Ok(())
+        Ok(kek)
     }
 
-    /// Replaces KEK records and the LSU record together (a rewrap).
-    pub fn put_keys(&self, rec: &LsuRec, keks: &[KekRec]) -> Result<(), CatalogError> {
+    /// Replaces the wrapped form of KEKs and of the fingerprint key (a
+    /// rewrap) in one transaction; every other field stays as it is now.
+    pub fn rewrap_keys(
+        &self,
+        lsu: &str,
+        fp_key: Option<StoredKey>,
+        keks: &[(u32, WrappedKey)],
+    ) -> Result<(), CatalogError> {
         let tx = self.db.begin_write()?;
         {
-            let n = names(&rec.name);
+            let n = names(lsu);
             let mut t = tx.open_table(KekTable::new(&n.keks))?;
-            for k in keks {
-                t.insert(k.id, enc(k).as_slice())?;
+            for (id, w) in keks {
+                let mut k: KekRec = dec(t
+                    .get(*id)?
+                    .ok_or_else(|| CatalogError::NotFound(format!("KEK {id} of LSU {lsu}")))?
+                    .value())?;
+                k.wrapped = w.clone();
+                t.insert(*id, enc(&k).as_slice())?;
             }
-            tx.open_table(LSUS)?
-                .insert(rec.name.as_str(), enc(rec).as_slice())?;
+            if let Some(fp) = fp_key {
+                let mut lsus = tx.open_table(LSUS)?;
+                let mut rec = read_lsu(&lsus, lsu)?;
+                rec.fp_key = fp;
+                lsus.insert(lsu, enc(&rec).as_slice())?;
+            }
         }
         tx.commit()?;
         Ok(())
@@ -260,6 +300,9 @@ impl Catalog {
                     kt.insert(id, enc(&k).as_slice())?;
                 }
             }
+            if let Some(tag) = l.legacy_tag {
+                note_legacy_tag(&tx, l.lsu, tag)?;
+            }
             replaced
         };
         tx.commit()?;
@@ -332,6 +375,37 @@ impl Catalog {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Records that legacy segments of `lsu` are sealed under `tag`; an LSU
+/// already converted to KMS mode goes back to converting.
+fn note_legacy_tag(tx: &redb::WriteTransaction, lsu: &str, tag: &str) -> Result<(), CatalogError> {
+    let mut lsus = tx.open_table(LSUS)?;
+    let mut rec = read_lsu(&lsus, lsu)?;
+    if rec.legacy_tags.iter().any(|t| t == tag)
+        && (rec.converting || rec.mode != super::LsuMode::Kms)
+    {
+        return Ok(());
+    }
+    if !rec.legacy_tags.iter().any(|t| t == tag) {
+        rec.legacy_tags.push(tag.to_string());
+    }
+    if rec.mode == super::LsuMode::Kms {
+        rec.converting = true;
+    }
+    lsus.insert(lsu, enc(&rec).as_slice())?;
+    Ok(())
+}
+
+/// The record of LSU `name` in a table open for writing.
+fn read_lsu(
+    t: &redb::Table<'_, &'static str, &'static [u8]>,
+    name: &str,
+) -> Result<LsuRec, CatalogError> {
+    dec(t
+        .get(name)?
+        .ok_or_else(|| CatalogError::NotFound(format!("LSU {name}")))?
+        .value())
 }
 
 /// Adds one reference per recipe entry; new segments enter the index.

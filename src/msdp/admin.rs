@@ -76,7 +76,7 @@ impl Msdp {
         };
         self.catalog.create_lsu(&rec, attrs)?;
         if rec.mode == LsuMode::Kms {
-            let k = self.new_kek(&rec)?;
+            let k = self.new_kek(&rec.name)?;
             rec.active_kek = Some(k.id);
         }
         tracing::info!(lsu = %rec.name, mode = rec.mode.as_str(), key_group = rec.key_group.as_deref().unwrap_or("-"), "LSU created");
@@ -102,15 +102,9 @@ impl Msdp {
         Ok(())
     }
 
-    fn lsu(&self, name: &str) -> Result<LsuRec, MsdpError> {
-        self.catalog
-            .lsu(name)?
-            .ok_or_else(|| MsdpError::NoLsu(name.into()))
-    }
-
     /// `lsu getmode`.
     pub fn getmode(&self, name: &str) -> Result<LsuModeReport, MsdpError> {
-        let rec = self.lsu(name)?;
+        let rec = self.lsu_rec(name)?;
         let mut roots: Vec<String> = self
             .catalog
             .keks(name)?
@@ -135,7 +129,7 @@ impl Msdp {
 
     /// `lsu keydict`.
     pub fn keydict(&self, name: &str) -> Result<Vec<KeyDictEntry>, MsdpError> {
-        self.lsu(name)?;
+        self.lsu_rec(name)?;
         let mut used: HashMap<u32, u64> = HashMap::new();
         self.catalog.for_each_segment(name, |_, s| {
             if s.kind == SegKind::Kek {
@@ -160,16 +154,14 @@ impl Msdp {
 
     /// `lsu rotate-kek`: a new active KEK; the old ones stay, inactive.
     pub fn rotate_kek(&self, name: &str) -> Result<KekRec, MsdpError> {
-        let state = self.state(name)?;
-        let _admin = state.admin.lock();
-        let rec = self.lsu(name)?;
+        let rec = self.lsu_rec(name)?;
         if rec.mode != LsuMode::Kms {
             return Err(MsdpError::Refused(format!(
                 "LSU {name} is in {} mode: only a KMS-mode LSU has KEKs",
                 rec.mode.as_str()
             )));
         }
-        self.new_kek(&rec)
+        self.new_kek(name)
     }
 
     /// `lsu rewrap`: every KEK (and the fingerprint key) wrapped again
@@ -177,8 +169,8 @@ impl Msdp {
     /// Returns how many keys were rewrapped and the new root key tag.
     pub fn rewrap(&self, name: &str) -> Result<(usize, String), MsdpError> {
         let state = self.state(name)?;
-        let _admin = state.admin.lock();
-        let mut rec = self.lsu(name)?;
+        let _keys = state.keys.lock();
+        let rec = self.lsu_rec(name)?;
         let group = rec
             .key_group
             .clone()
@@ -186,37 +178,60 @@ impl Msdp {
             .ok_or_else(|| {
                 MsdpError::Refused(format!("LSU {name} is not encrypted: nothing to rewrap"))
             })?;
-        let mut keks = self.catalog.keks(name)?;
         let mut n = 0;
         let mut root = String::new();
-        for k in &mut keks {
-            let key = self.kek(name, k)?;
-            let w = wrap_under_root(self.kms.as_ref(), &group, &key, name)?;
+        let mut keks = Vec::new();
+        for k in self.catalog.keks(name)? {
+            let key = self.kek(name, &k)?;
+            let w = self.rewrapped(name, &group, &key)?;
             root = w.root_tag.clone();
             if w.root_tag != k.wrapped.root_tag {
                 n += 1;
             }
-            k.wrapped = w;
+            keks.push((k.id, w));
         }
+        let mut fp_key = None;
         if let StoredKey::Wrapped(old) = &rec.fp_key {
             let key = self.fp_key(&rec)?;
-            let w = wrap_under_root(self.kms.as_ref(), &group, &key, name)?;
+            let w = self.rewrapped(name, &group, &key)?;
             if w.root_tag != old.root_tag {
                 n += 1;
             }
             root = w.root_tag.clone();
-            rec.fp_key = StoredKey::Wrapped(w);
+            fp_key = Some(StoredKey::Wrapped(w));
         }
-        self.catalog.put_keys(&rec, &keks)?;
+        self.catalog.rewrap_keys(name, fp_key, &keks)?;
         tracing::info!(lsu = name, rewrapped = n, root_tag = %root, "KEKs rewrapped");
         Ok((n, root))
+    }
+
+    /// `key` wrapped under the group's active root key, checked to unwrap
+    /// to the same key before the old wrapped form is replaced.
+    fn rewrapped(
+        &self,
+        name: &str,
+        group: &str,
+        key: &SecretKey,
+    ) -> Result<crate::kms::WrappedKey, MsdpError> {
+        let w = wrap_under_root(self.kms.as_ref(), group, key, name)?;
+        let back = self
+            .kms
+            .unwrap(&w)
+            .map_err(|e| MsdpError::kms(format!("rewrapped key of LSU {name}"), e))?;
+        if !back.ct_eq(key) {
+            return Err(MsdpError::Refused(format!(
+                "the KMS unwrapped a rewrapped key of LSU {name} to another key (root key {}): nothing was changed",
+                w.root_tag
+            )));
+        }
+        Ok(w)
     }
 
     /// `lsu setmode`: the mode is chosen at creation; this says why a
     /// change is refused (seed 003: KMS mode cannot be disabled once
     /// enabled), and that a legacy LSU goes to KMS mode by `lsu convert`.
     pub fn set_mode(&self, name: &str, mode: LsuMode) -> Result<LsuRec, MsdpError> {
-        let rec = self.lsu(name)?;
+        let rec = self.lsu_rec(name)?;
         match (rec.mode, mode) {
             (LsuMode::None, LsuMode::None)
             | (LsuMode::Legacy, LsuMode::Legacy)

@@ -53,10 +53,11 @@ impl Msdp {
                 )));
             }
             LsuMode::Legacy => {
-                rec.mode = LsuMode::Kms;
-                rec.converting = true;
-                self.catalog.put_lsu(&rec)?;
-                rec.active_kek = Some(self.new_kek(&rec)?.id);
+                rec = self.catalog.update_lsu(name, |r| {
+                    r.mode = LsuMode::Kms;
+                    r.converting = true;
+                })?;
+                rec.active_kek = Some(self.new_kek(name)?.id);
                 tracing::info!(
                     lsu = name,
                     "LSU switched to KMS mode; converting legacy segments"
@@ -68,9 +69,12 @@ impl Msdp {
         let remaining = |t: &ByContainer| t.values().map(|v| v.0).sum();
         let Some((&id, _)) = todo.iter().find(|(_, v)| v.0 > 0) else {
             if rec.converting {
-                rec.converting = false;
-                rec.legacy_tags.clear();
-                self.catalog.put_lsu(&rec)?;
+                // A legacy writer still in flight records its tag again
+                // at its commit (and conversion resumes): see LsuCommit.
+                self.catalog.update_lsu(name, |r| {
+                    r.converting = false;
+                    r.legacy_tags.clear();
+                })?;
                 tracing::info!(lsu = name, "conversion to KMS mode finished");
             }
             return Ok(ConvertProgress {
@@ -113,12 +117,19 @@ fn convert_container(
     id: u64,
     segs: &[(Fp, SegRec)],
 ) -> Result<(), MsdpError> {
-    let (kek, key) = msdp.active_kek(rec)?;
+    let (kek, key) = msdp.active_kek(&rec.name)?;
     let sealer = Sealer::Kek { id: kek.id, key };
     let keks = msdp.catalog.keks(&rec.name)?;
+    // A container a writer still appends to stays: only its legacy
+    // segments move (reclaim gives back the old copies once it is done).
+    let busy = state.inflight.lock().containers.contains(&id);
+    let segs: Vec<&(Fp, SegRec)> = segs
+        .iter()
+        .filter(|(_, s)| !busy || s.kind == SegKind::Legacy)
+        .collect();
     let mut out = ContainerWriter::create(state)?;
     let mut moves = Vec::with_capacity(segs.len());
-    for (fp, s) in segs {
+    for (fp, s) in segs.iter().map(|x| (&x.0, &x.1)) {
         let (h, buf) = read_record(state, id, s.offset, s.len).map_err(|e| {
             let why = match e {
                 RecordError::Missing(e) | RecordError::Io(e) => e.to_string(),
@@ -158,9 +169,12 @@ fn convert_container(
         });
     }
     let c = out.sync()?;
+    let retired: &[u64] = if busy { &[] } else { &[id] };
     msdp.catalog
-        .relocate(&rec.name, &moves, &[(out.id, c)], &[id])?;
-    super::gc::remove(state, id)?;
+        .relocate(&rec.name, &moves, &[(out.id, c)], retired)?;
+    if !busy {
+        super::gc::remove(state, id)?;
+    }
     tracing::info!(lsu = %rec.name, from = id, to = out.id, segments = segs.len(), "container converted to KMS mode");
     Ok(())
 }

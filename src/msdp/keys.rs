@@ -16,13 +16,24 @@ use super::format::{WRAPPED_DEK_LEN, dek_aad};
 use super::{Msdp, MsdpError};
 use crate::catalog::{KekRec, LsuRec, StoredKey};
 use crate::crypto::{self, SecretKey};
-use crate::kms::KmsClient;
+use crate::kms::{KmsClient, WrappedKey};
 
+/// What a cached key is. Wrapped keys are known by a digest of their
+/// wrapped form, not by an id alone: a KEK record rewritten with another
+/// key (or rewrapped) can never be answered with a stale key.
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum KeyId {
-    Fp(String),
-    Kek(String, u32),
+    Fp(String, [u8; 32]),
+    Kek(String, u32, [u8; 32]),
     Legacy(String),
+}
+
+/// Digest of a wrapped key (public bytes: root key tag and ciphertext).
+fn wrapped_digest(w: &WrappedKey) -> [u8; 32] {
+    let mut b = w.root_tag.as_bytes().to_vec();
+    b.push(0);
+    b.extend_from_slice(&w.sealed);
+    crypto::name_digest(b"kmsfs cached wrapped key", &b)
 }
 
 /// Keys unwrapped from the KMS, each kept for at most `ttl`.
@@ -52,8 +63,12 @@ impl KeyCache {
             }
         }
         let k = Arc::new(fetch()?);
-        self.map.lock().insert(id, (k.clone(), Instant::now()));
+        self.put(id, k.clone());
         Ok(k)
+    }
+
+    fn put(&self, id: KeyId, k: Arc<SecretKey>) {
+        self.map.lock().insert(id, (k, Instant::now()));
     }
 
     pub fn clear(&self) {
@@ -68,23 +83,27 @@ impl Msdp {
             StoredKey::Clear(b) => SecretKey::from_slice(b).map(Arc::new).ok_or_else(|| {
                 MsdpError::Refused(format!("LSU {}: fingerprint key is not 32 bytes", rec.name))
             }),
-            StoredKey::Wrapped(w) => self.keys.get(KeyId::Fp(rec.name.clone()), || {
-                self.kms.unwrap(w).map_err(|e| {
-                    MsdpError::kms(
-                        format!(
-                            "fingerprint key of LSU {} (root key {})",
-                            rec.name, w.root_tag
-                        ),
-                        e,
-                    )
+            StoredKey::Wrapped(w) => {
+                let id = KeyId::Fp(rec.name.clone(), wrapped_digest(w));
+                self.keys.get(id, || {
+                    self.kms.unwrap(w).map_err(|e| {
+                        MsdpError::kms(
+                            format!(
+                                "fingerprint key of LSU {} (root key {})",
+                                rec.name, w.root_tag
+                            ),
+                            e,
+                        )
+                    })
                 })
-            }),
+            }
         }
     }
 
     /// An unwrapped KEK.
     pub(crate) fn kek(&self, lsu: &str, k: &KekRec) -> Result<Arc<SecretKey>, MsdpError> {
-        self.keys.get(KeyId::Kek(lsu.into(), k.id), || {
+        let id = KeyId::Kek(lsu.into(), k.id, wrapped_digest(&k.wrapped));
+        self.keys.get(id, || {
             self.kms.unwrap(&k.wrapped).map_err(|e| {
                 MsdpError::kms(
                     format!(
@@ -106,52 +125,85 @@ impl Msdp {
         })
     }
 
-    /// The KEK new DEKs are wrapped by; a new one is made first when the
-    /// LSU has none or the active one reached a rotation limit.
-    pub(crate) fn active_kek(&self, rec: &LsuRec) -> Result<(KekRec, Arc<SecretKey>), MsdpError> {
-        let keks = self.catalog.keks(&rec.name)?;
-        let active = rec
-            .active_kek
-            .and_then(|id| keks.iter().find(|k| k.id == id))
-            .filter(|k| !needs_rotation(rec, k));
-        let k = match active {
-            Some(k) => k.clone(),
-            None => self.new_kek(rec)?,
+    /// The KEK new DEKs are wrapped by. When the LSU has none or the
+    /// active one reached a rotation limit, a new one is made, once:
+    /// writers that start together decide again under the LSU's key lock,
+    /// and the later ones find the KEK the first one made.
+    pub(crate) fn active_kek(&self, name: &str) -> Result<(KekRec, Arc<SecretKey>), MsdpError> {
+        let k = match self.usable_kek(name)? {
+            Some(k) => k,
+            None => {
+                let state = self.state(name)?;
+                let _keys = state.keys.lock();
+                match self.usable_kek(name)? {
+                    Some(k) => k,
+                    None => self.make_kek(name)?,
+                }
+            }
         };
-        let key = self.kek(&rec.name, &k)?;
+        let key = self.kek(name, &k)?;
         Ok((k, key))
     }
 
-    /// Makes a new KEK, wraps it under the group's active root key and
-    /// makes it the LSU's active KEK; the old ones stay to unwrap old DEKs.
-    pub(crate) fn new_kek(&self, rec: &LsuRec) -> Result<KekRec, MsdpError> {
+    /// The active KEK as the catalog has it now, unless due for rotation.
+    fn usable_kek(&self, name: &str) -> Result<Option<KekRec>, MsdpError> {
+        let rec = self.lsu_rec(name)?;
+        let keks = self.catalog.keks(name)?;
+        Ok(rec
+            .active_kek
+            .and_then(|id| keks.into_iter().find(|k| k.id == id))
+            .filter(|k| !needs_rotation(&rec, k)))
+    }
+
+    /// Makes a new active KEK (`lsu rotate-kek`); the old ones stay, inactive.
+    pub(crate) fn new_kek(&self, name: &str) -> Result<KekRec, MsdpError> {
+        let state = self.state(name)?;
+        let _keys = state.keys.lock();
+        self.make_kek(name)
+    }
+
+    /// Makes a KEK, wraps it under the group's active root key, checks
+    /// that the wrapped form opens to the same key (nothing is sealed
+    /// under a KEK that could not be unwrapped later), and records it as
+    /// the active KEK under a fresh id. Call with the LSU's key lock held.
+    fn make_kek(&self, name: &str) -> Result<KekRec, MsdpError> {
+        let rec = self.lsu_rec(name)?;
         let group = rec.key_group.as_deref().ok_or_else(|| {
-            MsdpError::Refused(format!(
-                "LSU {} is not in KMS mode: it has no KEKs",
-                rec.name
-            ))
+            MsdpError::Refused(format!("LSU {name} is not in KMS mode: it has no KEKs"))
         })?;
         let key = SecretKey::random()?;
-        let wrapped = wrap_under_root(self.kms.as_ref(), group, &key, &rec.name)?;
-        let id = self
-            .catalog
-            .keks(&rec.name)?
-            .iter()
-            .map(|k| k.id)
-            .max()
-            .unwrap_or(0)
-            + 1;
-        let k = KekRec {
+        let wrapped = wrap_under_root(self.kms.as_ref(), group, &key, name)?;
+        let back = self.kms.unwrap(&wrapped).map_err(|e| {
+            MsdpError::kms(
+                format!("new KEK of LSU {name} (root key {})", wrapped.root_tag),
+                e,
+            )
+        })?;
+        if !back.ct_eq(&key) {
+            return Err(MsdpError::Refused(format!(
+                "the KMS unwrapped the new KEK of LSU {name} to another key (root key {}): nothing was sealed under it",
+                wrapped.root_tag
+            )));
+        }
+        let k = self.catalog.insert_active_kek(name, |id| KekRec {
             id,
             wrapped,
             created_ns: crate::tape::now_ns(),
             active: true,
             sealed_segments: 0,
             sealed_bytes: 0,
-        };
-        self.catalog.add_active_kek(&rec.name, &k)?;
-        tracing::info!(lsu = %rec.name, kek = id, root_tag = %k.wrapped.root_tag, "new active KEK");
+        })?;
+        let id = KeyId::Kek(name.into(), k.id, wrapped_digest(&k.wrapped));
+        self.keys.put(id, Arc::new(key));
+        tracing::info!(lsu = %name, kek = k.id, root_tag = %k.wrapped.root_tag, "new active KEK");
         Ok(k)
+    }
+
+    /// The record of LSU `name`.
+    pub(crate) fn lsu_rec(&self, name: &str) -> Result<LsuRec, MsdpError> {
+        self.catalog
+            .lsu(name)?
+            .ok_or_else(|| MsdpError::NoLsu(name.into()))
     }
 }
 
@@ -197,4 +249,135 @@ pub fn unwrap_dek(
 ) -> Result<SecretKey, crypto::CryptoError> {
     let plain = crypto::open(kek, &dek_aad(lsu_id, kek_id, fp), wrapped)?;
     SecretKey::from_slice(&plain).ok_or(crypto::CryptoError::Truncated(plain.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{FileAttrs, KekPolicy, LsuMode};
+    use crate::kms::{NewKey, Unlock};
+    use crate::msdp::CreateLsu;
+    use crate::store::{InitOptions, Store};
+
+    fn store_with_lsu(policy: KekPolicy) -> (tempfile::TempDir, Store) {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("s");
+        Store::init(&dir, InitOptions::default()).unwrap();
+        let s = Store::open(&dir, Unlock::default()).unwrap();
+        s.kms_admin.write(|ks| {
+            ks.create_group("KG", "").unwrap();
+            ks.create_key(NewKey {
+                group: "KG",
+                name: "root",
+                description: "",
+                passphrase: None,
+                activate: true,
+            })
+            .unwrap();
+        });
+        let attrs = FileAttrs {
+            mode: 0o40755,
+            uid: 0,
+            gid: 0,
+            atime_ns: 0,
+            mtime_ns: 0,
+            ctime_ns: 0,
+        };
+        s.msdp
+            .create(
+                CreateLsu {
+                    name: "L".into(),
+                    mode: LsuMode::Kms,
+                    key_group: Some("KG".into()),
+                    policy,
+                },
+                attrs,
+            )
+            .unwrap();
+        (t, s)
+    }
+
+    /// A KEK record is never overwritten: each insert gets the next id.
+    #[test]
+    fn kek_ids_are_allocated_and_inserted_in_one_transaction() {
+        let (_t, s) = store_with_lsu(KekPolicy::default());
+        let w = s.catalog.keks("L").unwrap()[0].wrapped.clone();
+        let a = s
+            .catalog
+            .insert_active_kek("L", |id| KekRec {
+                id,
+                wrapped: w.clone(),
+                created_ns: 0,
+                active: true,
+                sealed_segments: 0,
+                sealed_bytes: 0,
+            })
+            .unwrap();
+        assert_eq!(a.id, 2);
+        let clash = s.catalog.insert_active_kek("L", |_| KekRec {
+            id: 2,
+            wrapped: w.clone(),
+            created_ns: 0,
+            active: true,
+            sealed_segments: 0,
+            sealed_bytes: 0,
+        });
+        assert!(clash.is_err(), "an existing KEK id is refused");
+        let ids: Vec<u32> = s.catalog.keks("L").unwrap().iter().map(|k| k.id).collect();
+        assert_eq!(ids, [1, 2]);
+        assert_eq!(s.catalog.lsu("L").unwrap().unwrap().active_kek, Some(2));
+    }
+
+    /// Writers that find the active KEK due for rotation at the same
+    /// moment make one new KEK between them, and each gets the key the
+    /// key dictionary holds.
+    #[test]
+    fn writers_starting_together_make_one_new_kek() {
+        let policy = KekPolicy {
+            max_segments: 1,
+            ..KekPolicy::default()
+        };
+        let (_t, s) = store_with_lsu(policy);
+        let w = s.catalog.keks("L").unwrap()[0].wrapped.clone();
+        // The active KEK reached its limit.
+        let full = s
+            .catalog
+            .insert_active_kek("L", |id| KekRec {
+                id,
+                wrapped: w,
+                created_ns: 0,
+                active: true,
+                sealed_segments: 5,
+                sealed_bytes: 0,
+            })
+            .unwrap();
+        let msdp = s.msdp.clone();
+        let got: Vec<(u32, [u8; 32])> = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| {
+                    sc.spawn(|| {
+                        let (k, key) = msdp.active_kek("L").unwrap();
+                        (k.id, *key.expose_secret())
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let ids: std::collections::BTreeSet<u32> = got.iter().map(|g| g.0).collect();
+        assert_eq!(ids.len(), 1, "one new KEK: {ids:?}");
+        let id = *ids.iter().next().unwrap();
+        assert_eq!(id, full.id + 1);
+        msdp.forget_keys();
+        let rec = s
+            .catalog
+            .keks("L")
+            .unwrap()
+            .into_iter()
+            .find(|k| k.id == id)
+            .unwrap();
+        let stored = msdp.kek("L", &rec).unwrap();
+        for (_, key) in got {
+            assert_eq!(&key, stored.expose_secret());
+        }
+    }
 }

@@ -32,8 +32,12 @@ pub struct LsuState {
     next_container: AtomicU64,
     pub inflight: Mutex<InFlight>,
     files: Mutex<HashMap<u64, Arc<File>>>,
-    /// Serializes reclaim, conversion and KEK changes of this LSU.
+    /// Serializes reclaim and conversion of this LSU.
     pub admin: Mutex<()>,
+    /// Serializes changes of the key dictionary (new KEK, rewrap): a
+    /// writer that finds the active KEK due for rotation decides again
+    /// under it, so writers starting together make one new KEK, not one each.
+    pub keys: Mutex<()>,
 }
 
 impl LsuState {
@@ -51,6 +55,7 @@ impl LsuState {
             inflight: Mutex::default(),
             files: Mutex::default(),
             admin: Mutex::new(()),
+            keys: Mutex::new(()),
         })
     }
 

@@ -159,6 +159,10 @@ impl LsuWriter {
                     Sealer::Kek { id, .. } => Some((id, s.sealed.0, s.sealed.1)),
                     _ => None,
                 },
+                legacy_tag: match &s.sealer {
+                    Sealer::Legacy { tag, .. } => Some(tag.as_str()),
+                    _ => None,
+                },
             },
         )?;
         self.seg.touched.clear();
@@ -184,9 +188,13 @@ fn sealer(msdp: &Msdp, rec: &LsuRec) -> Result<(Sealer, Option<String>), MsdpErr
                 .active_key(group)
                 .map_err(|e| MsdpError::kms(format!("key group {group} (LSU {})", rec.name), e))?;
             if !rec.legacy_tags.contains(&tk.tag) {
-                let mut r = rec.clone();
-                r.legacy_tags.push(tk.tag.clone());
-                msdp.catalog.put_lsu(&r)?;
+                // Pinned before anything is sealed under it (and again at commit).
+                let tag = tk.tag.clone();
+                msdp.catalog.update_lsu(&rec.name, |r| {
+                    if !r.legacy_tags.contains(&tag) {
+                        r.legacy_tags.push(tag.clone());
+                    }
+                })?;
             }
             // Used as fetched: asking the KMS again by tag would be a second round trip.
             let key = Arc::new(tk.key);
@@ -199,7 +207,7 @@ fn sealer(msdp: &Msdp, rec: &LsuRec) -> Result<(Sealer, Option<String>), MsdpErr
             )
         }
         LsuMode::Kms => {
-            let (k, key) = msdp.active_kek(rec)?;
+            let (k, key) = msdp.active_kek(&rec.name)?;
             let tag = k.wrapped.root_tag.clone();
             (Sealer::Kek { id: k.id, key }, Some(tag))
         }
