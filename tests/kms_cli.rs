@@ -534,3 +534,56 @@ fn no_key_byte_in_files_logs_or_output() {
         );
     }
 }
+
+/// A keystore save that fails (the disk under the keystore is full) leaves
+/// the daemon on the old keystore: the key made active by the failed
+/// `createkey --activate` is not used, a failed deprecation is not live,
+/// and after a restart the keys are what the daemon used.
+#[test]
+fn a_failed_keystore_save_changes_nothing_in_the_running_daemon() {
+    let s = TestStore::new(&[]);
+    let t1 = s.group_with_key("ENCR_A");
+    let full = common::FullDisk::over(&s.dir.join("kms"), 1024);
+    let m = s.mount("");
+    std::fs::create_dir(m.p("pools/ENCR_A")).unwrap();
+    std::fs::write(m.p("pools/ENCR_A/before"), b"one").unwrap();
+    full.fill();
+    let err = s.fails(&[
+        "kms",
+        "createkey",
+        "--kg",
+        "ENCR_A",
+        "--name",
+        "k2",
+        "--activate",
+    ]);
+    assert!(err.contains("No space left on device"), "{err}");
+    let err = s.fails(&[
+        "kms",
+        "modifykey",
+        "--kg",
+        "ENCR_A",
+        "--name",
+        "k1",
+        "--state",
+        "inactive",
+    ]);
+    assert!(err.contains("No space left on device"), "{err}");
+    let keys = s.ok(&["kms", "listkeys", "--json"]);
+    assert!(!keys.contains("\"k2\""), "{keys}");
+    std::fs::write(m.p("pools/ENCR_A/after"), b"two").unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(&s.ok(&["image", "list", "--json"])).unwrap();
+    for img in list.as_array().unwrap() {
+        assert_eq!(img["key_tag"], t1.as_str(), "{img}");
+    }
+    full.free();
+    m.unmount();
+    let m = s.mount("");
+    assert_eq!(std::fs::read(m.p("pools/ENCR_A/after")).unwrap(), b"two");
+    let keys = s.ok(&["kms", "listkeys", "--json"]);
+    assert!(!keys.contains("\"k2\""), "{keys}");
+    assert!(keys.contains("\"active\""), "{keys}");
+    m.unmount();
+    drop(full);
+}

@@ -98,6 +98,13 @@ impl Keystore {
         write_atomic(&self.path, &bytes, 0o600).map_err(|e| KmsError::io(&self.path, e))
     }
 
+    /// Points the keystore at a directory that does not exist, so every
+    /// later save fails with a real I/O error.
+    #[cfg(test)]
+    pub(super) fn fail_saves_for_test(&mut self) {
+        self.path = self.path.with_file_name("no-such-dir").join(KEYSTORE_FILE);
+    }
+
     /// The key of a record, unsealed from under the KPK.
     pub(super) fn unseal(&self, rec: &KeyRecord) -> Result<SecretKey, KmsError> {
         let plain = crypto::open(&self.kpk, &record_aad(&rec.tag), &rec.sealed).map_err(|_| {

@@ -41,18 +41,35 @@ impl Keystore {
         self.body.keys.iter().find(|k| k.tag == tag)
     }
 
+    /// Applies a change and saves it, all or nothing: if the change or
+    /// the save fails, the keystore in memory is put back as it was, so
+    /// the daemon never runs on a state that is not on disk.
+    pub(super) fn transact<T>(
+        &mut self,
+        change: impl FnOnce(&mut Self) -> Result<T, KmsError>,
+    ) -> Result<T, KmsError> {
+        let before = self.body.clone();
+        let result = change(self).and_then(|v| self.save().map(|()| v));
+        if result.is_err() {
+            self.body = before;
+        }
+        result
+    }
+
     /// Creates an empty key group.
     pub fn create_group(&mut self, name: &str, description: &str) -> Result<(), KmsError> {
         check_name(name)?;
         if self.group_index(name).is_ok() {
             return Err(KmsError::GroupExists(name.into()));
         }
-        self.body.groups.push(GroupRecord {
-            name: name.into(),
-            description: description.into(),
-            created: now(),
-        });
-        self.save()
+        self.transact(|ks| {
+            ks.body.groups.push(GroupRecord {
+                name: name.into(),
+                description: description.into(),
+                created: now(),
+            });
+            Ok(())
+        })
     }
 
     /// Deletes a key group that holds no keys.
@@ -65,8 +82,10 @@ impl Keystore {
                 keys,
             });
         }
-        self.body.groups.remove(i);
-        self.save()
+        self.transact(|ks| {
+            ks.body.groups.remove(i);
+            Ok(())
+        })
     }
 
     /// Every group with its key count and active tag.
@@ -123,11 +142,13 @@ impl Keystore {
             ),
             None => (SecretKey::random()?, KeyOrigin::Random),
         };
-        self.insert_record(new.group, new.name, new.description, &tag, &key, origin)?;
-        if new.activate {
-            self.set_state_at(self.body.keys.len() - 1, KeyState::Active, true)?;
-        }
-        self.save()?;
+        self.transact(|ks| {
+            ks.insert_record(new.group, new.name, new.description, &tag, &key, origin)?;
+            if new.activate {
+                ks.set_state_at(ks.body.keys.len() - 1, KeyState::Active, true)?;
+            }
+            Ok(())
+        })?;
         Ok(tag)
     }
 
@@ -187,18 +208,20 @@ impl Keystore {
                 name: name.into(),
             });
         }
-        self.insert_record(
-            group,
-            name,
-            "recovered from pass phrase",
-            tag,
-            &key,
-            KeyOrigin::Passphrase(PASSPHRASE_KEY_PARAMS),
-        )?;
-        // A recovered key decrypts old data; it does not take over encryption.
-        let i = self.body.keys.len() - 1;
-        self.body.keys[i].state = KeyState::Inactive;
-        self.save()
+        self.transact(|ks| {
+            ks.insert_record(
+                group,
+                name,
+                "recovered from pass phrase",
+                tag,
+                &key,
+                KeyOrigin::Passphrase(PASSPHRASE_KEY_PARAMS),
+            )?;
+            // A recovered key decrypts old data; it does not take over encryption.
+            let i = ks.body.keys.len() - 1;
+            ks.body.keys[i].state = KeyState::Inactive;
+            Ok(())
+        })
     }
 
     /// Changes state, name or description of a key.
@@ -220,18 +243,20 @@ impl Keystore {
                 });
             }
         }
-        if let Some(s) = state {
-            self.set_state_at(i, s, true)?;
-        }
-        let k = &mut self.body.keys[i];
-        if let Some(new) = rename {
-            k.name = new.into();
-        }
-        if let Some(d) = description {
-            k.description = d.into();
-        }
-        k.modified = now();
-        self.save()
+        self.transact(|ks| {
+            if let Some(s) = state {
+                ks.set_state_at(i, s, true)?;
+            }
+            let k = &mut ks.body.keys[i];
+            if let Some(new) = rename {
+                k.name = new.into();
+            }
+            if let Some(d) = description {
+                k.description = d.into();
+            }
+            k.modified = now();
+            Ok(())
+        })
     }
 
     /// Applies one legal transition; activation demotes the previous active key.
@@ -241,12 +266,15 @@ impl Keystore {
     pub fn force_state(&mut self, group: &str, name: &str, to: KeyState) -> Result<(), KmsError> {
         let i = self.key_index(group, name)?;
         let pinned = self.users.pinning(&self.body.keys[i].tag);
-        self.set_state_at(i, to, false)?;
+        self.transact(|ks| {
+            ks.set_state_at(i, to, false)?;
+            ks.body.keys[i].modified = now();
+            Ok(())
+        })?;
         if !pinned.is_empty() {
             tracing::warn!(group, name, state = %to, users = %pinned.join(", "), "key state forced although in use");
         }
-        self.body.keys[i].modified = now();
-        self.save()
+        Ok(())
     }
 
     fn set_state_at(&mut self, i: usize, to: KeyState, check_pins: bool) -> Result<(), KmsError> {
@@ -312,8 +340,10 @@ impl Keystore {
                 users: users.join(", "),
             });
         }
-        self.body.keys.remove(i);
-        self.save()
+        self.transact(|ks| {
+            ks.body.keys.remove(i);
+            Ok(())
+        })
     }
 
     /// The active key of a group, for encryption.
@@ -528,5 +558,72 @@ mod tests {
             .recover_key("G", "pp", &tag, b"secret words", Some(&kcv))
             .unwrap();
         assert!(other.key_for_decrypt(&tag).unwrap().ct_eq(&orig));
+    }
+}
+
+#[cfg(test)]
+mod save_failure_tests {
+    use super::*;
+    use crate::kms::HmkSource;
+
+    /// Every change of the keystore is all-or-nothing: when the save
+    /// fails, the keystore in memory is the one on disk.
+    #[test]
+    fn a_failed_save_leaves_the_old_keystore_in_memory() {
+        let d = tempfile::tempdir().unwrap();
+        let mut ks = Keystore::create(d.path(), HmkSource::File(d.path().join("h"))).unwrap();
+        ks.create_group("G", "").unwrap();
+        let pp = NewKey {
+            group: "G",
+            name: "pp",
+            description: "",
+            passphrase: Some(b"words"),
+            activate: true,
+        };
+        let tag = ks.create_key(pp).unwrap();
+        ks.create_key(NewKey {
+            group: "G",
+            name: "spare",
+            description: "",
+            passphrase: None,
+            activate: false,
+        })
+        .unwrap();
+        ks.create_group("E", "").unwrap();
+        let before = format!("{:?}", ks.list_keys(None).unwrap());
+        let groups = ks.list_groups().len();
+        ks.fail_saves_for_test();
+        type Change<'a> = Box<dyn Fn(&mut Keystore) -> Result<(), KmsError> + 'a>;
+        let changes: Vec<Change<'_>> = vec![
+            Box::new(|k| k.create_group("H", "")),
+            Box::new(|k| k.delete_group("E")),
+            Box::new(|k| {
+                k.create_key(NewKey {
+                    group: "G",
+                    name: "new",
+                    description: "",
+                    passphrase: None,
+                    activate: true,
+                })
+                .map(drop)
+            }),
+            Box::new(|k| k.modify_key("G", "pp", Some(KeyState::Inactive), Some("x"), None)),
+            Box::new(|k| k.force_state("G", "pp", KeyState::Inactive)),
+            Box::new(|k| k.delete_key("G", "spare")),
+            Box::new(|k| k.recover_key("G", "again", &tag, b"words", None)),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            assert!(
+                change(&mut ks).is_err(),
+                "change {i} reports the failed save"
+            );
+            assert_eq!(
+                format!("{:?}", ks.list_keys(None).unwrap()),
+                before,
+                "change {i} left nothing in memory"
+            );
+            assert_eq!(ks.list_groups().len(), groups, "change {i}");
+        }
+        assert_eq!(ks.active_key("G").unwrap().0, tag);
     }
 }

@@ -160,19 +160,18 @@ impl Keystore {
         preserve_kgname: bool,
         preview: bool,
     ) -> Result<ImportReport, KmsError> {
-        let saved = self.body.clone();
         let mut report = ImportReport {
             preview,
             ..Default::default()
         };
-        let result = self.apply_import(body, preserve_kgname, &mut report);
-        if preview || result.is_err() {
+        if preview {
+            let saved = self.body.clone();
+            let result = self.apply_import(body, preserve_kgname, &mut report);
             self.body = saved;
-        } else if let Err(e) = self.save() {
-            self.body = saved;
-            return Err(e);
+            return result.map(|()| report);
         }
-        result.map(|()| report)
+        self.transact(|ks| ks.apply_import(body, preserve_kgname, &mut report))?;
+        Ok(report)
     }
 
     fn apply_import(

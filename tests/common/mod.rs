@@ -323,3 +323,56 @@ pub fn random_file(path: &Path, mib: usize) {
         path.display()
     ));
 }
+
+/// A small tmpfs mounted over a directory of a store (its old content
+/// copied in), so a test can fill it and make writes there fail with
+/// ENOSPC; unmounted on drop, the old content back in place.
+pub struct FullDisk {
+    dir: PathBuf,
+    saved: PathBuf,
+}
+
+impl FullDisk {
+    /// Mounts a tmpfs of `kib` KiB over `dir`, keeping what `dir` held.
+    pub fn over(dir: &Path, kib: u64) -> Self {
+        let saved = dir.with_extension("before-tmpfs");
+        std::fs::rename(dir, &saved).unwrap();
+        std::fs::create_dir(dir).unwrap();
+        sh_ok(&format!(
+            "mount -t tmpfs -o size={kib}k,mode=0700 kmsfs-test-tmpfs '{d}' && cp -a '{s}/.' '{d}/'",
+            d = dir.display(),
+            s = saved.display()
+        ));
+        Self {
+            dir: dir.to_path_buf(),
+            saved,
+        }
+    }
+
+    /// Fills the tmpfs; writes there now fail with ENOSPC.
+    pub fn fill(&self) {
+        let _ = sh(&format!(
+            "dd if=/dev/zero of='{}/filler' bs=4k status=none",
+            self.dir.display()
+        ));
+    }
+
+    /// Frees the space [`FullDisk::fill`] took.
+    pub fn free(&self) {
+        let _ = std::fs::remove_file(self.dir.join("filler"));
+    }
+}
+
+impl Drop for FullDisk {
+    fn drop(&mut self) {
+        // What the test left in the tmpfs becomes the directory again.
+        let _ = std::fs::remove_file(self.dir.join("filler"));
+        let _ = std::fs::remove_dir_all(&self.saved);
+        let _ = std::fs::create_dir(&self.saved);
+        let _ = sh(&format!(
+            "cp -a '{d}/.' '{s}/' && umount '{d}' && rmdir '{d}' && mv '{s}' '{d}'",
+            d = self.dir.display(),
+            s = self.saved.display()
+        ));
+    }
+}
