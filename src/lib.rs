@@ -17,3 +17,6 @@ pub mod msdp;
 pub mod pipeline;
 pub mod store;
 pub mod tape;
+#[cfg(test)]
+mod testing;
+pub mod util;

@@ -178,7 +178,7 @@ fn generate_golden_v1() {
     std::fs::create_dir_all(&out).unwrap();
     let mut volumes = Vec::new();
     for v in s.catalog.volumes().unwrap() {
-        let path = s.library.volume_path(&v.barcode);
+        let path = s.library.volume_path(&v.barcode).unwrap();
         std::fs::copy(&path, out.join(format!("{}.kvol", v.barcode))).unwrap();
         let scan = scan_volume(&path).unwrap();
         let frags: Vec<String> = scan

@@ -42,6 +42,7 @@ pub fn run(store: &Store, a: &ImportArgs, out: &mut Out) -> Result<(), CliError>
             ("KEY MISSING", &r.missing_keys),
             ("DAMAGED", &r.damaged),
             ("INCOMPLETE", &r.incomplete),
+            ("REFUSED", &r.refused),
         ] {
             for i in list {
                 out.line(format!("{label} {i}"));
@@ -50,11 +51,12 @@ pub fn run(store: &Store, a: &ImportArgs, out: &mut Out) -> Result<(), CliError>
     }
     if r.failed() {
         return Err(CliError::Damaged(format!(
-            "{} images not imported ({} need a key, {} damaged, {} incomplete); run phase 2 again once fixed",
-            r.missing_keys.len() + r.damaged.len() + r.incomplete.len(),
+            "{} not imported ({} need a key, {} damaged, {} incomplete, {} refused); run phase 2 again once fixed",
+            r.missing_keys.len() + r.damaged.len() + r.incomplete.len() + r.refused.len(),
             r.missing_keys.len(),
             r.damaged.len(),
-            r.incomplete.len()
+            r.incomplete.len(),
+            r.refused.len()
         )));
     }
     Ok(())
@@ -80,6 +82,9 @@ fn print_survey(s: &Survey, json: bool, out: &mut Out) {
         if let Some(p) = &v.problem {
             out.line(format!("  problem: {p}"));
         }
+        if let Some(p) = &v.refused {
+            out.line(format!("  refused: {p}"));
+        }
     }
     out.line(format!(
         "{:<40} {:>12} {:<32} {:<8} VOLUMES",
@@ -96,7 +101,7 @@ fn print_survey(s: &Survey, json: bool, out: &mut Out) {
         };
         out.line(format!(
             "{:<40} {:>12} {:<32} {:<8} {}",
-            format!("{}/{}", i.pool, i.path),
+            i.name(),
             size,
             i.key_tag.as_deref().unwrap_or("(clear)"),
             have,
@@ -104,6 +109,9 @@ fn print_survey(s: &Survey, json: bool, out: &mut Out) {
         ));
         if !i.missing.is_empty() {
             out.line(format!("  missing: {}", i.missing.join(", ")));
+        }
+        for p in &i.problems {
+            out.line(format!("  refused: {p}"));
         }
     }
 }

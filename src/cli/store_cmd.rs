@@ -58,7 +58,11 @@ pub fn volumes(store: &Store, cmd: &VolumeCmd, out: &mut Out) -> Result<(), CliE
         .volumes()?
         .into_iter()
         .map(|v| VolumeRow {
-            file: store.library.volume_path(&v.barcode).display().to_string(),
+            file: store
+                .library
+                .volume_path(&v.barcode)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|e| e.to_string()),
             state: format!("{:?}", v.state).to_lowercase(),
             barcode: v.barcode,
             pool: v.pool,

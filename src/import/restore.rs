@@ -26,24 +26,38 @@ pub struct RestoreReport {
     pub damaged: Vec<String>,
     /// `image: missing volume …`.
     pub incomplete: Vec<String>,
+    /// `image: why` for images whose headers say something impossible or
+    /// forbidden (a name that is not valid, clear data in an encrypted
+    /// pool, a size or offset the fragments do not hold).
+    pub refused: Vec<String>,
     pub volumes_added: Vec<String>,
 }
 
 impl RestoreReport {
     /// Whether anything was left behind.
     pub fn failed(&self) -> bool {
-        !(self.missing_keys.is_empty() && self.damaged.is_empty() && self.incomplete.is_empty())
+        !(self.missing_keys.is_empty()
+            && self.damaged.is_empty()
+            && self.incomplete.is_empty()
+            && self.refused.is_empty())
     }
 }
 
 /// Imports every complete image of the survey not yet in the catalog.
 pub fn restore(store: &Store, survey: &Survey, mut progress: impl FnMut(u64)) -> RestoreReport {
     let mut r = RestoreReport::default();
+    r.refused
+        .extend(survey.volumes.iter().filter_map(|v| v.refused.clone()));
     for img in &survey.images {
-        let name = format!("{}/{}", img.pool, img.path);
+        let name = img.name();
         if !img.complete() {
             r.incomplete
                 .push(format!("{name}: missing {}", img.missing.join(", ")));
+            continue;
+        }
+        if !img.problems.is_empty() {
+            r.refused
+                .push(format!("{name}: {}", img.problems.join("; ")));
             continue;
         }
         match store
@@ -161,7 +175,7 @@ fn adopt_volume(
     f: &Found,
     added: &mut Vec<String>,
 ) -> Result<Option<VolumeUpdate>, TapeError> {
-    let target = store.library.volume_path(&f.barcode);
+    let target = store.library.volume_path(&f.barcode)?;
     if let Some(v) = store.catalog.volume(&f.barcode)? {
         if !same_file(&target, &f.path) && !same_content(&target, &f.path) {
             return Err(TapeError::Format {
@@ -238,8 +252,10 @@ fn commit(
 ) -> Result<(), TapeError> {
     let h = &img.found[0].frag.header;
     let now = now_ns();
+    // Only the permission bits come from the volume: it is a regular file
+    // here whatever the header says, and never setuid, setgid or sticky.
     let attrs = FileAttrs {
-        mode: h.mode,
+        mode: libc::S_IFREG | (h.mode & 0o777),
         uid: h.uid,
         gid: h.gid,
         atime_ns: h.mtime_ns,
@@ -254,11 +270,8 @@ fn commit(
         mtime_ns: now,
         ctime_ns: now,
     };
-    let mut parts: Vec<&str> = img
-        .path
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != "." && *p != "..")
-        .collect();
+    // Survey checked the path: relative, no empty, '.' or '..' component.
+    let mut parts: Vec<&str> = img.path.split('/').collect();
     let base = parts.pop().unwrap_or("image");
     let parent = store.catalog.ensure_dirs(&img.pool, &parts, dir_attrs)?;
     let mut name = base.to_string();

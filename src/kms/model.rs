@@ -89,17 +89,7 @@ pub fn new_tag() -> Result<String, KmsError> {
 
 /// Checks a group or key name: 1-64 of `[A-Za-z0-9_.-]`, not starting with '.'.
 pub fn check_name(name: &str) -> Result<(), KmsError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(KmsError::BadName(name.to_string()))
-    }
+    crate::util::names::check_name(name).map_err(|_| KmsError::BadName(name.to_string()))
 }
 
 /// Seconds since the Unix epoch.

@@ -254,48 +254,8 @@ pub fn unwrap_dek(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{FileAttrs, KekPolicy, LsuMode};
-    use crate::kms::{NewKey, Unlock};
-    use crate::msdp::CreateLsu;
-    use crate::store::{InitOptions, Store};
-
-    fn store_with_lsu(policy: KekPolicy) -> (tempfile::TempDir, Store) {
-        let t = tempfile::tempdir().unwrap();
-        let dir = t.path().join("s");
-        Store::init(&dir, InitOptions::default()).unwrap();
-        let s = Store::open(&dir, Unlock::default()).unwrap();
-        s.kms_admin.write(|ks| {
-            ks.create_group("KG", "").unwrap();
-            ks.create_key(NewKey {
-                group: "KG",
-                name: "root",
-                description: "",
-                passphrase: None,
-                activate: true,
-            })
-            .unwrap();
-        });
-        let attrs = FileAttrs {
-            mode: 0o40755,
-            uid: 0,
-            gid: 0,
-            atime_ns: 0,
-            mtime_ns: 0,
-            ctime_ns: 0,
-        };
-        s.msdp
-            .create(
-                CreateLsu {
-                    name: "L".into(),
-                    mode: LsuMode::Kms,
-                    key_group: Some("KG".into()),
-                    policy,
-                },
-                attrs,
-            )
-            .unwrap();
-        (t, s)
-    }
+    use crate::catalog::KekPolicy;
+    use crate::testing::store_with_lsu;
 
     /// A KEK record is never overwritten: each insert gets the next id.
     #[test]

@@ -47,6 +47,22 @@ impl LsuReader {
             .ok_or_else(|| MsdpError::NoLsu(name.into()))?;
         let state = msdp.state(name)?;
         let recipe = msdp.catalog.recipe(img.id)?.unwrap_or_default();
+        let total: u64 = recipe.iter().map(|r| u64::from(r.len)).sum();
+        if total != img.size || recipe.iter().any(|r| r.len == 0) {
+            let e = MsdpError::Integrity {
+                lsu: name.into(),
+                container: 0,
+                offset: 0,
+                why: format!(
+                    "image {}: its recipe holds {total} bytes in {} segments, the catalog says {} bytes",
+                    img.path,
+                    recipe.len(),
+                    img.size
+                ),
+            };
+            tracing::error!("{e}");
+            return Err(e);
+        }
         let fps: Vec<_> = recipe.iter().map(|r| r.fp).collect();
         let locs = msdp
             .catalog
@@ -253,4 +269,44 @@ fn check_keys(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Commit, KekPolicy, MSDP_INO};
+    use crate::testing::{dir_attrs, store_with_lsu};
+
+    /// A catalog record that does not hold together (an image in an LSU
+    /// without a recipe for its size) is refused at open with an error,
+    /// not a panic of the daemon at the first read.
+    #[test]
+    fn an_image_without_its_recipe_is_refused_at_open() {
+        let (_t, s) = store_with_lsu(KekPolicy::default());
+        let parent = s.catalog.lookup(MSDP_INO, "L").unwrap().unwrap().ino;
+        let img = ImageRec {
+            id: 7,
+            pool: "msdp/L".into(),
+            path: "x".into(),
+            size: 1000,
+            block_size: 0,
+            key_tag: None,
+            kcv: None,
+            blake3: [0; 32],
+            created_ns: 0,
+            fragments: Vec::new(),
+        };
+        s.catalog
+            .commit_image(Commit {
+                ino: s.catalog.alloc_ino(),
+                parent,
+                name: "x",
+                attrs: dir_attrs(),
+                image: &img,
+                volumes: &[],
+            })
+            .unwrap();
+        let e = LsuReader::open(&s.msdp, img).err().expect("refused");
+        assert!(e.to_string().contains("recipe"), "{e}");
+    }
 }

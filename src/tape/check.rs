@@ -64,7 +64,7 @@ pub fn check_library(
     {
         r.volumes += 1;
         let subject = format!("volume {}", v.barcode);
-        match scan_volume(&lib.volume_path(&v.barcode)) {
+        match lib.volume_path(&v.barcode).and_then(|p| scan_volume(&p)) {
             Err(e) => r.damaged.push(Problem {
                 subject,
                 what: e.to_string(),

@@ -56,9 +56,14 @@ impl Library {
         })
     }
 
-    /// The file of a volume.
-    pub fn volume_path(&self, barcode: &str) -> PathBuf {
-        self.cfg.dir.join(format!("{barcode}.kvol"))
+    /// The file of a volume. The barcode is checked first: one read from
+    /// a volume or a damaged catalog never names a file outside the library.
+    pub fn volume_path(&self, barcode: &str) -> Result<PathBuf, TapeError> {
+        crate::util::names::check_barcode(barcode).map_err(|e| TapeError::Format {
+            what: "volume",
+            why: e.to_string(),
+        })?;
+        Ok(self.cfg.dir.join(format!("{barcode}.kvol")))
     }
 
     /// Least room a volume must have to start a fragment on it.
@@ -98,7 +103,7 @@ impl Library {
 
     fn new_volume(&self, count: usize) -> Result<VolumeRec, TapeError> {
         let mut n = count + 1;
-        while self.volume_path(&barcode(n)).exists() || self.catalog.volume(&barcode(n))?.is_some()
+        while self.volume_path(&barcode(n))?.exists() || self.catalog.volume(&barcode(n))?.is_some()
         {
             n += 1;
         }
@@ -117,7 +122,7 @@ impl Library {
     /// Opens the volume file, labels a scratch volume for `pool`, and cuts
     /// off whatever a dead writer left beyond the committed append point.
     fn open_for_append(&self, mut rec: VolumeRec, pool: &str) -> Result<LoadedVolume, TapeError> {
-        let path = self.volume_path(&rec.barcode);
+        let path = self.volume_path(&rec.barcode)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -164,7 +169,7 @@ impl Library {
         if let Some(f) = files.get(barcode) {
             return Ok(f.clone());
         }
-        let path = self.volume_path(barcode);
+        let path = self.volume_path(barcode)?;
         let f = Arc::new(
             File::open(&path)
                 .map_err(|e| TapeError::io(format!("volume {}", path.display()), e))?,
@@ -189,7 +194,9 @@ impl Library {
             v.used = 0;
             self.catalog.put_volume(&v)?;
             self.files.lock().remove(&v.barcode);
-            let _ = std::fs::remove_file(self.volume_path(&v.barcode));
+            if let Ok(p) = self.volume_path(&v.barcode) {
+                let _ = std::fs::remove_file(p);
+            }
             tracing::info!(volume = %v.barcode, "volume holds no image any more: back to scratch");
         }
         Ok(())

@@ -33,6 +33,7 @@ pub struct ImageReader {
 impl ImageReader {
     /// Opens an image; an encrypted one needs its key usable now (ENOKEY otherwise).
     pub fn open(lib: &Arc<Library>, img: ImageRec) -> Result<Self, TapeError> {
+        check_layout(&img)?;
         if let Some(tag) = &img.key_tag {
             lib.kms.key_by_tag(tag).map_err(|source| TapeError::Kms {
                 subject: format!("tag {tag}"),
@@ -209,4 +210,45 @@ impl ImageReader {
         tracing::error!("{e}");
         e
     }
+}
+
+/// The fragments of an image cover it from 0 to its size, one after the
+/// other, each with the blocks its length needs: what the reader's
+/// arithmetic relies on, checked once at open (EIO, never a panic).
+fn check_layout(img: &ImageRec) -> Result<(), TapeError> {
+    let bad = |why: String| {
+        let e = TapeError::Format {
+            what: "catalog",
+            why: format!("image {}/{}: {why}", img.pool, img.path),
+        };
+        tracing::error!("{e}");
+        e
+    };
+    if img.block_size == 0 && img.size > 0 {
+        return Err(bad("block size 0".into()));
+    }
+    let mut at = 0u64;
+    for f in &img.fragments {
+        if f.image_offset != at {
+            return Err(bad(format!(
+                "fragment {} starts at {}, expected {at}",
+                f.number, f.image_offset
+            )));
+        }
+        // An empty image is one fragment with one empty block.
+        if f.blocks != f.len.div_ceil(u64::from(img.block_size.max(1))).max(1) {
+            return Err(bad(format!(
+                "fragment {}: {} bytes in {} blocks",
+                f.number, f.len, f.blocks
+            )));
+        }
+        at += f.len;
+    }
+    if at != img.size {
+        return Err(bad(format!(
+            "fragments hold {at} bytes, size is {}",
+            img.size
+        )));
+    }
+    Ok(())
 }

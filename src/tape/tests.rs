@@ -129,7 +129,7 @@ fn flipped_byte_fails_only_the_affected_block() {
         let bytes = data(1 << 20, 3);
         let img = write(&s, pool, "x", &bytes);
         let f = &img.fragments[0];
-        let path = s.library.volume_path(&f.volume);
+        let path = s.library.volume_path(&f.volume).unwrap();
         let mut vol = std::fs::read(&path).unwrap();
         let at = (f.data_offset + super::format::block_stride(img.block_size) + 1000) as usize;
         vol[at] ^= 1;
@@ -155,7 +155,7 @@ fn truncated_volume_is_detected() {
     let (_d, s) = store(8 << 20);
     let bytes = data(600_000, 4);
     let img = write(&s, "ENCR_F", "t", &bytes);
-    let path = s.library.volume_path(&img.fragments[0].volume);
+    let path = s.library.volume_path(&img.fragments[0].volume).unwrap();
     let len = std::fs::metadata(&path).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)

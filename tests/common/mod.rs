@@ -3,6 +3,7 @@
 //! fails, so no mount and no daemon outlive a test.
 #![allow(dead_code)]
 
+pub mod forge;
 pub mod kmip;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,56 @@
+//! Stores for the unit tests: made with `init` and opened as the daemon
+//! opens them, in a temporary directory.
+
+use crate::catalog::{FileAttrs, KekPolicy, LsuMode};
+use crate::kms::{NewKey, Unlock};
+use crate::msdp::CreateLsu;
+use crate::store::{InitOptions, Store};
+
+/// Attributes of a directory made by a test.
+pub fn dir_attrs() -> FileAttrs {
+    FileAttrs {
+        mode: 0o40755,
+        uid: 0,
+        gid: 0,
+        atime_ns: 0,
+        mtime_ns: 0,
+        ctime_ns: 0,
+    }
+}
+
+/// A new store with key group `KG` (one active random key).
+pub fn store() -> (tempfile::TempDir, Store) {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("s");
+    Store::init(&dir, InitOptions::default()).unwrap();
+    let s = Store::open(&dir, Unlock::default()).unwrap();
+    s.kms_admin.write(|ks| {
+        ks.create_group("KG", "").unwrap();
+        ks.create_key(NewKey {
+            group: "KG",
+            name: "root",
+            description: "",
+            passphrase: None,
+            activate: true,
+        })
+        .unwrap();
+    });
+    (t, s)
+}
+
+/// [`store`] with a KMS-mode LSU `L` in key group `KG`.
+pub fn store_with_lsu(policy: KekPolicy) -> (tempfile::TempDir, Store) {
+    let (t, s) = store();
+    s.msdp
+        .create(
+            CreateLsu {
+                name: "L".into(),
+                mode: LsuMode::Kms,
+                key_group: Some("KG".into()),
+                policy,
+            },
+            dir_attrs(),
+        )
+        .unwrap();
+    (t, s)
+}

@@ -1,0 +1,5 @@
+//! Small helpers that several rooms need and that belong to none of them:
+//! the rules for names read from users, media and the network. A leaf:
+//! it imports nothing from kmsfs.
+
+pub mod names;
