@@ -177,3 +177,88 @@ fn the_image_size_must_be_what_the_fragments_hold() {
     let m = s.mount("");
     assert_eq!(std::fs::read(m.p("pools/Scratch/f.bin")).unwrap(), data);
 }
+
+/// Rewrites the path in the first fragment header of `vol` (same length)
+/// and fixes the header's CRC, as a forger with a hex editor would.
+fn forge_path(vol: &std::path::Path, from: &str, to: &str) {
+    let scan = kmsfs::tape::scan::scan_volume(vol).unwrap();
+    let f = &scan.fragments[0];
+    let mut b = std::fs::read(vol).unwrap();
+    let start = f.header_offset as usize;
+    let len = (f.data_offset - f.header_offset) as usize;
+    let at = start + 136 + f.header.pool.len();
+    assert_eq!(&b[at..at + from.len()], from.as_bytes());
+    b[at..at + to.len()].copy_from_slice(to.as_bytes());
+    let crc = crc32fast::hash(&b[start..start + len - 4]);
+    b[start + len - 4..start + len].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(vol, b).unwrap();
+}
+
+/// The headers of an encrypted fragment are authenticated by its key: a
+/// volume whose header was edited (and its CRC fixed) is refused in phase
+/// two, and nothing of it enters the catalog.
+#[test]
+fn an_edited_header_of_an_encrypted_fragment_is_refused() {
+    let a = TestStore::new(&[]);
+    let tag = a.group_with_key("ENCR_Finance");
+    let m = a.mount("");
+    std::fs::create_dir(m.p("pools/ENCR_Finance")).unwrap();
+    std::fs::write(m.p("pools/ENCR_Finance/payroll.tar"), b"salaries").unwrap();
+    m.unmount();
+    let vol = a.path("K00001L9.kvol");
+    std::fs::copy(a.dir.join("volumes/K00001L9.kvol"), &vol).unwrap();
+    forge_path(&vol, "payroll.tar", "evilfile.sh");
+    // Store B has the key (moved with an export), so phase two can read.
+    let pp = a.path("pp");
+    std::fs::write(&pp, "export pass").unwrap();
+    let kex = a.path("keys.kex");
+    a.ok(&[
+        "kms",
+        "export",
+        "--out",
+        kex.to_str().unwrap(),
+        "--pass-phrase-file",
+        pp.to_str().unwrap(),
+    ]);
+    let b = TestStore::new(&[]);
+    b.ok(&[
+        "kms",
+        "import",
+        "--in",
+        kex.to_str().unwrap(),
+        "--pass-phrase-file",
+        pp.to_str().unwrap(),
+    ]);
+    assert!(b.ok(&["kms", "listkeys"]).contains(&tag));
+    let (ok, out) = import(&b, &[vol]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("ENCR_Finance/evilfile.sh"), "{out}");
+    assert!(out.contains("fails authentication"), "{out}");
+    assert_eq!(images(&b), serde_json::json!([]));
+}
+
+/// fsck authenticates the headers and file marks of the store's own
+/// encrypted fragments too: an edited header is reported, not only data.
+#[test]
+fn fsck_reports_an_edited_header_in_the_store() {
+    let s = TestStore::new(&[]);
+    s.group_with_key("ENCR_Finance");
+    let m = s.mount("");
+    std::fs::create_dir(m.p("pools/ENCR_Finance")).unwrap();
+    std::fs::write(m.p("pools/ENCR_Finance/payroll.tar"), b"salaries").unwrap();
+    m.unmount();
+    assert!(s.cmd(&["fsck"]).status.success());
+    forge_path(
+        &s.dir.join("volumes/K00001L9.kvol"),
+        "payroll.tar",
+        "evilfile.sh",
+    );
+    let o = s.cmd(&["fsck"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success(), "{text}");
+    assert!(
+        text.contains("DAMAGED image pools/ENCR_Finance/payroll.tar")
+            && text.contains("fragment header fails authentication"),
+        "{text}"
+    );
+}

@@ -579,3 +579,58 @@ fn writes_after_a_duplicate_descriptor_closes_continue_the_image() {
         "all volumes recycled: {v}"
     );
 }
+
+/// The catalog keeps no unkeyed hash of an image's plaintext (which would
+/// tell anyone holding it whether a known file was backed up); a restore
+/// is verified against a digest keyed by the store: `image verify`.
+#[test]
+fn a_restore_is_verified_by_a_keyed_digest_and_no_plain_hash_is_kept() {
+    let (s, _tag) = finance();
+    let src = s.path("payroll.bin");
+    random_file(&src, 3);
+    let m = s.mount("");
+    std::fs::create_dir(m.p("pools/ENCR_Finance")).unwrap();
+    cp(&src, &m.p("pools/ENCR_Finance/payroll.bin"));
+    s.ok(&["lsu", "create", "L"]);
+    cp(&src, &m.p("msdp/L/payroll.bin"));
+    let plain = blake3::hash(&std::fs::read(&src).unwrap())
+        .to_hex()
+        .to_string();
+    let list = s.ok(&["image", "list", "--json"]);
+    assert!(!list.contains(&plain), "an unkeyed BLAKE3 in: {list}");
+    m.unmount();
+    assert!(
+        !common::tree_contains(&s.dir, &hex::decode(&plain).unwrap()),
+        "an unkeyed BLAKE3 of the plaintext in the store"
+    );
+    let restored = s.path("restored.bin");
+    let m = s.mount("");
+    cp(&m.p("pools/ENCR_Finance/payroll.bin"), &restored);
+    for image in ["pools/ENCR_Finance/payroll.bin", "msdp/L/payroll.bin"] {
+        let out = s.ok(&[
+            "image",
+            "verify",
+            image,
+            "--file",
+            restored.to_str().unwrap(),
+        ]);
+        assert!(out.contains("matches"), "{out}");
+    }
+    sh_ok(&format!(
+        "printf 'X' | dd of='{}' bs=1 seek=1000 conv=notrunc status=none",
+        restored.display()
+    ));
+    let o = s.cmd(&[
+        "image",
+        "verify",
+        "pools/ENCR_Finance/payroll.bin",
+        "--file",
+        restored.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("DIFFERS"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}

@@ -74,6 +74,11 @@ pub struct LsuRec {
     pub policy: KekPolicy,
     /// FastCDC minimum, average and maximum segment sizes.
     pub chunking: [u32; 3],
+    /// How the chunker's gear table comes from the fingerprint key: 1 =
+    /// the public table XOR a 64-bit seed (LSUs made before catalog
+    /// format 3), 2 = the whole table from a PRF of the key. Fixed for
+    /// the life of the LSU, so its data keeps deduplicating.
+    pub chunker: u8,
     pub created_ns: i64,
 }
 

@@ -16,6 +16,7 @@ pub use lsu_records::{
 };
 mod namespace;
 mod records;
+mod records_v2;
 mod tables;
 mod users;
 mod volumes;

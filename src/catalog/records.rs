@@ -58,6 +58,9 @@ pub struct Fragment {
     /// LAST_IN_IMAGE where a commit ended the image there (the last
     /// fragment, or a checkpoint at close(2) that more writes followed).
     pub last_flags: u8,
+    /// Volume format version the fragment was written in (its blocks'
+    /// associated data depends on it).
+    pub format: u16,
 }
 
 /// A committed image.
@@ -73,8 +76,11 @@ pub struct ImageRec {
     pub key_tag: Option<String>,
     /// Key check value of that key, hex.
     pub kcv: Option<String>,
-    /// BLAKE3 of the plaintext (`b3sum` prints the same).
-    pub blake3: [u8; 32],
+    /// Keyed BLAKE3 of the plaintext under the store's digest key, so a
+    /// restore can be verified (`kmsfs image verify`) without the catalog
+    /// telling anyone which known file was backed up. None for images from
+    /// catalogs before format 3, whose digest was not keyed and was dropped.
+    pub digest: Option<[u8; 32]>,
     pub created_ns: i64,
     pub fragments: Vec<Fragment>,
 }

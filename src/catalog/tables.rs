@@ -21,9 +21,10 @@ pub const LSUS: TableDefinition<&str, &[u8]> = TableDefinition::new("lsus");
 pub const RECIPES: TableDefinition<u128, &[u8]> = TableDefinition::new("recipes");
 
 /// Catalog format version (bump with a reader for the old one). Version 2
-/// added the LSU tables; a version 1 catalog is upgraded in place (it has
-/// no LSU, so nothing else changes).
-pub const CATALOG_VERSION: u64 = 2;
+/// added the LSU tables; version 3 keyed the image digest, recorded each
+/// fragment's volume format and each LSU's chunker. Older catalogs are
+/// upgraded in place, in one transaction, when opened.
+pub const CATALOG_VERSION: u64 = 3;
 
 fn cfg() -> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Fixint> {
     bincode::config::legacy()
@@ -46,7 +47,11 @@ pub fn init(db: &redb::Database) -> Result<u64, CatalogError> {
         let mut meta = tx.open_table(META)?;
         let version = meta.get("version")?.map(|v| v.value());
         match version {
-            None | Some(1) => {
+            None => {
+                meta.insert("version", CATALOG_VERSION)?;
+            }
+            Some(1 | 2) => {
+                upgrade_to_3(&tx)?;
                 meta.insert("version", CATALOG_VERSION)?;
             }
             Some(v) if v != CATALOG_VERSION => {
@@ -70,6 +75,31 @@ pub fn init(db: &redb::Database) -> Result<u64, CatalogError> {
     let inodes = rx.open_table(INODES)?;
     let last = inodes.last()?.map(|(k, _)| k.value()).unwrap_or(0);
     Ok(last.max(FIRST_DYNAMIC_INO - 1) + 1)
+}
+
+/// Rewrites the image and LSU records of a format 1 or 2 catalog in
+/// format 3 (inside the transaction that sets the new version).
+fn upgrade_to_3(tx: &redb::WriteTransaction) -> Result<(), CatalogError> {
+    use super::records_v2::{ImageRecV2, LsuRecV2};
+    let mut images = tx.open_table(IMAGES)?;
+    let mut old = Vec::new();
+    for e in images.iter()? {
+        let (k, v) = e?;
+        old.push((k.value(), dec::<ImageRecV2>(v.value())?.upgrade()));
+    }
+    for (id, rec) in &old {
+        images.insert(*id, enc(rec).as_slice())?;
+    }
+    let mut lsus = tx.open_table(LSUS)?;
+    let mut old = Vec::new();
+    for e in lsus.iter()? {
+        let (k, v) = e?;
+        old.push((k.value().to_string(), dec::<LsuRecV2>(v.value())?.upgrade()));
+    }
+    for (name, rec) in &old {
+        lsus.insert(name.as_str(), enc(rec).as_slice())?;
+    }
+    Ok(())
 }
 
 /// The directory-entry and inode tables, open in a write transaction.

@@ -308,8 +308,17 @@ pub enum VolumeCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCmd {
-    /// Every image: path, size, key tag, volumes, checksum.
+    /// Every image: path, size, key tag, volumes.
     List(JsonArg),
+    /// Whether a restored file is byte for byte the image that was backed
+    /// up: compares a digest keyed by this store (exit 1 if it differs).
+    Verify {
+        /// `pools/POOL/PATH`, `msdp/LSU/PATH` or the image id.
+        image: String,
+        /// The restored file.
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
     /// An image's file list (tar members, or the image itself).
     Files {
         /// `pools/POOL/PATH`, `POOL/PATH` or the image id.

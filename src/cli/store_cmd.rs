@@ -1,5 +1,7 @@
 //! `kmsfs init`, `status`, `volume list`, `image list`.
 
+use std::path::Path;
+
 use serde::Serialize;
 
 use super::args::{ImageCmd, InitArgs, JsonArg, VolumeCmd};
@@ -97,7 +99,6 @@ struct ImageRow {
     key_tag: Option<String>,
     volumes: Vec<String>,
     fragments: usize,
-    blake3: String,
     created_ns: i64,
 }
 
@@ -105,6 +106,7 @@ pub fn images(store: &Store, cmd: &ImageCmd, out: &mut Out) -> Result<(), CliErr
     let j = match cmd {
         ImageCmd::List(j) => j,
         ImageCmd::Files { image, json } => return image_files(store, image, *json, out),
+        ImageCmd::Verify { image, file } => return image_verify(store, image, file, out),
     };
     let mut rows = Vec::new();
     for (ino, id) in store.catalog.image_inodes()? {
@@ -121,7 +123,6 @@ pub fn images(store: &Store, cmd: &ImageCmd, out: &mut Out) -> Result<(), CliErr
             key_tag: img.key_tag,
             fragments: img.fragments.len(),
             volumes,
-            blake3: hex::encode(img.blake3),
             created_ns: img.created_ns,
         });
     }
@@ -221,6 +222,52 @@ fn find_image(store: &Store, what: &str) -> Result<u128, CliError> {
     Err(CliError::Usage(format!(
         "no image '{what}' in the catalog (see kmsfs image list)"
     )))
+}
+
+/// `image verify`: the keyed digest of `file` against the one recorded
+/// when the image was written.
+fn image_verify(store: &Store, what: &str, file: &Path, out: &mut Out) -> Result<(), CliError> {
+    let id = find_image(store, what)?;
+    let img = store
+        .catalog
+        .image(id)?
+        .ok_or_else(|| CliError::Usage(format!("no image '{what}' in the catalog")))?;
+    let want = img.digest.ok_or_else(|| {
+        CliError::Usage(format!(
+            "image '{what}' has no digest (written before catalog format 3): compare it with cmp through the mount"
+        ))
+    })?;
+    let mut d = crate::crypto::ImageDigest::new(&store.library.digest_key);
+    let mut f = std::fs::File::open(file).map_err(|e| CliError::io(file, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf).map_err(|e| CliError::io(file, e))?;
+        if n == 0 {
+            break;
+        }
+        d.update(&buf[..n]);
+        len += n as u64;
+    }
+    let same =
+        len == img.size && bool::from(subtle::ConstantTimeEq::ct_eq(&d.finalize()[..], &want[..]));
+    if same {
+        out.line(format!(
+            "{}: matches image {what} ({len} bytes)",
+            file.display()
+        ));
+        Ok(())
+    } else {
+        out.line(format!(
+            "{}: DIFFERS from image {what} ({len} bytes; the image has {})",
+            file.display(),
+            img.size
+        ));
+        Err(CliError::Damaged(format!(
+            "{} is not image {what}",
+            file.display()
+        )))
+    }
 }
 
 fn image_files(store: &Store, what: &str, json: bool, out: &mut Out) -> Result<(), CliError> {

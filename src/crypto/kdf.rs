@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::{CryptoError, SecretKey};
+use super::{CryptoError, SecretKey, labels};
 
 /// Argon2id cost parameters, recorded next to everything derived with them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,11 +55,11 @@ fn hkdf(ikm: &[u8], salt: &[u8], info: &[u8]) -> SecretKey {
 pub fn passphrase_key(pass: &[u8], tag: &str, p: Argon2Params) -> Result<SecretKey, CryptoError> {
     use sha2::Digest;
     let salt = Sha256::new()
-        .chain_update(b"kmsfs-pp-salt-v1")
+        .chain_update(labels::PASSPHRASE_SALT)
         .chain_update(tag.as_bytes())
         .finalize();
     let ikm = argon2id(pass, &salt[..16], p)?;
-    Ok(hkdf(&ikm[..], tag.as_bytes(), b"kmsfs passphrase key v1"))
+    Ok(hkdf(&ikm[..], tag.as_bytes(), labels::PASSPHRASE_KEY))
 }
 
 /// A key from a pass phrase and a random salt stored beside what it protects
@@ -85,7 +85,7 @@ pub fn derive_subkey(key: &SecretKey, salt: &[u8], info: &[u8]) -> SecretKey {
 pub fn key_check_value(key: &SecretKey) -> [u8; 8] {
     let mut mac =
         <Hmac<Sha256> as KeyInit>::new_from_slice(key.expose_secret()).expect("any key length");
-    mac.update(b"kmsfs key check value v1");
+    mac.update(labels::KEY_CHECK_VALUE);
     let out = mac.finalize().into_bytes();
     out[..8].try_into().expect("8 bytes")
 }
@@ -96,10 +96,44 @@ pub fn key_check_value(key: &SecretKey) -> [u8; 8] {
 pub fn bound_check_value(key: &SecretKey, context: &[u8]) -> [u8; 16] {
     let mut mac =
         <Hmac<Sha256> as KeyInit>::new_from_slice(key.expose_secret()).expect("any key length");
-    mac.update(b"kmsfs bound check value v1");
+    mac.update(labels::BOUND_CHECK_VALUE);
     mac.update(context);
     let out = mac.finalize().into_bytes();
     out[..16].try_into().expect("16 bytes")
+}
+
+/// The FastCDC gear table of an LSU (chunker 2): all 256 entries from
+/// HKDF-Expand of its fingerprint key, so cut points depend on the whole
+/// key, not on the public table XOR one 64-bit seed (keyed-CDC attacks
+/// recover such a seed from a few known chunk boundaries).
+pub fn gear_table(fp_key: &SecretKey) -> Box<[u64; 256]> {
+    let mut okm = Zeroizing::new([0u8; 2048]);
+    Hkdf::<Sha256>::from_prk(fp_key.expose_secret())
+        .expect("32 bytes is a valid PRK")
+        .expand(super::labels::CHUNKER_GEAR, &mut okm[..])
+        .expect("2048 bytes is a valid HKDF-SHA-256 length");
+    let mut t = Box::new([0u64; 256]);
+    for (g, b) in t.iter_mut().zip(okm.chunks_exact(8)) {
+        *g = u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    }
+    t
+}
+
+/// HMAC-SHA256 under `key` of the concatenation of `parts`: authenticates
+/// records that are stored in clear (fragment headers, file marks).
+pub fn mac(key: &SecretKey, parts: &[&[u8]]) -> [u8; 32] {
+    let mut m =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key.expose_secret()).expect("any key length");
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
+}
+
+/// Whether `tag` is [`mac`] of `parts` under `key`, compared in constant time.
+pub fn mac_verify(key: &SecretKey, parts: &[&[u8]], tag: &[u8; 32]) -> bool {
+    let want = mac(key, parts);
+    subtle::ConstantTimeEq::ct_eq(&want[..], &tag[..]).into()
 }
 
 /// SHA-256 of `data` in the domain `domain`: names derived from public
@@ -156,6 +190,22 @@ mod tests {
         assert!(!a.ct_eq(&passphrase_key(b"two", "t1", CHEAP).unwrap()));
         assert!(!a.ct_eq(&passphrase_key(b"one", "t2", CHEAP).unwrap()));
         assert!(a.ct_eq(&passphrase_key(b"one", "t1", CHEAP).unwrap()));
+    }
+
+    #[test]
+    fn mac_golden_vector_and_tamper() {
+        // Python: hmac.new(bytes([0x44]*32), b"KMSFSFH2" + b"abc", "sha256").hexdigest()
+        let k = SecretKey::from_slice(&[0x44; 32]).unwrap();
+        let t = mac(&k, &[b"KMSFSFH2", b"abc"]);
+        assert_eq!(t, mac(&k, &[b"KMSFSFH2abc"]), "parts are concatenated");
+        assert_eq!(
+            hex::encode(t),
+            "1a767a9832f1458a1ecf1352f2421578cbc402d90d9b4a8332851620778a77fe"
+        );
+        assert!(mac_verify(&k, &[b"KMSFSFH2abc"], &t));
+        let mut bad = t;
+        bad[0] ^= 1;
+        assert!(!mac_verify(&k, &[b"KMSFSFH2abc"], &bad));
     }
 
     #[test]

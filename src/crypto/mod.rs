@@ -9,17 +9,18 @@
 mod aead;
 mod kdf;
 mod key;
+pub mod labels;
 mod random;
 mod segment;
 
 pub use aead::{BlockCipher, NONCE_LEN, TAG_LEN, open, seal};
 pub use kdf::{
-    Argon2Params, PASSPHRASE_KEY_PARAMS, bound_check_value, derive_subkey, key_check_value,
-    name_digest, passphrase_key, passphrase_secret,
+    Argon2Params, PASSPHRASE_KEY_PARAMS, bound_check_value, derive_subkey, gear_table,
+    key_check_value, mac, mac_verify, name_digest, passphrase_key, passphrase_secret,
 };
 pub use key::SecretKey;
 pub use random::{random_array, random_bytes};
-pub use segment::{fingerprint, open_in_place, seal_in_place};
+pub use segment::{ImageDigest, fingerprint, open_in_place, seal_in_place};
 
 /// Why a cryptographic operation failed. Carries no key material.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -13,6 +13,31 @@ pub fn fingerprint(key: &SecretKey, data: &[u8]) -> [u8; 32] {
     blake3::keyed_hash(key.expose_secret(), data).into()
 }
 
+/// The keyed digest of an image's plaintext: BLAKE3 keyed with the
+/// store's digest key, so equal files give equal digests only to whoever
+/// holds the store's keys. The hasher's copy of the key is wiped on drop.
+pub struct ImageDigest(blake3::Hasher);
+
+impl ImageDigest {
+    pub fn new(key: &SecretKey) -> Self {
+        Self(blake3::Hasher::new_keyed(key.expose_secret()))
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    pub fn finalize(&self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
+}
+
+impl Drop for ImageDigest {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 /// Encrypts `buf` in place; returns the tag. `nonce` must never repeat
 /// under `key`.
 pub fn seal_in_place(

@@ -132,7 +132,7 @@ fn import_image(
     added: &mut Vec<String>,
     progress: &mut impl FnMut(u64),
 ) -> Result<(), TapeError> {
-    let mut hash = blake3::Hasher::new();
+    let mut hash = crypto::ImageDigest::new(&store.library.digest_key);
     let lister = Lister::new();
     for f in &img.found {
         read_fragment(&f.path, &f.barcode, &f.frag, key, |d| {
@@ -161,7 +161,7 @@ fn import_image(
         }
     }
     updates.dedup_by(|a, b| a.barcode == b.barcode);
-    commit(store, img, hash.finalize().into(), &updates)?;
+    commit(store, img, hash.finalize(), &updates)?;
     let id = u128::from_str_radix(&img.id, 16).unwrap_or(0);
     store.catalog.put_files(id, &files)?;
     tracing::info!(image = %format!("{}/{}", img.pool, img.path), "image imported");
@@ -247,7 +247,7 @@ fn copy_durably(from: &Path, to: &Path) -> Result<(), TapeError> {
 fn commit(
     store: &Store,
     img: &ImageSurvey,
-    blake3: [u8; 32],
+    digest: [u8; 32],
     updates: &[VolumeUpdate],
 ) -> Result<(), TapeError> {
     let h = &img.found[0].frag.header;
@@ -291,6 +291,7 @@ fn commit(
             blocks: f.frag.blocks,
             salt: f.frag.header.salt,
             last_flags: f.frag.last_flags,
+            format: f.frag.header.version,
         })
         .collect();
     let rec = ImageRec {
@@ -301,7 +302,7 @@ fn commit(
         block_size: h.block_size,
         key_tag: img.key_tag.clone(),
         kcv: img.key_tag.as_ref().map(|_| hex::encode(h.kcv)),
-        blake3,
+        digest: Some(digest),
         created_ns: h.created_ns,
         fragments,
     };

@@ -102,7 +102,7 @@ pub struct KmipKms {
 /// A kmsfs key tag for a KMIP unique identifier: 128 bits of SHA-256, so it
 /// fits where tags are written on media, and is the same on every host.
 pub fn tag_of(uid: &str) -> String {
-    hex::encode(&crypto::name_digest(b"kmsfs kmip tag v1", uid.as_bytes())[..16])
+    hex::encode(&crypto::name_digest(crypto::labels::KMIP_TAG, uid.as_bytes())[..16])
 }
 
 fn state_of(s: Option<KmipState>) -> KeyState {
@@ -464,7 +464,7 @@ fn refused(op: Op, subject: &str, r: Refusal) -> KmsError {
 }
 
 fn wrap_context(root_tag: &str) -> Vec<u8> {
-    [b"kmsfs kmip wrap v1".as_slice(), root_tag.as_bytes()].concat()
+    [crypto::labels::KMIP_WRAP, root_tag.as_bytes()].concat()
 }
 
 impl KmsClient for KmipKms {

@@ -63,7 +63,7 @@ pub trait KmsClient: Send + Sync {
 }
 
 fn wrap_aad(root_tag: &str) -> Vec<u8> {
-    [b"kmsfs wrap v1".as_slice(), root_tag.as_bytes()].concat()
+    [crate::crypto::labels::WRAP_AAD, root_tag.as_bytes()].concat()
 }
 
 /// The embedded keystore as a KMS backend.

@@ -105,6 +105,13 @@ impl Keystore {
         self.path = self.path.with_file_name("no-such-dir").join(KEYSTORE_FILE);
     }
 
+    /// A key of this store for one purpose (`info`, a label from
+    /// `crypto::labels`), derived from the key protection key: it never
+    /// leaves memory and is the same at every open of the store.
+    pub fn store_key(&self, info: &[u8]) -> SecretKey {
+        crypto::derive_subkey(&self.kpk, b"", info)
+    }
+
     /// The key of a record, unsealed from under the KPK.
     pub(super) fn unseal(&self, rec: &KeyRecord) -> Result<SecretKey, KmsError> {
         let plain = crypto::open(&self.kpk, &record_aad(&rec.tag), &rec.sealed).map_err(|_| {
@@ -130,7 +137,7 @@ impl Keystore {
 }
 
 fn record_aad(tag: &str) -> Vec<u8> {
-    [b"kmsfs key v1".as_slice(), tag.as_bytes()].concat()
+    [crypto::labels::KEY_RECORD_AAD, tag.as_bytes()].concat()
 }
 
 fn encode(body: &Body, hmk: &SecretKey) -> Result<Vec<u8>, KmsError> {

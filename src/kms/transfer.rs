@@ -15,7 +15,7 @@ use crate::store::atomic::write_atomic;
 const MAGIC: &[u8; 8] = b"KMSFSKEX";
 const VERSION: u16 = 1;
 const HEADER_LEN: usize = 40;
-const INFO: &[u8] = b"kmsfs key export v1";
+const INFO: &[u8] = crypto::labels::KEY_EXPORT;
 
 /// One exported key: its record and its bits (only ever inside the sealed container).
 #[derive(Serialize, Deserialize)]

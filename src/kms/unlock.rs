@@ -17,7 +17,7 @@ const HMK_MAGIC: &[u8; 8] = b"KMSFSHMK";
 const HPP_MAGIC: &[u8; 8] = b"KMSFSHPP";
 const KPK_MAGIC: &[u8; 8] = b"KMSFSKPK";
 const VERSION: u16 = 1;
-const HMK_INFO: &[u8] = b"kmsfs host master key v1";
+const HMK_INFO: &[u8] = crypto::labels::HOST_MASTER_KEY;
 
 /// Argon2id costs for a pass-phrase HMK (same as pass-phrase keys).
 pub const HMK_PARAMS: Argon2Params = crypto::PASSPHRASE_KEY_PARAMS;

@@ -72,6 +72,7 @@ impl Msdp {
             active_kek: None,
             policy: c.policy,
             chunking: DEFAULT_CHUNKING,
+            chunker: 2,
             created_ns: crate::tape::now_ns(),
         };
         self.catalog.create_lsu(&rec, attrs)?;

@@ -1,7 +1,10 @@
 //! Content-defined chunking of a stream (FastCDC 2020 from the `fastcdc`
-//! crate, normalization level 1). The gear table is seeded from the LSU's
+//! crate, normalization level 1). The gear table comes from the LSU's
 //! fingerprint key, so cut points do not reveal content to someone who
-//! knows only the public tables.
+//! knows only the public tables: chunker 2 (LSUs made by catalog format 3
+//! and later) derives all 256 entries from the key; chunker 1 (older
+//! LSUs, kept so their data goes on deduplicating) XORs the public table
+//! with a 64-bit seed.
 //!
 //! Data arrives in pieces of any size; a cut is made only where the whole
 //! stream would be cut, so the segments are the same however the stream
@@ -33,8 +36,16 @@ pub struct Chunker {
     gear: (Cow<'static, [u64]>, Cow<'static, [u64]>),
 }
 
+/// Where the gear table comes from.
+pub enum Gear {
+    /// Chunker 1: the public table XOR a seed.
+    Seeded(u64),
+    /// Chunker 2: a table derived from the fingerprint key.
+    Table(Box<[u64; 256]>),
+}
+
 impl Chunker {
-    pub fn new(sizes: [u32; 3], seed: u64) -> Self {
+    pub fn new(sizes: [u32; 3], gear: Gear) -> Self {
         let [min, avg, max] = sizes.map(|s| s as usize);
         Self {
             buf: Vec::with_capacity(2 * BATCH + max),
@@ -43,7 +54,13 @@ impl Chunker {
             avg,
             max,
             masks: select_masks(avg, Normalization::Level1),
-            gear: get_gear_with_seed(seed),
+            gear: match gear {
+                Gear::Seeded(seed) => get_gear_with_seed(seed),
+                Gear::Table(t) => (
+                    Cow::Owned(t.to_vec()),
+                    Cow::Owned(t.iter().map(|g| g << 1).collect()),
+                ),
+            },
         }
     }
 
@@ -111,7 +128,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn chunks(data: &[u8], splits: &[usize]) -> Vec<Vec<u8>> {
-        let mut c = Chunker::new([4096, 16384, 65536], 42);
+        let mut c = Chunker::new([4096, 16384, 65536], Gear::Seeded(42));
         let mut out = Vec::new();
         let mut pos = 0;
         for &s in splits {
@@ -163,6 +180,35 @@ mod tests {
         let new = b.iter().filter(|x| !a.contains(*x)).count();
         assert!(new <= 3, "{new} new segments after one insertion");
     }
+
+    /// Chunker 2's gear table is no public table XORed with a constant:
+    /// every entry comes from the key, and another key gives another table.
+    #[test]
+    fn the_gear_table_is_a_prf_of_the_whole_key() {
+        use crate::crypto::{SecretKey, gear_table};
+        let k = SecretKey::from_slice(&[0x42; 32]).unwrap();
+        let t = gear_table(&k);
+        let (public, _) = fastcdc::v2020::get_gear_with_seed(0);
+        let xors: std::collections::HashSet<u64> =
+            t.iter().zip(public.iter()).map(|(a, b)| a ^ b).collect();
+        assert!(xors.len() > 250, "not the public table XOR a seed");
+        // Pinned (Python: hkdf expand with the key as PRK, info "kmsfs chunker gear v2").
+        assert_eq!(t[0], GEAR_0);
+        let k2 = SecretKey::from_slice(&[0x43; 32]).unwrap();
+        assert_ne!(gear_table(&k2)[0], t[0]);
+        let d = pseudo_random(1 << 20, 3);
+        let mut a = Chunker::new([4096, 16384, 65536], Gear::Table(gear_table(&k)));
+        a.push(&d);
+        let mut n = 0;
+        while a.next(true).is_some() {
+            n += 1;
+        }
+        assert!(
+            (20..200).contains(&n),
+            "{n} segments of about 16 KiB in 1 MiB"
+        );
+    }
+    const GEAR_0: u64 = 8949457861138852740;
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]

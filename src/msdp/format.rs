@@ -165,7 +165,7 @@ impl SegmentHeader {
 
 /// AAD of a segment's data: binds it to its LSU, fingerprint, kind and size.
 pub fn segment_aad(lsu_id: &[u8; 16], h: &SegmentHeader) -> Vec<u8> {
-    let mut a = b"kmsfs seg v1".to_vec();
+    let mut a = crate::crypto::labels::SEGMENT_AAD.to_vec();
     a.extend_from_slice(lsu_id);
     a.extend_from_slice(&h.fp);
     a.push(kind_byte(h.kind));
@@ -175,7 +175,7 @@ pub fn segment_aad(lsu_id: &[u8; 16], h: &SegmentHeader) -> Vec<u8> {
 
 /// AAD of a DEK sealed under a KEK: binds it to its LSU, KEK and segment.
 pub fn dek_aad(lsu_id: &[u8; 16], kek: u32, fp: &[u8; 32]) -> Vec<u8> {
-    let mut a = b"kmsfs dek v1".to_vec();
+    let mut a = crate::crypto::labels::DEK_AAD.to_vec();
     a.extend_from_slice(lsu_id);
     a.extend_from_slice(&kek.to_le_bytes());
     a.extend_from_slice(fp);

@@ -33,7 +33,7 @@ fn wrapped_digest(w: &WrappedKey) -> [u8; 32] {
     let mut b = w.root_tag.as_bytes().to_vec();
     b.push(0);
     b.extend_from_slice(&w.sealed);
-    crypto::name_digest(b"kmsfs cached wrapped key", &b)
+    crypto::name_digest(crypto::labels::CACHED_WRAPPED_KEY, &b)
 }
 
 /// Keys unwrapped from the KMS, each kept for at most `ttl`.

@@ -117,6 +117,8 @@ impl crate::pipeline::SinkError for MsdpError {
 pub struct Msdp {
     pub catalog: Arc<Catalog>,
     pub kms: Arc<dyn KmsClient>,
+    /// The store's key for image digests.
+    digest_key: Arc<crate::crypto::SecretKey>,
     /// `STORE/lsu`.
     dir: PathBuf,
     keys: KeyCache,
@@ -130,10 +132,12 @@ impl Msdp {
         catalog: Arc<Catalog>,
         kms: Arc<dyn KmsClient>,
         kek_ttl: Duration,
+        digest_key: Arc<crate::crypto::SecretKey>,
     ) -> Arc<Self> {
         Arc::new(Self {
             catalog,
             kms,
+            digest_key,
             dir,
             keys: KeyCache::new(kek_ttl),
             states: Mutex::default(),

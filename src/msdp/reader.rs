@@ -292,7 +292,7 @@ mod tests {
             block_size: 0,
             key_tag: None,
             kcv: None,
-            blake3: [0; 32],
+            digest: None,
             created_ns: 0,
             fragments: Vec::new(),
         };

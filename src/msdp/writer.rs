@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::chunker::{BATCH, Chunker};
+use super::chunker::{BATCH, Chunker, Gear};
 use super::container::{CONTAINER_TARGET, ContainerWriter};
 use super::segment::{Sealer, record_len, seal_to};
 use super::state::LsuState;
@@ -50,6 +50,8 @@ struct Segments {
 /// An image being written into an LSU.
 pub struct LsuWriter {
     chunker: Chunker,
+    /// Keyed digest of the plaintext (`image verify`).
+    digest: crypto::ImageDigest,
     seg: Segments,
     target: WriteTarget,
     id: u128,
@@ -71,13 +73,10 @@ impl LsuWriter {
             .ok_or_else(|| MsdpError::NoLsu(name.clone()))?;
         let fp_key = msdp.fp_key(&rec)?;
         let (sealer, kek_tag) = sealer(msdp, &rec)?;
-        let seed = u64::from_le_bytes(
-            crypto::derive_subkey(&fp_key, b"", b"kmsfs chunker seed v1").expose_secret()[..8]
-                .try_into()
-                .expect("8 bytes"),
-        );
+        let gear = gear(&rec, &fp_key)?;
         Ok(Self {
-            chunker: Chunker::new(rec.chunking, seed),
+            chunker: Chunker::new(rec.chunking, gear),
+            digest: crypto::ImageDigest::new(&msdp.digest_key),
             seg: Segments {
                 msdp: msdp.clone(),
                 state,
@@ -103,6 +102,7 @@ impl LsuWriter {
     }
 
     fn append(&mut self, data: &[u8]) -> Result<(), MsdpError> {
+        self.digest.update(data);
         self.chunker.push(data);
         self.size += data.len() as u64;
         self.dirty = true;
@@ -136,7 +136,7 @@ impl LsuWriter {
             block_size: 0,
             key_tag: None,
             kcv: None,
-            blake3: [0; 32],
+            digest: Some(self.digest.finalize()),
             created_ns: now_ns(),
             fragments: Vec::new(),
         };
@@ -173,6 +173,22 @@ impl LsuWriter {
             segments = self.seg.recipe.len(), new_bytes = self.seg.stored_bytes,
             kek = self.seg.sealer.kek_id(), "LSU image committed");
         Ok((img, replaced))
+    }
+}
+
+/// The gear table of the LSU's chunker (fixed for its life).
+fn gear(rec: &LsuRec, fp_key: &SecretKey) -> Result<Gear, MsdpError> {
+    match rec.chunker {
+        1 => Ok(Gear::Seeded(u64::from_le_bytes(
+            crypto::derive_subkey(fp_key, b"", crypto::labels::CHUNKER_SEED).expose_secret()[..8]
+                .try_into()
+                .expect("8 bytes"),
+        ))),
+        2 => Ok(Gear::Table(crypto::gear_table(fp_key))),
+        n => Err(MsdpError::Refused(format!(
+            "LSU {} uses chunker {n}, made by a newer kmsfs",
+            rec.name
+        ))),
     }
 }
 

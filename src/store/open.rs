@@ -120,6 +120,7 @@ impl Store {
         let mut ks = Keystore::open(&dir.join("kms"), hmk_source(dir, config.hmk, unlock)?)?;
         let catalog = Arc::new(Catalog::open(&dir.join("catalog/catalog.redb"))?);
         ks.set_users(Box::new(CatalogUsers(catalog.clone())));
+        let digest_key = Arc::new(ks.store_key(crate::crypto::labels::IMAGE_DIGEST_KEY));
         let kms_admin = Arc::new(EmbeddedKms::new(ks));
         let timeout = Duration::from_secs(config.kms_timeout_secs);
         let kmip = match &config.kms {
@@ -141,12 +142,13 @@ impl Store {
             volume_capacity: config.volume_capacity,
             max_volumes: config.max_volumes,
         };
-        let library = Library::new(lib_cfg, catalog.clone(), kms.clone());
+        let library = Library::new(lib_cfg, catalog.clone(), kms.clone(), digest_key.clone());
         let msdp = Msdp::new(
             dir.join("lsu"),
             catalog.clone(),
             kms.clone(),
             Duration::from_secs(config.kek_cache_secs),
+            digest_key,
         );
         Ok(Self {
             dir: dir.to_path_buf(),

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::scan::scan_volume;
+use super::format::FragmentKeys;
+use super::scan::{fragment_at, scan_volume, verify_records};
 use super::{ImageReader, Library, TapeError};
 use crate::catalog::{ImageRec, VolumeState};
 
@@ -86,13 +87,47 @@ pub fn check_library(
     Ok(r)
 }
 
+/// The header and file mark of each fragment on its volume say what the
+/// catalog says, and (format 2, encrypted) carry a valid MAC.
+fn check_records(lib: &Library, img: &ImageRec) -> Result<(), String> {
+    let key = match &img.key_tag {
+        Some(tag) => Some(lib.kms.key_by_tag(tag).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    for f in &img.fragments {
+        let path = lib.volume_path(&f.volume).map_err(|e| e.to_string())?;
+        let s = fragment_at(&path, f.header_offset).map_err(|e| e.to_string())?;
+        let h = &s.header;
+        if h.image_id != img.id
+            || h.number != f.number
+            || h.salt != f.salt
+            || h.image_offset != f.image_offset
+            || h.version != f.format
+            || s.len != f.len
+            || s.blocks != f.blocks
+            || s.data_offset != f.data_offset
+        {
+            return Err(format!(
+                "fragment {} on volume {}: its header or file mark does not match the catalog",
+                f.number, f.volume
+            ));
+        }
+        if let Some(k) = &key {
+            let mac = FragmentKeys::derive(k, &f.salt).mac;
+            verify_records(&s, &f.volume, &mac)
+                .map_err(|why| format!("fragment {} on volume {}: {why}", f.number, f.volume))?;
+        }
+    }
+    Ok(())
+}
+
 fn check_image(
     lib: &Arc<Library>,
     img: &ImageRec,
     r: &mut CheckReport,
     progress: &mut impl FnMut(u64),
 ) {
-    let subject = format!("image {}/{}", img.pool, img.path);
+    let subject = format!("image pools/{}/{}", img.pool, img.path);
     let reader = match ImageReader::open(lib, img.clone()) {
         Ok(rd) => rd,
         Err(e) => {
@@ -100,6 +135,12 @@ fn check_image(
             return r.not_opened(subject, missing, e.to_string());
         }
     };
+    if let Err(what) = check_records(lib, img) {
+        r.damaged.push(Problem {
+            subject: subject.clone(),
+            what,
+        });
+    }
     let bs = u64::from(img.block_size);
     for f in &img.fragments {
         for bi in 0..f.blocks {

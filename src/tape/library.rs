@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use super::format::{self, MediaHeader};
 use super::{DrivePool, TapeError};
 use crate::catalog::{Catalog, ImageRec, VolumeRec, VolumeState};
+use crate::crypto::SecretKey;
 use crate::kms::KmsClient;
 
 /// Library settings from the store config.
@@ -31,6 +32,8 @@ pub struct Library {
     pub catalog: Arc<Catalog>,
     pub kms: Arc<dyn KmsClient>,
     pub drives: Arc<DrivePool>,
+    /// The store's key for image digests.
+    pub digest_key: Arc<SecretKey>,
     /// Volumes loaded for writing (one writer per volume, like a cartridge in a drive).
     loaded: Mutex<HashSet<String>>,
     /// Open read handles.
@@ -44,13 +47,19 @@ pub struct LoadedVolume {
 }
 
 impl Library {
-    pub fn new(cfg: LibraryConfig, catalog: Arc<Catalog>, kms: Arc<dyn KmsClient>) -> Arc<Self> {
+    pub fn new(
+        cfg: LibraryConfig,
+        catalog: Arc<Catalog>,
+        kms: Arc<dyn KmsClient>,
+        digest_key: Arc<SecretKey>,
+    ) -> Arc<Self> {
         let drives = DrivePool::new(cfg.drives, cfg.drive_wait);
         Arc::new(Self {
             cfg,
             catalog,
             kms,
             drives,
+            digest_key,
             loaded: Mutex::default(),
             files: Mutex::default(),
         })

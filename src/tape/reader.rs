@@ -175,20 +175,26 @@ impl ImageReader {
             ));
         }
         let (data, trailer) = rest.split_at_mut(len);
-        let aad = format::block_aad(
-            &frag.volume,
-            self.img.id,
-            frag.number,
-            bi,
-            len as u32,
-            flags,
-        );
+        let place = format::BlockPlace {
+            version: frag.format,
+            barcode: &frag.volume,
+            image_id: self.img.id,
+            fragment: frag.number,
+            index: bi,
+            image_offset: frag.image_offset + bi * bs,
+        };
+        let (aad, n) = format::block_aad(&place, len as u32, flags);
+        let aad = &aad[..n];
         let trailer: [u8; 16] = (&*trailer).try_into().expect("16 bytes");
         let ok = drive.with_key(|k| match k {
-            Some(k) => BlockCipher::new(&crypto::derive_subkey(k, &frag.salt, format::SUBKEY_INFO))
-                .open_block(bi, &aad, data, &trailer)
-                .is_ok(),
-            None => format::clear_trailer(&aad, data) == trailer,
+            Some(k) => BlockCipher::new(&crypto::derive_subkey(
+                k,
+                &frag.salt,
+                crypto::labels::TAPE_BLOCK_KEY,
+            ))
+            .open_block(bi, aad, data, &trailer)
+            .is_ok(),
+            None => format::clear_trailer(aad, data) == trailer,
         });
         drop(drive);
         if !ok {

@@ -9,8 +9,10 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::TapeError;
-use super::format::{self, FileMark, FragmentHeader, LAST_IN_FRAGMENT, MediaHeader};
-use crate::crypto::{self, BlockCipher, SecretKey};
+use super::format::{
+    self, BlockPlace, FileMark, FragmentHeader, FragmentKeys, LAST_IN_FRAGMENT, MediaHeader,
+};
+use crate::crypto::{self, SecretKey};
 
 /// A fragment found on a volume.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +76,19 @@ pub fn scan_volume(path: &Path) -> Result<VolumeScan, TapeError> {
     Ok(scan)
 }
 
+/// The fragment whose header starts at `offset` of the volume at `path`:
+/// its header, its blocks' headers and its file mark, checked as a scan
+/// checks them.
+pub fn fragment_at(path: &Path, offset: u64) -> Result<ScannedFragment, TapeError> {
+    let io = |e| TapeError::io(format!("volume {}", path.display()), e);
+    let f = File::open(path).map_err(io)?;
+    let end = f.metadata().map_err(io)?.len();
+    scan_fragment(&f, offset, end).map_err(|why| TapeError::Format {
+        what: "fragment",
+        why: format!("at offset {offset} of {}: {why}", path.display()),
+    })
+}
+
 fn data_len(f: &ScannedFragment) -> u64 {
     f.len + f.blocks * (format::BLOCK_HEADER_LEN + format::BLOCK_TRAILER_LEN)
 }
@@ -114,6 +129,7 @@ fn scan_fragment(f: &File, at: u64, end: u64) -> Result<ScannedFragment, String>
         .map_err(|_| format!("file mark at offset {pos} missing (truncated volume?)"))?;
     let mark = FileMark::decode(&mb).map_err(|e| format!("at offset {pos}: {e}"))?;
     if mark.image_id != header.image_id
+        || mark.version != header.version
         || mark.number != header.number
         || mark.blocks != blocks
         || mark.len != total
@@ -133,6 +149,33 @@ fn scan_fragment(f: &File, at: u64, end: u64) -> Result<ScannedFragment, String>
     })
 }
 
+/// Checks the MACs of a format-2 fragment's header and file mark under the
+/// fragment's MAC key (format 1 has none: its headers are only CRC'd).
+pub fn verify_records(
+    frag: &ScannedFragment,
+    barcode: &str,
+    mac_key: &SecretKey,
+) -> Result<(), String> {
+    if frag.header.version < 2 {
+        return Ok(());
+    }
+    if !crypto::mac_verify(
+        mac_key,
+        &[&frag.header.mac_input(barcode)],
+        &frag.header.mac,
+    ) {
+        return Err(
+            "fragment header fails authentication (altered, or written under another key)".into(),
+        );
+    }
+    if !crypto::mac_verify(mac_key, &[&frag.mark.mac_input(barcode)], &frag.mark.mac) {
+        return Err(
+            "file mark fails authentication (altered, or moved from another fragment)".into(),
+        );
+    }
+    Ok(())
+}
+
 /// Reads and authenticates every block of a fragment, in order, handing the
 /// plaintext to `sink`. `key` is the fragment's key (None for clear data).
 pub fn read_fragment(
@@ -143,13 +186,21 @@ pub fn read_fragment(
     mut sink: impl FnMut(&[u8]),
 ) -> Result<(), TapeError> {
     let f = File::open(path).map_err(|e| TapeError::io(format!("volume {}", path.display()), e))?;
-    let cipher = key.map(|k| {
-        BlockCipher::new(&crypto::derive_subkey(
-            k,
-            &frag.header.salt,
-            format::SUBKEY_INFO,
-        ))
-    });
+    let keys = key.map(|k| FragmentKeys::derive(k, &frag.header.salt));
+    if let Some(k) = &keys {
+        verify_records(frag, barcode, &k.mac).map_err(|why| TapeError::Integrity {
+            volume: barcode.into(),
+            image: format!(
+                "{}/{}",
+                frag.header.pool.escape_debug(),
+                frag.header.path.escape_debug()
+            ),
+            fragment: frag.header.number,
+            block: 0,
+            why,
+        })?;
+    }
+    let bs = u64::from(frag.header.block_size);
     let mut pos = frag.data_offset;
     for bi in 0..frag.blocks {
         let fail = |why: String| TapeError::Integrity {
@@ -170,17 +221,19 @@ pub fn read_fragment(
         .map_err(|e| fail(e.to_string()))?;
         let (data, trailer) = body.split_at_mut(len as usize);
         let trailer: [u8; 16] = (&*trailer).try_into().expect("16 bytes");
-        let aad = format::block_aad(
+        let place = BlockPlace {
+            version: frag.header.version,
             barcode,
-            frag.header.image_id,
-            frag.header.number,
-            bi,
-            len,
-            flags,
-        );
-        let ok = match &cipher {
-            Some(c) => c.open_block(bi, &aad, data, &trailer).is_ok(),
-            None => format::clear_trailer(&aad, data) == trailer,
+            image_id: frag.header.image_id,
+            fragment: frag.header.number,
+            index: bi,
+            image_offset: frag.header.image_offset + bi * bs,
+        };
+        let (aad, n) = format::block_aad(&place, len, flags);
+        let aad = &aad[..n];
+        let ok = match &keys {
+            Some(k) => k.cipher.open_block(bi, aad, data, &trailer).is_ok(),
+            None => format::clear_trailer(aad, data) == trailer,
         };
         if !ok {
             return Err(fail("authentication failed".into()));

@@ -13,11 +13,14 @@
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use super::format::{self, BLOCK_SIZE, FileMark, FragmentHeader, LAST_IN_FRAGMENT, LAST_IN_IMAGE};
+use super::format::{
+    self, BLOCK_SIZE, BlockPlace, FileMark, FragmentHeader, FragmentKeys, LAST_IN_FRAGMENT,
+    LAST_IN_IMAGE,
+};
 use super::library::{LoadedVolume, now_ns};
 use super::{DriveGuard, Library, TapeError, is_encrypted_pool};
 use crate::catalog::{Commit, FileAttrs, Fragment, ImageRec, VolumeState, VolumeUpdate};
-use crate::crypto::{self, BlockCipher};
+use crate::crypto;
 
 /// Where an image goes in the namespace.
 pub struct WriteTarget {
@@ -38,7 +41,7 @@ struct OpenFragment {
     blocks: u64,
     len: u64,
     salt: [u8; 32],
-    cipher: Option<BlockCipher>,
+    keys: Option<FragmentKeys>,
 }
 
 /// An image being written. Dropping it without a commit abandons what was
@@ -58,7 +61,7 @@ pub struct ImageWriter {
     /// `[block header | plaintext | trailer]`, plaintext up to BLOCK_SIZE.
     buf: Vec<u8>,
     size: u64,
-    hash: blake3::Hasher,
+    digest: crypto::ImageDigest,
     /// Set by the first failed write: a failed image never commits again.
     failed: bool,
     /// Data written since the last commit (or never committed).
@@ -108,7 +111,7 @@ impl ImageWriter {
             retired: Vec::new(),
             buf,
             size: 0,
-            hash: blake3::Hasher::new(),
+            digest: crypto::ImageDigest::new(&lib.digest_key),
             failed: false,
             dirty: true,
             committed_once: false,
@@ -188,7 +191,7 @@ impl ImageWriter {
                 self.start_fragment()?;
             }
             let n = (HDR + BLOCK_SIZE as usize - self.buf.len()).min(data.len());
-            self.hash.update(&data[..n]);
+            self.digest.update(&data[..n]);
             self.buf.extend_from_slice(&data[..n]);
             self.size += n as u64;
             self.dirty = true;
@@ -207,12 +210,14 @@ impl ImageWriter {
             self.load_next_volume()?;
         }
         let salt: [u8; 32] = crypto::random_array()?;
-        let cipher = self.drive.with_key(|k| {
-            k.map(|k| BlockCipher::new(&crypto::derive_subkey(k, &salt, format::SUBKEY_INFO)))
-        });
+        let keys = self
+            .drive
+            .with_key(|k| k.map(|k| FragmentKeys::derive(k, &salt)));
         let number = self.fragments.len() as u32;
         let t = &self.target;
-        let hdr = FragmentHeader {
+        let barcode = self.vol.as_ref().expect("loaded").rec.barcode.clone();
+        let mut hdr = FragmentHeader {
+            version: format::FORMAT_VERSION,
             image_id: self.id,
             number,
             block_size: BLOCK_SIZE,
@@ -227,8 +232,12 @@ impl ImageWriter {
             mtime_ns: t.attrs.mtime_ns,
             pool: t.pool.clone(),
             path: t.path.clone(),
+            mac: [0; format::MAC_LEN],
+        };
+        if let Some(k) = &keys {
+            hdr.mac = crypto::mac(&k.mac, &[&hdr.mac_input(&barcode)]);
         }
-        .encode();
+        let hdr = hdr.encode();
         let header_offset = self.vol.as_ref().expect("loaded").rec.used;
         self.put(&hdr)?;
         let data_offset = header_offset + hdr.len() as u64;
@@ -240,7 +249,7 @@ impl ImageWriter {
             blocks: 0,
             len: 0,
             salt,
-            cipher,
+            keys,
         });
         Ok(())
     }
@@ -293,11 +302,20 @@ impl ImageWriter {
         };
         let barcode = self.vol.as_ref().expect("loaded").rec.barcode.clone();
         let frag = self.frag.as_mut().expect("fragment open");
-        let aad = format::block_aad(&barcode, self.id, frag.number, frag.blocks, len, flags);
+        let place = BlockPlace {
+            version: format::FORMAT_VERSION,
+            barcode: &barcode,
+            image_id: self.id,
+            fragment: frag.number,
+            index: frag.blocks,
+            image_offset: frag.image_offset + frag.len,
+        };
+        let (aad, n) = format::block_aad(&place, len, flags);
+        let aad = &aad[..n];
         self.buf[..HDR].copy_from_slice(&format::block_header(len, flags));
-        let trailer = match &frag.cipher {
-            Some(c) => c.seal_block(frag.blocks, &aad, &mut self.buf[HDR..]),
-            None => format::clear_trailer(&aad, &self.buf[HDR..]),
+        let trailer = match &frag.keys {
+            Some(k) => k.cipher.seal_block(frag.blocks, aad, &mut self.buf[HDR..]),
+            None => format::clear_trailer(aad, &self.buf[HDR..]),
         };
         self.buf.extend_from_slice(&trailer);
         frag.blocks += 1;
@@ -324,7 +342,10 @@ impl ImageWriter {
         } else {
             Some(self.lib.load_for_write(&self.target.pool)?)
         };
-        let mark = FileMark {
+        let barcode = self.vol.as_ref().expect("loaded").rec.barcode.clone();
+        let mut mark = FileMark {
+            version: format::FORMAT_VERSION,
+            mac: [0; format::MAC_LEN],
             next_volume: next
                 .as_ref()
                 .map(|v| v.rec.barcode.clone())
@@ -336,10 +357,12 @@ impl ImageWriter {
             blocks: f.blocks,
             image_size: if last { self.size } else { 0 },
         };
+        if let Some(k) = &f.keys {
+            mark.mac = crypto::mac(&k.mac, &[&mark.mac_input(&barcode)]);
+        }
         self.put(&mark.encode())?;
-        let volume = self.vol.as_ref().expect("loaded").rec.barcode.clone();
         self.fragments.push(Fragment {
-            volume,
+            volume: barcode,
             number: f.number,
             header_offset: f.header_offset,
             data_offset: f.data_offset,
@@ -348,6 +371,7 @@ impl ImageWriter {
             blocks: f.blocks,
             salt: f.salt,
             last_flags,
+            format: format::FORMAT_VERSION,
         });
         if let Some(v) = next {
             self.drive.load(&v.rec.barcode, &self.target.pool);
@@ -399,7 +423,7 @@ impl ImageWriter {
             block_size: BLOCK_SIZE,
             key_tag: self.tag.as_ref().map(|t| t.0.clone()),
             kcv: self.tag.as_ref().map(|t| hex::encode(t.1)),
-            blake3: self.hash.finalize().into(),
+            digest: Some(self.digest.finalize()),
             created_ns: now_ns(),
             fragments: self.fragments.clone(),
         };
