@@ -552,3 +552,36 @@ fn a_legacy_writer_in_flight_when_conversion_finishes_keeps_its_key_pinned() {
     s.set_state("KG", "k1", "deprecated");
     assert_eq!(sha256(&m.p("msdp/old/late")), sha256(&f));
 }
+
+/// A record whose header was edited to claim another kind of sealing (and
+/// a KMS key of the forger's choosing) is damage (EIO): how a segment is
+/// sealed is what the index says, not what the container says.
+#[test]
+fn a_record_claiming_another_sealing_than_the_index_is_damage() {
+    let s = TestStore::new(&[]);
+    kms_lsu(&s, "F");
+    let f = s.path("f");
+    random_file(&f, 1);
+    let m = s.mount("");
+    cp(&f, &m.p("msdp/F/f"));
+    m.unmount();
+    let c = s.dir.join("lsu/F/containers/0000000000000001.kct");
+    let mut b = std::fs::read(&c).unwrap();
+    let rec = 64;
+    assert_eq!(&b[rec..rec + 4], b"KSEG");
+    assert_eq!(b[rec + 5], 2, "a KEK-sealed segment");
+    b[rec + 5] = 1;
+    b[rec + 64..rec + 80].copy_from_slice(&[0x5c; 16]);
+    let crc = crc32fast::hash(&b[rec..rec + 156]);
+    b[rec + 156..rec + 160].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&c, b).unwrap();
+    let m = s.mount("");
+    let err = read_fails(&m, "msdp/F/f");
+    assert!(err.contains("Input/output error"), "{err}");
+    m.unmount();
+    let log = std::fs::read_to_string(s.dir.join("kmsfs.log")).unwrap();
+    assert!(
+        log.contains("index"),
+        "the log says the record disagrees with the index"
+    );
+}

@@ -139,7 +139,7 @@ fn convert_container(
         })?;
         let before = out.size();
         let offset = if s.kind == SegKind::Legacy {
-            let plain = open_record(msdp, rec, &keks, fp, &h, buf).map_err(|e| match e {
+            let plain = open_record(msdp, rec, &keks, fp, s, &h, buf).map_err(|e| match e {
                 OpenError::Key(e) => e,
                 OpenError::Damaged(why) => damaged(state, id, s, why),
             })?;

@@ -193,7 +193,7 @@ impl LsuReader {
             return Err(Retry);
         }
         Ok(
-            match open_record(&self.msdp, &self.rec, &self.keks, fp, &h, buf) {
+            match open_record(&self.msdp, &self.rec, &self.keks, fp, loc, &h, buf) {
                 Ok(p) => Ok(p),
                 Err(OpenError::Key(e)) => Err(e),
                 Err(OpenError::Damaged(why)) => Err(self.damaged(loc, why)),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::format::{SEGMENT_HEADER_LEN, SegmentHeader, TAG_LEN, WRAPPED_DEK_LEN, segment_aad};
 use super::keys::{unwrap_dek, wrap_dek};
 use super::{Msdp, MsdpError};
-use crate::catalog::{KekRec, LsuRec, SegKind};
+use crate::catalog::{KekRec, LsuRec, SegKind, SegRec};
 use crate::crypto::{self, SecretKey};
 
 /// How new segments are sealed.
@@ -99,18 +99,24 @@ pub fn seal_to(
 }
 
 /// Opens a record read from a container: checks that it is the segment
-/// `fp`, authenticates and decrypts it. Returns the plaintext.
+/// `fp` sealed the way the index entry `loc` says, authenticates and
+/// decrypts it. Returns the plaintext. How a segment is sealed (kind, KEK,
+/// legacy key) is taken from the index and the LSU record, never from the
+/// container alone: a forged header cannot make the reader ask the KMS
+/// for a key of its choosing or skip authentication.
 pub fn open_record(
     msdp: &Msdp,
     rec: &LsuRec,
     keks: &[KekRec],
     fp: &[u8; 32],
+    loc: &SegRec,
     h: &SegmentHeader,
     mut buf: Vec<u8>,
 ) -> Result<Vec<u8>, OpenError> {
     if &h.fp != fp {
         return Err(OpenError::Damaged("record holds another segment".into()));
     }
+    check_sealing(rec, loc, h).map_err(OpenError::Damaged)?;
     buf.drain(..SEGMENT_HEADER_LEN);
     let aad = segment_aad(&rec.id, h);
     let key = match h.kind {
@@ -146,6 +152,27 @@ pub fn open_record(
     crypto::open_in_place(&key, &h.nonce, &aad, &mut buf, &tag)
         .map_err(|_| OpenError::Damaged("segment data fails authentication".into()))?;
     Ok(buf)
+}
+
+/// The record's header agrees with the index entry and the LSU record.
+fn check_sealing(rec: &LsuRec, loc: &SegRec, h: &SegmentHeader) -> Result<(), String> {
+    if h.kind != loc.kind || h.plain_len != loc.plain {
+        return Err(format!(
+            "record header says {:?} segment of {} bytes, the index says {:?} of {}",
+            h.kind, h.plain_len, loc.kind, loc.plain
+        ));
+    }
+    match h.kind {
+        SegKind::Kek if h.kek != loc.kek => Err(format!(
+            "record header says KEK {}, the index says KEK {}",
+            h.kek, loc.kek
+        )),
+        SegKind::Legacy if !rec.legacy_tags.contains(&hex::encode(h.key_tag)) => Err(format!(
+            "record header names KMS key {}, which is not a legacy key of the LSU's index",
+            hex::encode(h.key_tag)
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Why a record did not open.
