@@ -518,3 +518,73 @@ fn lazy_unmount_while_writing_loses_no_closed_image() {
     assert_eq!(d.len(), 1_000_000);
     assert!(d[..500_000].iter().all(|&b| b == b'a') && d[500_000..].iter().all(|&b| b == b'b'));
 }
+
+/// `allow_other` lets other users in; without `default_permissions` the
+/// kernel would not check their rights and they would read decrypted
+/// images and remove them. That combination is refused; with the kernel's
+/// checks, a user reads what the modes allow and nothing else.
+#[test]
+fn other_users_get_what_the_modes_allow_and_nothing_more() {
+    let s = TestStore::new(&[]);
+    let mp = s.path("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let o = s.cmd(&[
+        "mount",
+        s.dir.to_str().unwrap(),
+        mp.to_str().unwrap(),
+        "-o",
+        "allow_other,nodefault_permissions",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let _refused_or_unmounted = o.status.success().then(|| adopt(&s.dir, &mp));
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("allow_other") && err.contains("nodefault_permissions"),
+        "{err}"
+    );
+    assert!(!is_mounted(&mp));
+    // The test directory is private; let the other user reach the mount.
+    sh_ok(&format!("chmod 755 '{}'", s.tmp.path().display()));
+    s.group_with_key("ENCR_HR");
+    let m = s.mount("allow_other");
+    std::fs::create_dir(m.p("pools/ENCR_HR")).unwrap();
+    std::fs::write(m.p("pools/ENCR_HR/salaries"), b"secret").unwrap();
+    std::fs::write(m.p("pools/ENCR_HR/notice"), b"public").unwrap();
+    sh_ok(&format!(
+        "chmod 600 '{}'",
+        m.p("pools/ENCR_HR/salaries").display()
+    ));
+    sh_ok(&format!(
+        "chmod 644 '{}'",
+        m.p("pools/ENCR_HR/notice").display()
+    ));
+    let nobody = |cmd: &str| {
+        sh(&format!(
+            "setpriv --reuid=65534 --regid=65534 --clear-groups {cmd}"
+        ))
+    };
+    let (ok, out, _) = nobody(&format!("cat '{}'", m.p("pools/ENCR_HR/notice").display()));
+    assert!(ok && out == "public", "a readable image reads: {out}");
+    let (ok, out, err) = nobody(&format!(
+        "cat '{}'",
+        m.p("pools/ENCR_HR/salaries").display()
+    ));
+    assert!(
+        !ok && out.is_empty() && err.contains("Permission denied"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = nobody(&format!(
+        "rm -f '{}'",
+        m.p("pools/ENCR_HR/notice").display()
+    ));
+    assert!(!ok && err.contains("Permission denied"), "{err}");
+    let (ok, _, err) = nobody(&format!(
+        "cp /etc/hostname '{}'",
+        m.p("pools/ENCR_HR/planted").display()
+    ));
+    assert!(!ok && err.contains("Permission denied"), "{err}");
+    assert_eq!(
+        std::fs::read(m.p("pools/ENCR_HR/notice")).unwrap(),
+        b"public"
+    );
+}

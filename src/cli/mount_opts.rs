@@ -126,6 +126,9 @@ pub fn parse<'a>(lists: &'a [String]) -> Result<MountOpts, String> {
             }
         }
     }
+    if o.allow_other && o.no_default_permissions {
+        return Err("mount options 'allow_other' and 'nodefault_permissions' together would let every local user read decrypted images and replace or remove them: refused (allow_other keeps the kernel's permission checks, default_permissions)".into());
+    }
     Ok(o)
 }
 
@@ -164,5 +167,14 @@ mod tests {
         assert!(p("drives=0").unwrap_err().contains("at least 1"));
         assert!(p("passfile").unwrap_err().contains("needs a value"));
         assert!(p("log=loud").unwrap_err().contains("log=loud"));
+        let e = p("allow_other,nodefault_permissions").unwrap_err();
+        assert!(
+            e.contains("allow_other") && e.contains("nodefault_permissions"),
+            "{e}"
+        );
+        assert!(
+            p("nodefault_permissions").is_ok(),
+            "root-only mount: root's own choice"
+        );
     }
 }
