@@ -16,8 +16,9 @@ use parking_lot::Mutex;
 
 use crate::catalog::{FileAttrs, ImageRec};
 
-/// What a commit returns: the image and the id of an image it replaced.
-pub type Committed = Option<(ImageRec, Option<u128>)>;
+/// What a commit returns: the image, and the older image at the same name
+/// that the same transaction removed (its volumes may now be recycled).
+pub type Committed = Option<(ImageRec, Option<ImageRec>)>;
 
 /// What a pipeline needs of a writer's error type.
 pub trait SinkError: std::error::Error + Send + Sync + Sized + 'static {

@@ -28,8 +28,9 @@ pub struct VolumeUpdate {
 
 impl Catalog {
     /// Commits an image: record, namespace entry (replacing an older image
-    /// at the same name, whose id is returned), volumes. Durable on return.
-    pub fn commit_image(&self, c: Commit<'_>) -> Result<Option<u128>, CatalogError> {
+    /// at the same name, which leaves the catalog in the same transaction
+    /// and is returned), volumes. Durable on return.
+    pub fn commit_image(&self, c: Commit<'_>) -> Result<Option<ImageRec>, CatalogError> {
         let tx = self.db.begin_write()?;
         let replaced = {
             let images = tx.open_table(IMAGES)?;
@@ -105,23 +106,15 @@ impl Catalog {
         tx.commit()?;
         Ok(img)
     }
-
-    /// Drops an image that no namespace entry names any more (replaced by
-    /// a newer version or a rename).
-    pub fn drop_image(&self, id: u128) -> Result<ImageRec, CatalogError> {
-        let tx = self.db.begin_write()?;
-        let img = drop_image(&tx, id)?;
-        tx.commit()?;
-        Ok(img)
-    }
 }
 
 /// Writes an image's record and namespace entry, replacing an older image
-/// at the same name (whose id is returned).
+/// at the same name, which is dropped (volume counts, LSU references) in
+/// the same transaction and returned.
 pub(super) fn put_image(
     tx: &redb::WriteTransaction,
     c: &Commit<'_>,
-) -> Result<Option<u128>, CatalogError> {
+) -> Result<Option<ImageRec>, CatalogError> {
     let mut d = tx.open_table(DIRENTS)?;
     let mut t = tx.open_table(INODES)?;
     let mut replaced = None;
@@ -146,10 +139,11 @@ pub(super) fn put_image(
     t.insert(c.ino, enc(&node).as_slice())?;
     tx.open_table(IMAGES)?
         .insert(c.image.id, enc(c.image).as_slice())?;
-    Ok(replaced)
+    drop((d, t));
+    replaced.map(|id| drop_image(tx, id)).transpose()
 }
 
-fn drop_image(tx: &redb::WriteTransaction, id: u128) -> Result<ImageRec, CatalogError> {
+pub(super) fn drop_image(tx: &redb::WriteTransaction, id: u128) -> Result<ImageRec, CatalogError> {
     let mut images = tx.open_table(IMAGES)?;
     let img: ImageRec = dec(images
         .remove(id)?

@@ -280,7 +280,7 @@ impl Catalog {
         &self,
         c: Commit<'_>,
         l: LsuCommit<'_>,
-    ) -> Result<Option<u128>, CatalogError> {
+    ) -> Result<Option<ImageRec>, CatalogError> {
         let tx = self.db.begin_write()?;
         let replaced = {
             release_recipe(&tx, l.lsu, c.image.id)?;

@@ -96,14 +96,15 @@ impl Catalog {
     }
 
     /// Renames within the namespace; an existing image at the target is
-    /// replaced (its image id is returned so the caller can release it).
+    /// replaced: dropped in the same transaction and returned, so the
+    /// caller can recycle its volumes.
     pub fn rename(
         &self,
         parent: u64,
         name: &str,
         new_parent: u64,
         new_name: &str,
-    ) -> Result<Option<u128>, CatalogError> {
+    ) -> Result<Option<super::ImageRec>, CatalogError> {
         let tx = self.db.begin_write()?;
         let replaced = {
             let mut d = tx.open_table(DIRENTS)?;
@@ -130,7 +131,10 @@ impl Catalog {
             node.parent = new_parent;
             node.name = new_name.into();
             t.insert(ino, enc(&node).as_slice())?;
+            drop((d, t));
             replaced
+                .map(|id| super::images::drop_image(&tx, id))
+                .transpose()?
         };
         tx.commit()?;
         Ok(replaced)

@@ -216,7 +216,7 @@ impl KmsFs {
             ));
         }
         if let Some(old) = self.catalog.rename(parent, name, new_parent, new_name)? {
-            self.drop_image(old);
+            self.recycle_replaced(&old);
         }
         Ok(())
     }

@@ -223,7 +223,7 @@ impl KmsFs {
             Ok(Some((_, replaced))) => {
                 self.cached.lock().remove(&ino);
                 if let Some(old) = replaced {
-                    self.drop_image(old);
+                    self.recycle_replaced(&old);
                 }
                 Ok(())
             }

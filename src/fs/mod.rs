@@ -131,15 +131,11 @@ impl KmsFs {
             .ok_or_else(|| FsError::new(libc::EBADF, format!("file handle {fh}")))
     }
 
-    /// Releases what a replaced or removed image held on its volumes.
-    fn drop_image(&self, id: u128) {
-        match self.catalog.drop_image(id) {
-            Ok(rec) => {
-                if let Err(e) = self.lib.recycle(&rec) {
-                    tracing::warn!("recycling volumes of a replaced image: {e}");
-                }
-            }
-            Err(e) => tracing::warn!("dropping replaced image {id:032x}: {e}"),
+    /// Recycles the volumes of an image its replacement took out of the
+    /// catalog (in the replacement's own transaction).
+    fn recycle_replaced(&self, old: &crate::catalog::ImageRec) {
+        if let Err(e) = self.lib.recycle(old) {
+            tracing::warn!("recycling volumes of a replaced image: {e}");
         }
     }
 }

@@ -124,7 +124,7 @@ impl LsuWriter {
         self.seg.store_batch(self.chunker.data(), &ranges)
     }
 
-    fn commit(&mut self) -> Result<(ImageRec, Option<u128>), MsdpError> {
+    fn commit(&mut self) -> Result<(ImageRec, Option<ImageRec>), MsdpError> {
         self.cut(true)?;
         self.seg.sync()?;
         let t = &self.target;

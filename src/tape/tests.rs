@@ -255,3 +255,23 @@ fn library_full_is_no_scratch() {
     let e = w.write_at(0, &data(3 << 20, 9)).unwrap_err();
     assert!(matches!(e, TapeError::NoScratch { .. }), "{e}");
 }
+
+/// A new version of an image replaces the old one in the transaction that
+/// commits it: no crash between the two leaves the old version holding its
+/// volumes (or, in an LSU, its segments) with no name pointing at it.
+#[test]
+fn a_replaced_image_leaves_the_catalog_in_the_commit_of_its_replacement() {
+    let (_d, s) = store(8 << 20);
+    let first = write(&s, "Clear", "v", &data(1000, 1));
+    let second = write(&s, "Clear", "v", &data(2000, 2));
+    assert!(
+        s.catalog.image(first.id).unwrap().is_none(),
+        "the old version is gone with the commit of the new"
+    );
+    let vol = s
+        .catalog
+        .volume(&second.fragments[0].volume)
+        .unwrap()
+        .unwrap();
+    assert_eq!(vol.images, 1, "the volume counts the new version only");
+}

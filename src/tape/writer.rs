@@ -383,20 +383,21 @@ impl ImageWriter {
 
     /// Commits the image as written so far, if anything is new: last block,
     /// file mark, fsync of every volume, one catalog transaction. Returns
-    /// the committed image and the id of an older image it replaced.
+    /// the committed image and the older image it replaced (already out of
+    /// the catalog).
     ///
     /// An image that never held a byte is not committed here: a shell's
     /// `cmd > file` closes a duplicate descriptor before `cmd` writes, and
     /// an empty version must not stand in for an image whose writer then
     /// fails or dies. [`ImageWriter::finish`] commits empty images.
-    pub fn checkpoint(&mut self) -> Result<Option<(ImageRec, Option<u128>)>, TapeError> {
+    pub fn checkpoint(&mut self) -> Result<crate::pipeline::Committed, TapeError> {
         if !self.dirty || (self.size == 0 && !self.committed_once) {
             return Ok(None);
         }
         self.guard(|w| w.commit()).map(Some)
     }
 
-    fn commit(&mut self) -> Result<(ImageRec, Option<u128>), TapeError> {
+    fn commit(&mut self) -> Result<(ImageRec, Option<ImageRec>), TapeError> {
         if self.frag.is_none() {
             self.start_fragment()?;
         }
@@ -443,7 +444,7 @@ impl ImageWriter {
 
     /// Ends the image: a last commit if anything is new, then seed 002's
     /// end: unregister the key, return the drive to clear mode.
-    pub fn finish(mut self) -> Result<Option<(ImageRec, Option<u128>)>, TapeError> {
+    pub fn finish(mut self) -> Result<crate::pipeline::Committed, TapeError> {
         let r = if self.dirty {
             self.guard(|w| w.commit()).map(Some)
         } else {
