@@ -14,6 +14,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v openssl >/dev/null || need+=(openssl)
 command -v sha256sum >/dev/null || need+=(coreutils)
 command -v automount >/dev/null || need+=(autofs)
+command -v strace >/dev/null || need+=(strace)
+command -v setpriv >/dev/null || need+=(util-linux)
 [ -x /lib/systemd/system-generators/systemd-fstab-generator ] || need+=(systemd)
 [ -e /dev/fuse ] || { echo "test.sh: /dev/fuse is missing: FUSE tests cannot run here" >&2; exit 1; }
 if [ ${#need[@]} -gt 0 ]; then

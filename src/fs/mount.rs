@@ -65,7 +65,7 @@ pub fn mount_foreground(
     let signals = signals::block_and_watch();
     let control = crate::control::Server::start(store.clone())?;
     let pid_file = store.dir.join("kmsfs.pid");
-    crate::store::atomic::write_atomic(
+    crate::util::atomic::write_atomic(
         &pid_file,
         format!("{}\n", std::process::id()).as_bytes(),
         0o600,

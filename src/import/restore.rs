@@ -241,6 +241,9 @@ fn copy_durably(from: &Path, to: &Path) -> Result<(), TapeError> {
         .and_then(|f| f.sync_all())
         .map_err(io)?;
     std::fs::rename(&tmp, to).map_err(io)?;
+    if let Some(dir) = to.parent() {
+        crate::util::atomic::sync_dir(dir).map_err(io)?;
+    }
     Ok(())
 }
 

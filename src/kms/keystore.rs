@@ -10,7 +10,7 @@ use super::model::{GroupRecord, KeyRecord};
 use super::unlock::{self, HmkSource};
 use super::{KeyUsers, KmsError, NoUsers};
 use crate::crypto::{self, SecretKey};
-use crate::store::atomic::write_atomic;
+use crate::util::atomic::write_atomic;
 
 const MAGIC: &[u8; 8] = b"KMSFSKST";
 const VERSION: u16 = 1;

@@ -10,7 +10,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::model::{GroupRecord, KeyOrigin, KeyRecord, now};
 use super::{KeyState, Keystore, KmsError};
 use crate::crypto::{self, Argon2Params, PASSPHRASE_KEY_PARAMS, SecretKey};
-use crate::store::atomic::write_atomic;
+use crate::util::atomic::write_atomic;
 
 const MAGIC: &[u8; 8] = b"KMSFSKEX";
 const VERSION: u16 = 1;

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 
 use super::KmsError;
 use crate::crypto::{self, Argon2Params, SecretKey};
-use crate::store::atomic::write_atomic;
+use crate::util::atomic::write_atomic;
 
 const HMK_MAGIC: &[u8; 8] = b"KMSFSHMK";
 const HPP_MAGIC: &[u8; 8] = b"KMSFSHPP";

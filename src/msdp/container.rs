@@ -37,6 +37,10 @@ impl ContainerWriter {
             .read(true)
             .create_new(true)
             .open(&path)
+            .and_then(|f| {
+                // Its name is durable before any commit can refer to it.
+                crate::util::atomic::sync_dir(&state.dir).map(|()| f)
+            })
             .map_err(|e| {
                 state.release_container(id);
                 MsdpError::io(format!("container {}", path.display()), e)

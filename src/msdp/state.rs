@@ -43,7 +43,13 @@ pub struct LsuState {
 impl LsuState {
     pub fn open(lsu_dir: &Path, rec: &LsuRec, catalog: &Catalog) -> Result<Self, MsdpError> {
         let dir = lsu_dir.join(&rec.name).join("containers");
-        std::fs::create_dir_all(&dir).map_err(|e| MsdpError::io(dir.display().to_string(), e))?;
+        if !dir.is_dir() {
+            let io = |e| MsdpError::io(dir.display().to_string(), e);
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            let lsu = lsu_dir.join(&rec.name);
+            crate::util::atomic::sync_dir(&lsu).map_err(io)?;
+            crate::util::atomic::sync_dir(lsu_dir).map_err(io)?;
+        }
         let in_table = catalog.containers(&rec.name)?.iter().map(|c| c.0).max();
         let on_disk = container_files(&dir)?.into_iter().max();
         let next = in_table.max(on_disk).map_or(1, |m| m + 1);

@@ -6,8 +6,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::StoreError;
-use super::atomic::write_atomic;
 use crate::kmip::KmsBackend;
+use crate::util::atomic::write_atomic;
 
 /// Name of the config file; written last by `init`, so its presence marks a complete store.
 pub const CONFIG_FILE: &str = "kmsfs.conf";

@@ -12,7 +12,6 @@
 //! STORE/lsu/                  deduplicating pools
 //! ```
 
-pub mod atomic;
 mod config;
 mod lock;
 mod open;

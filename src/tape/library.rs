@@ -153,6 +153,10 @@ impl Library {
                 .map_err(|e| TapeError::io(format!("volume {}", rec.barcode), e))?;
             file.sync_all()
                 .map_err(|e| TapeError::io(format!("volume {}", rec.barcode), e))?;
+            // The volume's name is durable before the catalog says it is active.
+            crate::util::atomic::sync_dir(&self.cfg.dir).map_err(|e| {
+                TapeError::io(format!("volume directory {}", self.cfg.dir.display()), e)
+            })?;
             rec.pool = pool.into();
             rec.state = VolumeState::Active;
             rec.used = format::MEDIA_HEADER_LEN;

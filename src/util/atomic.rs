@@ -1,11 +1,19 @@
-//! Atomic replacement of small files: write a temporary file, fsync it,
-//! rename it over the target, fsync the directory. A crash leaves either the
-//! old or the new file, never a mix.
+//! Durable file operations: atomic replacement of small files (write a
+//! temporary file, fsync it, rename it over the target, fsync the
+//! directory: a crash leaves either the old or the new file, never a mix),
+//! and the directory fsync that makes a new or renamed file's name durable
+//! before anything refers to it.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+/// Makes the entries of directory `dir` durable (a file created, renamed
+/// or removed in it survives a crash).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
 
 /// Replaces `path` with `bytes`, created with permission bits `mode`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
@@ -22,7 +30,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        sync_dir(dir)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
