@@ -588,3 +588,33 @@ fn other_users_get_what_the_modes_allow_and_nothing_more() {
         b"public"
     );
 }
+
+/// The daemon's log is created private (0600) and a `log_file=` that is a
+/// symlink is refused, not followed to a file of someone else's choosing.
+#[test]
+fn the_log_file_is_private_and_never_a_followed_symlink() {
+    let s = TestStore::new(&[]);
+    let mp = s.path("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let log = s.path("daemon.log");
+    let m = s.mount(&format!("log_file={}", log.display()));
+    drop(m);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&log).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "log file mode {mode:o}");
+    let victim = s.path("victim");
+    std::fs::write(&victim, b"untouched").unwrap();
+    let link = s.path("link.log");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let o = s.cmd(&[
+        "mount",
+        s.dir.to_str().unwrap(),
+        mp.to_str().unwrap(),
+        "-o",
+        &format!("log_file={}", link.display()),
+    ]);
+    let _guard = o.status.success().then(|| adopt(&s.dir, &mp));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("log_file"), "{err}");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+}

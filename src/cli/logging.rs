@@ -36,8 +36,21 @@ impl Write for Syslog {
     }
 }
 
-/// Installs the global subscriber (once; later calls do nothing).
-pub fn init(level: Option<&str>, target: Target) {
+/// Opens (creating it 0600) a log file; a symlink is refused, not
+/// followed, so a log line never lands in a file someone else chose.
+fn open_log(p: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(p)
+}
+
+/// Installs the global subscriber (once; later calls do nothing). A log
+/// file that cannot be opened is an error naming it.
+pub fn init(level: Option<&str>, target: Target) -> Result<(), String> {
     let filter = match level {
         Some(l) => EnvFilter::new(format!("kmsfs={l},fuser=warn")),
         None => EnvFilter::try_from_env("KMSFS_LOG")
@@ -50,17 +63,20 @@ pub fn init(level: Option<&str>, target: Target) {
             .ok()
     };
     let _ = match target {
-        Target::File(p) => match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&p)
-        {
-            Ok(f) => builder
+        Target::File(p) => {
+            let f = open_log(&p).map_err(|e| {
+                let why = if e.raw_os_error() == Some(libc::ELOOP) {
+                    "is a symbolic link (refused: give the file itself)".to_string()
+                } else {
+                    e.to_string()
+                };
+                format!("log_file {}: {why}", p.display())
+            })?;
+            builder
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(f))
-                .try_init(),
-            Err(_) => builder.with_writer(std::io::stderr).try_init(),
-        },
+                .try_init()
+        }
         Target::Syslog => match syslog() {
             Some(s) => builder
                 .with_ansi(false)
@@ -71,4 +87,5 @@ pub fn init(level: Option<&str>, target: Target) {
         },
         Target::Stderr => builder.with_writer(std::io::stderr).try_init(),
     };
+    Ok(())
 }

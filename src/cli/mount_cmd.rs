@@ -40,7 +40,8 @@ pub fn mount(g: &Global, a: &MountArgs, argv: &[String]) -> Result<i32, CliError
     super::logging::init(
         opts.log.as_deref(),
         log_target(&opts, &a.source, daemon_child),
-    );
+    )
+    .map_err(CliError::Mount)?;
     let unlock = Unlock {
         hmk_file: opts.hmk.clone().or_else(|| g.hmk_file.clone()),
         passphrase: opts

@@ -15,18 +15,37 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// A new temporary file beside `path`: a random name, created exclusively
+/// (O_EXCL: never a file or symlink someone planted) with mode `mode`.
+fn create_temp(path: &Path, mode: u32) -> std::io::Result<(std::path::PathBuf, File)> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let mut last = None;
+    for _ in 0..16 {
+        let r: [u8; 8] = crate::crypto::random_array().map_err(std::io::Error::other)?;
+        let tmp = dir.join(format!(".{name}.tmp-{}", hex::encode(r)));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.expect("16 attempts"))
+}
+
 /// Replaces `path` with `bytes`, created with permission bits `mode`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let (tmp, mut f) = create_temp(path, mode)?;
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
+        // Exactly `mode`, whatever the umask.
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -42,6 +61,39 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// Someone who can write in the directory plants a symlink (or a file
+    /// of their own) where the temporary file would go: the secret is
+    /// neither written through it nor left readable, and the target stays
+    /// a regular file of the mode asked for.
+    #[test]
+    fn a_planted_temp_file_or_symlink_is_never_used() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("keystore.kks");
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"victim").unwrap();
+        let predictable = d
+            .path()
+            .join(format!(".keystore.kks.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &predictable).unwrap();
+        write_atomic(&p, b"secret", 0o600).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"victim");
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        assert!(
+            m.file_type().is_file(),
+            "a regular file, not the planted link"
+        );
+        assert_eq!(std::fs::read(&p).unwrap(), b"secret");
+        // A planted world-readable file at the old name is not reused either.
+        std::fs::remove_file(&predictable).unwrap();
+        std::fs::write(&predictable, b"").unwrap();
+        std::fs::set_permissions(&predictable, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomic(&p, b"secret2", 0o600).unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
 
     #[test]
     fn replaces_content_with_mode() {
