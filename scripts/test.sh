@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v fusermount3 >/dev/null || need+=(fuse3)
 command -v rsync >/dev/null || need+=(rsync)
-command -v python3 >/dev/null || need+=(python3)
+[ -x /usr/bin/python3 ] || need+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v openssl >/dev/null || need+=(openssl)
 command -v sha256sum >/dev/null || need+=(coreutils)

@@ -328,6 +328,53 @@ pub enum ImageCmd {
     },
 }
 
+/// Makes every file argument of a store command absolute, relative to
+/// `cwd` (the directory of the CLI that sent it to the daemon).
+pub fn absolutize(cmd: &mut Cmd, cwd: &std::path::Path) {
+    let abs = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = cwd.join(&*p);
+        }
+    };
+    match cmd {
+        Cmd::Kms(k) => match k {
+            KmsCmd::Createkey {
+                pass_phrase_file: Some(p),
+                ..
+            } => abs(p),
+            KmsCmd::Recoverkey {
+                pass_phrase_file, ..
+            } => abs(pass_phrase_file),
+            KmsCmd::Export {
+                out,
+                pass_phrase_file,
+                ..
+            } => {
+                abs(out);
+                abs(pass_phrase_file);
+            }
+            KmsCmd::Import {
+                input,
+                pass_phrase_file,
+                ..
+            } => {
+                abs(input);
+                abs(pass_phrase_file);
+            }
+            KmsCmd::Setbackend { ca, cert, key, .. } => {
+                ca.iter_mut()
+                    .chain(cert.iter_mut())
+                    .chain(key.iter_mut())
+                    .for_each(abs);
+            }
+            _ => {}
+        },
+        Cmd::Image(ImageCmd::Verify { file, .. }) => abs(file),
+        Cmd::Import(a) => a.volumes.iter_mut().for_each(abs),
+        _ => {}
+    }
+}
+
 /// Parses `123`, `4K`, `512M`, `8G`, `1T` (powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();

@@ -180,10 +180,10 @@ fn store_command(store: &Store, cmd: &Cmd, out: &mut Out) -> Result<(), CliError
 }
 
 /// Runs a forwarded command inside the daemon, relative paths resolved
-/// against the caller's directory.
+/// against the caller's directory (the daemon's own never changes: other
+/// commands and the filesystem run beside this one).
 pub fn run_in_daemon(store: &Store, argv: &[String], cwd: &Path) -> Response {
-    static CWD: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
-    let cli = match Cli::try_parse_from(argv) {
+    let mut cli = match Cli::try_parse_from(argv) {
         Ok(c) => c,
         Err(e) => {
             return Response {
@@ -193,8 +193,7 @@ pub fn run_in_daemon(store: &Store, argv: &[String], cwd: &Path) -> Response {
             };
         }
     };
-    let _guard = CWD.lock();
-    let _ = std::env::set_current_dir(cwd);
+    args::absolutize(&mut cli.cmd, cwd);
     let mut out = Out::default();
     let code = match store_command(store, &cli.cmd, &mut out) {
         Ok(()) => 0,

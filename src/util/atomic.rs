@@ -15,10 +15,18 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// The directory `path` is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// A new temporary file beside `path`: a random name, created exclusively
 /// (O_EXCL: never a file or symlink someone planted) with mode `mode`.
 fn create_temp(path: &Path, mode: u32) -> std::io::Result<(std::path::PathBuf, File)> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let mut last = None;
     for _ in 0..16 {
@@ -41,7 +49,7 @@ fn create_temp(path: &Path, mode: u32) -> std::io::Result<(std::path::PathBuf, F
 
 /// Replaces `path` with `bytes`, created with permission bits `mode`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let (tmp, mut f) = create_temp(path, mode)?;
     let result = (|| {
         // Exactly `mode`, whatever the umask.

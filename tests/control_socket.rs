@@ -1,0 +1,141 @@
+//! The daemon's control socket as an attacker and a careless client meet
+//! it: a client that sends nothing, one that sends too much, a user who is
+//! not root; and the daemon's own state (its working directory) untouched
+//! by the commands it runs for the CLI.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// `kmsfs ARGS…` with a deadline; returns (success, stdout + stderr).
+fn cmd_within(s: &TestStore, args: &[&str], secs: u64) -> (bool, String) {
+    let mut all = vec![
+        "timeout".to_string(),
+        secs.to_string(),
+        bin().to_string(),
+        "--store".into(),
+        s.dir.display().to_string(),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let o = std::process::Command::new(&all[0])
+        .args(&all[1..])
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+#[test]
+fn a_silent_or_flooding_client_blocks_nobody_and_is_cut_off() {
+    let s = TestStore::new(&[]);
+    let m = s.mount("");
+    let sock = s.dir.join("control.sock");
+    // A client that connects and says nothing.
+    let mut silent = UnixStream::connect(&sock).unwrap();
+    let (ok, out) = cmd_within(&s, &["kms", "createkg", "G1"], 10);
+    assert!(ok, "a command waits for no silent client: {out}");
+    // A client that sends megabytes without a newline is cut off.
+    let mut flood = UnixStream::connect(&sock).unwrap();
+    flood
+        .set_write_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    let mut sent = 0;
+    for _ in 0..64 {
+        if flood.write_all(&chunk).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(sent < 64, "the daemon stopped reading a 64 MiB request");
+    let (ok, out) = cmd_within(&s, &["kms", "listkgs"], 10);
+    assert!(ok && out.contains("G1"), "{out}");
+    // The silent client is dropped after a while, not kept forever.
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = silent.read(&mut buf).unwrap_or(0);
+    assert!(
+        t.elapsed() < Duration::from_secs(29) && n < buf.len(),
+        "a silent client is disconnected"
+    );
+    drop(m);
+}
+
+#[test]
+fn only_root_or_the_store_owner_is_served() {
+    let s = TestStore::new(&[]);
+    s.ok(&["kms", "createkg", "Secret"]);
+    let m = s.mount("");
+    let sock = s.dir.join("control.sock");
+    // Even if the socket's mode were opened up, another user is refused.
+    sh_ok(&format!(
+        "chmod 755 '{}' '{}' && chmod 666 '{}'",
+        s.tmp.path().display(),
+        s.dir.display(),
+        sock.display()
+    ));
+    let req = serde_json::json!({"argv": ["kmsfs", "kms", "listkgs"], "cwd": "/"}).to_string();
+    let py = format!(
+        "import socket\ns=socket.socket(socket.AF_UNIX)\ns.connect({:?})\ns.sendall({:?}.encode()+b'\\n')\nprint(s.makefile().read())",
+        sock.display().to_string(),
+        req
+    );
+    let (_, out, err) = sh(&format!(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 -c '{}'",
+        py.replace('\'', "'\\''")
+    ));
+    assert!(
+        !out.contains("Secret"),
+        "another user was served: {out}{err}"
+    );
+    assert!(out.contains("refused"), "{out}{err}");
+    let (ok, out) = cmd_within(&s, &["kms", "listkgs"], 10);
+    assert!(ok && out.contains("Secret"), "root is served: {out}");
+    drop(m);
+}
+
+#[test]
+fn commands_run_for_the_cli_leave_the_daemons_working_directory_alone() {
+    let s = TestStore::new(&[]);
+    s.ok(&["kms", "createkg", "G"]);
+    let m = s.mount("");
+    let pid = m.pid.unwrap();
+    let cwd = || std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    let before = cwd();
+    let work = s.path("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::write(work.join("pp"), "export pass").unwrap();
+    let o = std::process::Command::new(bin())
+        .current_dir(&work)
+        .args(["--store", s.dir.to_str().unwrap()])
+        .args([
+            "kms",
+            "export",
+            "--out",
+            "keys.kex",
+            "--pass-phrase-file",
+            "pp",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        work.join("keys.kex").exists(),
+        "relative paths are the caller's"
+    );
+    assert_eq!(cwd(), before, "the daemon's working directory did not move");
+    drop(m);
+}
