@@ -587,3 +587,63 @@ fn a_failed_keystore_save_changes_nothing_in_the_running_daemon() {
     m.unmount();
     drop(full);
 }
+
+/// Argon2id costs read from a file (an export container from elsewhere,
+/// `hmk.params`) are bounded: a hostile file asking for terabytes of
+/// memory or a million passes gets a clear error at once, not an abort
+/// or a daemon that hangs.
+#[test]
+fn argon2_costs_from_files_are_bounded() {
+    let s = TestStore::new(&[]);
+    s.group_with_key("G");
+    let pp = s.path("pp");
+    std::fs::write(&pp, "pass").unwrap();
+    let kex = s.path("k.kex");
+    s.ok(&[
+        "kms",
+        "export",
+        "--out",
+        kex.to_str().unwrap(),
+        "--pass-phrase-file",
+        pp.to_str().unwrap(),
+    ]);
+    let good = std::fs::read(&kex).unwrap();
+    for (at, value, what) in [
+        (12usize, u32::MAX, "memory"),
+        (16, 1_000_000, "passes"),
+        (20, 255, "lanes"),
+    ] {
+        let mut b = good.clone();
+        b[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        std::fs::write(&kex, &b).unwrap();
+        let o = std::process::Command::new("timeout")
+            .args(["20", bin(), "--store", s.dir.to_str().unwrap()])
+            .args(["kms", "import", "--preview", "--in", kex.to_str().unwrap()])
+            .args(["--pass-phrase-file", pp.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+        assert!(
+            err.contains("Argon2") && err.contains(what),
+            "{what}: {err}"
+        );
+    }
+    // The same for the pass-phrase HMK's parameters.
+    let p = TestStore::new(&["--passphrase-file", pp.to_str().unwrap()]);
+    let params = p.dir.join("kms/hmk.params");
+    let mut b = std::fs::read(&params).unwrap();
+    b[16..20].copy_from_slice(&1_000_000u32.to_le_bytes());
+    std::fs::write(&params, &b).unwrap();
+    let o = std::process::Command::new("timeout")
+        .args(["20", bin(), "--store", p.dir.to_str().unwrap()])
+        .args(["--passphrase-file", pp.to_str().unwrap(), "kms", "listkgs"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Argon2") && err.contains("passes") && err.contains("hmk.params"),
+        "{err}"
+    );
+}

@@ -20,6 +20,38 @@ pub struct Argon2Params {
     pub p: u32,
 }
 
+impl Argon2Params {
+    /// Largest costs kmsfs accepts from a file: 1 GiB of memory, 16
+    /// passes, 16 lanes (it writes 64 MiB, 3, 1). A file from elsewhere
+    /// that asks for more is refused before any memory is taken.
+    pub const MAX: Argon2Params = Argon2Params {
+        m_kib: 1 << 20,
+        t: 16,
+        p: 16,
+    };
+
+    /// Whether these costs are within [`Argon2Params::MAX`] and valid for
+    /// Argon2id; the error names the cost that is not.
+    pub fn check(&self) -> Result<(), String> {
+        let m = Self::MAX;
+        if self.p == 0 || self.p > m.p {
+            return Err(format!("Argon2 lanes {} outside 1..={}", self.p, m.p));
+        }
+        if self.t == 0 || self.t > m.t {
+            return Err(format!("Argon2 passes {} outside 1..={}", self.t, m.t));
+        }
+        if self.m_kib < 8 * self.p || self.m_kib > m.m_kib {
+            return Err(format!(
+                "Argon2 memory {} KiB outside {}..={} KiB",
+                self.m_kib,
+                8 * self.p,
+                m.m_kib
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Parameters of pass-phrase keys, version 1 (see docs/format.md for why).
 /// Pinned: a key recreated at a DR site years from now must match bit for bit.
 pub const PASSPHRASE_KEY_PARAMS: Argon2Params = Argon2Params {
@@ -29,6 +61,7 @@ pub const PASSPHRASE_KEY_PARAMS: Argon2Params = Argon2Params {
 };
 
 fn argon2id(pass: &[u8], salt: &[u8], p: Argon2Params) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+    p.check().map_err(CryptoError::Kdf)?;
     let params =
         Params::new(p.m_kib, p.t, p.p, Some(32)).map_err(|e| CryptoError::Kdf(e.to_string()))?;
     let mut out = Zeroizing::new([0u8; 32]);

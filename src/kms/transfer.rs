@@ -141,6 +141,7 @@ pub fn read_container(path: &Path, pass: &[u8]) -> Result<ExportBody, KmsError> 
         t: u(16),
         p: u(20),
     };
+    params.check().map_err(|e| bad(&e))?;
     let key = crypto::passphrase_secret(pass, &bytes[24..40], params, INFO)?;
     let plain = crypto::open(&key, &bytes[..HEADER_LEN], &bytes[HEADER_LEN..])
         .map_err(|_| bad("wrong pass phrase, or the container is damaged"))?;

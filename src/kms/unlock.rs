@@ -129,6 +129,10 @@ pub fn derive_passphrase_hmk(params_path: &Path, pass: &[u8]) -> Result<SecretKe
         t: u(4),
         p: u(8),
     };
+    params.check().map_err(|why| KmsError::Damaged {
+        path: params_path.display().to_string(),
+        why,
+    })?;
     Ok(crypto::passphrase_secret(
         pass,
         &rest[12..28],
