@@ -262,3 +262,79 @@ fn fsck_reports_an_edited_header_in_the_store() {
         "{text}"
     );
 }
+
+/// A tar image whose GNU long-name member claims 256 MiB: import lists
+/// members with bounded memory (a name longer than PATH_MAX ends the
+/// listing; the image itself is imported and listed as one file).
+#[test]
+fn a_tar_member_name_of_256_mib_is_not_read_into_memory() {
+    let a = TestStore::new(&[]);
+    let tar = a.path("hostile.tar");
+    let py = a.path("mk.py");
+    std::fs::write(
+        &py,
+        r#"import sys
+n = int(sys.argv[2])
+def hdr(name, typ, size):
+    h = bytearray(512)
+    h[0:len(name)] = name
+    h[100:108] = b"0000644\0"
+    h[108:116] = b"0000000\0"
+    h[116:124] = b"0000000\0"
+    h[124:136] = ("%011o" % size).encode() + b"\0"
+    h[136:148] = b"00000000000\0"
+    h[148:156] = b" " * 8
+    h[156] = ord(typ)
+    h[257:265] = b"ustar  \0"
+    h[148:156] = ("%06o" % sum(h)).encode() + b"\0 "
+    return bytes(h)
+with open(sys.argv[1], "wb") as f:
+    f.write(hdr(b"././@LongLink", "L", n))
+    chunk = b"a" * (1 << 20)
+    left = n
+    while left:
+        w = min(left, len(chunk))
+        f.write(chunk[:w])
+        left -= w
+    f.write(b"\0" * ((512 - n % 512) % 512))
+    f.write(hdr(b"x", "0", 5))
+    f.write(b"hello" + b"\0" * 507)
+    f.write(b"\0" * 1024)
+"#,
+    )
+    .unwrap();
+    sh_ok(&format!(
+        "python3 '{}' '{}' {}",
+        py.display(),
+        tar.display(),
+        256 << 20
+    ));
+    let m = a.mount("");
+    std::fs::create_dir(m.p("pools/Scratch")).unwrap();
+    cp(&tar, &m.p("pools/Scratch/hostile.tar"));
+    m.unmount();
+    let vols: Vec<String> = std::fs::read_dir(a.dir.join("volumes"))
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    let b = TestStore::new(&[]);
+    // Peak memory of the import, as the kernel counts it for a child.
+    let rss = sh_ok(&format!(
+        "python3 -c 'import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' '{}' --store '{}' import {}",
+        bin(),
+        b.dir.display(),
+        vols.join(" ")
+    ));
+    let mut w = rss.lines().last().unwrap().split_whitespace();
+    let (code, kib): (i32, u64) = (
+        w.next().unwrap().parse().unwrap(),
+        w.next().unwrap().parse().unwrap(),
+    );
+    eprintln!("import of a 256 MiB hostile tar: exit {code}, peak RSS {kib} KiB");
+    assert_eq!(code, 0);
+    assert!(kib < 100 << 10, "import took {kib} KiB for a tar listing");
+    let files: serde_json::Value =
+        serde_json::from_str(&b.ok(&["image", "files", "pools/Scratch/hostile.tar", "--json"]))
+            .unwrap();
+    assert_eq!(files[0]["kind"], u64::from(b'I'), "{files}");
+}

@@ -133,7 +133,7 @@ fn import_image(
     progress: &mut impl FnMut(u64),
 ) -> Result<(), TapeError> {
     let mut hash = crypto::ImageDigest::new(&store.library.digest_key);
-    let lister = Lister::new();
+    let mut lister = Lister::new();
     for f in &img.found {
         read_fragment(&f.path, &f.barcode, &f.frag, key, |d| {
             hash.update(d);
