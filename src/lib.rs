@@ -19,4 +19,8 @@ pub mod store;
 pub mod tape;
 #[cfg(test)]
 mod testing;
+
+#[cfg(test)]
+#[global_allocator]
+static HEAP: testing::heapscan::Scanning = testing::heapscan::Scanning;
 pub mod util;

@@ -68,6 +68,17 @@ fn header(p: Argon2Params, salt: &[u8; 16]) -> Vec<u8> {
     h
 }
 
+/// The bincode of `v` in a wiped-on-drop buffer allocated once at its final
+/// size: a buffer that grew would leave copies of key bytes in freed heap.
+fn encode_exact<T: Serialize>(v: &T) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    let err = |e: bincode::error::EncodeError| KmsError::Container(e.to_string());
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(v, &mut size, cfg()).map_err(err)?;
+    let mut buf = Zeroizing::new(vec![0u8; size.bytes_written]);
+    bincode::serde::encode_into_slice(v, &mut buf[..], cfg()).map_err(err)?;
+    Ok(buf)
+}
+
 /// Writes the given groups (all if empty) to a container at `out`.
 pub fn export_container(
     ks: &Keystore,
@@ -106,10 +117,7 @@ pub fn export_container(
             .collect(),
         keys,
     };
-    let plain = Zeroizing::new(
-        bincode::serde::encode_to_vec(&body, cfg())
-            .map_err(|e| KmsError::Container(e.to_string()))?,
-    );
+    let plain = encode_exact(&body)?;
     let salt = crypto::random_array::<16>()?;
     let hdr = header(PASSPHRASE_KEY_PARAMS, &salt);
     let key = crypto::passphrase_secret(pass, &salt, PASSPHRASE_KEY_PARAMS, INFO)?;
@@ -251,6 +259,32 @@ impl Keystore {
 mod tests {
     use super::*;
     use crate::kms::{HmkSource, NewKey};
+
+    /// Exporting keys leaves no copy of a key's bytes in freed heap (an
+    /// encoding buffer that grew by reallocation used to).
+    #[test]
+    fn export_leaves_no_key_in_freed_heap() {
+        let d = tempfile::tempdir().unwrap();
+        let mut src = ks(d.path());
+        src.create_group("G", "").unwrap();
+        for i in 0..8 {
+            src.create_key(NewKey {
+                group: "G",
+                name: &format!("k{i}"),
+                description: "some words to make the body longer",
+                passphrase: None,
+                activate: i == 0,
+            })
+            .unwrap();
+        }
+        let tag = src.active_key("G").unwrap().0;
+        let key = *src.key_for_decrypt(&tag).unwrap().expose_secret();
+        let out = d.path().join("k.kex");
+        let hits = crate::testing::heapscan::freed_copies(&key, || {
+            export_container(&src, &[], b"pass", &out).unwrap();
+        });
+        assert_eq!(hits, 0, "copies of the key left in freed heap");
+    }
 
     fn ks(d: &Path) -> Keystore {
         Keystore::create(d, HmkSource::File(d.join("h"))).unwrap()

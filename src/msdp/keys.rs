@@ -74,6 +74,41 @@ impl KeyCache {
     pub fn clear(&self) {
         self.map.lock().clear();
     }
+
+    /// Drops (and so wipes) every key past its time.
+    fn sweep(&self) {
+        let ttl = self.ttl;
+        self.map.lock().retain(|_, (_, at)| at.elapsed() < ttl);
+    }
+
+    /// Keys held now.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+}
+
+/// Sweeps the key cache of `msdp` while it lives, so an unwrapped key is
+/// wiped when its time is over even if nothing asks for a key again.
+pub(super) fn start_sweeper(msdp: &Arc<Msdp>) {
+    let weak = Arc::downgrade(msdp);
+    let every = msdp
+        .keys
+        .ttl
+        .min(Duration::from_secs(1))
+        .max(Duration::from_millis(50));
+    let spawned = std::thread::Builder::new()
+        .name("kek-sweeper".into())
+        .spawn(move || {
+            while let Some(m) = weak.upgrade() {
+                m.keys.sweep();
+                drop(m);
+                std::thread::sleep(every);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no key cache sweeper: expired keys are wiped on next use");
+    }
 }
 
 impl Msdp {
@@ -256,6 +291,28 @@ mod tests {
     use super::*;
     use crate::catalog::KekPolicy;
     use crate::testing::store_with_lsu;
+
+    /// An unwrapped KEK is wiped when its cache time is over, even if
+    /// nothing asks for a key again (a sweeper, not only the next lookup).
+    #[test]
+    fn unwrapped_keys_are_wiped_when_they_expire_unasked() {
+        let (_t, s) = crate::testing::store_with(|c| c.kek_cache_secs = 1);
+        s.msdp
+            .create(
+                crate::msdp::CreateLsu {
+                    name: "L".into(),
+                    mode: crate::catalog::LsuMode::Kms,
+                    key_group: Some("KG".into()),
+                    policy: KekPolicy::default(),
+                },
+                crate::testing::dir_attrs(),
+            )
+            .unwrap();
+        s.msdp.active_kek("L").unwrap();
+        assert!(s.msdp.keys.len() > 0);
+        std::thread::sleep(std::time::Duration::from_millis(2600));
+        assert_eq!(s.msdp.keys.len(), 0, "expired keys wiped with no lookup");
+    }
 
     /// A KEK record is never overwritten: each insert gets the next id.
     #[test]

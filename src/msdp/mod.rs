@@ -134,14 +134,16 @@ impl Msdp {
         kek_ttl: Duration,
         digest_key: Arc<crate::crypto::SecretKey>,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        let m = Arc::new(Self {
             catalog,
             kms,
             digest_key,
             dir,
             keys: KeyCache::new(kek_ttl),
             states: Mutex::default(),
-        })
+        });
+        keys::start_sweeper(&m);
+        m
     }
 
     /// The in-memory state of an LSU (writers in flight, open containers).

@@ -1,5 +1,7 @@
-//! Stores for the unit tests: made with `init` and opened as the daemon
-//! opens them, in a temporary directory.
+//! Helpers of the unit tests: stores made with `init` and opened as the
+//! daemon opens them, in a temporary directory, and the heap scanner.
+
+pub mod heapscan;
 
 use crate::catalog::{FileAttrs, KekPolicy, LsuMode};
 use crate::kms::{NewKey, Unlock};
@@ -20,10 +22,15 @@ pub fn dir_attrs() -> FileAttrs {
 
 /// A new store with key group `KG` (one active random key).
 pub fn store() -> (tempfile::TempDir, Store) {
+    store_with(|_| {})
+}
+
+/// [`store`], opened with its config changed by `adjust`.
+pub fn store_with(adjust: impl FnOnce(&mut crate::store::Config)) -> (tempfile::TempDir, Store) {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("s");
     Store::init(&dir, InitOptions::default()).unwrap();
-    let s = Store::open(&dir, Unlock::default()).unwrap();
+    let s = Store::open_with(&dir, Unlock::default(), adjust).unwrap();
     s.kms_admin.write(|ks| {
         ks.create_group("KG", "").unwrap();
         ks.create_key(NewKey {
