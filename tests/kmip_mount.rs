@@ -400,3 +400,80 @@ fn certificates_the_peer_refuses_are_named_and_mount_options_override_the_config
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("kmip_server"));
 }
+
+/// Keys wrapped by a KMIP server are encrypt-then-MAC: any altered byte
+/// fails the MAC before the server is asked to decrypt anything, and every
+/// way of failing gives the same error (no padding oracle).
+#[test]
+fn kmip_wrapped_keys_are_encrypt_then_mac_and_fail_one_way() {
+    use kmsfs::crypto::SecretKey;
+    use kmsfs::kms::{Unlock, WrappedKey};
+    let tmp = tempfile::tempdir().unwrap();
+    let server = KmipServer::start(&tmp.path().join("kmip"));
+    server.active_key("lsu-kg", "root1");
+    let s = kmip_store(&server);
+    let store = kmsfs::store::Store::open(&s.dir, Unlock::default()).unwrap();
+    let key = SecretKey::random().unwrap();
+    let w = store.kms.wrap("lsu-kg", &key).unwrap();
+    assert_eq!(&w.sealed[..3], b"KW\x02", "format 2 wrapping");
+    assert!(store.kms.unwrap(&w).unwrap().ct_eq(&key));
+    let decrypts = || {
+        server
+            .log()
+            .matches("Processing operation: Decrypt")
+            .count()
+    };
+    let before = decrypts();
+    let n = w.sealed.len();
+    let mut errors = std::collections::BTreeSet::new();
+    for (what, at) in [
+        ("iv", 5),
+        ("first block", 20),
+        ("padding", n - 33),
+        ("mac", n - 1),
+    ] {
+        let mut bad = w.sealed.clone();
+        bad[at] ^= 0x01;
+        let e = store
+            .kms
+            .unwrap(&WrappedKey {
+                root_tag: w.root_tag.clone(),
+                sealed: bad,
+            })
+            .err()
+            .unwrap_or_else(|| panic!("altered {what} unwrapped"));
+        errors.insert(e.to_string());
+    }
+    let e = store
+        .kms
+        .unwrap(&WrappedKey {
+            root_tag: w.root_tag.clone(),
+            sealed: w.sealed[..n - 16].to_vec(),
+        })
+        .err()
+        .unwrap();
+    errors.insert(e.to_string());
+    assert_eq!(errors.len(), 1, "one error for every failure: {errors:?}");
+    assert_eq!(
+        decrypts(),
+        before,
+        "nothing altered reached the server's Decrypt"
+    );
+}
+
+/// A root key is used only if it is an AES-256 key whose usage mask
+/// allows Encrypt and Decrypt; the refusal names the key.
+#[test]
+fn root_keys_must_be_aes_256_for_encrypt_and_decrypt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = KmipServer::start(&tmp.path().join("kmip"));
+    let weak = server.admin(&["create", "weak-kg", "aes128", "--value", &"11".repeat(16)]);
+    server.admin(&["activate", &weak]);
+    let enc_only = server.admin(&["create", "encrypt-kg", "enc", "--usage", "encrypt"]);
+    server.admin(&["activate", &enc_only]);
+    let s = kmip_store(&server);
+    let err = s.fails(&["lsu", "create", "W", "--kms", "--key-group", "weak-kg"]);
+    assert!(err.contains("AES-256") && err.contains(&weak), "{err}");
+    let err = s.fails(&["lsu", "create", "E", "--kms", "--key-group", "encrypt-kg"]);
+    assert!(err.contains("Decrypt") && err.contains(&enc_only), "{err}");
+}

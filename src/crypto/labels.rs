@@ -45,8 +45,13 @@ pub const SEGMENT_AAD: &[u8] = b"kmsfs seg v1";
 pub const DEK_AAD: &[u8] = b"kmsfs dek v1";
 /// Keys wrapped by the embedded KMS.
 pub const WRAP_AAD: &[u8] = b"kmsfs wrap v1";
-/// Keys wrapped by a KMIP server (context of the check value).
+/// Keys wrapped by a KMIP server, format 1 (context of the check value).
 pub const KMIP_WRAP: &[u8] = b"kmsfs kmip wrap v1";
+/// Domain of the AES-CTR nonce at which a KMIP root key's keystream gives
+/// the key material of its wrap MAC key (format 2).
+pub const KMIP_WRAP_MAC_LABEL: &[u8] = b"kmsfs kmip wrap mac label v2";
+/// HKDF info of the MAC key of keys wrapped by a KMIP server (format 2).
+pub const KMIP_WRAP_MAC_KEY: &[u8] = b"kmsfs kmip wrap mac key v2";
 /// Key records sealed under the key protection key.
 pub const KEY_RECORD_AAD: &[u8] = b"kmsfs key v1";
 

@@ -3,7 +3,12 @@
 //! within a bounded time, holds a failed server off for a few seconds so
 //! that later calls fail fast instead of queueing, caches fetched tape keys
 //! for a bounded time (zeroized on expiry), and wraps LSU KEKs with the
-//! server's Encrypt/Decrypt so root keys never leave the server.
+//! server's Encrypt/Decrypt so root keys never leave the server:
+//! encrypt-then-MAC, the MAC key derived from the root key by a Decrypt of
+//! a fixed label, so an altered wrapped key fails before the server
+//! decrypts anything, and every failure looks the same (no padding
+//! oracle). Only AES-256 keys are used; a root key must allow Encrypt and
+//! Decrypt.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,9 +29,15 @@ use crate::kms::{KeyState, KmsClient, KmsError, TaggedKey, WrappedKey};
 const ROUNDS: u32 = 3;
 /// Longest time a failed server is skipped.
 const MAX_HOLD: Duration = Duration::from_secs(5);
-/// `sealed` of a KEK wrapped by a KMIP server: magic, version, IV, CBC data.
-const WRAP_MAGIC: &[u8; 3] = b"KW\x01";
+/// `sealed` of a KEK wrapped by a KMIP server, format 1: magic and
+/// version, IV, CBC of key and check value (MAC-then-encrypt; read only).
+const WRAP_V1: &[u8; 3] = b"KW\x01";
+/// Format 2: magic and version, IV, CBC of the key, HMAC of all before it.
+const WRAP_V2: &[u8; 3] = b"KW\x02";
 const IV_LEN: usize = 16;
+/// AES-CBC of a 32-byte key with PKCS#5 padding.
+const CBC_LEN: usize = 48;
+const MAC_LEN: usize = 32;
 
 /// Result reason "General Failure": the server is in trouble, not saying no.
 const GENERAL_FAILURE: u32 = 0x100;
@@ -96,6 +107,8 @@ pub struct KmipKms {
     tags: RwLock<HashMap<String, String>>,
     keys: Mutex<HashMap<String, Cached>>,
     active: Mutex<HashMap<String, (String, Instant)>>,
+    /// Wrap MAC keys by root key tag, kept like fetched keys.
+    mac_keys: Mutex<HashMap<String, Cached>>,
     last: Mutex<Option<Answer>>,
 }
 
@@ -146,6 +159,7 @@ impl KmipKms {
             tags: RwLock::new(HashMap::new()),
             keys: Mutex::new(HashMap::new()),
             active: Mutex::new(HashMap::new()),
+            mac_keys: Mutex::new(HashMap::new()),
             last: Mutex::new(None),
         }
     }
@@ -212,6 +226,9 @@ impl KmipKms {
     pub fn sweep(&self) {
         let ttl = self.key_ttl;
         self.keys.lock().retain(|_, c| c.fetched.elapsed() < ttl);
+        self.mac_keys
+            .lock()
+            .retain(|_, c| c.fetched.elapsed() < ttl);
     }
 
     /// Sweeps the key cache every second while the backend lives, so an
@@ -348,10 +365,10 @@ impl KmipKms {
         Ok(msg::key_attrs(&p))
     }
 
-    /// The newest active key of a group (several may be active). The
-    /// server filters by state, so the cost does not grow with the retired
-    /// keys a group gathers over the years.
-    fn newest_active(&self, group: &str) -> Result<(String, String), KmsError> {
+    /// The newest active key of a group (several may be active) with its
+    /// attributes. The server filters by state, so the cost does not grow
+    /// with the retired keys a group gathers over the years.
+    fn newest_active(&self, group: &str) -> Result<(String, String, KeyAttrs), KmsError> {
         let active = msg::locate_active(group);
         let uids = msg::uids(&self.run(Op::Locate, &active, group)?);
         if uids.is_empty() {
@@ -362,7 +379,7 @@ impl KmipKms {
                 KmsError::NoActiveKey(group.to_string())
             });
         }
-        let mut best: Option<(i64, String)> = None;
+        let mut best: Option<(KeyAttrs, String)> = None;
         for uid in uids {
             self.tags.write().insert(tag_of(&uid), uid.clone());
             let a = self.attrs(&uid)?;
@@ -371,14 +388,54 @@ impl KmipKms {
             }
             let newer = match &best {
                 None => true,
-                Some((since, b)) => a.since.cmp(since).then_with(|| uid_order(&uid, b)).is_gt(),
+                Some((b, buid)) => a
+                    .since
+                    .cmp(&b.since)
+                    .then_with(|| uid_order(&uid, buid))
+                    .is_gt(),
             };
             if newer {
-                best = Some((a.since, uid));
+                best = Some((a, uid));
             }
         }
-        let (_, uid) = best.ok_or_else(|| KmsError::NoActiveKey(group.to_string()))?;
-        Ok((tag_of(&uid), uid))
+        let (a, uid) = best.ok_or_else(|| KmsError::NoActiveKey(group.to_string()))?;
+        Ok((tag_of(&uid), uid, a))
+    }
+
+    /// The MAC key of wrapped keys under root key `uid`: HKDF of 32 bytes
+    /// of the root key's AES-CTR keystream at a nonce bound to its tag,
+    /// got with a Decrypt (not an Encrypt: a root key no longer active for
+    /// new wraps may still be allowed to unwrap).
+    fn mac_key(&self, root_tag: &str, uid: &str) -> Result<SecretKey, KmsError> {
+        if let Some(c) = self.mac_keys.lock().get(root_tag)
+            && c.fetched.elapsed() < self.key_ttl
+        {
+            return Ok(c.key.duplicate());
+        }
+        let label = crypto::name_digest(crypto::labels::KMIP_WRAP_MAC_LABEL, root_tag.as_bytes());
+        let nonce: [u8; 16] = label[..16].try_into().expect("16 bytes");
+        let p = self.run(Op::Decrypt, &msg::keystream(uid, &nonce, 32), root_tag)?;
+        let out = Zeroizing::new(msg::data(&p).unwrap_or_default().to_vec());
+        if out.len() != 32 {
+            return Err(KmsError::UnfitKey {
+                key: root_tag.to_string(),
+                why: format!(
+                    "KMIP key {uid}: an AES-CTR Decrypt of 32 bytes gave {} bytes",
+                    out.len()
+                ),
+            });
+        }
+        let ikm = SecretKey::from_slice(&out).expect("32 bytes");
+        let key = crypto::derive_subkey(&ikm, b"", crypto::labels::KMIP_WRAP_MAC_KEY);
+        self.mac_keys.lock().insert(
+            root_tag.to_string(),
+            Cached {
+                key: key.duplicate(),
+                state: KeyState::Active,
+                fetched: Instant::now(),
+            },
+        );
+        Ok(key)
     }
 
     /// A key from the cache if fresh; expired entries are dropped (zeroized).
@@ -400,7 +457,9 @@ impl KmipKms {
             return Ok(key);
         }
         let uid = self.uid_of(tag)?;
-        let state = state_of(self.attrs(&uid)?.state);
+        let a = self.attrs(&uid)?;
+        check_fit(&uid, tag, &a, false)?;
+        let state = state_of(a.state);
         if !matches!(state, KeyState::Active | KeyState::Inactive) {
             return Err(KmsError::KeyUnusable {
                 tag: tag.to_string(),
@@ -463,6 +522,30 @@ fn refused(op: Op, subject: &str, r: Refusal) -> KmsError {
     }
 }
 
+/// Whether a key is one kmsfs uses: AES-256, and for a root key with a
+/// usage mask that allows Encrypt and Decrypt.
+fn check_fit(uid: &str, tag: &str, a: &KeyAttrs, root: bool) -> Result<(), KmsError> {
+    let unfit = |why: String| {
+        Err(KmsError::UnfitKey {
+            key: tag.to_string(),
+            why: format!("KMIP key {uid}: {why}"),
+        })
+    };
+    if a.algorithm != Some(msg::AES) || a.length != Some(256) {
+        return unfit(format!(
+            "it is not an AES-256 key (algorithm {:?}, length {:?}); kmsfs uses only AES-256 keys",
+            a.algorithm, a.length
+        ));
+    }
+    let both = msg::USAGE_ENCRYPT | msg::USAGE_DECRYPT;
+    if root && a.usage.is_none_or(|u| u & both != both) {
+        return unfit(
+            "its Cryptographic Usage Mask does not allow both Encrypt and Decrypt, which a root key needs".into(),
+        );
+    }
+    Ok(())
+}
+
 fn wrap_context(root_tag: &str) -> Vec<u8> {
     [crypto::labels::KMIP_WRAP, root_tag.as_bytes()].concat()
 }
@@ -483,7 +566,8 @@ impl KmsClient for KmipKms {
     }
 
     fn active_key(&self, group: &str) -> Result<TaggedKey, KmsError> {
-        let fresh = self.newest_active(group).and_then(|(tag, _)| {
+        let fresh = self.newest_active(group).and_then(|(tag, uid, a)| {
+            check_fit(&uid, &tag, &a, false)?;
             let key = self.fetch(&tag, "encrypt")?;
             Ok(TaggedKey { tag, key })
         });
@@ -517,39 +601,102 @@ impl KmsClient for KmipKms {
     }
 
     fn wrap(&self, group: &str, key: &SecretKey) -> Result<WrappedKey, KmsError> {
-        let (root_tag, uid) = self.newest_active(group)?;
+        let (root_tag, uid, a) = self.newest_active(group)?;
+        check_fit(&uid, &root_tag, &a, true)?;
         let iv = crypto::random_array::<IV_LEN>()?;
-        let mut plain = Zeroizing::new(key.expose_secret().to_vec());
-        plain.extend_from_slice(&crypto::bound_check_value(key, &wrap_context(&root_tag)));
-        let p = self.run(Op::Encrypt, &msg::encrypt(&uid, &iv, &plain), &root_tag)?;
-        let data = msg::data(&p).ok_or_else(|| {
-            KmsError::Container(format!("KMIP Encrypt under {root_tag} returned no data"))
-        })?;
-        let sealed = [WRAP_MAGIC.as_slice(), &iv, data].concat();
-        Ok(WrappedKey { root_tag, sealed })
+        let p = self.run(
+            Op::Encrypt,
+            &msg::encrypt(&uid, &iv, key.expose_secret()),
+            &root_tag,
+        )?;
+        let c = msg::data(&p)
+            .filter(|c| c.len() == CBC_LEN)
+            .ok_or_else(|| {
+                KmsError::Container(format!(
+                    "KMIP Encrypt under {root_tag} did not return {CBC_LEN} bytes"
+                ))
+            })?;
+        let mac_key = self.mac_key(&root_tag, &uid)?;
+        let tag = crypto::mac(&mac_key, &[WRAP_V2, root_tag.as_bytes(), &[0], &iv, c]);
+        let w = WrappedKey {
+            sealed: [WRAP_V2.as_slice(), &iv, c, &tag].concat(),
+            root_tag,
+        };
+        // Nothing is sealed under a wrap the server would not give back.
+        if !self.unwrap(&w)?.ct_eq(key) {
+            return Err(KmsError::Container(format!(
+                "the KMIP server unwrapped a key it wrapped under {} to another key",
+                w.root_tag
+            )));
+        }
+        Ok(w)
     }
 
     fn unwrap(&self, w: &WrappedKey) -> Result<SecretKey, KmsError> {
-        let bad =
-            |why: &str| KmsError::Container(format!("key wrapped under {} {why}", w.root_tag));
-        let body = w
-            .sealed
-            .strip_prefix(WRAP_MAGIC.as_slice())
-            .filter(|b| b.len() > IV_LEN)
-            .ok_or_else(|| bad("was not wrapped by a KMIP server (or is damaged)"))?;
-        let (iv, data) = body.split_at(IV_LEN);
         let uid = self.uid_of(&w.root_tag)?;
-        let p = self.run(Op::Decrypt, &msg::decrypt(&uid, iv, data), &w.root_tag)?;
+        check_fit(&uid, &w.root_tag, &self.attrs(&uid)?, true)?;
+        if let Some(body) = w.sealed.strip_prefix(WRAP_V2.as_slice()) {
+            self.unwrap_v2(w, &uid, body)
+        } else if let Some(body) = w.sealed.strip_prefix(WRAP_V1.as_slice()) {
+            self.unwrap_v1(w, &uid, body)
+        } else {
+            Err(does_not_unwrap(&w.root_tag))
+        }
+    }
+}
+
+/// The one error of every wrapped key that does not unwrap, whatever the
+/// reason: an attacker who alters wrapped keys learns nothing from it.
+fn does_not_unwrap(root_tag: &str) -> KmsError {
+    KmsError::Container(format!(
+        "a key wrapped under {root_tag} does not unwrap (altered or damaged, or wrapped under another root key)"
+    ))
+}
+
+impl KmipKms {
+    /// Format 2: the MAC is checked before the server decrypts anything.
+    fn unwrap_v2(&self, w: &WrappedKey, uid: &str, body: &[u8]) -> Result<SecretKey, KmsError> {
+        if body.len() != IV_LEN + CBC_LEN + MAC_LEN {
+            return Err(does_not_unwrap(&w.root_tag));
+        }
+        let (iv, rest) = body.split_at(IV_LEN);
+        let (c, tag) = rest.split_at(CBC_LEN);
+        let mac_key = self.mac_key(&w.root_tag, uid)?;
+        let tag: &[u8; MAC_LEN] = tag.try_into().expect("32 bytes");
+        if !crypto::mac_verify(
+            &mac_key,
+            &[WRAP_V2, w.root_tag.as_bytes(), &[0], iv, c],
+            tag,
+        ) {
+            return Err(does_not_unwrap(&w.root_tag));
+        }
+        // Authentic bytes: a refusal now is about the key's state, not them.
+        let p = self.run(Op::Decrypt, &msg::decrypt(uid, iv, c), &w.root_tag)?;
+        let plain = Zeroizing::new(msg::data(&p).unwrap_or_default().to_vec());
+        SecretKey::from_slice(&plain).ok_or_else(|| does_not_unwrap(&w.root_tag))
+    }
+
+    /// Format 1 (MAC-then-encrypt, read for keys wrapped before format 2):
+    /// every failure of the server's Decrypt or of the check value that is
+    /// not about the key's state gives the same error.
+    fn unwrap_v1(&self, w: &WrappedKey, uid: &str, body: &[u8]) -> Result<SecretKey, KmsError> {
+        if body.len() <= IV_LEN {
+            return Err(does_not_unwrap(&w.root_tag));
+        }
+        let (iv, data) = body.split_at(IV_LEN);
+        let p = match self.run(Op::Decrypt, &msg::decrypt(uid, iv, data), &w.root_tag) {
+            Ok(p) => p,
+            Err(e) if e.is_temporary() || e.is_missing_key() => return Err(e),
+            Err(_) => return Err(does_not_unwrap(&w.root_tag)),
+        };
         let plain = Zeroizing::new(msg::data(&p).unwrap_or_default().to_vec());
         if plain.len() != 48 {
-            return Err(bad(
-                "does not decrypt to a key (damaged, or another root key)",
-            ));
+            return Err(does_not_unwrap(&w.root_tag));
         }
         let key = SecretKey::from_slice(&plain[..32]).expect("32 bytes");
         let want = crypto::bound_check_value(&key, &wrap_context(&w.root_tag));
         if !bool::from(subtle::ConstantTimeEq::ct_eq(&want[..], &plain[32..])) {
-            return Err(bad("does not verify (damaged, or another root key)"));
+            return Err(does_not_unwrap(&w.root_tag));
         }
         Ok(key)
     }

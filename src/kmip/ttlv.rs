@@ -157,6 +157,13 @@ impl Item {
             _ => None,
         }
     }
+    pub fn as_int(&self) -> Option<i32> {
+        match self.value {
+            Value::Integer(v) => Some(v),
+            _ => None,
+        }
+    }
+
     pub fn as_datetime(&self) -> Option<i64> {
         match self.value {
             Value::DateTime(v) => Some(v),

@@ -36,6 +36,8 @@ pub enum KmsError {
     },
     #[error("key '{name}' is {state}: only prelive and terminated keys can be deleted")]
     NotDeletable { name: String, state: KeyState },
+    #[error("key {key} cannot be used: {why}")]
+    UnfitKey { key: String, why: String },
     #[error("key {tag} is in use by {users}: refused")]
     InUse { tag: String, users: String },
     #[error("the pass phrase does not recreate key {tag} (key check value differs)")]
@@ -93,6 +95,7 @@ impl KmsError {
             self,
             Self::NoActiveKey(_)
                 | Self::NoSuchTag(_)
+                | Self::UnfitKey { .. }
                 | Self::KeyUnusable { .. }
                 | Self::NoSuchGroup(_)
                 | Self::Refused {

@@ -4,7 +4,10 @@ The integration tests use it as a site's key administrator would: keys
 that kmsfs uses are created, activated, revoked and destroyed here, never
 by kmsfs. Usage:
 
-    kmip_admin.py CONF create GROUP NAME [--value HEX]   -> prints the UID
+    kmip_admin.py CONF create GROUP NAME [--value HEX] [--usage encrypt,decrypt]
+                                                         -> prints the UID
+      (--value registers the given AES key, 16 or 32 bytes; --usage sets the
+      cryptographic usage mask, encrypt and decrypt by default)
     kmip_admin.py CONF activate UID
     kmip_admin.py CONF deactivate UID
     kmip_admin.py CONF compromise UID
@@ -33,7 +36,11 @@ def connect(conf):
     return c
 
 
-def template(conf, group, name, with_key_attrs):
+USAGE = {"encrypt": enums.CryptographicUsageMask.ENCRYPT,
+         "decrypt": enums.CryptographicUsageMask.DECRYPT}
+
+
+def template(conf, group, name, with_key_attrs, usage):
     f = afactory.AttributeFactory()
     attrs = []
     if with_key_attrs:
@@ -44,8 +51,7 @@ def template(conf, group, name, with_key_attrs):
         ]
     attrs += [
         f.create_attribute(enums.AttributeType.CRYPTOGRAPHIC_USAGE_MASK,
-                           [enums.CryptographicUsageMask.ENCRYPT,
-                            enums.CryptographicUsageMask.DECRYPT]),
+                           [USAGE[u] for u in usage]),
         f.create_attribute(enums.AttributeType.OPERATION_POLICY_NAME,
                            conf["policy"]),
         f.create_attribute(enums.AttributeType.NAME, name),
@@ -61,16 +67,17 @@ def check(result):
     return result.uuid
 
 
-def create(c, conf, group, name, value=None):
+def create(c, conf, group, name, value=None, usage=("encrypt", "decrypt")):
     if value is None:
         r = c.proxy.create(enums.ObjectType.SYMMETRIC_KEY,
-                           template(conf, group, name, True))
+                           template(conf, group, name, True, usage))
         return check(r)
-    key = pobjects.SymmetricKey(enums.CryptographicAlgorithm.AES, 256,
-                                bytes.fromhex(value))
+    raw = bytes.fromhex(value)
+    key = pobjects.SymmetricKey(enums.CryptographicAlgorithm.AES,
+                                len(raw) * 8, raw)
     secret = c.object_factory.convert(key)
     r = c.proxy.register(enums.ObjectType.SYMMETRIC_KEY,
-                         template(conf, group, name, False), secret)
+                         template(conf, group, name, False, usage), secret)
     return check(r)
 
 
@@ -80,8 +87,10 @@ def main():
     c = connect(conf)
     try:
         if op == "create":
-            value = args[3] if len(args) > 3 and args[2] == "--value" else None
-            print(create(c, conf, args[0], args[1], value))
+            opts = dict(zip(args[2::2], args[3::2]))
+            usage = opts.get("--usage", "encrypt,decrypt").split(",")
+            print(create(c, conf, args[0], args[1], opts.get("--value"),
+                         [u for u in usage if u]))
         elif op == "activate":
             c.activate(args[0])
         elif op == "deactivate":
