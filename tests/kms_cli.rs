@@ -647,3 +647,56 @@ fn argon2_costs_from_files_are_bounded() {
         "{err}"
     );
 }
+
+/// A deleted key leaves a tombstone (tag, group, name, check value; never
+/// key bytes): recreating it later with the wrong pass phrase is refused,
+/// with the right one it comes back.
+#[test]
+fn recoverkey_of_a_deleted_key_checks_the_pass_phrase_against_its_tombstone() {
+    let s = TestStore::new(&[]);
+    let pp = write_file(&s, "pp", "correct horse battery staple");
+    let wrong = write_file(&s, "wrong", "correct horse battery stable");
+    s.ok(&["kms", "createkg", "G"]);
+    let out = s.ok(&[
+        "kms",
+        "createkey",
+        "--kg",
+        "G",
+        "--name",
+        "k",
+        "--pass-phrase-file",
+        &pp,
+    ]);
+    let tag = out
+        .split_whitespace()
+        .skip_while(|w| *w != "tag")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    s.ok(&["kms", "deletekey", "--kg", "G", "--name", "k"]);
+    let recover = |file: &str| {
+        s.cmd(&[
+            "kms",
+            "recoverkey",
+            "--kg",
+            "G",
+            "--name",
+            "k",
+            "--tag",
+            &tag,
+            "--pass-phrase-file",
+            file,
+        ])
+    };
+    let o = recover(&wrong);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a wrong pass phrase was taken");
+    assert!(
+        err.contains("does not recreate key") && err.contains(&tag),
+        "{err}"
+    );
+    let o = recover(&pp);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let keys = s.ok(&["kms", "listkeys", "--json"]);
+    assert!(keys.contains(&tag), "{keys}");
+}

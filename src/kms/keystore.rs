@@ -6,14 +6,15 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{GroupRecord, KeyRecord};
+use super::model::{GroupRecord, KeyRecord, Tombstone};
 use super::unlock::{self, HmkSource};
 use super::{KeyUsers, KmsError, NoUsers};
 use crate::crypto::{self, SecretKey};
 use crate::util::atomic::write_atomic;
 
 const MAGIC: &[u8; 8] = b"KMSFSKST";
-const VERSION: u16 = 1;
+/// Version 2 added the tombstones of deleted keys; version 1 is read.
+const VERSION: u16 = 2;
 const HEADER_LEN: usize = 24;
 
 /// File names inside the store's `kms/` directory.
@@ -27,6 +28,15 @@ pub const KPK_FILE: &str = "kpk.key";
 pub(super) struct Body {
     pub groups: Vec<GroupRecord>,
     pub keys: Vec<KeyRecord>,
+    /// Deleted keys: tag, group, name and check value.
+    pub tombstones: Vec<Tombstone>,
+}
+
+/// The body of a version-1 keystore (no tombstones).
+#[derive(Deserialize)]
+struct BodyV1 {
+    groups: Vec<GroupRecord>,
+    keys: Vec<KeyRecord>,
 }
 
 /// An unlocked keystore in memory. Key bits stay sealed under the KPK until
@@ -172,7 +182,7 @@ fn decode(bytes: &[u8], hmk: &SecretKey, path: &Path) -> Result<Body, KmsError> 
         path: path.display().to_string(),
         why,
     };
-    let rest = unlock::parse_header(bytes, MAGIC, path)?;
+    let (version, rest) = unlock::parse_header_versions(bytes, MAGIC, path, 1..=VERSION)?;
     if bytes.len() < HEADER_LEN {
         return Err(damaged("truncated header".into()));
     }
@@ -191,8 +201,19 @@ fn decode(bytes: &[u8], hmk: &SecretKey, path: &Path) -> Result<Body, KmsError> 
     }
     let plain = crypto::open(hmk, &bytes[..HEADER_LEN], &bytes[HEADER_LEN..])
         .map_err(|e| damaged(format!("sealed body does not open: {e}")))?;
-    let (body, _) = bincode::serde::decode_from_slice(&plain, bincode_cfg())
-        .map_err(|e| damaged(format!("body does not decode: {e}")))?;
+    let undecodable =
+        |e: bincode::error::DecodeError| damaged(format!("body does not decode: {e}"));
+    if version == 1 {
+        let (v1, _): (BodyV1, _) =
+            bincode::serde::decode_from_slice(&plain, bincode_cfg()).map_err(undecodable)?;
+        return Ok(Body {
+            groups: v1.groups,
+            keys: v1.keys,
+            tombstones: Vec::new(),
+        });
+    }
+    let (body, _) =
+        bincode::serde::decode_from_slice(&plain, bincode_cfg()).map_err(undecodable)?;
     Ok(body)
 }
 

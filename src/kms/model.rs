@@ -32,6 +32,18 @@ pub struct KeyRecord {
     pub sealed: Vec<u8>,
 }
 
+/// What is kept of a deleted key: enough to tell the right pass phrase
+/// from a wrong one when it is recreated, never its bits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub group: String,
+    pub name: String,
+    pub tag: String,
+    /// Key check value, hex.
+    pub kcv: String,
+    pub deleted: u64,
+}
+
 /// A key group record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupRecord {

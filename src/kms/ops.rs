@@ -198,7 +198,14 @@ impl Keystore {
         let kcv = hex::encode(crypto::key_check_value(&key));
         let known = expected_kcv
             .map(str::to_string)
-            .or_else(|| self.record_by_tag(tag).map(|r| r.kcv.clone()));
+            .or_else(|| self.record_by_tag(tag).map(|r| r.kcv.clone()))
+            .or_else(|| {
+                self.body
+                    .tombstones
+                    .iter()
+                    .find(|t| t.tag == tag)
+                    .map(|t| t.kcv.clone())
+            });
         if known.is_some_and(|k| k != kcv) {
             return Err(KmsError::PassphraseMismatch { tag: tag.into() });
         }
@@ -341,7 +348,16 @@ impl Keystore {
             });
         }
         self.transact(|ks| {
-            ks.body.keys.remove(i);
+            let k = ks.body.keys.remove(i);
+            // What recoverkey needs to refuse a wrong pass phrase later.
+            ks.body.tombstones.retain(|t| t.tag != k.tag);
+            ks.body.tombstones.push(super::model::Tombstone {
+                group: k.group,
+                name: k.name,
+                tag: k.tag,
+                kcv: k.kcv,
+                deleted: now(),
+            });
             Ok(())
         })
     }

@@ -52,6 +52,17 @@ pub(super) fn parse_header<'a>(
     magic: &[u8; 8],
     path: &Path,
 ) -> Result<&'a [u8], KmsError> {
+    parse_header_versions(bytes, magic, path, VERSION..=VERSION).map(|(_, rest)| rest)
+}
+
+/// Checks magic and that the version is one of `versions`; returns the
+/// version and the rest.
+pub(super) fn parse_header_versions<'a>(
+    bytes: &'a [u8],
+    magic: &[u8; 8],
+    path: &Path,
+    versions: std::ops::RangeInclusive<u16>,
+) -> Result<(u16, &'a [u8]), KmsError> {
     let damaged = |why: &str| KmsError::Damaged {
         path: path.display().to_string(),
         why: why.to_string(),
@@ -63,14 +74,14 @@ pub(super) fn parse_header<'a>(
         return Err(damaged("bad magic number"));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != VERSION {
+    if !versions.contains(&version) {
         return Err(KmsError::UnknownVersion {
             path: path.display().to_string(),
             version,
-            supported: VERSION,
+            supported: *versions.end(),
         });
     }
-    Ok(&bytes[12..])
+    Ok((version, &bytes[12..]))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, KmsError> {
