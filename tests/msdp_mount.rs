@@ -170,7 +170,7 @@ fn no_plaintext_and_no_dek_or_kek_in_clear_in_the_store() {
 }
 
 #[test]
-fn kek_rotation_rewrap_and_the_rules_of_seed_003() {
+fn kek_rotation_rewrap_and_the_msdp_kms_rules() {
     let s = TestStore::new(&[]);
     let k1 = kms_lsu(&s, "L");
     let f = s.path("f");

@@ -307,7 +307,7 @@ fn sigkill_mid_write_loses_no_closed_image_and_shows_no_half_image() {
 }
 
 #[test]
-fn drive_follows_seed_002_and_holds_no_key_when_idle() {
+fn drive_registers_and_unregisters_its_key_and_holds_none_when_idle() {
     let (s, tag) = finance();
     let m = s.mount("");
     std::fs::create_dir(m.p("pools/ENCR_Finance")).unwrap();

@@ -1,4 +1,4 @@
-//! File lists of images (the vendor's `.f` files), and the folders an
+//! File lists of images (NetBackup's `.f` files), and the folders an
 //! imported image needs in the namespace.
 
 use redb::ReadableDatabase;

@@ -12,7 +12,7 @@ pub const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
 pub const DIRENTS: TableDefinition<(u64, &str), u64> = TableDefinition::new("dirents");
 pub const IMAGES: TableDefinition<u128, &[u8]> = TableDefinition::new("images");
 pub const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");
-/// The file list of an image (the vendor's `.f` file).
+/// The file list of an image (NetBackup's `.f` file).
 pub const FILES: TableDefinition<u128, &[u8]> = TableDefinition::new("files");
 
 /// LSU records by name.

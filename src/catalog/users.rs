@@ -29,7 +29,7 @@ impl KeyUsers for CatalogUsers {
     }
 
     /// LSUs whose KEKs or fingerprint key are wrapped under `tag`, or
-    /// whose legacy segments are sealed under it (seed 003: the keys of
+    /// whose legacy segments are sealed under it (NetBackup's MSDP rule: the keys of
     /// an LSU's key dictionary stay active or inactive).
     fn pinning(&self, tag: &str) -> Vec<String> {
         let Ok(lsus) = self.0.lsus() else {

@@ -47,9 +47,9 @@ pub enum Cmd {
     Status(JsonArg),
     /// Read and authenticate every image and volume; exit 1 on damage.
     Fsck(JsonArg),
-    /// Import volumes written by another store (two phases, seed 000).
+    /// Import volumes written by another store: phase 1 reads headers (no key), phase 2 the data.
     Import(ImportArgs),
-    /// Deduplicating pools (MSDP LSUs) and their keys (seed 003).
+    /// Deduplicating pools (MSDP LSUs) and their keys.
     #[command(subcommand)]
     Lsu(LsuCmd),
 }

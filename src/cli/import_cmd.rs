@@ -1,4 +1,5 @@
-//! `kmsfs import`: the two phases of seed 000.
+//! `kmsfs import`: the two phases of importing encrypted images
+//! (NetBackup Security and Encryption Guide, "About importing KMS encrypted images").
 
 use super::CliError;
 use super::args::ImportArgs;

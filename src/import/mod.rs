@@ -1,4 +1,5 @@
-//! Two-phase import of volumes written by another store (seed 000).
+//! Two-phase import of volumes written by another store (NetBackup Security and Encryption Guide,
+//! "About importing KMS encrypted images").
 //!
 //! Phase one ([`survey`]) reads only media headers, fragment headers and
 //! file marks, which are never encrypted: no key is needed or asked for.

@@ -704,7 +704,7 @@ impl KmipKms {
 
 impl KmipKms {
     /// The group's last active key while no server answers, if it is still
-    /// within the key cache time (the vendor's drives keep writing too).
+    /// within the key cache time (NetBackup's drives keep writing too).
     fn active_from_cache(&self, group: &str) -> Option<TaggedKey> {
         let (tag, _) = self.active.lock().get(group).cloned()?;
         let (key, state) = self.cached(&tag)?;

@@ -1,4 +1,4 @@
-//! The embedded keystore file (the vendor's KMS_DATA): key groups and key
+//! The embedded keystore file (NetBackup's KMS_DATA): key groups and key
 //! records, sealed as a whole under the HMK, each key's bits sealed again
 //! under the KPK. Written atomically, mode 0600.
 

@@ -1,4 +1,4 @@
-//! Key states and the transitions between them (the vendor's nbkmsutil rules).
+//! Key states and the transitions between them (the rules of NetBackup's nbkmsutil).
 
 use serde::{Deserialize, Serialize};
 
@@ -95,7 +95,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn vendor_transitions() {
+    fn nbkmsutil_transitions() {
         assert!(Prelive.can_become(Active));
         for to in [Prelive, Inactive, Deprecated, Terminated] {
             assert!(!Prelive.can_become(to), "prelive -> {to}");

@@ -84,7 +84,7 @@ impl Msdp {
         Ok(rec)
     }
 
-    /// Seed 003: a new encrypted LSU uses the key group of the encrypted
+    /// A new encrypted LSU uses the key group of the encrypted
     /// LSUs already there.
     fn check_key_group(&self, name: &str, group: Option<&str>) -> Result<(), MsdpError> {
         let group = group.ok_or_else(|| {
@@ -229,7 +229,7 @@ impl Msdp {
     }
 
     /// `lsu setmode`: the mode is chosen at creation; this says why a
-    /// change is refused (seed 003: KMS mode cannot be disabled once
+    /// change is refused (KMS mode cannot be disabled once
     /// enabled), and that a legacy LSU goes to KMS mode by `lsu convert`.
     pub fn set_mode(&self, name: &str, mode: LsuMode) -> Result<LsuRec, MsdpError> {
         let rec = self.lsu_rec(name)?;

@@ -1,4 +1,5 @@
-//! MSDP LSUs: deduplicating pools with envelope encryption (seed 003).
+//! MSDP LSUs: deduplicating pools with envelope encryption (NetBackup Security and Encryption Guide,
+//! "About MSDP Encryption using NetBackup Key Management Server service").
 //!
 //! An image written into `msdp/NAME/` is cut into segments by
 //! content-defined chunking ([`chunker`]), each segment is named by a keyed

@@ -1,5 +1,5 @@
 //! Virtual tape: the volume format, the drives, the library of volumes,
-//! and the image writer and reader that follow seed 002: take a free drive,
+//! and the image writer and reader that follow "About writing an encrypted tape" (NetBackup Security and Encryption Guide): take a free drive,
 //! load a volume of the pool, get the active key of the group named like an
 //! `ENCR_` pool, register key and tag with the drive, write, unregister,
 //! return the drive to clear mode, record the tag in the catalog.

@@ -78,7 +78,7 @@ fn fragment_room() -> u64 {
 }
 
 impl ImageWriter {
-    /// Seed 002: take a free drive, load a volume of the pool, and for an
+    /// As a tape drive does: take a free drive, load a volume of the pool, and for an
     /// `ENCR_` pool get the active key of the group named like the pool and
     /// register key and tag with the drive.
     pub fn begin(lib: &Arc<Library>, target: WriteTarget) -> Result<Self, TapeError> {
@@ -442,8 +442,8 @@ impl ImageWriter {
         Ok((img, replaced))
     }
 
-    /// Ends the image: a last commit if anything is new, then seed 002's
-    /// end: unregister the key, return the drive to clear mode.
+    /// Ends the image: a last commit if anything is new, then what a drive
+    /// does at the end of an image: unregister the key, return to clear mode.
     pub fn finish(mut self) -> Result<crate::pipeline::Committed, TapeError> {
         let r = if self.dirty {
             self.guard(|w| w.commit()).map(Some)
