@@ -618,3 +618,35 @@ fn the_log_file_is_private_and_never_a_followed_symlink() {
     assert!(!o.status.success() && err.contains("log_file"), "{err}");
     assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
 }
+
+/// SIGTERM, SIGINT and SIGHUP must reach only the daemon's signal watcher
+/// (which unmounts cleanly): a thread started before they were blocked (a
+/// key cache sweeper) would take the default action and kill the daemon
+/// with the mount left behind.
+#[test]
+fn only_the_signal_watcher_can_take_a_stop_signal() {
+    let s = TestStore::new(&[]);
+    let m = s.mount("");
+    std::fs::create_dir(m.p("pools/P")).unwrap();
+    let pid = m.pid.unwrap();
+    let stop =
+        (1u64 << (libc::SIGTERM - 1)) | (1 << (libc::SIGINT - 1)) | (1 << (libc::SIGHUP - 1));
+    let mut open = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let t = t.unwrap().path();
+        let status = std::fs::read_to_string(t.join("status")).unwrap_or_default();
+        let name = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
+        let blk = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap_or(0);
+        if blk & stop != stop {
+            open.push(name.trim().to_string());
+        }
+    }
+    assert!(
+        open.len() <= 1,
+        "threads that a stop signal could kill the daemon through: {open:?}"
+    );
+}

@@ -37,6 +37,8 @@ pub fn mount(g: &Global, a: &MountArgs, argv: &[String]) -> Result<i32, CliError
     if !(a.foreground || opts.foreground || daemon_child) {
         return spawn_daemon(argv);
     }
+    // Before any thread starts: stop signals go to the watcher only.
+    crate::fs::block_stop_signals();
     super::logging::init(
         opts.log.as_deref(),
         log_target(&opts, &a.source, daemon_child),

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 pub use errno::{FsError, catalog_errno, msdp_errno, tape_errno};
-pub use mount::{MountOptions, mount_foreground};
+pub use mount::{MountOptions, block_stop_signals, mount_foreground};
 
 use crate::catalog::{Catalog, FileAttrs, Inode, InodeKind};
 use crate::store::Store;

@@ -122,6 +122,14 @@ pub fn mount_foreground(
     Ok(())
 }
 
+/// Blocks SIGTERM, SIGINT and SIGHUP in the calling thread and the threads
+/// it starts, so that only the mount's signal watcher takes them (and
+/// unmounts cleanly). The daemon calls it first, before opening the store
+/// starts threads of its own (key cache sweepers).
+pub fn block_stop_signals() {
+    signals::block();
+}
+
 /// Unmounts the way it was mounted.
 fn unmount(mountpoint: &Path, own_mount: bool) {
     if own_mount {
@@ -349,14 +357,21 @@ mod signals {
         }
     }
 
-    /// Blocks the signals in this thread (and threads it spawns later) and
-    /// starts a thread that waits for them.
-    pub fn block_and_watch() -> mpsc::Receiver<i32> {
+    /// Blocks the signals in this thread and in every thread it spawns
+    /// from now on. Call it before any other thread starts.
+    pub fn block() {
         let s = set();
         // SAFETY: s is a valid signal set; a null old-set pointer is allowed.
         unsafe {
             libc::pthread_sigmask(libc::SIG_BLOCK, &s, std::ptr::null_mut());
         }
+    }
+
+    /// Blocks the signals (see [`block`]) and starts the one thread that
+    /// waits for them.
+    pub fn block_and_watch() -> mpsc::Receiver<i32> {
+        block();
+        let s = set();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             loop {
