@@ -585,3 +585,36 @@ fn a_record_claiming_another_sealing_than_the_index_is_damage() {
         "the log says the record disagrees with the index"
     );
 }
+
+/// A reclaim that runs while a backup writes more than one container's
+/// worth (64 MiB) must leave the writer's full containers alone: they are
+/// in no catalog record until the writer commits, but they are not orphans.
+#[test]
+fn gc_during_a_large_write_leaves_the_writers_full_containers_alone() {
+    let s = TestStore::new(&[]);
+    s.ok(&["lsu", "create", "L"]);
+    let f = s.path("f");
+    random_file(&f, 100);
+    let m = s.mount("");
+    let fifo = s.path("fifo");
+    let out = sh_ok(&format!(
+        "mkfifo '{fifo}'; dd if='{fifo}' of='{img}' bs=1M iflag=fullblock 2>/dev/null & D=$!; \
+         exec 4>'{fifo}'; head -c 80M '{f}' >&4; sleep 2; \
+         '{bin}' --store '{store}' lsu gc L --json; \
+         tail -c +83886081 '{f}' >&4; exec 4>&-; wait $D; echo closed-ok",
+        fifo = fifo.display(),
+        img = m.p("msdp/L/big").display(),
+        f = f.display(),
+        bin = common::bin(),
+        store = s.dir.display()
+    ));
+    assert!(out.contains("closed-ok"), "{out}");
+    assert!(out.contains("\"orphans_removed\": 0"), "{out}");
+    m.unmount();
+    let m = s.mount("");
+    assert_eq!(
+        sha256(&m.p("msdp/L/big")),
+        sha256(&f),
+        "committed image reads back"
+    );
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::MsdpError;
 use super::format::{ContainerHeader, SEGMENT_HEADER_LEN, SegmentHeader};
-use super::state::LsuState;
+use super::state::{ContainerPin, LsuState};
 use crate::catalog::ContainerRec;
 
 /// A container grows to about this size, then the next one starts.
@@ -19,6 +19,8 @@ const WRITE_BUFFER: usize = 8 << 20;
 /// A container being appended to.
 pub struct ContainerWriter {
     state: Arc<LsuState>,
+    /// Keeps the id in flight; handed on by [`ContainerWriter::into_pin`].
+    pin: ContainerPin,
     pub id: u64,
     file: File,
     /// Bytes in the file.
@@ -30,7 +32,8 @@ pub struct ContainerWriter {
 impl ContainerWriter {
     /// Creates a new container file (its id stays in flight until drop).
     pub fn create(state: &Arc<LsuState>) -> Result<Self, MsdpError> {
-        let id = state.new_container();
+        let pin = ContainerPin::new(state);
+        let id = pin.id;
         let path = state.path(id);
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -41,10 +44,7 @@ impl ContainerWriter {
                 // Its name is durable before any commit can refer to it.
                 crate::util::atomic::sync_dir(&state.dir).map(|()| f)
             })
-            .map_err(|e| {
-                state.release_container(id);
-                MsdpError::io(format!("container {}", path.display()), e)
-            })?;
+            .map_err(|e| MsdpError::io(format!("container {}", path.display()), e))?;
         let created_ns = crate::tape::now_ns();
         let mut buf = Vec::with_capacity(WRITE_BUFFER + (1 << 20));
         buf.extend_from_slice(
@@ -57,6 +57,7 @@ impl ContainerWriter {
         );
         Ok(Self {
             state: state.clone(),
+            pin,
             id,
             file,
             written: 0,
@@ -129,9 +130,11 @@ impl ContainerWriter {
     }
 }
 
-impl Drop for ContainerWriter {
-    fn drop(&mut self) {
-        self.state.release_container(self.id);
+impl ContainerWriter {
+    /// Ends appending; the returned pin keeps the container in flight until
+    /// whoever holds it (a writer, until its commit) drops it.
+    pub fn into_pin(self) -> ContainerPin {
+        self.pin
     }
 }
 

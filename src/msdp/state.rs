@@ -117,6 +117,30 @@ impl LsuState {
     }
 }
 
+/// A container id kept in flight (reclaim and conversion leave the file
+/// alone) for as long as the guard lives: by its writer while it appends,
+/// then by the image writer until the commit that records the container.
+pub struct ContainerPin {
+    state: Arc<LsuState>,
+    pub id: u64,
+}
+
+impl ContainerPin {
+    /// A new container id, in flight until the pin is dropped.
+    pub fn new(state: &Arc<LsuState>) -> Self {
+        Self {
+            id: state.new_container(),
+            state: state.clone(),
+        }
+    }
+}
+
+impl Drop for ContainerPin {
+    fn drop(&mut self) {
+        self.state.release_container(self.id);
+    }
+}
+
 /// `DIR/0000000000000007.kct`.
 pub fn container_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:016x}.kct"))

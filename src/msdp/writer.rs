@@ -16,7 +16,7 @@ use std::sync::Arc;
 use super::chunker::{BATCH, Chunker, Gear};
 use super::container::{CONTAINER_TARGET, ContainerWriter};
 use super::segment::{Sealer, record_len, seal_to};
-use super::state::LsuState;
+use super::state::{ContainerPin, LsuState};
 use super::{Msdp, MsdpError};
 use crate::catalog::{
     Commit, ContainerRec, FileAttrs, Fp, ImageRec, LsuCommit, LsuMode, LsuRec, SegRec, SegRef,
@@ -43,6 +43,9 @@ struct Segments {
     container: Option<ContainerWriter>,
     /// Containers written since the last commit, with their synced size.
     touched: Vec<(u64, ContainerRec)>,
+    /// Full containers this writer left, kept in flight until the commit
+    /// that records them (a reclaim would take them for orphans).
+    retired: Vec<ContainerPin>,
     sealed: (u64, u64),
     stored_bytes: u64,
 }
@@ -90,6 +93,7 @@ impl LsuWriter {
                 pinned: Vec::new(),
                 container: None,
                 touched: Vec::new(),
+                retired: Vec::new(),
                 sealed: (0, 0),
                 stored_bytes: 0,
             },
@@ -166,6 +170,8 @@ impl LsuWriter {
             },
         )?;
         self.seg.touched.clear();
+        // Now in the catalog: no longer in need of the pin.
+        self.seg.retired.clear();
         self.seg.sealed = (0, 0);
         self.dirty = false;
         self.committed_once = true;
@@ -328,6 +334,7 @@ impl Segments {
         if let Some(mut c) = self.container.take() {
             let r = c.sync()?;
             self.touched.push((c.id, r));
+            self.retired.push(c.into_pin());
         }
         Ok(())
     }
