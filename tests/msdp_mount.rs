@@ -618,3 +618,24 @@ fn gc_during_a_large_write_leaves_the_writers_full_containers_alone() {
         "committed image reads back"
     );
 }
+
+/// A descriptor opened before a conversion (or a KEK rotation) reads on:
+/// segments moved under a KEK made after the open are found by reading
+/// the key dictionary again, not refused.
+#[test]
+fn a_reader_opened_before_a_conversion_reads_on() {
+    let s = TestStore::new(&[]);
+    s.group_with_key("KG");
+    s.ok(&["lsu", "create", "old", "--legacy-kms", "--key-group", "KG"]);
+    let f = s.path("f");
+    random_file(&f, 4);
+    let m = s.mount("");
+    cp(&f, &m.p("msdp/old/a"));
+    let out = sh_ok(&format!(
+        "exec 3< '{img}'; '{bin}' --store '{store}' lsu convert old >&2; sha256sum <&3",
+        img = m.p("msdp/old/a").display(),
+        bin = common::bin(),
+        store = s.dir.display()
+    ));
+    assert!(out.contains(&sha256(&f)), "{out}");
+}

@@ -27,7 +27,9 @@ pub struct LsuReader {
     msdp: Arc<Msdp>,
     state: Arc<LsuState>,
     rec: LsuRec,
-    keks: Vec<KekRec>,
+    /// The key dictionary as last read (again when a moved segment names
+    /// a KEK made after the open).
+    keks: Mutex<Arc<Vec<KekRec>>>,
     img: ImageRec,
     recipe: Vec<SegRef>,
     /// Image offset of each segment.
@@ -94,7 +96,7 @@ impl LsuReader {
             msdp: msdp.clone(),
             state,
             rec,
-            keks,
+            keks: Mutex::new(Arc::new(keks)),
             img,
             recipe,
             starts,
@@ -192,13 +194,36 @@ impl LsuReader {
         if &h.fp != fp {
             return Err(Retry);
         }
+        let keks = match self.keks_for(loc) {
+            Ok(k) => k,
+            Err(e) => return Ok(Err(e)),
+        };
         Ok(
-            match open_record(&self.msdp, &self.rec, &self.keks, fp, loc, &h, buf) {
+            match open_record(&self.msdp, &self.rec, &keks, fp, loc, &h, buf) {
                 Ok(p) => Ok(p),
                 Err(OpenError::Key(e)) => Err(e),
                 Err(OpenError::Damaged(why)) => Err(self.damaged(loc, why)),
             },
         )
+    }
+
+    /// The key dictionary that holds the KEK of `loc`: a segment a
+    /// conversion or reclaim moved after the open may be under a KEK made
+    /// since; the dictionary is read again once, and the root keys of its
+    /// new KEKs are checked as at open.
+    fn keks_for(&self, loc: &SegRec) -> Result<Arc<Vec<KekRec>>, MsdpError> {
+        let mut keks = self.keks.lock();
+        if loc.kind == SegKind::Kek && !keks.iter().any(|k| k.id == loc.kek) {
+            let fresh = self.msdp.catalog.keks(&self.rec.name)?;
+            let tags: BTreeSet<String> = fresh
+                .iter()
+                .filter(|k| !keks.iter().any(|o| o.id == k.id))
+                .map(|k| k.wrapped.root_tag.clone())
+                .collect();
+            check_tags(&self.msdp, &self.rec, tags)?;
+            *keks = Arc::new(fresh);
+        }
+        Ok(keks.clone())
     }
 
     fn damaged(&self, loc: &SegRec, why: String) -> MsdpError {
@@ -238,6 +263,11 @@ fn check_keys(
     if locs.iter().any(|l| l.kind == SegKind::Legacy) {
         tags.extend(rec.legacy_tags.iter().cloned());
     }
+    check_tags(msdp, rec, tags)
+}
+
+/// Each of `tags` names a KMS key usable for reading now.
+fn check_tags(msdp: &Msdp, rec: &LsuRec, tags: BTreeSet<String>) -> Result<(), MsdpError> {
     for tag in tags {
         match msdp.kms.key_state(&tag) {
             Ok(Some(KeyState::Active | KeyState::Inactive)) => {}
