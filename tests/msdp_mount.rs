@@ -639,3 +639,36 @@ fn a_reader_opened_before_a_conversion_reads_on() {
     ));
     assert!(out.contains(&sha256(&f)), "{out}");
 }
+
+/// While a legacy writer is still writing, its KMS key cannot be retired,
+/// even after a conversion finished and a rewrap moved every KEK to a new
+/// root key: the writer's segments need it.
+#[test]
+fn a_legacy_writers_key_cannot_be_retired_while_it_writes() {
+    let s = TestStore::new(&[]);
+    s.group_with_key("KG");
+    s.ok(&["lsu", "create", "old", "--legacy-kms", "--key-group", "KG"]);
+    let f = s.path("f");
+    random_file(&f, 4);
+    let m = s.mount("");
+    let out = sh_ok(&format!(
+        "exec 3> '{img}'; head -c 2M '{f}' >&3; \
+         B='{bin}'; S='{store}'; \
+         $B --store $S lsu convert old >&2; \
+         $B --store $S kms createkey --kg KG --name k2 --activate >&2; \
+         $B --store $S lsu rewrap old >&2; \
+         $B --store $S kms modifykey --kg KG --name k1 --state deprecated 2>&1 && echo RETIRED; \
+         tail -c +2097153 '{f}' >&3; exec 3>&-; echo closed-ok",
+        img = m.p("msdp/old/late").display(),
+        f = f.display(),
+        bin = common::bin(),
+        store = s.dir.display()
+    ));
+    assert!(out.contains("closed-ok"), "{out}");
+    assert!(
+        !out.contains("RETIRED"),
+        "the key of a writer in flight was deprecated: {out}"
+    );
+    assert!(out.contains("LSU old"), "the refusal names the LSU: {out}");
+    assert_eq!(sha256(&m.p("msdp/old/late")), sha256(&f));
+}

@@ -182,9 +182,11 @@ impl Msdp {
         let mut n = 0;
         let mut root = String::new();
         let mut keks = Vec::new();
+        let mut pins = Vec::new();
         for k in self.catalog.keks(name)? {
             let key = self.kek(name, &k)?;
-            let w = self.rewrapped(name, &group, &key)?;
+            let (w, pin) = self.rewrapped(name, &group, &key)?;
+            pins.push(pin);
             root = w.root_tag.clone();
             if w.root_tag != k.wrapped.root_tag {
                 n += 1;
@@ -194,7 +196,8 @@ impl Msdp {
         let mut fp_key = None;
         if let StoredKey::Wrapped(old) = &rec.fp_key {
             let key = self.fp_key(&rec)?;
-            let w = self.rewrapped(name, &group, &key)?;
+            let (w, pin) = self.rewrapped(name, &group, &key)?;
+            pins.push(pin);
             if w.root_tag != old.root_tag {
                 n += 1;
             }
@@ -202,6 +205,7 @@ impl Msdp {
             fp_key = Some(StoredKey::Wrapped(w));
         }
         self.catalog.rewrap_keys(name, fp_key, &keks)?;
+        drop(pins);
         tracing::info!(lsu = name, rewrapped = n, root_tag = %root, "KEKs rewrapped");
         Ok((n, root))
     }
@@ -213,8 +217,11 @@ impl Msdp {
         name: &str,
         group: &str,
         key: &SecretKey,
-    ) -> Result<crate::kms::WrappedKey, MsdpError> {
+    ) -> Result<(crate::kms::WrappedKey, super::state::TagPin), MsdpError> {
         let w = wrap_under_root(self.kms.as_ref(), group, key, name)?;
+        // Pinned until the rewrap is recorded (or fails): the unwrap below
+        // checks the root key was not retired before the pin.
+        let pin = super::state::TagPin::new(&self.state(name)?, &w.root_tag);
         let back = self
             .kms
             .unwrap(&w)
@@ -225,7 +232,7 @@ impl Msdp {
                 w.root_tag
             )));
         }
-        Ok(w)
+        Ok((w, pin))
     }
 
     /// `lsu setmode`: the mode is chosen at creation; this says why a

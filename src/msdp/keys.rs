@@ -208,6 +208,9 @@ impl Msdp {
         })?;
         let key = SecretKey::random()?;
         let wrapped = wrap_under_root(self.kms.as_ref(), group, &key, name)?;
+        // The root key is pinned from here to the commit that records the
+        // KEK; the unwrap below checks it was not retired just before.
+        let _pin = super::state::TagPin::new(&self.state(name)?, &wrapped.root_tag);
         let back = self.kms.unwrap(&wrapped).map_err(|e| {
             MsdpError::kms(
                 format!("new KEK of LSU {name} (root key {})", wrapped.root_tag),

@@ -26,6 +26,7 @@ mod keys;
 mod reader;
 mod segment;
 mod state;
+mod users;
 mod writer;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ use parking_lot::Mutex;
 pub use admin::{CreateLsu, KeyDictEntry, LsuModeReport};
 pub use chunker::DEFAULT_CHUNKING;
 pub use reader::LsuReader;
+pub use users::StoreKeyUsers;
 pub use writer::LsuWriter;
 
 use crate::catalog::{Catalog, CatalogError};

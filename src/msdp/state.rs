@@ -14,11 +14,16 @@ use parking_lot::Mutex;
 use super::MsdpError;
 use crate::catalog::{Catalog, Fp, LsuRec};
 
-/// Segments and containers in use by writers that have not committed.
+/// Segments, containers and KMS keys in use by writers that have not
+/// committed.
 #[derive(Default)]
 pub struct InFlight {
     pub fps: HashMap<Fp, u32>,
     pub containers: HashSet<u64>,
+    /// Tags of KMS keys something is being sealed or wrapped under now
+    /// (a legacy writer's key, the root key of a KEK being made): the KMS
+    /// refuses to retire them, as it refuses keys the catalog names.
+    pub tags: HashMap<String, u32>,
 }
 
 /// Open container files kept for reads.
@@ -138,6 +143,39 @@ impl ContainerPin {
 impl Drop for ContainerPin {
     fn drop(&mut self) {
         self.state.release_container(self.id);
+    }
+}
+
+/// A KMS key tag held in flight for as long as the guard lives.
+pub struct TagPin {
+    state: Arc<LsuState>,
+    tag: String,
+}
+
+impl TagPin {
+    pub fn new(state: &Arc<LsuState>, tag: &str) -> Self {
+        *state
+            .inflight
+            .lock()
+            .tags
+            .entry(tag.to_string())
+            .or_insert(0) += 1;
+        Self {
+            state: state.clone(),
+            tag: tag.to_string(),
+        }
+    }
+}
+
+impl Drop for TagPin {
+    fn drop(&mut self) {
+        let mut g = self.state.inflight.lock();
+        if let Some(n) = g.tags.get_mut(&self.tag) {
+            *n -= 1;
+            if *n == 0 {
+                g.tags.remove(&self.tag);
+            }
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use super::chunker::{BATCH, Chunker, Gear};
 use super::container::{CONTAINER_TARGET, ContainerWriter};
 use super::segment::{Sealer, record_len, seal_to};
-use super::state::{ContainerPin, LsuState};
+use super::state::{ContainerPin, LsuState, TagPin};
 use super::{Msdp, MsdpError};
 use crate::catalog::{
     Commit, ContainerRec, FileAttrs, Fp, ImageRec, LsuCommit, LsuMode, LsuRec, SegRec, SegRef,
@@ -34,6 +34,8 @@ struct Segments {
     fp_key: Arc<SecretKey>,
     sealer: Sealer,
     kek_tag: Option<String>,
+    /// Keeps a legacy key from being retired while this writer lives.
+    _key_pin: Option<TagPin>,
     recipe: Vec<SegRef>,
     /// Segments this writer stored (not in the index until committed).
     new: HashMap<Fp, SegRec>,
@@ -75,7 +77,7 @@ impl LsuWriter {
             .lsu(&name)?
             .ok_or_else(|| MsdpError::NoLsu(name.clone()))?;
         let fp_key = msdp.fp_key(&rec)?;
-        let (sealer, kek_tag) = sealer(msdp, &rec)?;
+        let (sealer, kek_tag, key_pin) = sealer(msdp, &state, &rec)?;
         let gear = gear(&rec, &fp_key)?;
         Ok(Self {
             chunker: Chunker::new(rec.chunking, gear),
@@ -87,6 +89,7 @@ impl LsuWriter {
                 fp_key,
                 sealer,
                 kek_tag,
+                _key_pin: key_pin,
                 recipe: Vec::new(),
                 new: HashMap::new(),
                 known: HashSet::new(),
@@ -198,17 +201,38 @@ fn gear(rec: &LsuRec, fp_key: &SecretKey) -> Result<Gear, MsdpError> {
     }
 }
 
-/// How an LSU in this mode seals new segments, and the root key tag shown
-/// as the image's key tag while it is written.
-fn sealer(msdp: &Msdp, rec: &LsuRec) -> Result<(Sealer, Option<String>), MsdpError> {
+/// How an LSU in this mode seals new segments, the root key tag shown as
+/// the image's key tag while it is written, and the pin that keeps a
+/// legacy key from being retired while the writer seals under it.
+fn sealer(
+    msdp: &Msdp,
+    state: &Arc<LsuState>,
+    rec: &LsuRec,
+) -> Result<(Sealer, Option<String>, Option<TagPin>), MsdpError> {
     Ok(match rec.mode {
-        LsuMode::None => (Sealer::Plain, None),
+        LsuMode::None => (Sealer::Plain, None, None),
         LsuMode::Legacy => {
             let group = rec.key_group.as_deref().unwrap_or_default();
             let tk = msdp
                 .kms
                 .active_key(group)
                 .map_err(|e| MsdpError::kms(format!("key group {group} (LSU {})", rec.name), e))?;
+            let pin = TagPin::new(state, &tk.tag);
+            // Pinned now; retired just before? Then nothing is sealed under it.
+            match msdp.kms.key_state(&tk.tag) {
+                Ok(Some(crate::kms::KeyState::Active)) => {}
+                Ok(s) => {
+                    return Err(MsdpError::kms(
+                        format!("key group {group} (LSU {})", rec.name),
+                        crate::kms::KmsError::KeyUnusable {
+                            tag: tk.tag.clone(),
+                            state: s.unwrap_or(crate::kms::KeyState::Terminated),
+                            purpose: "encrypt",
+                        },
+                    ));
+                }
+                Err(e) => return Err(MsdpError::kms(format!("key {}", tk.tag), e)),
+            }
             if !rec.legacy_tags.contains(&tk.tag) {
                 // Pinned before anything is sealed under it (and again at commit).
                 let tag = tk.tag.clone();
@@ -226,12 +250,13 @@ fn sealer(msdp: &Msdp, rec: &LsuRec) -> Result<(Sealer, Option<String>), MsdpErr
                     key,
                 },
                 Some(tk.tag),
+                Some(pin),
             )
         }
         LsuMode::Kms => {
             let (k, key) = msdp.active_kek(&rec.name)?;
             let tag = k.wrapped.root_tag.clone();
-            (Sealer::Kek { id: k.id, key }, Some(tag))
+            (Sealer::Kek { id: k.id, key }, Some(tag), None)
         }
     })
 }

@@ -150,6 +150,13 @@ impl Store {
             Duration::from_secs(config.kek_cache_secs),
             digest_key,
         );
+        // Writers in flight pin keys too, not only the catalog.
+        kms_admin.write(|ks| {
+            ks.set_users(Box::new(crate::msdp::StoreKeyUsers::new(
+                catalog.clone(),
+                &msdp,
+            )))
+        });
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
