@@ -97,7 +97,7 @@ fn new_volumes_and_containers_are_in_a_synced_directory_before_the_catalog_names
     let c = calls(&log);
     dir_synced_before_commit(&c, "K00001L9.kvol", "/volumes");
     dir_synced_before_commit(&c, ".kct", "/containers");
-    // Import: the copied volume is renamed into place, then its directory
+    // Import: the copied volume is linked into place, then its directory
     // is synced, before the catalog commits the image.
     let vault = s.path("vault");
     std::fs::create_dir(&vault).unwrap();
@@ -134,7 +134,7 @@ fn new_volumes_and_containers_are_in_a_synced_directory_before_the_catalog_names
                 "-y",
                 "-qq",
                 "-e",
-                "trace=openat,fsync,fdatasync,rename,renameat,renameat2",
+                "trace=openat,fsync,fdatasync,rename,renameat,renameat2,link,linkat",
                 "-o",
             ])
             .arg(&log)
@@ -145,8 +145,8 @@ fn new_volumes_and_containers_are_in_a_synced_directory_before_the_catalog_names
             .arg(vault.join("K00001L9.kvol")),
     );
     let c = calls(&log);
-    let renamed = find(&c, 0, "rename into the store", |c| {
-        c.contains("rename") && c.contains(".kvol.importing")
+    let renamed = find(&c, 0, "link into the store", |c| {
+        c.starts_with("link") && c.contains(".import-")
     });
     let commit = find(&c, renamed, "catalog commit", |c| {
         is_sync_of(c, "catalog.redb")

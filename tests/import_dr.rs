@@ -367,3 +367,46 @@ fn foreign_and_truncated_volumes_get_clear_errors() {
         "{out}"
     );
 }
+
+/// Two imports at once of different volumes that carry the same barcode
+/// (every kmsfs store names its first volume K00001L9): one reserves the
+/// barcode and imports, the other is refused with a clear error; neither
+/// overwrites the other's volume, and a local writer's volumes stay too.
+#[test]
+fn concurrent_imports_of_one_barcode_never_overwrite_a_volume() {
+    let mut srcs = Vec::new();
+    for n in 0..2 {
+        let a = TestStore::new(&[]);
+        let f = a.path("f");
+        random_file(&f, 60);
+        let m = a.mount("");
+        std::fs::create_dir(m.p("pools/Scratch")).unwrap();
+        cp(&f, &m.p(&format!("pools/Scratch/img{n}")));
+        m.unmount();
+        srcs.push((a, f));
+    }
+    let b = TestStore::new(&[]);
+    let mb = b.mount("");
+    let out = sh_ok(&format!(
+        "'{bin}' --store '{st}' import '{v0}' > '{o0}' 2>&1 & '{bin}' --store '{st}' import '{v1}' > '{o1}' 2>&1 & wait; cat '{o0}' '{o1}'",
+        bin = bin(),
+        st = b.dir.display(),
+        v0 = srcs[0].0.dir.join("volumes/K00001L9.kvol").display(),
+        v1 = srcs[1].0.dir.join("volumes/K00001L9.kvol").display(),
+        o0 = b.path("o0").display(),
+        o1 = b.path("o1").display(),
+    ));
+    let mut imported = 0;
+    for (n, (_, f)) in srcs.iter().enumerate() {
+        let p = mb.p(&format!("pools/Scratch/img{n}"));
+        if p.exists() {
+            assert_eq!(sha256(&p), sha256(f), "img{n} reads back: {out}");
+            imported += 1;
+        }
+    }
+    assert_eq!(imported, 1, "one of the two is imported: {out}");
+    assert!(
+        out.contains("K00001L9"),
+        "the refusal names the barcode: {out}"
+    );
+}

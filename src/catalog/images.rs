@@ -15,6 +15,9 @@ pub struct Commit<'a> {
     pub image: &'a ImageRec,
     /// New append point and state of each volume written.
     pub volumes: &'a [VolumeUpdate],
+    /// Whether an image already at the name is replaced (a new version
+    /// written through the mount) or the commit refused (import).
+    pub replace: bool,
 }
 
 /// How a writer leaves a volume: its new append point and state. The
@@ -122,6 +125,9 @@ pub(super) fn put_image(
         let old_ino = old.ino;
         match old.kind {
             InodeKind::Image(id) if id == c.image.id => {}
+            InodeKind::Image(_) if !c.replace => {
+                return Err(CatalogError::Exists(c.name.into()));
+            }
             InodeKind::Image(id) => replaced = Some(id),
             _ => return Err(CatalogError::IsDir(c.name.into())),
         }

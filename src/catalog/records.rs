@@ -91,6 +91,9 @@ pub enum VolumeState {
     Scratch,
     Active,
     Full,
+    /// Being copied in by an import: its barcode is reserved, nothing is
+    /// appended to it, and the image that needs it is not committed yet.
+    Importing,
 }
 
 /// A virtual cartridge.

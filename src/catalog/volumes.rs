@@ -24,6 +24,45 @@ impl Catalog {
         t.get(barcode)?.map(|v| dec(v.value())).transpose()
     }
 
+    /// Reserves `v.barcode` for an import: writes `v` (state Importing)
+    /// unless a volume with that barcode exists, which is returned instead.
+    pub fn reserve_volume(&self, v: &VolumeRec) -> Result<Option<VolumeRec>, CatalogError> {
+        let tx = self.db.begin_write()?;
+        let existing = {
+            let mut t = tx.open_table(VOLUMES)?;
+            let cur = t
+                .get(v.barcode.as_str())?
+                .map(|x| dec::<VolumeRec>(x.value()))
+                .transpose()?;
+            if cur.is_none() {
+                t.insert(v.barcode.as_str(), enc(v).as_slice())?;
+            }
+            cur
+        };
+        tx.commit()?;
+        Ok(existing)
+    }
+
+    /// Removes the record of a volume still being imported (an import
+    /// that failed, or died: its record is swept at the next open).
+    pub fn unreserve_volume(&self, barcode: &str) -> Result<bool, CatalogError> {
+        let tx = self.db.begin_write()?;
+        let removed = {
+            let mut t = tx.open_table(VOLUMES)?;
+            let importing = t
+                .get(barcode)?
+                .map(|x| dec::<VolumeRec>(x.value()))
+                .transpose()?
+                .is_some_and(|v| v.state == super::VolumeState::Importing);
+            if importing {
+                t.remove(barcode)?;
+            }
+            importing
+        };
+        tx.commit()?;
+        Ok(removed)
+    }
+
     /// Writes a volume record (new volume, state change, recycling).
     pub fn put_volume(&self, v: &VolumeRec) -> Result<(), CatalogError> {
         let tx = self.db.begin_write()?;

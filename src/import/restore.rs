@@ -1,18 +1,16 @@
 //! Phase two: read, authenticate and catalog the images phase one found.
 
-use std::path::Path;
-
 use serde::Serialize;
 
 use super::filelist::Lister;
-use super::survey::{Found, ImageSurvey, Survey};
+use super::survey::{ImageSurvey, Survey};
 use crate::catalog::{
-    Commit, FileAttrs, FileEntry, Fragment, ImageRec, VolumeRec, VolumeState, VolumeUpdate,
+    CatalogError, Commit, FileAttrs, FileEntry, Fragment, ImageRec, VolumeState, VolumeUpdate,
 };
 use crate::crypto::{self, SecretKey};
 use crate::store::Store;
-use crate::tape::scan::read_fragment;
-use crate::tape::{TapeError, now_ns};
+use crate::tape::scan::{fragment_at, read_fragment};
+use crate::tape::{Adopted, TapeError, now_ns};
 
 /// What phase two did.
 #[derive(Debug, Default, Serialize)]
@@ -125,6 +123,10 @@ fn key_for(store: &Store, img: &ImageSurvey) -> Result<Option<SecretKey>, Outcom
     Ok(Some(key))
 }
 
+/// Imports one image: its volumes are brought into the store first
+/// (barcodes reserved), then the fragments are read and authenticated from
+/// those copies (what is verified is what is kept), then the image is
+/// committed without replacing anything. A failure leaves nothing behind.
 fn import_image(
     store: &Store,
     img: &ImageSurvey,
@@ -132,10 +134,36 @@ fn import_image(
     added: &mut Vec<String>,
     progress: &mut impl FnMut(u64),
 ) -> Result<(), TapeError> {
+    let mut volumes: Vec<(String, Adopted)> = Vec::new();
+    for f in &img.found {
+        if volumes.iter().any(|(b, _)| b == &f.barcode) {
+            continue;
+        }
+        let a = store.library.adopt(&f.path, &f.barcode, &f.volume_pool)?;
+        volumes.push((f.barcode.clone(), a));
+    }
+    let local = |barcode: &str| {
+        volumes
+            .iter()
+            .find(|(b, _)| b == barcode)
+            .map(|(_, a)| a.path().to_path_buf())
+            .expect("adopted above")
+    };
     let mut hash = crypto::ImageDigest::new(&store.library.digest_key);
     let mut lister = Lister::new();
     for f in &img.found {
-        read_fragment(&f.path, &f.barcode, &f.frag, key, |d| {
+        let path = local(&f.barcode);
+        let here = fragment_at(&path, f.frag.header_offset)?;
+        if here != f.frag {
+            return Err(TapeError::Format {
+                what: "volume",
+                why: format!(
+                    "volume {}: fragment {} is not what phase one read (the volume changed)",
+                    f.barcode, f.frag.header.number
+                ),
+            });
+        }
+        read_fragment(&path, &f.barcode, &here, key, |d| {
             hash.update(d);
             lister.feed(d);
             progress(d.len() as u64);
@@ -154,96 +182,27 @@ fn import_image(
             offset: 0,
         }]
     });
-    let mut updates = Vec::new();
-    for f in &img.found {
-        if let Some(u) = adopt_volume(store, f, added)? {
-            updates.push(u);
+    let updates: Vec<VolumeUpdate> = volumes
+        .iter()
+        .map(|(b, a)| {
+            let used = std::fs::metadata(a.path()).map(|m| m.len()).unwrap_or(0);
+            VolumeUpdate {
+                barcode: b.clone(),
+                used,
+                state: VolumeState::Full,
+            }
+        })
+        .collect();
+    commit(store, img, hash.finalize(), &updates)?;
+    for (b, a) in volumes {
+        if let Adopted::New(r) = a {
+            r.keep();
+            added.push(b);
         }
     }
-    updates.dedup_by(|a, b| a.barcode == b.barcode);
-    commit(store, img, hash.finalize(), &updates)?;
     let id = u128::from_str_radix(&img.id, 16).unwrap_or(0);
     store.catalog.put_files(id, &files)?;
-    tracing::info!(image = %format!("{}/{}", img.pool, img.path), "image imported");
-    Ok(())
-}
-
-/// Copies a volume into the store (once) and registers it, full, so
-/// nothing is ever appended to it.
-fn adopt_volume(
-    store: &Store,
-    f: &Found,
-    added: &mut Vec<String>,
-) -> Result<Option<VolumeUpdate>, TapeError> {
-    let target = store.library.volume_path(&f.barcode)?;
-    if let Some(v) = store.catalog.volume(&f.barcode)? {
-        if !same_file(&target, &f.path) && !same_content(&target, &f.path) {
-            return Err(TapeError::Format {
-                what: "volume",
-                why: format!(
-                    "barcode {} is already a different volume in this store",
-                    f.barcode
-                ),
-            });
-        }
-        return Ok(Some(VolumeUpdate {
-            barcode: v.barcode,
-            used: v.used,
-            state: v.state,
-        }));
-    }
-    if !same_file(&target, &f.path) {
-        copy_durably(&f.path, &target)?;
-    }
-    let len = std::fs::metadata(&target)
-        .map_err(|e| TapeError::io(format!("volume {}", f.barcode), e))?
-        .len();
-    let pool = f.frag.header.pool.clone();
-    let rec = VolumeRec {
-        barcode: f.barcode.clone(),
-        pool,
-        state: VolumeState::Full,
-        used: len,
-        capacity: len.max(1),
-        images: 0,
-    };
-    store.catalog.put_volume(&rec)?;
-    added.push(f.barcode.clone());
-    Ok(Some(VolumeUpdate {
-        barcode: rec.barcode,
-        used: rec.used,
-        state: VolumeState::Full,
-    }))
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
-}
-
-/// Whether two volume files hold the same bytes (streamed: volumes are GiBs).
-fn same_content(a: &Path, b: &Path) -> bool {
-    let hash = |p: &Path| -> Option<blake3::Hash> {
-        let mut h = blake3::Hasher::new();
-        h.update_reader(std::fs::File::open(p).ok()?).ok()?;
-        Some(h.finalize())
-    };
-    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
-    len(a).is_some()
-        && len(a) == len(b)
-        && matches!((hash(a), hash(b)), (Some(x), Some(y)) if x == y)
-}
-
-fn copy_durably(from: &Path, to: &Path) -> Result<(), TapeError> {
-    let tmp = to.with_extension("kvol.importing");
-    let io = |e| TapeError::io(format!("copying {} into the store", from.display()), e);
-    std::fs::copy(from, &tmp).map_err(io)?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io)?;
-    std::fs::rename(&tmp, to).map_err(io)?;
-    if let Some(dir) = to.parent() {
-        crate::util::atomic::sync_dir(dir).map_err(io)?;
-    }
+    tracing::info!(image = %img.name(), "image imported");
     Ok(())
 }
 
@@ -257,10 +216,14 @@ fn commit(
     let now = now_ns();
     // Only the permission bits come from the volume: it is a regular file
     // here whatever the header says, and never setuid, setgid or sticky.
+    // The header of an encrypted format-1 fragment is not authenticated:
+    // its owner and mode could hand decrypted data to anyone, so such an
+    // image is root's, 0600.
+    let authentic = h.key_tag.is_none() || h.version >= 2;
     let attrs = FileAttrs {
-        mode: libc::S_IFREG | (h.mode & 0o777),
-        uid: h.uid,
-        gid: h.gid,
+        mode: libc::S_IFREG | if authentic { h.mode & 0o777 } else { 0o600 },
+        uid: if authentic { h.uid } else { 0 },
+        gid: if authentic { h.gid } else { 0 },
         atime_ns: h.mtime_ns,
         mtime_ns: h.mtime_ns,
         ctime_ns: now,
@@ -277,10 +240,6 @@ fn commit(
     let mut parts: Vec<&str> = img.path.split('/').collect();
     let base = parts.pop().unwrap_or("image");
     let parent = store.catalog.ensure_dirs(&img.pool, &parts, dir_attrs)?;
-    let mut name = base.to_string();
-    if store.catalog.name_taken(parent, &name)? {
-        name = format!("{base}.imported-{}", &img.id[..8]);
-    }
     let fragments = img
         .found
         .iter()
@@ -309,14 +268,30 @@ fn commit(
         created_ns: h.created_ns,
         fragments,
     };
-    let ino = store.catalog.alloc_ino();
-    store.catalog.commit_image(Commit {
-        ino,
-        parent,
-        name: &name,
-        attrs,
-        image: &rec,
-        volumes: updates,
-    })?;
-    Ok(())
+    // Never over an image of this store: the name is decided in the
+    // commit's own transaction, the second choice if the first is taken.
+    for name in [
+        base.to_string(),
+        format!("{base}.imported-{}", &img.id[..8]),
+    ] {
+        match store.catalog.commit_image(Commit {
+            ino: store.catalog.alloc_ino(),
+            parent,
+            name: &name,
+            attrs,
+            image: &rec,
+            volumes: updates,
+            replace: false,
+        }) {
+            Err(CatalogError::Exists(_)) => continue,
+            r => return r.map(drop).map_err(TapeError::from),
+        }
+    }
+    Err(TapeError::Format {
+        what: "image",
+        why: format!(
+            "{}: its name and {base}.imported-… are both taken",
+            img.name()
+        ),
+    })
 }

@@ -334,6 +334,7 @@ mod tests {
                 attrs: dir_attrs(),
                 image: &img,
                 volumes: &[],
+                replace: true,
             })
             .unwrap();
         let e = LsuReader::open(&s.msdp, img).err().expect("refused");

@@ -156,6 +156,7 @@ impl LsuWriter {
                 attrs: t.attrs,
                 image: &img,
                 volumes: &[],
+                replace: true,
             },
             LsuCommit {
                 lsu: &s.rec.name,

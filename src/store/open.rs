@@ -143,6 +143,7 @@ impl Store {
             max_volumes: config.max_volumes,
         };
         let library = Library::new(lib_cfg, catalog.clone(), kms.clone(), digest_key.clone());
+        library.sweep_imports()?;
         let msdp = Msdp::new(
             dir.join("lsu"),
             catalog.clone(),

@@ -61,7 +61,7 @@ pub fn check_library(
         .catalog
         .volumes()?
         .into_iter()
-        .filter(|v| v.state != VolumeState::Scratch)
+        .filter(|v| !matches!(v.state, VolumeState::Scratch | VolumeState::Importing))
     {
         r.volumes += 1;
         let subject = format!("volume {}", v.barcode);

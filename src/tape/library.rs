@@ -75,6 +75,27 @@ impl Library {
         Ok(self.cfg.dir.join(format!("{barcode}.kvol")))
     }
 
+    /// The lock held while a volume is picked or a barcode chosen.
+    pub(super) fn picking(&self) -> parking_lot::MutexGuard<'_, HashSet<String>> {
+        self.loaded.lock()
+    }
+
+    /// Forgets what imports that died left: volumes still marked as being
+    /// imported are no image's (the image commit marks them full), so their
+    /// record and file go. Called when the store is opened.
+    pub fn sweep_imports(&self) -> Result<(), crate::catalog::CatalogError> {
+        for v in self.catalog.volumes()? {
+            if v.state == VolumeState::Importing {
+                if let Ok(p) = self.volume_path(&v.barcode) {
+                    let _ = std::fs::remove_file(p);
+                }
+                self.catalog.unreserve_volume(&v.barcode)?;
+                tracing::info!(volume = %v.barcode, "removed a volume an interrupted import left");
+            }
+        }
+        Ok(())
+    }
+
     /// Least room a volume must have to start a fragment on it.
     fn min_room() -> u64 {
         2048 + format::block_stride(format::BLOCK_SIZE) + format::FILEMARK_LEN

@@ -4,6 +4,7 @@
 //! `ENCR_` pool, register key and tag with the drive, write, unregister,
 //! return the drive to clear mode, record the tag in the catalog.
 
+mod adopt;
 pub mod check;
 mod drive;
 pub mod format;
@@ -15,6 +16,7 @@ mod tests;
 mod writer;
 
 pub use crate::pipeline::Committed;
+pub use adopt::{Adopted, Reservation};
 pub use drive::{DriveGuard, DrivePool};
 pub use library::{Library, LibraryConfig, barcode, now_ns};
 pub use reader::ImageReader;

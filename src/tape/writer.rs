@@ -435,6 +435,7 @@ impl ImageWriter {
             attrs: t.attrs,
             image: &img,
             volumes: &updates,
+            replace: true,
         })?;
         self.dirty = false;
         self.committed_once = true;
