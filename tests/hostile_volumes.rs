@@ -194,21 +194,8 @@ fn forge_path(vol: &std::path::Path, from: &str, to: &str) {
     std::fs::write(vol, b).unwrap();
 }
 
-/// The headers of an encrypted fragment are authenticated by its key: a
-/// volume whose header was edited (and its CRC fixed) is refused in phase
-/// two, and nothing of it enters the catalog.
-#[test]
-fn an_edited_header_of_an_encrypted_fragment_is_refused() {
-    let a = TestStore::new(&[]);
-    let tag = a.group_with_key("ENCR_Finance");
-    let m = a.mount("");
-    std::fs::create_dir(m.p("pools/ENCR_Finance")).unwrap();
-    std::fs::write(m.p("pools/ENCR_Finance/payroll.tar"), b"salaries").unwrap();
-    m.unmount();
-    let vol = a.path("K00001L9.kvol");
-    std::fs::copy(a.dir.join("volumes/K00001L9.kvol"), &vol).unwrap();
-    forge_path(&vol, "payroll.tar", "evilfile.sh");
-    // Store B has the key (moved with an export), so phase two can read.
+/// A new store holding the keys of `a` (moved with a KMS export).
+fn store_with_keys_of(a: &TestStore) -> TestStore {
     let pp = a.path("pp");
     std::fs::write(&pp, "export pass").unwrap();
     let kex = a.path("keys.kex");
@@ -229,6 +216,75 @@ fn an_edited_header_of_an_encrypted_fragment_is_refused() {
         "--pass-phrase-file",
         pp.to_str().unwrap(),
     ]);
+    b
+}
+
+/// A format-2 encrypted fragment rewritten as format 1 (MACs stripped,
+/// version set to 1, CRCs right) to dodge the header MACs: its blocks were
+/// sealed with the format-2 associated data (label and image offset), so
+/// they fail authentication as format 1 and the volume is refused.
+#[test]
+fn a_version_2_fragment_downgraded_to_version_1_is_refused() {
+    use kmsfs::tape::format::{FILEMARK_LEN, FileMark, FragmentHeader, MAC_LEN};
+    let a = TestStore::new(&[]);
+    a.group_with_key("ENCR_Finance");
+    let m = a.mount("");
+    std::fs::create_dir(m.p("pools/ENCR_Finance")).unwrap();
+    std::fs::write(m.p("pools/ENCR_Finance/payroll.tar"), b"salaries").unwrap();
+    m.unmount();
+    let src = a.dir.join("volumes/K00001L9.kvol");
+    let scan = kmsfs::tape::scan::scan_volume(&src).unwrap();
+    assert_eq!(scan.fragments.len(), 1);
+    let f = &scan.fragments[0];
+    assert_eq!(f.header.version, 2);
+    let b = std::fs::read(&src).unwrap();
+    let mark_at = b.len() - FILEMARK_LEN as usize;
+    assert_eq!(FileMark::decode(&b[mark_at..]).unwrap(), f.mark);
+    let header = FragmentHeader {
+        version: 1,
+        mac: [0; MAC_LEN],
+        ..f.header.clone()
+    };
+    let mark = FileMark {
+        version: 1,
+        mac: [0; MAC_LEN],
+        ..f.mark.clone()
+    };
+    let mut v = b[..f.header_offset as usize].to_vec();
+    v.extend_from_slice(&header.encode());
+    v.extend_from_slice(&b[f.data_offset as usize..mark_at]);
+    v.extend_from_slice(&mark.encode());
+    let vol = a.path("K00001L9.kvol");
+    std::fs::write(&vol, v).unwrap();
+    let downgraded = kmsfs::tape::scan::scan_volume(&vol).unwrap();
+    assert_eq!(
+        downgraded.fragments[0].header.version, 1,
+        "the forgery scans as format 1"
+    );
+    let b = store_with_keys_of(&a);
+    let (ok, out) = import(&b, &[vol]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("ENCR_Finance/payroll.tar"), "{out}");
+    assert!(out.contains("authentication"), "{out}");
+    assert_eq!(images(&b), serde_json::json!([]));
+}
+
+/// The headers of an encrypted fragment are authenticated by its key: a
+/// volume whose header was edited (and its CRC fixed) is refused in phase
+/// two, and nothing of it enters the catalog.
+#[test]
+fn an_edited_header_of_an_encrypted_fragment_is_refused() {
+    let a = TestStore::new(&[]);
+    let tag = a.group_with_key("ENCR_Finance");
+    let m = a.mount("");
+    std::fs::create_dir(m.p("pools/ENCR_Finance")).unwrap();
+    std::fs::write(m.p("pools/ENCR_Finance/payroll.tar"), b"salaries").unwrap();
+    m.unmount();
+    let vol = a.path("K00001L9.kvol");
+    std::fs::copy(a.dir.join("volumes/K00001L9.kvol"), &vol).unwrap();
+    forge_path(&vol, "payroll.tar", "evilfile.sh");
+    // Store B has the key (moved with an export), so phase two can read.
+    let b = store_with_keys_of(&a);
     assert!(b.ok(&["kms", "listkeys"]).contains(&tag));
     let (ok, out) = import(&b, &[vol]);
     assert!(!ok, "{out}");

@@ -6,9 +6,11 @@
 //! The archive comes from a volume, so nothing in it is trusted: the
 //! lister is a state machine fed the plaintext as it is authenticated,
 //! holding at most one 512-byte header, a member name or link of up to
-//! PATH_MAX bytes and a PAX header of up to 64 KiB. Anything else (a bad
-//! checksum, a longer name, a truncated archive) ends the listing and the
-//! image is listed as one file.
+//! PATH_MAX bytes and a PAX header of up to 64 KiB, and the list itself is
+//! held to a memory budget (it stays in memory until the catalog commits).
+//! Anything else (a bad checksum, a longer name, a truncated archive, a
+//! list past its budget) ends the listing and the image is listed as one
+//! file.
 
 use crate::catalog::FileEntry;
 
@@ -17,6 +19,9 @@ const MAX_NAME: u64 = 4096;
 /// Largest PAX extended header kept.
 const MAX_PAX: u64 = 64 * 1024;
 const BLOCK: u64 = 512;
+/// Memory the member list may take (entries and their names): 256 MiB is
+/// a little over a million members with 100-byte paths.
+pub const DEFAULT_BUDGET: usize = 256 << 20;
 
 /// What a collected extension header is for.
 #[derive(Clone, Copy)]
@@ -57,6 +62,8 @@ pub struct Lister {
     zeros: u32,
     next: Next,
     out: Vec<FileEntry>,
+    /// Bytes of memory the list may still take.
+    budget: usize,
 }
 
 impl Default for Lister {
@@ -67,6 +74,11 @@ impl Default for Lister {
 
 impl Lister {
     pub fn new() -> Self {
+        Self::with_budget(DEFAULT_BUDGET)
+    }
+
+    /// A lister whose list may take `budget` bytes of memory.
+    pub fn with_budget(budget: usize) -> Self {
         Self {
             state: State::Header,
             pos: 0,
@@ -74,6 +86,7 @@ impl Lister {
             zeros: 0,
             next: Next::default(),
             out: Vec::new(),
+            budget,
         }
     }
 
@@ -178,6 +191,18 @@ impl Lister {
         }
         let entry = self.entry(h, size, end);
         let data = padded(entry.size);
+        let cost = std::mem::size_of::<FileEntry>()
+            + entry.path.len()
+            + entry.link.as_ref().map_or(0, |l| l.len());
+        let Some(left) = self.budget.checked_sub(cost) else {
+            tracing::info!(
+                members = self.out.len(),
+                "import: the archive's member list is past its memory budget; listed as one file"
+            );
+            self.out = Vec::new();
+            return State::NotTar;
+        };
+        self.budget = left;
         self.out.push(entry);
         skip(data)
     }
@@ -442,6 +467,29 @@ mod tests {
         let mut pax = header("x", b'x', MAX_PAX + 1, "");
         pax.extend_from_slice(&[b'1'; 600]);
         assert!(list(&pax, &[]).is_none());
+    }
+
+    #[test]
+    fn a_list_bigger_than_its_memory_budget_is_listed_as_one_image() {
+        // A hostile archive of endless tiny members must not grow the list
+        // (held in memory until the catalog commits) without bound.
+        let mut one = Vec::new();
+        member(&mut one, &"m".repeat(99), b'0', b"", "");
+        let mut l = Lister::with_budget(64 * 1024);
+        for _ in 0..10_000 {
+            l.feed(&one);
+        }
+        l.feed(&[0u8; 1024]);
+        assert!(l.out.len() < 1000, "the list stopped growing at the budget");
+        assert!(l.finish().is_none(), "listed as one image");
+        // Within the budget the same archive lists.
+        let mut l = Lister::with_budget(64 * 1024);
+        for _ in 0..10 {
+            l.feed(&one);
+        }
+        l.feed(&[0u8; 1024]);
+        assert_eq!(l.finish().map(|v| v.len()), Some(10));
+        assert!(DEFAULT_BUDGET <= 256 << 20);
     }
 
     proptest! {

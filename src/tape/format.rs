@@ -143,6 +143,20 @@ fn version_of(b: &[u8], magic: &[u8; 8], what: &'static str) -> Result<u16, Tape
     Ok(version)
 }
 
+/// Refuses a record that decodes but would not be written back the same
+/// (a reserved byte or flag set, garbage after a name's NUL): kmsfs reads
+/// only what it could have written. `from` skips the version field.
+fn canonical(read: &[u8], again: &[u8], from: usize, what: &'static str) -> Result<(), TapeError> {
+    let n = read.len() - 4;
+    if read.len() != again.len() || read[from..n] != again[from..n] {
+        return Err(TapeError::Format {
+            what,
+            why: "reserved bytes or padding are not zero".into(),
+        });
+    }
+    Ok(())
+}
+
 /// A barcode as the 16 NUL-padded bytes records and MACs carry.
 pub fn barcode_field(barcode: &str) -> [u8; 16] {
     let mut f = [0u8; 16];
@@ -186,13 +200,15 @@ impl MediaHeader {
         let b = &b[..MEDIA_HEADER_LEN as usize];
         check(b, MEDIA_MAGIC, "media header")?;
         let mut r = R { b, pos: 12 };
-        Ok(Self {
+        let h = Self {
             barcode: r.padded(16),
             pool: r.padded(64),
             capacity: r.u64(),
             created_ns: r.u64() as i64,
             uuid: r.arr(),
-        })
+        };
+        canonical(b, &h.encode(), 10, "media header")?;
+        Ok(h)
     }
 }
 
@@ -332,7 +348,10 @@ impl FragmentHeader {
         let path = String::from_utf8(r.take(nl).to_vec()).map_err(|_| bad("path is not UTF-8"))?;
         let mac = if version >= 2 { r.arr() } else { [0; MAC_LEN] };
         let key_tag = (flags & FLAG_ENCRYPTED != 0).then_some(tag);
-        Ok(Self {
+        if key_tag.is_none() && mac != [0; MAC_LEN] {
+            return Err(bad("a clear fragment carries a MAC"));
+        }
+        let h = Self {
             version,
             image_id,
             number,
@@ -349,7 +368,9 @@ impl FragmentHeader {
             pool,
             path,
             mac,
-        })
+        };
+        canonical(b, &h.encode(), 0, "fragment header")?;
+        Ok(h)
     }
 }
 
@@ -431,7 +452,7 @@ impl FileMark {
         let next_volume = r.padded(16);
         debug_assert_eq!(r.pos, MARK_BODY);
         let mac = if version >= 2 { r.arr() } else { [0; MAC_LEN] };
-        Ok(Self {
+        let m = Self {
             version,
             image_id,
             number,
@@ -441,7 +462,9 @@ impl FileMark {
             image_size,
             next_volume,
             mac,
-        })
+        };
+        canonical(b, &m.encode(), 0, "file mark")?;
+        Ok(m)
     }
 }
 
@@ -647,6 +670,76 @@ mod tests {
                 assert!(FragmentHeader::decode(&b).is_err(), "byte {i}");
             }
         }
+    }
+
+    /// `b` with byte `i` set to `v` and its CRC made right again.
+    fn poke(b: &[u8], i: usize, v: u8) -> Vec<u8> {
+        let mut b = b.to_vec();
+        b[i] = v;
+        let n = b.len() - 4;
+        let c = crc32fast::hash(&b[..n]);
+        b[n..].copy_from_slice(&c.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn reserved_bytes_padding_and_clear_macs_must_be_zero() {
+        // A record whose CRC is right but which kmsfs would never write (a
+        // reserved byte set, garbage after a name's NUL, a MAC on a clear
+        // fragment) is refused: what is read back must be what was written.
+        let m = MediaHeader {
+            barcode: "K00001L9".into(),
+            pool: "Scratch".into(),
+            capacity: 1 << 30,
+            created_ns: 5,
+            uuid: [3; 16],
+        }
+        .encode();
+        for i in [12 + 9, 12 + 16 + 8, 12 + 80 + 32, 400, 507] {
+            assert!(
+                MediaHeader::decode(&poke(&m, i, 0x41)).is_err(),
+                "media byte {i}"
+            );
+        }
+        let fm = FileMark {
+            version: 2,
+            image_id: 7,
+            number: 0,
+            last_fragment: false,
+            len: 10,
+            blocks: 1,
+            image_size: 0,
+            next_volume: "K2".into(),
+            mac: [0x33; MAC_LEN],
+        }
+        .encode();
+        // flags, reserved, reserved, after the next volume's NUL, after the MAC
+        for i in [10, 11, 12, 15, 36, 39, 64 + 3, 79, 112, 123] {
+            assert!(
+                FileMark::decode(&poke(&fm, i, 0x41)).is_err(),
+                "mark byte {i}"
+            );
+        }
+        let clear = FragmentHeader {
+            key_tag: None,
+            mac: [0; MAC_LEN],
+            ..frag2()
+        };
+        assert!(FragmentHeader::decode(&clear.encode()).is_ok());
+        let forged = FragmentHeader {
+            mac: [1; MAC_LEN],
+            ..clear.clone()
+        };
+        assert!(
+            FragmentHeader::decode(&forged.encode()).is_err(),
+            "MAC on a clear fragment"
+        );
+        // A clear fragment's key tag field is zero.
+        let e = clear.encode();
+        assert!(
+            FragmentHeader::decode(&poke(&e, 84, 1)).is_err(),
+            "tag on a clear fragment"
+        );
     }
 
     #[test]

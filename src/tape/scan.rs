@@ -133,6 +133,7 @@ fn scan_fragment(f: &File, at: u64, end: u64) -> Result<ScannedFragment, String>
         || mark.number != header.number
         || mark.blocks != blocks
         || mark.len != total
+        || (header.key_tag.is_none() && mark.mac != [0; format::MAC_LEN])
     {
         return Err(format!(
             "file mark at offset {pos} does not match its fragment"
