@@ -74,6 +74,34 @@ fn a_silent_or_flooding_client_blocks_nobody_and_is_cut_off() {
     drop(m);
 }
 
+/// A client that trickles its request a byte at a time, each byte inside
+/// the per-read timeout, is still cut off when the whole request's
+/// deadline passes: it cannot hold a serving thread for hours.
+#[test]
+fn a_trickling_client_is_cut_off_at_the_request_deadline() {
+    let s = TestStore::new(&[]);
+    let m = s.mount("");
+    let mut slow = UnixStream::connect(s.dir.join("control.sock")).unwrap();
+    slow.set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let t = Instant::now();
+    let mut cut = false;
+    while t.elapsed() < Duration::from_secs(25) {
+        if slow.write_all(b"x").is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(cut, "still sending after {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(16),
+        "cut off after {:?}",
+        t.elapsed()
+    );
+    drop(m);
+}
+
 #[test]
 fn only_root_or_the_store_owner_is_served() {
     let s = TestStore::new(&[]);

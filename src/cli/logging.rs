@@ -36,16 +36,50 @@ impl Write for Syslog {
     }
 }
 
-/// Opens (creating it 0600) a log file; a symlink is refused, not
-/// followed, so a log line never lands in a file someone else chose.
-fn open_log(p: &std::path::Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
+/// Opens (creating it 0600) a log file. A symlink is refused, not
+/// followed, and an existing file must be a regular file of the daemon's
+/// own user, with no access for others and one link: a log line never
+/// lands in a file someone else chose or can read.
+fn open_log(p: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let refuse = |why: String| format!("log_file {}: {why}", p.display());
+    let f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(p)
+        .map_err(|e| {
+            refuse(if e.raw_os_error() == Some(libc::ELOOP) {
+                "is a symbolic link (refused: give the file itself)".to_string()
+            } else {
+                e.to_string()
+            })
+        })?;
+    let m = f.metadata().map_err(|e| refuse(e.to_string()))?;
+    let me = crate::util::process::euid();
+    if !m.file_type().is_file() {
+        return Err(refuse("is not a regular file".into()));
+    }
+    if m.uid() != me {
+        return Err(refuse(format!(
+            "belongs to uid {}, not to the daemon's uid {me}",
+            m.uid()
+        )));
+    }
+    if m.mode() & 0o077 != 0 {
+        return Err(refuse(format!(
+            "has mode {:o}: others can read it (chmod 600 it)",
+            m.mode() & 0o777
+        )));
+    }
+    if m.nlink() != 1 {
+        return Err(refuse(format!(
+            "has {} hard links (refused: it must have one)",
+            m.nlink()
+        )));
+    }
+    Ok(f)
 }
 
 /// Installs the global subscriber (once; later calls do nothing). A log
@@ -64,14 +98,7 @@ pub fn init(level: Option<&str>, target: Target) -> Result<(), String> {
     };
     let _ = match target {
         Target::File(p) => {
-            let f = open_log(&p).map_err(|e| {
-                let why = if e.raw_os_error() == Some(libc::ELOOP) {
-                    "is a symbolic link (refused: give the file itself)".to_string()
-                } else {
-                    e.to_string()
-                };
-                format!("log_file {}: {why}", p.display())
-            })?;
+            let f = open_log(&p)?;
             builder
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(f))
@@ -88,4 +115,38 @@ pub fn init(level: Option<&str>, target: Target) -> Result<(), String> {
         Target::Stderr => builder.with_writer(std::io::stderr).try_init(),
     };
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open_log;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn a_log_file_someone_else_can_read_or_owns_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let fresh = d.path().join("new.log");
+        open_log(&fresh).unwrap();
+        assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o777, 0o600);
+        let shared = d.path().join("shared.log");
+        std::fs::write(&shared, b"").unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = open_log(&shared).unwrap_err();
+        assert!(e.contains("shared.log") && e.contains("mode 644"), "{e}");
+        let linked = d.path().join("linked.log");
+        std::fs::hard_link(&fresh, &linked).unwrap();
+        assert!(open_log(&linked).unwrap_err().contains("hard links"));
+        std::fs::remove_file(&linked).unwrap();
+        let other = d.path().join("other.log");
+        open_log(&other).unwrap();
+        if crate::util::process::euid() == 0 {
+            std::os::unix::fs::chown(&other, Some(65534), None).unwrap();
+            let e = open_log(&other).unwrap_err();
+            assert!(e.contains("uid 65534"), "{e}");
+        }
+        let link = d.path().join("link.log");
+        std::os::unix::fs::symlink(&fresh, &link).unwrap();
+        assert!(open_log(&link).unwrap_err().contains("symbolic link"));
+        open_log(&fresh).unwrap();
+    }
 }

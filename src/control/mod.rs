@@ -47,7 +47,8 @@ pub struct Server {
 
 /// Largest request accepted (a command line is a few hundred bytes).
 const MAX_REQUEST: u64 = 1 << 20;
-/// How long a client may take to send its request or read the answer.
+/// How long a client may take to send its whole request, or to take each
+/// piece of the answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Clients served at once; more are told to come back.
 const MAX_CLIENTS: usize = 32;
@@ -101,11 +102,35 @@ impl Drop for Server {
     }
 }
 
+/// Reads from a socket until one deadline for the whole request: each
+/// read may wait only for what is left of it, so a client sending a byte
+/// at a time cannot stretch the request past the deadline.
+struct Deadline<'a> {
+    conn: &'a UnixStream,
+    until: std::time::Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self
+            .until
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.conn.set_read_timeout(Some(left))?;
+        self.conn.read(buf)
+    }
+}
+
 fn serve(store: &Store, conn: UnixStream) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(IO_TIMEOUT))?;
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut line = String::new();
-    BufReader::new((&conn).take(MAX_REQUEST)).read_line(&mut line)?;
+    let request = Deadline {
+        conn: &conn,
+        until: std::time::Instant::now() + IO_TIMEOUT,
+    };
+    BufReader::new(request.take(MAX_REQUEST)).read_line(&mut line)?;
     if !line.ends_with('\n') {
         return Err(std::io::Error::other(format!(
             "request not ended within {MAX_REQUEST} bytes or {}s: dropped",

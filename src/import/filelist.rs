@@ -489,7 +489,7 @@ mod tests {
         }
         l.feed(&[0u8; 1024]);
         assert_eq!(l.finish().map(|v| v.len()), Some(10));
-        assert!(DEFAULT_BUDGET <= 256 << 20);
+        const { assert!(DEFAULT_BUDGET <= 256 << 20) };
     }
 
     proptest! {

@@ -7,7 +7,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Makes the entries of directory `dir` durable (a file created, renamed
 /// or removed in it survives a crash).
@@ -25,13 +25,25 @@ fn parent_dir(path: &Path) -> &Path {
 
 /// A new temporary file beside `path`: a random name, created exclusively
 /// (O_EXCL: never a file or symlink someone planted) with mode `mode`.
-fn create_temp(path: &Path, mode: u32) -> std::io::Result<(std::path::PathBuf, File)> {
+fn create_temp(path: &Path, mode: u32) -> std::io::Result<(PathBuf, File)> {
     let dir = parent_dir(path);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    create_exclusive(mode, || {
+        let r: [u8; 8] = crate::crypto::random_array().map_err(std::io::Error::other)?;
+        Ok(dir.join(format!(".{name}.tmp-{}", hex::encode(r))))
+    })
+}
+
+/// Creates the first of up to 16 names from `next` that does not exist
+/// yet (O_EXCL | O_NOFOLLOW): a planted file or symlink is skipped, never
+/// opened.
+fn create_exclusive(
+    mode: u32,
+    mut next: impl FnMut() -> std::io::Result<PathBuf>,
+) -> std::io::Result<(PathBuf, File)> {
     let mut last = None;
     for _ in 0..16 {
-        let r: [u8; 8] = crate::crypto::random_array().map_err(std::io::Error::other)?;
-        let tmp = dir.join(format!(".{name}.tmp-{}", hex::encode(r)));
+        let tmp = next()?;
         match OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -71,36 +83,37 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     /// Someone who can write in the directory plants a symlink (or a file
-    /// of their own) where the temporary file would go: the secret is
-    /// neither written through it nor left readable, and the target stays
-    /// a regular file of the mode asked for.
+    /// of their own) at exactly the name the temporary file would take:
+    /// it is skipped, never opened or written through, and the file made
+    /// is a new regular file of the mode asked for.
     #[test]
     fn a_planted_temp_file_or_symlink_is_never_used() {
         let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("keystore.kks");
         let victim = d.path().join("victim");
         std::fs::write(&victim, b"victim").unwrap();
-        let predictable = d
-            .path()
-            .join(format!(".keystore.kks.tmp-{}", std::process::id()));
-        std::os::unix::fs::symlink(&victim, &predictable).unwrap();
-        write_atomic(&p, b"secret", 0o600).unwrap();
+        let link = d.path().join(".f.tmp-planted-link");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let file = d.path().join(".f.tmp-planted-file");
+        std::fs::write(&file, b"").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let fresh = d.path().join(".f.tmp-fresh");
+        let mut names = vec![fresh.clone(), file.clone(), link.clone()];
+        let (made, mut f) = create_exclusive(0o600, || Ok(names.pop().unwrap())).unwrap();
+        assert_eq!(made, fresh, "both planted names were skipped");
+        f.write_all(b"secret").unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"victim");
-        let m = std::fs::symlink_metadata(&p).unwrap();
-        assert!(
-            m.file_type().is_file(),
-            "a regular file, not the planted link"
-        );
-        assert_eq!(std::fs::read(&p).unwrap(), b"secret");
-        // A planted world-readable file at the old name is not reused either.
-        std::fs::remove_file(&predictable).unwrap();
-        std::fs::write(&predictable, b"").unwrap();
-        std::fs::set_permissions(&predictable, std::fs::Permissions::from_mode(0o644)).unwrap();
-        write_atomic(&p, b"secret2", 0o600).unwrap();
         assert_eq!(
-            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
+            std::fs::read(&file).unwrap(),
+            b"",
+            "the planted file is untouched"
         );
+        let m = std::fs::symlink_metadata(&made).unwrap();
+        assert!(m.file_type().is_file());
+        assert_eq!(m.permissions().mode() & 0o077, 0, "no access for others");
+        // Only planted names: an error, and nothing written anywhere.
+        let e = create_exclusive(0o600, || Ok(link.clone())).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"victim");
     }
 
     #[test]
