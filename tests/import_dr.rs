@@ -410,3 +410,130 @@ fn concurrent_imports_of_one_barcode_never_overwrite_a_volume() {
         "the refusal names the barcode: {out}"
     );
 }
+
+/// One clear image in pool Scratch of a new store, on K00001L9; returns
+/// the store and the source file.
+fn one_image_store(name: &str) -> (TestStore, PathBuf) {
+    let a = TestStore::new(&[]);
+    let f = a.path("f");
+    random_file(&f, 1);
+    let m = a.mount("");
+    std::fs::create_dir(m.p("pools/Scratch")).unwrap();
+    cp(&f, &m.p(&format!("pools/Scratch/{name}")));
+    m.unmount();
+    (a, f)
+}
+
+/// A volume file an administrator put into the library directory by hand
+/// (no catalog record yet) and then imports from there: the import adopts
+/// it in place, and neither a success nor a failure ever removes it.
+#[test]
+fn importing_a_volume_already_in_the_library_directory_keeps_it() {
+    let (a, f) = one_image_store("img");
+    let b = TestStore::new(&[]);
+    let inside = b.dir.join("volumes/K00001L9.kvol");
+    std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+    std::fs::copy(a.dir.join("volumes/K00001L9.kvol"), &inside).unwrap();
+    let o = import(&b, &[], std::slice::from_ref(&inside));
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(inside.exists(), "the volume file is still there: {out}");
+    assert!(o.status.success(), "{out}");
+    let m = b.mount("");
+    assert_eq!(sha256(&m.p("pools/Scratch/img")), sha256(&f));
+    m.unmount();
+    // A different file in the way of a barcode is refused and left alone.
+    let (c, _) = one_image_store("other");
+    let d = TestStore::new(&[]);
+    let in_way = d.dir.join("volumes/K00001L9.kvol");
+    std::fs::create_dir_all(in_way.parent().unwrap()).unwrap();
+    std::fs::write(&in_way, b"an administrator's file").unwrap();
+    let o = import(&d, &[], &[c.dir.join("volumes/K00001L9.kvol")]);
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("K00001L9"), "{out}");
+    assert_eq!(std::fs::read(&in_way).unwrap(), b"an administrator's file");
+}
+
+/// Importing an image back from the vault copy of a volume this store
+/// still holds and writes to: the volume keeps its state (Active) and its
+/// length; only its image count grows.
+#[test]
+fn an_import_onto_a_volume_in_use_leaves_its_state_alone() {
+    let a = TestStore::new(&[]);
+    let m = a.mount("");
+    std::fs::create_dir(m.p("pools/Scratch")).unwrap();
+    std::fs::write(m.p("pools/Scratch/keep"), b"keep").unwrap();
+    std::fs::write(m.p("pools/Scratch/lost"), b"lost").unwrap();
+    m.unmount();
+    let vault = a.path("K00001L9.kvol");
+    std::fs::copy(a.dir.join("volumes/K00001L9.kvol"), &vault).unwrap();
+    let m = a.mount("");
+    std::fs::remove_file(m.p("pools/Scratch/lost")).unwrap();
+    m.unmount();
+    let before: serde_json::Value =
+        serde_json::from_str(&a.ok(&["volume", "list", "--json"])).unwrap();
+    assert_eq!(before[0]["state"], "active", "{before}");
+    let o = import(&a, &[], &[vault]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let after: serde_json::Value =
+        serde_json::from_str(&a.ok(&["volume", "list", "--json"])).unwrap();
+    assert_eq!(after[0]["state"], "active", "{after}");
+    assert_eq!(after[0]["used"], before[0]["used"], "{after}");
+    let m = a.mount("");
+    assert_eq!(std::fs::read(m.p("pools/Scratch/lost")).unwrap(), b"lost");
+    std::fs::write(m.p("pools/Scratch/next"), b"next").unwrap();
+    m.unmount();
+    let vols: serde_json::Value =
+        serde_json::from_str(&a.ok(&["volume", "list", "--json"])).unwrap();
+    assert_eq!(
+        vols.as_array().unwrap().len(),
+        1,
+        "the next write appends to it: {vols}"
+    );
+}
+
+/// What an import killed during its copy leaves (a hidden temporary copy
+/// in the library directory) is removed when the store is next opened.
+#[test]
+fn a_dead_imports_temporary_copy_is_removed_at_open() {
+    let s = TestStore::new(&[]);
+    let vols = s.dir.join("volumes");
+    std::fs::create_dir_all(&vols).unwrap();
+    let tmp = vols.join(".import-0011223344556677.tmp");
+    std::fs::write(&tmp, vec![0u8; 4096]).unwrap();
+    s.ok(&["volume", "list"]);
+    assert!(!tmp.exists(), "the temporary copy is gone");
+}
+
+/// An imported image whose name is a directory in this store is imported
+/// under the second name, like one whose name is an image.
+#[test]
+fn an_image_named_like_a_local_directory_is_imported_beside_it() {
+    let (a, f) = one_image_store("img");
+    let b = TestStore::new(&[]);
+    let m = b.mount("");
+    std::fs::create_dir_all(m.p("pools/Scratch/img")).unwrap();
+    m.unmount();
+    let o = import(&b, &[], &[a.dir.join("volumes/K00001L9.kvol")]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m = b.mount("");
+    let names: Vec<String> = std::fs::read_dir(m.p("pools/Scratch"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let other = names
+        .iter()
+        .find(|n| n.starts_with("img.imported-"))
+        .expect("second name");
+    assert_eq!(sha256(&m.p(&format!("pools/Scratch/{other}"))), sha256(&f));
+    assert!(m.p("pools/Scratch/img").is_dir());
+    m.unmount();
+}

@@ -27,6 +27,9 @@ pub struct VolumeUpdate {
     pub barcode: String,
     pub used: u64,
     pub state: super::VolumeState,
+    /// Only count the image on the volume (an import onto a volume this
+    /// store already holds): its state and length are its writer's.
+    pub count_only: bool,
 }
 
 impl Catalog {
@@ -57,8 +60,18 @@ impl Catalog {
                     .transpose()?;
                 let mut v =
                     cur.ok_or_else(|| CatalogError::NotFound(format!("volume {}", u.barcode)))?;
-                v.used = u.used;
-                v.state = u.state;
+                if v.state == super::VolumeState::Scratch {
+                    // Recycled since the image was written or read: the
+                    // image would point at a volume that is gone.
+                    return Err(CatalogError::NotFound(format!(
+                        "volume {} (recycled to scratch meanwhile)",
+                        u.barcode
+                    )));
+                }
+                if !u.count_only {
+                    v.used = u.used;
+                    v.state = u.state;
+                }
                 if !counted.contains(&u.barcode) {
                     v.images += 1;
                 }

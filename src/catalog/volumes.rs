@@ -25,7 +25,8 @@ impl Catalog {
     }
 
     /// Reserves `v.barcode` for an import: writes `v` (state Importing)
-    /// unless a volume with that barcode exists, which is returned instead.
+    /// unless a volume with that barcode exists and is not scratch, which
+    /// is returned instead (a scratch volume's barcode is taken over).
     pub fn reserve_volume(&self, v: &VolumeRec) -> Result<Option<VolumeRec>, CatalogError> {
         let tx = self.db.begin_write()?;
         let existing = {
@@ -34,10 +35,13 @@ impl Catalog {
                 .get(v.barcode.as_str())?
                 .map(|x| dec::<VolumeRec>(x.value()))
                 .transpose()?;
-            if cur.is_none() {
+            let free = cur
+                .as_ref()
+                .is_none_or(|c| c.state == super::VolumeState::Scratch);
+            if free {
                 t.insert(v.barcode.as_str(), enc(v).as_slice())?;
             }
-            cur
+            cur.filter(|_| !free)
         };
         tx.commit()?;
         Ok(existing)

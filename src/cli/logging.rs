@@ -38,8 +38,8 @@ impl Write for Syslog {
 
 /// Opens (creating it 0600) a log file. A symlink is refused, not
 /// followed, and an existing file must be a regular file of the daemon's
-/// own user, with no access for others and one link: a log line never
-/// lands in a file someone else chose or can read.
+/// own user, that only its group may also read, with one link: a log
+/// line never lands in a file someone else chose, can read or can forge.
 fn open_log(p: &std::path::Path) -> Result<std::fs::File, String> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let refuse = |why: String| format!("log_file {}: {why}", p.display());
@@ -47,7 +47,8 @@ fn open_log(p: &std::path::Path) -> Result<std::fs::File, String> {
         .create(true)
         .append(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        // Never blocks on a FIFO or takes a terminal before the checks below.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(p)
         .map_err(|e| {
             refuse(if e.raw_os_error() == Some(libc::ELOOP) {
@@ -67,9 +68,12 @@ fn open_log(p: &std::path::Path) -> Result<std::fs::File, String> {
             m.uid()
         )));
     }
-    if m.mode() & 0o077 != 0 {
+    // Group read is allowed (logrotate's `create 0640 root adm`): log
+    // lines never carry secrets. Anyone else reading, or anyone but the
+    // owner writing (forging lines), is not.
+    if m.mode() & 0o026 != 0 {
         return Err(refuse(format!(
-            "has mode {:o}: others can read it (chmod 600 it)",
+            "has mode {:o}: others can read or write it (chmod 600 it)",
             m.mode() & 0o777
         )));
     }
@@ -133,6 +137,21 @@ mod tests {
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = open_log(&shared).unwrap_err();
         assert!(e.contains("shared.log") && e.contains("mode 644"), "{e}");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o640)).unwrap();
+        open_log(&shared).unwrap();
+        let fifo = d.path().join("fifo.log");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let e = open_log(&fifo).unwrap_err();
+        assert!(
+            e.contains("fifo.log"),
+            "a FIFO is refused, not waited on: {e}"
+        );
         let linked = d.path().join("linked.log");
         std::fs::hard_link(&fresh, &linked).unwrap();
         assert!(open_log(&linked).unwrap_err().contains("hard links"));

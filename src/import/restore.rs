@@ -140,6 +140,7 @@ fn import_image(
             continue;
         }
         let a = store.library.adopt(&f.path, &f.barcode, &f.volume_pool)?;
+        same_label(a.path(), &f.barcode)?;
         volumes.push((f.barcode.clone(), a));
     }
     let local = |barcode: &str| {
@@ -190,6 +191,7 @@ fn import_image(
                 barcode: b.clone(),
                 used,
                 state: VolumeState::Full,
+                count_only: matches!(a, Adopted::Existing(..)),
             }
         })
         .collect();
@@ -203,6 +205,27 @@ fn import_image(
     let id = u128::from_str_radix(&img.id, 16).unwrap_or(0);
     store.catalog.put_files(id, &files)?;
     tracing::info!(image = %img.name(), "image imported");
+    Ok(())
+}
+
+/// The volume in the store is labelled with the barcode phase one read
+/// (its media header, read again from the store's own copy).
+fn same_label(path: &std::path::Path, barcode: &str) -> Result<(), TapeError> {
+    use std::io::Read;
+    let mut b = vec![0u8; crate::tape::format::MEDIA_HEADER_LEN as usize];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| TapeError::io(format!("volume {}", path.display()), e))?;
+    let h = crate::tape::format::MediaHeader::decode(&b)?;
+    if h.barcode != barcode {
+        return Err(TapeError::Format {
+            what: "volume",
+            why: format!(
+                "volume {barcode}: its media header now says {} (the volume changed)",
+                h.barcode
+            ),
+        });
+    }
     Ok(())
 }
 
@@ -283,7 +306,8 @@ fn commit(
             volumes: updates,
             replace: false,
         }) {
-            Err(CatalogError::Exists(_)) => continue,
+            // Never over an image or a directory of this store.
+            Err(CatalogError::Exists(_) | CatalogError::IsDir(_)) => continue,
             r => return r.map(drop).map_err(TapeError::from),
         }
     }

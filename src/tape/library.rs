@@ -38,6 +38,8 @@ pub struct Library {
     loaded: Mutex<HashSet<String>>,
     /// Open read handles.
     files: Mutex<HashMap<String, Arc<File>>>,
+    /// Volumes imports are reading (never recycled while pinned).
+    pub(super) pinned: super::adopt::Pins,
 }
 
 /// A volume loaded for writing.
@@ -62,6 +64,7 @@ impl Library {
             digest_key,
             loaded: Mutex::default(),
             files: Mutex::default(),
+            pinned: Default::default(),
         })
     }
 
@@ -80,17 +83,31 @@ impl Library {
         self.loaded.lock()
     }
 
-    /// Forgets what imports that died left: volumes still marked as being
-    /// imported are no image's (the image commit marks them full), so their
-    /// record and file go. Called when the store is opened.
+    /// Forgets what imports that died left: the records of volumes still
+    /// marked as being imported (no image's: the image commit marks them
+    /// full) and the temporary copies. A volume file such an import had
+    /// already linked stays: the next import of it adopts it in place.
+    /// Called when the store is opened, under its exclusive lock.
     pub fn sweep_imports(&self) -> Result<(), crate::catalog::CatalogError> {
         for v in self.catalog.volumes()? {
             if v.state == VolumeState::Importing {
-                if let Ok(p) = self.volume_path(&v.barcode) {
-                    let _ = std::fs::remove_file(p);
-                }
                 self.catalog.unreserve_volume(&v.barcode)?;
-                tracing::info!(volume = %v.barcode, "removed a volume an interrupted import left");
+                tracing::info!(volume = %v.barcode, "released the barcode an interrupted import held");
+            }
+        }
+        let Ok(dir) = std::fs::read_dir(&self.cfg.dir) else {
+            return Ok(());
+        };
+        for e in dir.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(super::adopt::TEMP_PREFIX) && name.ends_with(".tmp") {
+                match std::fs::remove_file(e.path()) {
+                    Ok(()) => {
+                        tracing::info!(file = %name, "removed a copy an interrupted import left")
+                    }
+                    Err(e) => tracing::warn!(file = %name, "removing a dead import's copy: {e}"),
+                }
             }
         }
         Ok(())
@@ -220,7 +237,12 @@ impl Library {
             let Some(mut v) = self.catalog.volume(&f.volume)? else {
                 continue;
             };
-            if v.images > 0 || loaded.contains(&v.barcode) || v.state == VolumeState::Scratch {
+            let pinned = self.pinned.lock().contains_key(&v.barcode);
+            if v.images > 0
+                || loaded.contains(&v.barcode)
+                || pinned
+                || v.state != VolumeState::Active && v.state != VolumeState::Full
+            {
                 continue;
             }
             v.state = VolumeState::Scratch;

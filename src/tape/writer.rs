@@ -274,6 +274,7 @@ impl ImageWriter {
             barcode: v.rec.barcode.clone(),
             used: v.rec.used,
             state: VolumeState::Full,
+            count_only: false,
         });
         Ok(())
     }
@@ -414,6 +415,7 @@ impl ImageWriter {
             barcode: v.barcode.clone(),
             used: v.used,
             state,
+            count_only: false,
         });
         let t = &self.target;
         let img = ImageRec {
