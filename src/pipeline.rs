@@ -16,6 +16,17 @@ use parking_lot::Mutex;
 
 use crate::catalog::{FileAttrs, ImageRec};
 
+/// Where an image goes in the namespace.
+pub struct WriteTarget {
+    pub ino: u64,
+    pub parent: u64,
+    pub name: String,
+    pub pool: String,
+    /// Path inside the pool, written into fragment headers.
+    pub path: String,
+    pub attrs: FileAttrs,
+}
+
 /// What a commit returns: the image, and the older image at the same name
 /// that the same transaction removed (its volumes may now be recycled).
 pub type Committed = Option<(ImageRec, Option<ImageRec>)>;

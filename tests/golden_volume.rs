@@ -157,8 +157,9 @@ fn a_flipped_byte_in_a_golden_volume_is_caught() {
 fn generate_golden() {
     use kmsfs::catalog::{FileAttrs, InodeKind, POOLS_INO};
     use kmsfs::kms::{NewKey, Unlock};
+    use kmsfs::pipeline::WriteTarget;
     use kmsfs::store::{InitOptions, Store};
-    use kmsfs::tape::{ImageWriter, WriteTarget};
+    use kmsfs::tape::ImageWriter;
     let t = tempfile::tempdir().unwrap();
     let sdir = t.path().join("s");
     Store::init(

@@ -145,7 +145,7 @@ fn create(store: &Store, cmd: &LsuCmd, out: &mut Out) -> Result<(), CliError> {
         max_bytes: kek_max_bytes.unwrap_or(d.max_bytes),
         max_age_secs: kek_max_age.unwrap_or(d.max_age_secs),
     };
-    let now = crate::tape::now_ns();
+    let now = crate::util::clock::now_ns();
     let attrs = FileAttrs {
         mode: libc::S_IFDIR | 0o755,
         uid: 0,

@@ -67,7 +67,14 @@ pub fn mount(g: &Global, a: &MountArgs, argv: &[String]) -> Result<i32, CliError
         threads: opts.threads.unwrap_or(8),
     };
     let mp = std::fs::canonicalize(&a.mountpoint).map_err(|e| CliError::io(&a.mountpoint, e))?;
-    mount_foreground(Arc::new(store), &mp, &mo, || {
+    let store = Arc::new(store);
+    // The control socket runs the CLI's commands in this daemon, against
+    // its open store, for as long as the mount lives.
+    let handler: crate::control::Handler =
+        Arc::new(|store, req| super::run_in_daemon(store, &req.argv, &req.cwd));
+    let _control = crate::control::Server::start(store.clone(), handler)
+        .map_err(|e| CliError::Mount(format!("control socket: {e}")))?;
+    mount_foreground(store, &mp, &mo, || {
         if daemon_child {
             println!("{READY}");
             let _ = std::io::stdout().flush();

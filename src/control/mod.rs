@@ -39,6 +39,11 @@ pub struct Response {
     pub stderr: String,
 }
 
+/// What the daemon does with a request (the CLI's commands, run against
+/// its open store): given by the door that starts the server, so this
+/// module needs nothing above the store.
+pub type Handler = Arc<dyn Fn(&Store, &Request) -> Response + Send + Sync>;
+
 /// The daemon's end; removes the socket when dropped.
 pub struct Server {
     path: PathBuf,
@@ -54,7 +59,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CLIENTS: usize = 32;
 
 impl Server {
-    pub fn start(store: Arc<Store>) -> std::io::Result<Self> {
+    pub fn start(store: Arc<Store>, handler: Handler) -> std::io::Result<Self> {
         let path = Store::control_socket(&store.dir);
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)?;
@@ -76,11 +81,11 @@ impl Server {
                     );
                     continue;
                 }
-                let (store, active) = (store.clone(), active.clone());
+                let (store, active, handler) = (store.clone(), active.clone(), handler.clone());
                 let spawned = std::thread::Builder::new()
                     .name("control".into())
                     .spawn(move || {
-                        if let Err(e) = serve(&store, c) {
+                        if let Err(e) = serve(&store, &handler, c) {
                             tracing::warn!("control socket: {e}");
                         }
                         active.fetch_sub(1, Ordering::SeqCst);
@@ -123,7 +128,7 @@ impl Read for Deadline<'_> {
     }
 }
 
-fn serve(store: &Store, conn: UnixStream) -> std::io::Result<()> {
+fn serve(store: &Store, handler: &Handler, conn: UnixStream) -> std::io::Result<()> {
     conn.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut line = String::new();
     let request = Deadline {
@@ -162,7 +167,7 @@ fn serve(store: &Store, conn: UnixStream) -> std::io::Result<()> {
         );
     }
     tracing::info!(command = %req.argv.get(1..).map(|a| a.join(" ")).unwrap_or_default(), "control command");
-    let resp = crate::cli::run_in_daemon(store, &req.argv, &req.cwd);
+    let resp = handler(store, &req);
     answer(&conn, &resp)
 }
 

@@ -13,7 +13,7 @@ use super::streams::{Reader, Writer};
 use super::{Entry, FsError, KmsFs, Node, Pending, Res};
 use crate::catalog::{FileAttrs, InodeKind};
 use crate::pipeline::Committed;
-use crate::tape::WriteTarget;
+use crate::pipeline::WriteTarget;
 
 impl KmsFs {
     /// Starts a writer for `name` in directory `parent` (new image, or a new
@@ -103,7 +103,7 @@ impl KmsFs {
                         ));
                     }
                     let mut attrs = node.attrs;
-                    attrs.mtime_ns = crate::tape::now_ns();
+                    attrs.mtime_ns = crate::util::clock::now_ns();
                     attrs.ctime_ns = attrs.mtime_ns;
                     return Ok((
                         self.start_writer(ino, node.parent, &node.name, attrs)?,

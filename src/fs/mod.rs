@@ -69,7 +69,7 @@ impl KmsFs {
             catalog: store.catalog.clone(),
             store,
             read_only,
-            started: crate::tape::now_ns(),
+            started: crate::util::clock::now_ns(),
             handles: Mutex::default(),
             next_fh: AtomicU64::new(1),
             pending: Mutex::default(),

@@ -1,6 +1,5 @@
-//! Serving a store on a mount point: the multi-threaded fuser session, the
-//! control socket, and a clean unmount on SIGTERM, SIGINT, SIGHUP or an
-//! external `umount`.
+//! Serving a store on a mount point: the multi-threaded fuser session and
+//! a clean unmount on SIGTERM, SIGINT, SIGHUP or an external `umount`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -63,7 +62,6 @@ pub fn mount_foreground(
     on_ready: impl FnOnce(),
 ) -> std::io::Result<()> {
     let signals = signals::block_and_watch();
-    let control = crate::control::Server::start(store.clone())?;
     let pid_file = store.dir.join("kmsfs.pid");
     crate::util::atomic::write_atomic(
         &pid_file,
@@ -117,7 +115,6 @@ pub fn mount_foreground(
             }
         }
     }
-    drop(control);
     let _ = std::fs::remove_file(&pid_file);
     Ok(())
 }

@@ -5,9 +5,10 @@
 use super::{FsError, Res};
 use crate::catalog::{FileAttrs, ImageRec, lsu_of_pool};
 use crate::msdp::{LsuReader, LsuWriter};
+use crate::pipeline::WriteTarget;
 use crate::pipeline::{Committed, PipelinedWriter};
 use crate::store::Store;
-use crate::tape::{ImageReader, ImageWriter, WriteTarget};
+use crate::tape::{ImageReader, ImageWriter};
 
 /// An image being written.
 pub enum Writer {

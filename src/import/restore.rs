@@ -10,7 +10,8 @@ use crate::catalog::{
 use crate::crypto::{self, SecretKey};
 use crate::store::Store;
 use crate::tape::scan::{fragment_at, read_fragment};
-use crate::tape::{Adopted, TapeError, now_ns};
+use crate::tape::{Adopted, TapeError};
+use crate::util::clock::now_ns;
 
 /// What phase two did.
 #[derive(Debug, Default, Serialize)]

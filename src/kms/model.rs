@@ -99,6 +99,17 @@ pub fn new_tag() -> Result<String, KmsError> {
     Ok(hex::encode(crate::crypto::random_array::<16>()?))
 }
 
+/// A key tag (32 hex digits) as the 16 bytes written on media (fragment
+/// headers, container records).
+pub fn tag_bytes(tag: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    if let Ok(b) = hex::decode(tag) {
+        let n = b.len().min(16);
+        out[..n].copy_from_slice(&b[..n]);
+    }
+    out
+}
+
 /// Checks a group or key name: 1-64 of `[A-Za-z0-9_.-]`, not starting with '.'.
 pub fn check_name(name: &str) -> Result<(), KmsError> {
     crate::util::names::check_name(name).map_err(|_| KmsError::BadName(name.to_string()))

@@ -73,7 +73,7 @@ impl Msdp {
             policy: c.policy,
             chunking: DEFAULT_CHUNKING,
             chunker: 2,
-            created_ns: crate::tape::now_ns(),
+            created_ns: crate::util::clock::now_ns(),
         };
         self.catalog.create_lsu(&rec, attrs)?;
         if rec.mode == LsuMode::Kms {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::{LsuReader, Msdp, MsdpError};
 use crate::catalog::lsu_of_pool;
-use crate::tape::check::{CheckReport, Problem};
+use crate::util::report::{CheckReport, Problem};
 
 const PIECE: usize = 4 << 20;
 

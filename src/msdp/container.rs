@@ -45,7 +45,7 @@ impl ContainerWriter {
                 crate::util::atomic::sync_dir(&state.dir).map(|()| f)
             })
             .map_err(|e| MsdpError::io(format!("container {}", path.display()), e))?;
-        let created_ns = crate::tape::now_ns();
+        let created_ns = crate::util::clock::now_ns();
         let mut buf = Vec::with_capacity(WRITE_BUFFER + (1 << 20));
         buf.extend_from_slice(
             &ContainerHeader {

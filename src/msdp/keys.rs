@@ -226,7 +226,7 @@ impl Msdp {
         let k = self.catalog.insert_active_kek(name, |id| KekRec {
             id,
             wrapped,
-            created_ns: crate::tape::now_ns(),
+            created_ns: crate::util::clock::now_ns(),
             active: true,
             sealed_segments: 0,
             sealed_bytes: 0,
@@ -248,7 +248,7 @@ impl Msdp {
 /// Whether a KEK reached the count, bytes or age limit of the LSU's policy.
 fn needs_rotation(rec: &LsuRec, k: &KekRec) -> bool {
     let p = rec.policy;
-    let age = (crate::tape::now_ns() - k.created_ns).max(0) as u64 / 1_000_000_000;
+    let age = (crate::util::clock::now_ns() - k.created_ns).max(0) as u64 / 1_000_000_000;
     (p.max_segments > 0 && k.sealed_segments >= p.max_segments)
         || (p.max_bytes > 0 && k.sealed_bytes >= p.max_bytes)
         || (p.max_age_secs > 0 && age >= p.max_age_secs)

@@ -78,7 +78,7 @@ pub fn seal_to(
         Sealer::Plain => None,
         Sealer::Legacy { tag, key } => {
             h.nonce = crypto::random_array()?;
-            h.key_tag = crate::tape::tag_bytes(tag);
+            h.key_tag = crate::kms::tag_bytes(tag);
             Some(key.clone())
         }
         Sealer::Kek { id, key } => {

@@ -23,8 +23,9 @@ use crate::catalog::{
     lsu_of_pool,
 };
 use crate::crypto::{self, SecretKey};
+use crate::pipeline::WriteTarget;
 use crate::pipeline::{Committed, ImageSink};
-use crate::tape::{WriteTarget, now_ns};
+use crate::util::clock::now_ns;
 
 /// Everything but the chunker (so both can be borrowed at once).
 struct Segments {

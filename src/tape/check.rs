@@ -4,45 +4,11 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use super::format::FragmentKeys;
 use super::scan::{fragment_at, scan_volume, verify_records};
 use super::{ImageReader, Library, TapeError};
 use crate::catalog::{ImageRec, VolumeState};
-
-/// One problem found.
-#[derive(Debug, Clone, Serialize)]
-pub struct Problem {
-    /// `image POOL/PATH` or `volume BARCODE`.
-    pub subject: String,
-    pub what: String,
-}
-
-/// What a check found.
-#[derive(Debug, Default, Serialize)]
-pub struct CheckReport {
-    pub images: usize,
-    pub bytes: u64,
-    pub volumes: usize,
-    /// Data that fails authentication, headers that do not parse.
-    pub damaged: Vec<Problem>,
-    /// Images that could not be verified (their key is not usable now).
-    pub unverified: Vec<Problem>,
-}
-
-impl CheckReport {
-    /// An image that did not open: unverified if its key is missing (the
-    /// data may be fine), damaged otherwise.
-    pub fn not_opened(&mut self, subject: String, missing_key: bool, what: String) {
-        let list = if missing_key {
-            &mut self.unverified
-        } else {
-            &mut self.damaged
-        };
-        list.push(Problem { subject, what });
-    }
-}
+pub use crate::util::report::{CheckReport, Problem};
 
 /// Checks every image and volume; `progress` is called with bytes read.
 pub fn check_library(

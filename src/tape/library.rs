@@ -182,7 +182,7 @@ impl Library {
                 barcode: rec.barcode.clone(),
                 pool: pool.into(),
                 capacity: rec.capacity,
-                created_ns: now_ns(),
+                created_ns: crate::util::clock::now_ns(),
                 uuid: crate::crypto::random_array()?,
             };
             file.set_len(0)
@@ -262,12 +262,4 @@ impl Library {
 /// Barcode of volume number `n`: `K00001L9`.
 pub fn barcode(n: usize) -> String {
     format!("K{n:05}L9")
-}
-
-/// Nanoseconds since the Unix epoch.
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }

@@ -18,9 +18,9 @@ mod writer;
 pub use crate::pipeline::Committed;
 pub use adopt::{Adopted, Reservation};
 pub use drive::{DriveGuard, DrivePool};
-pub use library::{Library, LibraryConfig, barcode, now_ns};
+pub use library::{Library, LibraryConfig, barcode};
 pub use reader::ImageReader;
-pub use writer::{ImageWriter, WriteTarget, tag_bytes};
+pub use writer::ImageWriter;
 
 use crate::catalog::CatalogError;
 use crate::kms::KmsError;

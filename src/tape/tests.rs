@@ -8,7 +8,8 @@ use crate::catalog::{FileAttrs, POOLS_INO};
 use crate::kms::{KeyState, NewKey, Unlock};
 use crate::store::{InitOptions, Store};
 
-use super::{ImageReader, ImageWriter, TapeError, WriteTarget};
+use super::{ImageReader, ImageWriter, TapeError};
+use crate::pipeline::WriteTarget;
 
 pub(crate) fn attrs() -> FileAttrs {
     FileAttrs {

@@ -17,21 +17,12 @@ use super::format::{
     self, BLOCK_SIZE, BlockPlace, FileMark, FragmentHeader, FragmentKeys, LAST_IN_FRAGMENT,
     LAST_IN_IMAGE,
 };
-use super::library::{LoadedVolume, now_ns};
+use super::library::LoadedVolume;
 use super::{DriveGuard, Library, TapeError, is_encrypted_pool};
 use crate::catalog::{Commit, FileAttrs, Fragment, ImageRec, VolumeState, VolumeUpdate};
 use crate::crypto;
-
-/// Where an image goes in the namespace.
-pub struct WriteTarget {
-    pub ino: u64,
-    pub parent: u64,
-    pub name: String,
-    pub pool: String,
-    /// Path inside the pool, written into fragment headers.
-    pub path: String,
-    pub attrs: FileAttrs,
-}
+use crate::pipeline::WriteTarget;
+use crate::util::clock::now_ns;
 
 struct OpenFragment {
     number: u32,
@@ -223,7 +214,7 @@ impl ImageWriter {
             block_size: BLOCK_SIZE,
             image_offset: self.size,
             salt,
-            key_tag: self.tag.as_ref().map(|(tag, _)| tag_bytes(tag)),
+            key_tag: self.tag.as_ref().map(|(tag, _)| crate::kms::tag_bytes(tag)),
             kcv: self.tag.as_ref().map(|t| t.1).unwrap_or([0; 8]),
             created_ns: now_ns(),
             mode: t.attrs.mode,
@@ -489,14 +480,4 @@ impl Drop for ImageWriter {
             self.lib.unload(&u.barcode);
         }
     }
-}
-
-/// A key tag (32 hex digits) as the 16 bytes written in fragment headers.
-pub fn tag_bytes(tag: &str) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    if let Ok(b) = hex::decode(tag) {
-        let n = b.len().min(16);
-        out[..n].copy_from_slice(&b[..n]);
-    }
-    out
 }

@@ -1,0 +1,179 @@
+//! The dependency rule of docs/architecture.md, checked on the source: no
+//! module's code reaches a module above it (`crate::X` in a lower module
+//! for an upper X). Unit-test code (`#[cfg(test)]` modules at the end of a
+//! file, `tests.rs` files, the `testing` helpers) may set up fixtures with
+//! any module and is not checked.
+
+use std::path::{Path, PathBuf};
+
+/// The layers, lowest first: a module may use the modules of the layers
+/// before its own, never one of its own layer (peers: the two pool
+/// backends, the mount and the control socket) or one above. The doors
+/// come last; `cli` composes them.
+const LAYERS: &[&[&str]] = &[
+    &["crypto"],
+    &["util"],
+    &["kms"],
+    &["kmip"],
+    &["catalog"],
+    &["pipeline"],
+    &["tape", "msdp"],
+    &["store"],
+    &["import"],
+    &["fs", "control"],
+    &["cli"],
+];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The top-level module a file under `src/` belongs to.
+fn module_of(src: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(src).unwrap();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
+    first.trim_end_matches(".rs").to_string()
+}
+
+/// The production code of a file: comments and the trailing test module cut.
+fn production_code(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim_start();
+        if t.starts_with("#[cfg(test)]")
+            && lines
+                .get(i + 1)
+                .is_some_and(|n| n.trim_start().starts_with("mod "))
+        {
+            break;
+        }
+        let code = match line.find("//") {
+            Some(at) => &line[..at],
+            None => line,
+        };
+        out.push((i + 1, code.to_string()));
+    }
+    out
+}
+
+/// Every `crate::NAME` a line refers to.
+fn crate_refs(line: &str) -> Vec<String> {
+    let mut refs = Vec::new();
+    let mut rest = line;
+    while let Some(at) = rest.find("crate::") {
+        let after = &rest[at + "crate::".len()..];
+        let name: String = after
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            refs.push(name);
+        }
+        rest = after;
+    }
+    refs
+}
+
+/// Upward references in the tree at `src`: "file:line: A uses B".
+fn upward(src: &Path) -> Vec<String> {
+    let rank = |m: &str| LAYERS.iter().position(|l| l.contains(&m));
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    files.sort();
+    let mut found = Vec::new();
+    for f in files {
+        let module = module_of(src, &f);
+        if module == "testing" || f.file_name().is_some_and(|n| n == "tests.rs") {
+            continue;
+        }
+        let Some(me) = rank(&module) else { continue };
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (n, line) in production_code(&text) {
+            if line.contains("crate::{") {
+                // The check reads one module per path: keep it readable.
+                found.push(format!("{}:{n}: grouped crate::{{…}} use", f.display()));
+            }
+            for r in crate_refs(&line) {
+                if let Some(them) = rank(&r)
+                    && (them > me || (them == me && r != module))
+                {
+                    found.push(format!("{}:{n}: {module} uses {r}", f.display()));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The tree checked: `src/`, or another (an old checkout) named by
+/// `ARCHITECTURE_SRC`.
+fn source_tree() -> PathBuf {
+    std::env::var_os("ARCHITECTURE_SRC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("src"))
+}
+
+#[test]
+fn no_module_uses_one_above_it() {
+    let src = source_tree();
+    let found = upward(&src);
+    assert!(
+        found.is_empty(),
+        "upward dependencies:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn every_module_is_placed_in_a_layer() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        let m = module_of(&src, &p);
+        if matches!(m.as_str(), "lib" | "main" | "testing") {
+            continue;
+        }
+        assert!(
+            LAYERS.iter().any(|l| l.contains(&m.as_str())),
+            "module {m} is in no layer"
+        );
+    }
+}
+
+#[test]
+fn the_check_sees_an_upward_use() {
+    // The checker itself can fail: a planted upward use is reported.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("kms")).unwrap();
+    std::fs::write(
+        d.path().join("kms/x.rs"),
+        "use crate::crypto::x;\n// crate::cli in a comment\nfn f() { crate::store::open(); }\n#[cfg(test)]\nmod tests { use crate::cli; }\n",
+    )
+    .unwrap();
+    std::fs::create_dir(d.path().join("tape")).unwrap();
+    std::fs::write(
+        d.path().join("tape/y.rs"),
+        "use crate::msdp::Peer;\nuse crate::tape::Me;\n",
+    )
+    .unwrap();
+    let found = upward(d.path());
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].ends_with("x.rs:3: kms uses store"), "{found:?}");
+    assert!(
+        found[1].ends_with("y.rs:1: tape uses msdp"),
+        "a peer: {found:?}"
+    );
+}
