@@ -74,6 +74,47 @@ fn a_silent_or_flooding_client_blocks_nobody_and_is_cut_off() {
     drop(m);
 }
 
+/// A long command (fsck reading a GiB of encrypted images) over the
+/// control socket does not hold up another client's `kms listkeys`: it is
+/// answered while the fsck still runs.
+#[test]
+fn a_long_fsck_does_not_delay_listkeys_from_another_client() {
+    let s = TestStore::new(&[]);
+    s.group_with_key("ENCR_Big");
+    let m = s.mount("");
+    std::fs::create_dir(m.p("pools/ENCR_Big")).unwrap();
+    for i in 0..4 {
+        sh_ok(&format!(
+            "dd if=/dev/zero of='{}' bs=1M count=256 status=none",
+            m.p(&format!("pools/ENCR_Big/img{i}")).display()
+        ));
+    }
+    let mut fsck = std::process::Command::new(bin())
+        .arg("--store")
+        .arg(&s.dir)
+        .arg("fsck")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    let (ok, out) = cmd_within(&s, &["kms", "listkeys"], 20);
+    let listed_in = t.elapsed();
+    let fsck_running = fsck.try_wait().unwrap().is_none();
+    let fsck_ok = fsck.wait().unwrap().success();
+    let fsck_took = t.elapsed();
+    eprintln!("listkeys {listed_in:?}, fsck ended {fsck_took:?} after it began");
+    assert!(ok && out.contains("ENCR_Big"), "{out}");
+    assert!(fsck_ok, "fsck of the store succeeds");
+    assert!(
+        fsck_running,
+        "listkeys answered in {listed_in:?}, after the fsck ended ({fsck_took:?} from then): \
+         it waited for it"
+    );
+    drop(m);
+}
+
 /// A client that trickles its request a byte at a time, each byte inside
 /// the per-read timeout, is still cut off when the whole request's
 /// deadline passes: it cannot hold a serving thread for hours.
