@@ -43,7 +43,7 @@ dd if=/dev/zero of="$W/warm" bs=1M count=$((SIZE_MB * 4)) status=none; rm "$W/wa
 # kmsfs
 $K init "$W/store" --volume-capacity 16G >/dev/null
 $K --store "$W/store" kms createkg ENCR_Bench >/dev/null
-$K --store "$W/store" kms createkey --kg ENCR_Bench --name k --activate >/dev/null
+$K --store "$W/store" kms createkey --key-group ENCR_Bench --name k --activate >/dev/null
 mkdir "$W/kmnt"
 $K mount "$W/store" "$W/kmnt"
 mkdir "$W/kmnt/pools/ENCR_Bench"
@@ -80,7 +80,7 @@ settle() { sync; echo 3 > /proc/sys/vm/drop_caches; cat "$1" > /dev/null; }
 copy_test() { local s e; settle "$1"; s=$(now); cp "$1" "$2"; e=$(now); mbps "$s" "$e"; }
 backup_test() { local s e; settle "$W/rsrc/data"; s=$(now); restic backup -q "$W/rsrc" >/dev/null; e=$(now); mbps "$s" "$e"; }
 $K --store "$W/store" kms createkg KG >/dev/null
-$K --store "$W/store" kms createkey --kg KG --name root --activate >/dev/null
+$K --store "$W/store" kms createkey --key-group KG --name root --activate >/dev/null
 $K --store "$W/store" lsu create bench --kms --key-group KG >/dev/null
 mkdir "$W/dmnt"; $K mount "$W/store" "$W/dmnt"
 l0=$(bytes "$W/store/lsu")
@@ -128,7 +128,7 @@ $K --store "$W/xstore" kms setbackend kmip --server "127.0.0.1:$PORT" --ca "$X/c
 # A fresh embedded store too, so both stores' volumes live the same life.
 $K init "$W/estore" --volume-capacity 16G >/dev/null
 $K --store "$W/estore" kms createkg ENCR_Bench >/dev/null
-$K --store "$W/estore" kms createkey --kg ENCR_Bench --name k --activate >/dev/null
+$K --store "$W/estore" kms createkey --key-group ENCR_Bench --name k --activate >/dev/null
 N=200
 small_test() { local s e i; s=$(now); for i in $(seq 1 $N); do head -c 65536 /dev/zero > "$1/s$i"; done; e=$(now); echo "scale=1; ($e - $s) * 1000 / $N" | bc; }
 mkdir "$W/xmnt"

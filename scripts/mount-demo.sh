@@ -16,7 +16,7 @@ if [ ! -e "$STORE/kmsfs.conf" ]; then
   mkdir -p "$(dirname "$STORE")"
   $K init "$STORE"
   $K --store "$STORE" kms createkg ENCR_Demo --description "demo key group"
-  $K --store "$STORE" kms createkey --kg ENCR_Demo --name demo-key-1 --activate
+  $K --store "$STORE" kms createkey --key-group ENCR_Demo --name demo-key-1 --activate
   $K --store "$STORE" lsu create demo --kms --key-group ENCR_Demo
 fi
 mkdir -p "$MNT"

@@ -700,3 +700,52 @@ fn recoverkey_of_a_deleted_key_checks_the_pass_phrase_against_its_tombstone() {
     let keys = s.ok(&["kms", "listkeys", "--json"]);
     assert!(keys.contains(&tag), "{keys}");
 }
+
+/// One spelling per option in help (`--key-group`, `--pass-phrase-file`,
+/// `--keystore-pass-phrase-file`); the old spellings (`--kg`,
+/// `--passphrase-file`) still work, hidden, so scripts keep working.
+#[test]
+fn options_have_one_spelling_and_the_old_ones_still_work() {
+    let s = TestStore::new(&[]);
+    s.ok(&["kms", "createkg", "G"]);
+    s.ok(&[
+        "kms",
+        "createkey",
+        "--key-group",
+        "G",
+        "--name",
+        "new",
+        "--activate",
+    ]);
+    s.ok(&["kms", "createkey", "--kg", "G", "--name", "old"]);
+    let listed = s.ok(&["kms", "listkeys", "--key-group", "G"]);
+    assert!(listed.contains("new") && listed.contains("old"), "{listed}");
+    for args in [
+        vec!["kms", "createkey", "--help"],
+        vec!["kms", "listkeys", "--help"],
+        vec!["kms", "export", "--help"],
+        vec!["lsu", "create", "--help"],
+        vec!["--help"],
+    ] {
+        let help = s.ok(&args);
+        assert!(!help.contains("--kg"), "{args:?}: {help}");
+        assert!(!help.contains("--passphrase-file"), "{args:?}: {help}");
+    }
+    assert!(
+        s.ok(&["kms", "createkey", "--help"])
+            .contains("--key-group")
+    );
+    assert!(s.ok(&["--help"]).contains("--keystore-pass-phrase-file"));
+    // A pass-phrase keystore opened with the new spelling and the old one.
+    let pp = s.path("pp");
+    std::fs::write(&pp, "keystore pass").unwrap();
+    let p = TestStore::new(&["--keystore-pass-phrase-file", pp.to_str().unwrap()]);
+    for flag in ["--keystore-pass-phrase-file", "--passphrase-file"] {
+        let o = p.cmd(&[flag, pp.to_str().unwrap(), "kms", "listkgs"]);
+        assert!(
+            o.status.success(),
+            "{flag}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}

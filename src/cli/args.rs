@@ -21,7 +21,12 @@ pub struct Global {
     #[arg(long, global = true, env = "KMSFS_STORE")]
     pub store: Option<PathBuf>,
     /// Pass phrase file of a pass-phrase keystore.
-    #[arg(long, global = true, env = "KMSFS_PASSPHRASE_FILE")]
+    #[arg(
+        long = "keystore-pass-phrase-file",
+        alias = "passphrase-file",
+        global = true,
+        env = "KMSFS_PASSPHRASE_FILE"
+    )]
     pub passphrase_file: Option<PathBuf>,
     /// Host master key file kept outside the store.
     #[arg(long, global = true, env = "KMSFS_HMK_FILE")]
@@ -152,7 +157,7 @@ pub struct MountArgs {
     pub source: PathBuf,
     pub mountpoint: PathBuf,
     /// Comma-separated options: ro, rw, allow_other, default_permissions,
-    /// nodefault_permissions, passfile=F, hmk=F, drives=N, kms_timeout=SECS,
+    /// nodefault_permissions, pass_phrase_file=F, hmk=F, drives=N, kms_timeout=SECS,
     /// log=LEVEL, log_file=F, fg, threads=N, kmip_server=HOST:PORT
     /// (repeatable, first tried first), kmip_ca=F, kmip_cert=F, kmip_key=F,
     /// key_cache=SECS; and, accepted and ignored, the
@@ -197,7 +202,7 @@ pub enum KmsCmd {
     Deletekg { name: String },
     /// Create a key (random, or from a pass phrase).
     Createkey {
-        #[arg(long)]
+        #[arg(long = "key-group", alias = "kg")]
         kg: String,
         #[arg(long)]
         name: String,
@@ -212,14 +217,14 @@ pub enum KmsCmd {
     },
     /// List keys: group, name, tag, state, times, description; never key bytes.
     Listkeys {
-        #[arg(long)]
+        #[arg(long = "key-group", alias = "kg")]
         kg: Option<String>,
         #[arg(long)]
         json: bool,
     },
     /// Change a key's state, name or description.
     Modifykey {
-        #[arg(long)]
+        #[arg(long = "key-group", alias = "kg")]
         kg: String,
         #[arg(long)]
         name: String,
@@ -237,14 +242,14 @@ pub enum KmsCmd {
     },
     /// Delete a prelive or terminated key that nothing uses.
     Deletekey {
-        #[arg(long)]
+        #[arg(long = "key-group", alias = "kg")]
         kg: String,
         #[arg(long)]
         name: String,
     },
     /// Recreate a pass-phrase key from its pass phrase and tag.
     Recoverkey {
-        #[arg(long)]
+        #[arg(long = "key-group", alias = "kg")]
         kg: String,
         #[arg(long)]
         name: String,
@@ -259,7 +264,7 @@ pub enum KmsCmd {
         out: PathBuf,
         #[arg(long)]
         pass_phrase_file: PathBuf,
-        #[arg(long = "kg")]
+        #[arg(long = "key-group", alias = "kg")]
         groups: Vec<String>,
     },
     /// Import key groups from a container (atomic; keys whose tag exists are skipped).

@@ -90,7 +90,8 @@ pub fn parse<'a>(lists: &'a [String]) -> Result<MountOpts, String> {
             "default_permissions" => o.no_default_permissions = false,
             "nodefault_permissions" => o.no_default_permissions = true,
             "fg" | "foreground" => o.foreground = true,
-            "passfile" => o.passfile = Some(need(val)?.into()),
+            // One spelling in help; `passfile` kept for existing fstabs.
+            "pass_phrase_file" | "passfile" => o.passfile = Some(need(val)?.into()),
             "hmk" => o.hmk = Some(need(val)?.into()),
             "log_file" => o.log_file = Some(need(val)?.into()),
             "drives" => {
@@ -166,6 +167,10 @@ mod tests {
         assert!(p("drives=abc").unwrap_err().contains("drives=abc"));
         assert!(p("drives=0").unwrap_err().contains("at least 1"));
         assert!(p("passfile").unwrap_err().contains("needs a value"));
+        assert_eq!(
+            p("pass_phrase_file=/etc/pp").unwrap().passfile,
+            Some("/etc/pp".into())
+        );
         assert!(p("log=loud").unwrap_err().contains("log=loud"));
         let e = p("allow_other,nodefault_permissions").unwrap_err();
         assert!(

@@ -57,7 +57,7 @@ pub enum KmsError {
     #[error("key file {0} is missing")]
     MissingKeyFile(String),
     #[error(
-        "this keystore is unlocked by a pass phrase: give --passphrase-file or KMSFS_PASSPHRASE_FILE"
+        "this keystore is unlocked by a pass phrase: give --keystore-pass-phrase-file (mount: -o pass_phrase_file=) or KMSFS_PASSPHRASE_FILE"
     )]
     PassphraseRequired,
     #[error("export container: {0}")]
