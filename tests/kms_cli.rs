@@ -143,8 +143,25 @@ fn missing_store_half_made_store_and_future_version() {
         ])
         .output()
         .unwrap();
+    // A directory init never touched is not called a store (nor advised
+    // for removal); one holding init's marker is a half-made store.
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("not a complete kmsfs store"),
+        String::from_utf8_lossy(&o.stderr).contains("is not a kmsfs store"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::write(t.path().join("half/.kmsfs-store"), "kmsfs store\n").unwrap();
+    let o = Command::new(bin())
+        .args([
+            "--store",
+            t.path().join("half").to_str().unwrap(),
+            "kms",
+            "listkgs",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("init was interrupted"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );

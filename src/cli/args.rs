@@ -266,6 +266,9 @@ pub enum KmsCmd {
         pass_phrase_file: PathBuf,
         #[arg(long = "key-group", alias = "kg")]
         groups: Vec<String>,
+        /// Replace the file if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Import key groups from a container (atomic; keys whose tag exists are skipped).
     Import {

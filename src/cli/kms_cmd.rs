@@ -97,9 +97,10 @@ pub fn run(store: &Store, cmd: &KmsCmd, out: &mut Out) -> Result<(), CliError> {
             out: file,
             pass_phrase_file,
             groups,
+            force,
         } => {
             let pass = read_secret(pass_phrase_file)?;
-            let n = kms.read(|ks| export_container(ks, groups, &pass, file))?;
+            let n = kms.read(|ks| export_container(ks, groups, &pass, file, *force))?;
             out.line(format!("exported {n} keys to {}", file.display()));
         }
         KmsCmd::Import {

@@ -96,12 +96,23 @@ pub fn mount_form(mut argv: Vec<String>) -> Vec<String> {
         .first()
         .and_then(|a| Path::new(a).file_name())
         .is_some_and(|n| n.to_string_lossy().starts_with("mount.kmsfs"));
-    let bare =
-        argv.len() >= 3 && !argv[1].starts_with('-') && !COMMANDS.contains(&argv[1].as_str());
+    // `kmsfs SOURCE DIR -o ...` (what mount.fuse3 runs) only when SOURCE
+    // is a kmsfs store and DIR a directory: a mistyped subcommand gets
+    // clap's "unrecognized subcommand", not a mount attempt.
+    let bare = argv.len() >= 3
+        && !argv[1].starts_with('-')
+        && !COMMANDS.contains(&argv[1].as_str())
+        && is_store(Path::new(&argv[1]))
+        && Path::new(&argv[2]).is_dir();
     if helper || bare {
         argv.insert(1, "mount".into());
     }
     argv
+}
+
+/// Whether `dir` is a kmsfs store (complete, or one whose init began).
+fn is_store(dir: &Path) -> bool {
+    dir.join(crate::store::CONFIG_FILE).is_file() || dir.join(crate::store::INIT_MARKER).is_file()
 }
 
 /// Entry point of the binary; returns the exit code.
@@ -223,9 +234,24 @@ mod tests {
             mount_form(v(&["/sbin/mount.kmsfs", "/s", "/m", "-o", "rw"])),
             v(&["/sbin/mount.kmsfs", "mount", "/s", "/m", "-o", "rw"])
         );
+        let d = tempfile::tempdir().unwrap();
+        let (st, mp) = (d.path().join("s"), d.path().join("m"));
+        std::fs::create_dir(&st).unwrap();
+        std::fs::create_dir(&mp).unwrap();
+        std::fs::write(st.join("kmsfs.conf"), "{}").unwrap();
+        let (st, mp) = (st.to_str().unwrap(), mp.to_str().unwrap());
         assert_eq!(
-            mount_form(v(&["kmsfs", "/s", "/m", "-o", "rw"])),
-            v(&["kmsfs", "mount", "/s", "/m", "-o", "rw"])
+            mount_form(v(&["kmsfs", st, mp, "-o", "rw"])),
+            v(&["kmsfs", "mount", st, mp, "-o", "rw"])
+        );
+        // Not a store, or not a directory: a subcommand clap will judge.
+        assert_eq!(
+            mount_form(v(&["kmsfs", mp, st, "-o", "rw"])),
+            v(&["kmsfs", mp, st, "-o", "rw"])
+        );
+        assert_eq!(
+            mount_form(v(&["kmsfs", "imgae", "list"])),
+            v(&["kmsfs", "imgae", "list"])
         );
         assert_eq!(
             mount_form(v(&["kmsfs", "kms", "listkgs"])),

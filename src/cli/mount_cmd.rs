@@ -31,7 +31,16 @@ pub fn mount(g: &Global, a: &MountArgs, argv: &[String]) -> Result<i32, CliError
             "filesystem type '{t}' is not kmsfs"
         )));
     }
-    check_mountpoint(&a.mountpoint)?;
+    check_mountpoint(&a.mountpoint, opts.nonempty)?;
+    if let Some(m) = mounted_on(&a.source) {
+        let pid = std::fs::read_to_string(a.source.join("kmsfs.pid")).unwrap_or_default();
+        return Err(CliError::Mount(format!(
+            "store {} is in use: mounted on {} by kmsfs (PID {}); unmount it first",
+            a.source.display(),
+            m.display(),
+            pid.trim()
+        )));
+    }
     let kms_override = kmip_override(&opts, &crate::store::Config::load(&a.source)?.kms)?;
     let daemon_child = std::env::var_os(DAEMON_ENV).is_some();
     if !(a.foreground || opts.foreground || daemon_child) {
@@ -98,7 +107,7 @@ fn log_target(o: &MountOpts, store: &Path, daemon: bool) -> super::logging::Targ
 }
 
 /// The mount point must be an existing directory not already mounted by kmsfs.
-fn check_mountpoint(mp: &Path) -> Result<(), CliError> {
+fn check_mountpoint(mp: &Path, nonempty: bool) -> Result<(), CliError> {
     let meta = std::fs::metadata(mp)
         .map_err(|e| CliError::Mount(format!("mount point {}: {e}", mp.display())))?;
     if !meta.is_dir() {
@@ -119,7 +128,33 @@ fn check_mountpoint(mp: &Path) -> Result<(), CliError> {
             canon.display()
         )));
     }
+    let holds_files = std::fs::read_dir(&canon)
+        .map_err(|e| CliError::io(&canon, e))?
+        .next()
+        .is_some();
+    if holds_files && !nonempty {
+        return Err(CliError::Mount(format!(
+            "mount point {} is not empty: its files would be hidden while mounted \
+             (give -o nonempty to mount over them)",
+            canon.display()
+        )));
+    }
     Ok(())
+}
+
+/// Where the store at `store` is mounted now, if it is (a kmsfs mount
+/// whose source is this store).
+fn mounted_on(store: &Path) -> Option<std::path::PathBuf> {
+    let store = std::fs::canonicalize(store).ok()?;
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let unescape = |s: &str| s.replace("\\040", " ");
+        let ours = f.len() > 2
+            && f[2].contains("kmsfs")
+            && std::fs::canonicalize(unescape(f[0])).ok().as_deref() == Some(store.as_path());
+        ours.then(|| std::path::PathBuf::from(unescape(f[1])))
+    })
 }
 
 /// Starts the daemon and waits until it says the mount answers.

@@ -17,6 +17,8 @@ pub struct MountOpts {
     pub log: Option<String>,
     pub log_file: Option<PathBuf>,
     pub foreground: bool,
+    /// Mount over a directory that holds files (they are hidden meanwhile).
+    pub nonempty: bool,
     pub threads: Option<usize>,
     /// KMIP servers for this mount (repeat the option; first is tried first).
     pub kmip_servers: Vec<String>,
@@ -90,6 +92,7 @@ pub fn parse<'a>(lists: &'a [String]) -> Result<MountOpts, String> {
             "default_permissions" => o.no_default_permissions = false,
             "nodefault_permissions" => o.no_default_permissions = true,
             "fg" | "foreground" => o.foreground = true,
+            "nonempty" => o.nonempty = true,
             // One spelling in help; `passfile` kept for existing fstabs.
             "pass_phrase_file" | "passfile" => o.passfile = Some(need(val)?.into()),
             "hmk" => o.hmk = Some(need(val)?.into()),

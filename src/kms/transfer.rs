@@ -85,6 +85,7 @@ pub fn export_container(
     groups: &[String],
     pass: &[u8],
     out: &Path,
+    replace: bool,
 ) -> Result<usize, KmsError> {
     for g in groups {
         if !ks.body.groups.iter().any(|r| &r.name == g) {
@@ -123,7 +124,20 @@ pub fn export_container(
     let key = crypto::passphrase_secret(pass, &salt, PASSPHRASE_KEY_PARAMS, INFO)?;
     let mut bytes = hdr.clone();
     bytes.extend_from_slice(&crypto::seal(&key, &hdr, &plain)?);
-    write_atomic(out, &bytes, 0o600).map_err(|e| KmsError::io(out, e))?;
+    if replace {
+        write_atomic(out, &bytes, 0o600).map_err(|e| KmsError::io(out, e))?;
+    } else {
+        crate::util::atomic::write_new(out, &bytes, 0o600).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                KmsError::io(
+                    out,
+                    std::io::Error::new(e.kind(), "the file exists (give --force to replace it)"),
+                )
+            } else {
+                KmsError::io(out, e)
+            }
+        })?;
+    }
     Ok(n)
 }
 
@@ -281,7 +295,7 @@ mod tests {
         let key = *src.key_for_decrypt(&tag).unwrap().expose_secret();
         let out = d.path().join("k.kex");
         let hits = crate::testing::heapscan::freed_copies(&key, || {
-            export_container(&src, &[], b"pass", &out).unwrap();
+            export_container(&src, &[], b"pass", &out, true).unwrap();
         });
         assert_eq!(hits, 0, "copies of the key left in freed heap");
     }
@@ -305,7 +319,10 @@ mod tests {
             })
             .unwrap();
         let out = a.path().join("keys.kex");
-        assert_eq!(export_container(&src, &[], b"dr pass", &out).unwrap(), 1);
+        assert_eq!(
+            export_container(&src, &[], b"dr pass", &out, true).unwrap(),
+            1
+        );
         assert!(matches!(
             read_container(&out, b"nope"),
             Err(KmsError::Container(_))

@@ -76,8 +76,15 @@ impl Config {
         if !dir.is_dir() {
             return Err(StoreError::NoStore(dir.display().to_string()));
         }
-        let bytes =
-            std::fs::read(&path).map_err(|_| StoreError::HalfMade(dir.display().to_string()))?;
+        let bytes = std::fs::read(&path).map_err(|_| {
+            // Only a directory init began (its marker is written first)
+            // is called a half-made store; any other is not ours.
+            if dir.join(super::INIT_MARKER).exists() {
+                StoreError::HalfMade(dir.display().to_string())
+            } else {
+                StoreError::NotAStore(dir.display().to_string())
+            }
+        })?;
         let v: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| StoreError::BadConfig(path.display().to_string(), e.to_string()))?;
         if v.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {

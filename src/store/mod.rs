@@ -3,6 +3,7 @@
 //! runs) opens and locks it. Layout (see docs/format.md):
 //!
 //! ```text
+//! STORE/.kmsfs-store          marker, written first by init
 //! STORE/kmsfs.conf            config (JSON), written last by init
 //! STORE/lock                  flock held by the owning process
 //! STORE/control.sock          the daemon's control socket (root only)
@@ -17,6 +18,10 @@ mod lock;
 mod open;
 
 pub use config::{CONFIG_FILE, Config, HmkMode};
+
+/// The file `init` writes first: a directory holding it and no config is a
+/// store whose init was interrupted (any other directory is not ours).
+pub const INIT_MARKER: &str = ".kmsfs-store";
 pub use lock::StoreLock;
 pub use open::{InitOptions, Store};
 
@@ -26,9 +31,11 @@ pub enum StoreError {
     #[error("no kmsfs store at {0} (create one with `kmsfs init {0}`)")]
     NoStore(String),
     #[error(
-        "{0} is not a complete kmsfs store (no kmsfs.conf): an interrupted init? remove it and run init again"
+        "{0} is a kmsfs store whose init was interrupted (no kmsfs.conf): remove it and run init again"
     )]
     HalfMade(String),
+    #[error("{0} is not a kmsfs store (no kmsfs.conf)")]
+    NotAStore(String),
     #[error("{0} already holds files; init wants a new or empty directory")]
     NotEmpty(String),
     #[error("store config {0}: {1}")]

@@ -77,6 +77,8 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .map_err(|e| StoreError::io(dir, e))?;
+        crate::util::atomic::write_new(&dir.join(super::INIT_MARKER), b"kmsfs store\n", 0o600)
+            .map_err(|e| StoreError::io(&dir.join(super::INIT_MARKER), e))?;
         for sub in SUBDIRS {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(|e| StoreError::io(&dir.join(sub), e))?;

@@ -77,6 +77,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     result
 }
 
+/// Writes `bytes` to a new file `path` (created with permission bits
+/// `mode`), durably, failing with `AlreadyExists` if `path` exists: the
+/// file is written under a temporary name and linked into place, which
+/// never replaces anything.
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = parent_dir(path);
+    let (tmp, mut f) = create_temp(path, mode)?;
+    let result = (|| {
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::hard_link(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +132,21 @@ mod tests {
         let e = create_exclusive(0o600, || Ok(link.clone())).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read(&victim).unwrap(), b"victim");
+    }
+
+    #[test]
+    fn write_new_never_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        write_new(&p, b"one", 0o600).unwrap();
+        let e = write_new(&p, b"two", 0o600).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&p).unwrap(), b"one");
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 
     #[test]
