@@ -46,6 +46,12 @@ fn a_directory_kmsfs_did_not_make_is_never_advised_for_removal() {
     std::fs::remove_file(half.join("kmsfs.conf")).unwrap();
     let o = kmsfs(&["--store", half.to_str().unwrap(), "status"]);
     assert!(text(&o).contains("init was interrupted"), "{}", text(&o));
+    // A config that exists but cannot be read is an I/O error naming it,
+    // never "remove it and run init again".
+    std::fs::create_dir(half.join("kmsfs.conf")).unwrap();
+    let o = kmsfs(&["--store", half.to_str().unwrap(), "status"]);
+    let out = text(&o);
+    assert!(out.contains("kmsfs.conf") && !out.contains("remove"), "{out}");
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
@@ -156,4 +162,49 @@ fn mounting_a_mounted_store_says_where_and_by_whom_at_once() {
     );
     assert!(!is_mounted(&other));
     drop(m);
+}
+
+/// Refusals say what to do next: the step a key state must go through
+/// first, and how to free a root key an LSU uses.
+#[test]
+fn key_refusals_say_what_to_do_next() {
+    let s = TestStore::new(&[]);
+    s.ok(&["kms", "createkg", "G"]);
+    s.ok(&[
+        "kms",
+        "createkey",
+        "--key-group",
+        "G",
+        "--name",
+        "a",
+        "--activate",
+    ]);
+    s.ok(&["kms", "createkey", "--key-group", "G", "--name", "p"]);
+    let modify = |name: &str, state: &str| {
+        text(&s.cmd(&[
+            "kms",
+            "modifykey",
+            "--key-group",
+            "G",
+            "--name",
+            name,
+            "--state",
+            state,
+        ]))
+    };
+    let out = modify("a", "deprecated");
+    assert!(out.contains("make it inactive first"), "{out}");
+    let out = modify("p", "inactive");
+    assert!(
+        out.contains("a prelive key can only become active"),
+        "{out}"
+    );
+    s.ok(&["lsu", "create", "demo", "--kms", "--key-group", "G"]);
+    modify("a", "inactive");
+    let out = modify("a", "deprecated");
+    assert!(out.contains("LSU demo"), "{out}");
+    assert!(
+        out.contains("kmsfs lsu rewrap demo") && out.contains("--force"),
+        "{out}"
+    );
 }

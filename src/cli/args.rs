@@ -158,7 +158,7 @@ pub struct MountArgs {
     pub mountpoint: PathBuf,
     /// Comma-separated options: ro, rw, allow_other, default_permissions,
     /// nodefault_permissions, pass_phrase_file=F, hmk=F, drives=N, kms_timeout=SECS,
-    /// log=LEVEL, log_file=F, fg, threads=N, kmip_server=HOST:PORT
+    /// log=LEVEL, log_file=F, fg, nonempty, threads=N, kmip_server=HOST:PORT
     /// (repeatable, first tried first), kmip_ca=F, kmip_cert=F, kmip_key=F,
     /// key_cache=SECS; and, accepted and ignored, the
     /// generic ones mount(8) and systemd pass: defaults, auto, noauto, nofail,

@@ -97,13 +97,12 @@ pub fn mount_form(mut argv: Vec<String>) -> Vec<String> {
         .and_then(|a| Path::new(a).file_name())
         .is_some_and(|n| n.to_string_lossy().starts_with("mount.kmsfs"));
     // `kmsfs SOURCE DIR -o ...` (what mount.fuse3 runs) only when SOURCE
-    // is a kmsfs store and DIR a directory: a mistyped subcommand gets
-    // clap's "unrecognized subcommand", not a mount attempt.
+    // is a kmsfs store (the mount then names a bad DIR): a mistyped
+    // subcommand gets clap's "unrecognized subcommand", not a mount attempt.
     let bare = argv.len() >= 3
         && !argv[1].starts_with('-')
         && !COMMANDS.contains(&argv[1].as_str())
-        && is_store(Path::new(&argv[1]))
-        && Path::new(&argv[2]).is_dir();
+        && is_store(Path::new(&argv[1]));
     if helper || bare {
         argv.insert(1, "mount".into());
     }
@@ -228,6 +227,14 @@ mod tests {
         a.iter().map(|s| s.to_string()).collect()
     }
 
+    /// clap's own consistency checks (they run only in debug builds, and
+    /// the suite runs in release): aliases and globals do not collide.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+
     #[test]
     fn mount_helper_forms() {
         assert_eq!(
@@ -244,10 +251,15 @@ mod tests {
             mount_form(v(&["kmsfs", st, mp, "-o", "rw"])),
             v(&["kmsfs", "mount", st, mp, "-o", "rw"])
         );
-        // Not a store, or not a directory: a subcommand clap will judge.
+        // Not a store: a subcommand clap will judge.
         assert_eq!(
             mount_form(v(&["kmsfs", mp, st, "-o", "rw"])),
             v(&["kmsfs", mp, st, "-o", "rw"])
+        );
+        // A store and a missing directory: a mount, which names the directory.
+        assert_eq!(
+            mount_form(v(&["kmsfs", st, "/nonexistent"])),
+            v(&["kmsfs", "mount", st, "/nonexistent"])
         );
         assert_eq!(
             mount_form(v(&["kmsfs", "imgae", "list"])),

@@ -33,12 +33,14 @@ pub fn mount(g: &Global, a: &MountArgs, argv: &[String]) -> Result<i32, CliError
     }
     check_mountpoint(&a.mountpoint, opts.nonempty)?;
     if let Some(m) = mounted_on(&a.source) {
-        let pid = std::fs::read_to_string(a.source.join("kmsfs.pid")).unwrap_or_default();
+        let pid = std::fs::read_to_string(a.source.join("kmsfs.pid"))
+            .ok()
+            .map(|p| format!(" (PID {})", p.trim()))
+            .unwrap_or_default();
         return Err(CliError::Mount(format!(
-            "store {} is in use: mounted on {} by kmsfs (PID {}); unmount it first",
+            "store {} is in use: mounted on {} by kmsfs{pid}; unmount it first",
             a.source.display(),
             m.display(),
-            pid.trim()
         )));
     }
     let kms_override = kmip_override(&opts, &crate::store::Config::load(&a.source)?.kms)?;
@@ -120,7 +122,7 @@ fn check_mountpoint(mp: &Path, nonempty: bool) -> Result<(), CliError> {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     let busy = mounts.lines().any(|l| {
         let f: Vec<&str> = l.split(' ').collect();
-        f.len() > 2 && Path::new(&f[1].replace("\\040", " ")) == canon && f[2].contains("kmsfs")
+        f.len() > 2 && Path::new(&unescape_mount_field(f[1])) == canon && f[2].contains("kmsfs")
     });
     if busy {
         return Err(CliError::Mount(format!(
@@ -128,11 +130,14 @@ fn check_mountpoint(mp: &Path, nonempty: bool) -> Result<(), CliError> {
             canon.display()
         )));
     }
+    if nonempty {
+        return Ok(());
+    }
     let holds_files = std::fs::read_dir(&canon)
         .map_err(|e| CliError::io(&canon, e))?
         .next()
         .is_some();
-    if holds_files && !nonempty {
+    if holds_files {
         return Err(CliError::Mount(format!(
             "mount point {} is not empty: its files would be hidden while mounted \
              (give -o nonempty to mount over them)",
@@ -145,16 +150,41 @@ fn check_mountpoint(mp: &Path, nonempty: bool) -> Result<(), CliError> {
 /// Where the store at `store` is mounted now, if it is (a kmsfs mount
 /// whose source is this store).
 fn mounted_on(store: &Path) -> Option<std::path::PathBuf> {
+    // Only this store's path is resolved: a mount's source is compared as
+    // written (the daemon mounts with the canonical path), so a hung mount
+    // of another store is never touched.
     let store = std::fs::canonicalize(store).ok()?;
+    let want = store.to_string_lossy().replace(',', "_");
     let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
     mounts.lines().find_map(|l| {
         let f: Vec<&str> = l.split(' ').collect();
-        let unescape = |s: &str| s.replace("\\040", " ");
-        let ours = f.len() > 2
-            && f[2].contains("kmsfs")
-            && std::fs::canonicalize(unescape(f[0])).ok().as_deref() == Some(store.as_path());
-        ours.then(|| std::path::PathBuf::from(unescape(f[1])))
+        let ours = f.len() > 2 && f[2].contains("kmsfs") && unescape_mount_field(f[0]) == want;
+        ours.then(|| std::path::PathBuf::from(unescape_mount_field(f[1])))
     })
+}
+
+/// A field of /proc/self/mounts with its octal escapes (`\040` space,
+/// `\011` tab, `\012` newline, `\134` backslash) decoded.
+fn unescape_mount_field(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Starts the daemon and waits until it says the mount answers.

@@ -28,7 +28,7 @@ pub enum KmsError {
         state: KeyState,
         purpose: &'static str,
     },
-    #[error("key '{name}' cannot go from {from} to {to}")]
+    #[error("key '{name}' cannot go from {from} to {to}: {}", from.route_to(*to))]
     BadTransition {
         name: String,
         from: KeyState,
@@ -38,8 +38,13 @@ pub enum KmsError {
     NotDeletable { name: String, state: KeyState },
     #[error("key {key} cannot be used: {why}")]
     UnfitKey { key: String, why: String },
-    #[error("key {tag} is in use by {users}: refused")]
-    InUse { tag: String, users: String },
+    #[error("key {tag} is in use by {users}: refused; {hint}")]
+    InUse {
+        tag: String,
+        users: String,
+        /// What frees the key.
+        hint: String,
+    },
     #[error("the pass phrase does not recreate key {tag} (key check value differs)")]
     PassphraseMismatch { tag: String },
     #[error("invalid name '{0}': use 1-64 letters, digits, '_', '-' or '.'")]

@@ -322,9 +322,14 @@ impl Keystore {
         if users.is_empty() {
             Ok(())
         } else {
+            let rewrap = rewrap_hint(&users);
             Err(KmsError::InUse {
                 tag: tag.into(),
                 users: users.join(", "),
+                hint: format!(
+                    "activate a new key in its group and run {rewrap}, \
+                     or give --force for a compromised key (the data is unreadable until the key is usable again)"
+                ),
             })
         }
     }
@@ -342,9 +347,11 @@ impl Keystore {
         let mut users = self.users.using(&k.tag);
         users.extend(self.users.pinning(&k.tag));
         if !users.is_empty() {
+            let rewrap = rewrap_hint(&users);
             return Err(KmsError::InUse {
                 tag: k.tag.clone(),
                 users: users.join(", "),
+                hint: format!("activate a new key in its group and run {rewrap} first"),
             });
         }
         self.transact(|ks| {
@@ -394,6 +401,20 @@ impl Keystore {
     /// The key check value of the key with this tag, if known.
     pub fn kcv_of(&self, tag: &str) -> Option<String> {
         self.record_by_tag(tag).map(|r| r.kcv.clone())
+    }
+}
+
+/// The commands that move the users named like "LSU demo" off a root key.
+fn rewrap_hint(users: &[String]) -> String {
+    let cmds: Vec<String> = users
+        .iter()
+        .filter_map(|u| u.strip_prefix("LSU "))
+        .map(|l| format!("`kmsfs lsu rewrap {l}`"))
+        .collect();
+    if cmds.is_empty() {
+        "what uses it to another key".into()
+    } else {
+        cmds.join(" and ")
     }
 }
 

@@ -67,6 +67,24 @@ impl KeyState {
         }
     }
 
+    /// What to do instead of the refused step `self -> to`.
+    pub fn route_to(self, to: KeyState) -> String {
+        match (self.rung(), to.rung()) {
+            (_, None) => "no key returns to prelive".into(),
+            (None, Some(_)) => "a prelive key can only become active".into(),
+            (Some(a), Some(b)) => {
+                let next = if b > a { a + 1 } else { a - 1 };
+                let step = [
+                    Self::Active,
+                    Self::Inactive,
+                    Self::Deprecated,
+                    Self::Terminated,
+                ][next as usize];
+                format!("make it {step} first")
+            }
+        }
+    }
+
     /// May encrypt new data.
     pub fn can_encrypt(self) -> bool {
         self == Self::Active

@@ -76,10 +76,13 @@ impl Config {
         if !dir.is_dir() {
             return Err(StoreError::NoStore(dir.display().to_string()));
         }
-        let bytes = std::fs::read(&path).map_err(|_| {
-            // Only a directory init began (its marker is written first)
-            // is called a half-made store; any other is not ours.
-            if dir.join(super::INIT_MARKER).exists() {
+        let bytes = std::fs::read(&path).map_err(|e| {
+            // Only a missing config says anything about the store: then
+            // only a directory init began (its marker is written first) is
+            // called a half-made store; any other is not ours.
+            if e.kind() != std::io::ErrorKind::NotFound {
+                StoreError::io(&path, e)
+            } else if dir.join(super::INIT_MARKER).exists() {
                 StoreError::HalfMade(dir.display().to_string())
             } else {
                 StoreError::NotAStore(dir.display().to_string())

@@ -77,8 +77,14 @@ impl Store {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .map_err(|e| StoreError::io(dir, e))?;
-        crate::util::atomic::write_new(&dir.join(super::INIT_MARKER), b"kmsfs store\n", 0o600)
-            .map_err(|e| StoreError::io(&dir.join(super::INIT_MARKER), e))?;
+        // The directory was just found empty: a plain exclusive create.
+        let marker = dir.join(super::INIT_MARKER);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&marker)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"kmsfs store\n"))
+            .map_err(|e| StoreError::io(&marker, e))?;
         for sub in SUBDIRS {
             std::fs::create_dir_all(dir.join(sub))
                 .map_err(|e| StoreError::io(&dir.join(sub), e))?;

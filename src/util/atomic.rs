@@ -82,17 +82,38 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
 /// file is written under a temporary name and linked into place, which
 /// never replaces anything.
 pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    write_new_with(path, bytes, mode, |a, b| std::fs::hard_link(a, b))
+}
+
+/// [`write_new`] with the link step given: on a filesystem without hard
+/// links (FAT, exFAT, some network shares: EPERM, EOPNOTSUPP) the file is
+/// created in place exclusively instead (O_EXCL still never replaces; a
+/// crash may then leave a short file under the final name).
+fn write_new_with(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    link: impl Fn(&Path, &Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = parent_dir(path);
     let (tmp, mut f) = create_temp(path, mode)?;
     let result = (|| {
         f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::hard_link(&tmp, path)?;
-        sync_dir(dir)
+        link(&tmp, path)
     })();
     let _ = std::fs::remove_file(&tmp);
-    result
+    match result {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP)) => {
+            let (_, mut f) = create_exclusive(mode, || Ok(path.to_path_buf()))?;
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+        }
+        other => other?,
+    }
+    sync_dir(dir)
 }
 
 #[cfg(test)]
