@@ -122,49 +122,24 @@ fn rules_and_bad_inputs_give_clear_errors() {
 #[test]
 fn missing_store_half_made_store_and_future_version() {
     let t = tempfile::tempdir().unwrap();
-    let o = Command::new(bin())
-        .args([
-            "--store",
-            t.path().join("none").to_str().unwrap(),
-            "kms",
-            "listkgs",
-        ])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&o.stderr).contains("no kmsfs store at"));
+    let listkgs = |store: &str| {
+        let o = Command::new(bin())
+            .args(["--store", t.path().join(store).to_str().unwrap()])
+            .args(["kms", "listkgs"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(listkgs("none").contains("no kmsfs store at"));
     std::fs::create_dir(t.path().join("half")).unwrap();
     std::fs::create_dir(t.path().join("half/kms")).unwrap();
-    let o = Command::new(bin())
-        .args([
-            "--store",
-            t.path().join("half").to_str().unwrap(),
-            "kms",
-            "listkgs",
-        ])
-        .output()
-        .unwrap();
     // A directory init never touched is not called a store (nor advised
     // for removal); one holding init's marker is a half-made store.
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("is not a kmsfs store"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let e = listkgs("half");
+    assert!(e.contains("is not a kmsfs store"), "{e}");
     std::fs::write(t.path().join("half/.kmsfs-store"), "kmsfs store\n").unwrap();
-    let o = Command::new(bin())
-        .args([
-            "--store",
-            t.path().join("half").to_str().unwrap(),
-            "kms",
-            "listkgs",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("init was interrupted"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let e = listkgs("half");
+    assert!(e.contains("init was interrupted"), "{e}");
     let s = TestStore::new(&[]);
     let conf = s.dir.join("kmsfs.conf");
     let text = std::fs::read_to_string(&conf)

@@ -51,7 +51,10 @@ fn a_directory_kmsfs_did_not_make_is_never_advised_for_removal() {
     std::fs::create_dir(half.join("kmsfs.conf")).unwrap();
     let o = kmsfs(&["--store", half.to_str().unwrap(), "status"]);
     let out = text(&o);
-    assert!(out.contains("kmsfs.conf") && !out.contains("remove"), "{out}");
+    assert!(
+        out.contains("kmsfs.conf") && !out.contains("remove"),
+        "{out}"
+    );
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {

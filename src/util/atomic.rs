@@ -59,15 +59,20 @@ fn create_exclusive(
     Err(last.expect("16 attempts"))
 }
 
+/// Writes `bytes` to `f`, with permission bits exactly `mode` (whatever
+/// the umask), and makes them durable.
+fn fill(f: &mut File, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
 /// Replaces `path` with `bytes`, created with permission bits `mode`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = parent_dir(path);
     let (tmp, mut f) = create_temp(path, mode)?;
     let result = (|| {
-        // Exactly `mode`, whatever the umask.
-        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        fill(&mut f, bytes, mode)?;
         std::fs::rename(&tmp, path)?;
         sync_dir(dir)
     })();
@@ -97,19 +102,12 @@ fn write_new_with(
 ) -> std::io::Result<()> {
     let dir = parent_dir(path);
     let (tmp, mut f) = create_temp(path, mode)?;
-    let result = (|| {
-        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        link(&tmp, path)
-    })();
+    let result = fill(&mut f, bytes, mode).and_then(|()| link(&tmp, path));
     let _ = std::fs::remove_file(&tmp);
     match result {
         Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP)) => {
             let (_, mut f) = create_exclusive(mode, || Ok(path.to_path_buf()))?;
-            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
+            fill(&mut f, bytes, mode)?;
         }
         other => other?,
     }
