@@ -477,3 +477,28 @@ fn root_keys_must_be_aes_256_for_encrypt_and_decrypt() {
     let err = s.fails(&["lsu", "create", "E", "--kms", "--key-group", "encrypt-kg"]);
     assert!(err.contains("Decrypt") && err.contains(&enc_only), "{err}");
 }
+
+/// The names of `/tmp/pymp-*` directories (Python multiprocessing's
+/// temporary directories) there now.
+fn pymp_dirs() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("pymp-"))
+        .collect()
+}
+
+/// A PyKMIP server the harness starts and stops leaves nothing in /tmp:
+/// its processes' temporary directories live in its own test directory,
+/// removed with it.
+#[test]
+fn a_test_kmip_server_leaves_no_temporary_directories_behind() {
+    let before = pymp_dirs();
+    let t = tempfile::tempdir().unwrap();
+    let mut server = KmipServer::start(t.path());
+    server.active_key("G", "k");
+    server.stop();
+    drop(server);
+    let new: Vec<String> = pymp_dirs().difference(&before).cloned().collect();
+    assert!(new.is_empty(), "left in /tmp: {new:?}");
+}

@@ -82,6 +82,15 @@ impl KmipServer {
         s
     }
 
+    /// The temporary directory of the server's processes (Python's
+    /// multiprocessing makes `pymp-*` there): inside the test directory,
+    /// so nothing is left in /tmp.
+    fn tmp(&self) -> PathBuf {
+        let t = self.dir.join("tmp");
+        std::fs::create_dir_all(&t).unwrap();
+        t
+    }
+
     /// `host:port`.
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
@@ -91,6 +100,7 @@ impl KmipServer {
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "server already running");
         let child = Command::new(venv().join("bin/pykmip-server"))
+            .env("TMPDIR", self.tmp())
             .arg("-f")
             .arg(self.dir.join("server.conf"))
             .arg("-l")
@@ -144,6 +154,7 @@ impl KmipServer {
     pub fn admin(&self, args: &[&str]) -> String {
         let o = super::run_ok(
             Command::new(venv().join("bin/python"))
+                .env("TMPDIR", self.tmp())
                 .arg(kmip_dir().join("kmip_admin.py"))
                 .arg(self.dir.join("admin.json"))
                 .args(args),
