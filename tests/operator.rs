@@ -5,12 +5,28 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 use common::*;
 
 fn kmsfs(args: &[&str]) -> Output {
     Command::new(bin()).args(args).output().unwrap()
+}
+
+/// `kmsfs mount STORE MP ARGS…` that is expected to fail; if it mounted
+/// after all, the mount is handed to a guard (unmounted even when the
+/// test's assertions fail).
+fn refused_mount(store: &Path, mp: &Path, args: &[&str]) -> (Output, Option<Mounted>) {
+    let o = Command::new(bin())
+        .arg("mount")
+        .arg(store)
+        .arg(mp)
+        .args(args)
+        .output()
+        .unwrap();
+    let guard = is_mounted(mp).then(|| adopt(store, mp));
+    (o, guard)
 }
 
 fn text(o: &Output) -> String {
@@ -29,9 +45,10 @@ fn a_directory_kmsfs_did_not_make_is_never_advised_for_removal() {
     std::fs::write(etc.join("passwd"), "root:x:0:0").unwrap();
     let mp = t.path().join("mnt");
     std::fs::create_dir(&mp).unwrap();
+    let (mounted, _guard) = refused_mount(&etc, &mp, &[]);
     for o in [
         kmsfs(&["--store", etc.to_str().unwrap(), "status"]),
-        kmsfs(&["mount", etc.to_str().unwrap(), mp.to_str().unwrap()]),
+        mounted,
     ] {
         let out = text(&o);
         assert!(!o.status.success(), "{out}");
@@ -121,7 +138,7 @@ fn mounting_over_a_non_empty_directory_needs_nonempty() {
     let mp = s.path("mnt");
     std::fs::create_dir(&mp).unwrap();
     std::fs::write(mp.join("hidden.txt"), "would be hidden").unwrap();
-    let o = kmsfs(&["mount", s.dir.to_str().unwrap(), mp.to_str().unwrap()]);
+    let (o, _guard) = refused_mount(&s.dir, &mp, &[]);
     assert!(!o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("not empty") && text(&o).contains("nonempty"),
@@ -150,7 +167,7 @@ fn mounting_a_mounted_store_says_where_and_by_whom_at_once() {
     let other = s.path("mnt2");
     std::fs::create_dir(&other).unwrap();
     let t = std::time::Instant::now();
-    let o = kmsfs(&["mount", s.dir.to_str().unwrap(), other.to_str().unwrap()]);
+    let (o, _guard) = refused_mount(&s.dir, &other, &[]);
     let took = t.elapsed();
     let out = text(&o);
     assert!(!o.status.success(), "{out}");
