@@ -411,6 +411,11 @@ fn concurrent_imports_of_one_barcode_never_overwrite_a_volume() {
     );
 }
 
+/// `volume list --json` of a store.
+fn volumes(s: &TestStore) -> serde_json::Value {
+    serde_json::from_str(&s.ok(&["volume", "list", "--json"])).unwrap()
+}
+
 /// One clear image in pool Scratch of a new store, on K00001L9; returns
 /// the store and the source file.
 fn one_image_store(name: &str) -> (TestStore, PathBuf) {
@@ -478,8 +483,7 @@ fn an_import_onto_a_volume_in_use_leaves_its_state_alone() {
     let m = a.mount("");
     std::fs::write(m.p("pools/Scratch/lost"), b"lost").unwrap();
     m.unmount();
-    let vols: serde_json::Value =
-        serde_json::from_str(&a.ok(&["volume", "list", "--json"])).unwrap();
+    let vols: serde_json::Value = volumes(&a);
     assert_eq!(
         vols.as_array().unwrap().len(),
         1,
@@ -490,13 +494,11 @@ fn an_import_onto_a_volume_in_use_leaves_its_state_alone() {
     let m = a.mount("");
     std::fs::remove_file(m.p("pools/Scratch/lost")).unwrap();
     m.unmount();
-    let before: serde_json::Value =
-        serde_json::from_str(&a.ok(&["volume", "list", "--json"])).unwrap();
+    let before: serde_json::Value = volumes(&a);
     assert_eq!(before[0]["state"], "active", "{before}");
     let o = import(&a, &[], &[vault]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let after: serde_json::Value =
-        serde_json::from_str(&a.ok(&["volume", "list", "--json"])).unwrap();
+    let after: serde_json::Value = volumes(&a);
     assert_eq!(after[0]["state"], "active", "{after}");
     assert_eq!(after[0]["used"], before[0]["used"], "{after}");
     let said = format!(
@@ -512,8 +514,7 @@ fn an_import_onto_a_volume_in_use_leaves_its_state_alone() {
     );
     std::fs::write(m.p("pools/Scratch/next"), b"next").unwrap();
     m.unmount();
-    let vols: serde_json::Value =
-        serde_json::from_str(&a.ok(&["volume", "list", "--json"])).unwrap();
+    let vols: serde_json::Value = volumes(&a);
     assert_eq!(
         vols.as_array().unwrap().len(),
         1,

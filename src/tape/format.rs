@@ -558,6 +558,16 @@ mod tests {
         }
     }
 
+    fn media() -> MediaHeader {
+        MediaHeader {
+            barcode: "K00001L9".into(),
+            pool: "Scratch".into(),
+            capacity: 1 << 30,
+            created_ns: 5,
+            uuid: [3; 16],
+        }
+    }
+
     fn frag2() -> FragmentHeader {
         FragmentHeader {
             version: 2,
@@ -573,13 +583,7 @@ mod tests {
             let e = f.encode();
             assert_eq!(FragmentHeader::decode(&e).unwrap().encode(), e);
         }
-        let m = MediaHeader {
-            barcode: "K00001L9".into(),
-            pool: "Scratch".into(),
-            capacity: 1 << 30,
-            created_ns: 5,
-            uuid: [3; 16],
-        };
+        let m = media();
         assert_eq!(MediaHeader::decode(&m.encode()).unwrap(), m);
         let fm = FileMark {
             version: 1,
@@ -687,14 +691,7 @@ mod tests {
         // A record whose CRC is right but which kmsfs would never write (a
         // reserved byte set, garbage after a name's NUL, a MAC on a clear
         // fragment) is refused: what is read back must be what was written.
-        let m = MediaHeader {
-            barcode: "K00001L9".into(),
-            pool: "Scratch".into(),
-            capacity: 1 << 30,
-            created_ns: 5,
-            uuid: [3; 16],
-        }
-        .encode();
+        let m = media().encode();
         for i in [12 + 9, 12 + 16 + 8, 12 + 80 + 32, 400, 507] {
             assert!(
                 MediaHeader::decode(&poke(&m, i, 0x41)).is_err(),
