@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod cli;
 pub mod control;
 pub mod crypto;
+pub mod engine;
 pub mod fs;
 pub mod import;
 pub mod kmip;

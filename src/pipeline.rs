@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use crate::catalog::{FileAttrs, ImageRec};
 
 /// Where an image goes in the namespace.
+#[derive(Clone)]
 pub struct WriteTarget {
     pub ino: u64,
     pub parent: u64,

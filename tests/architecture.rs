@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["tape", "msdp"],
     &["store"],
     &["import"],
+    &["engine"],
     &["fs", "control"],
     &["cli"],
 ];

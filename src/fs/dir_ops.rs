@@ -6,7 +6,6 @@ use fuser::FileAttr;
 use super::attr::{from_attrs, ns, synthetic};
 use super::{Entry, FsError, KmsFs, Node, Res};
 use crate::catalog::{FileAttrs, InodeKind, POOLS_INO};
-use crate::tape::is_encrypted_pool;
 
 /// Attribute changes asked by setattr.
 #[derive(Default)]
@@ -47,12 +46,7 @@ impl KmsFs {
                 };
                 synthetic(ino, n.is_dir(), size, self.started)
             }
-            Entry::Pending(p) => from_attrs(
-                ino,
-                &p.attrs,
-                p.size.load(std::sync::atomic::Ordering::SeqCst),
-                false,
-            ),
+            Entry::Pending(p) => from_attrs(ino, &p.attrs, p.size, false),
             Entry::Stored(i) => match i.kind {
                 InodeKind::Image(id) => {
                     let size = self.catalog.image(id)?.map(|r| r.size).unwrap_or(0);
@@ -76,13 +70,7 @@ impl KmsFs {
                 return Err(FsError::new(libc::ENOENT, name.to_string()));
             }
         }
-        let pending = self
-            .pending
-            .lock()
-            .iter()
-            .find(|(_, p)| p.parent == parent && p.name == name)
-            .map(|(i, _)| *i);
-        if let Some(ino) = pending {
+        if let Some(ino) = self.sessions.find(parent, name) {
             return self.attr_of(ino);
         }
         match self.catalog.lookup(parent, name)? {
@@ -117,9 +105,9 @@ impl KmsFs {
             names.insert(c.name.clone());
             out.push((c.ino, !matches!(c.kind, InodeKind::Image(_)), c.name));
         }
-        for (pino, p) in self.pending.lock().iter() {
-            if p.parent == ino && !names.contains(&p.name) {
-                out.push((*pino, false, p.name.clone()));
+        for p in self.sessions.children(ino) {
+            if !names.contains(&p.name) {
+                out.push((p.ino, false, p.name));
             }
         }
         Ok(out)
@@ -128,23 +116,7 @@ impl KmsFs {
     pub(super) fn do_mkdir(&self, parent: u64, name: &str, attrs: FileAttrs) -> Res<FileAttr> {
         self.check_writable()?;
         let node = if parent == POOLS_INO {
-            crate::kms::model_check_name(name)
-                .map_err(|e| FsError::new(libc::EINVAL, e.to_string()))?;
-            if is_encrypted_pool(name) {
-                self.store.kms.active_key(name).map_err(|e| {
-                    tracing::error!(pool = name, "cannot create encrypted pool: {e}");
-                    FsError::new(
-                        if e.is_missing_key() {
-                            libc::ENOKEY
-                        } else {
-                            libc::EIO
-                        },
-                        e.to_string(),
-                    )
-                })?;
-            }
-            self.catalog
-                .make_dir(parent, name, name, InodeKind::Pool, attrs)?
+            crate::engine::create_pool(&self.store, name, attrs)?
         } else {
             let dir = self.image_dir(parent)?;
             self.catalog
@@ -167,12 +139,7 @@ impl KmsFs {
         self.check_writable()?;
         self.image_dir(parent)?;
         self.settle_name(parent, name);
-        if self
-            .pending
-            .lock()
-            .values()
-            .any(|p| p.parent == parent && p.name == name)
-        {
+        if self.sessions.find(parent, name).is_some() {
             return Err(FsError::new(
                 libc::EBUSY,
                 format!("{name} is being written"),
@@ -192,24 +159,14 @@ impl KmsFs {
         new_name: &str,
     ) -> Res<()> {
         self.check_writable()?;
-        if parent == POOLS_INO || new_parent == POOLS_INO {
-            return Err(FsError::new(
-                libc::EPERM,
-                "pools cannot be renamed: their volumes are labelled with the pool name",
-            ));
-        }
-        let (from, to) = (self.image_dir(parent)?, self.image_dir(new_parent)?);
-        if from.pool != to.pool {
-            return Err(FsError::new(
-                libc::EXDEV,
-                format!("rename from pool {} to pool {}", from.pool, to.pool),
-            ));
-        }
+        crate::engine::check_move(&self.store, parent, new_parent)?;
+        self.image_dir(parent)?;
+        self.image_dir(new_parent)?;
         self.settle_name(parent, name);
         self.settle_name(new_parent, new_name);
-        if self.pending.lock().values().any(|p| {
-            (p.parent == parent && p.name == name) || (p.parent == new_parent && p.name == new_name)
-        }) {
+        if self.sessions.find(parent, name).is_some()
+            || self.sessions.find(new_parent, new_name).is_some()
+        {
             return Err(FsError::new(
                 libc::EBUSY,
                 "an image being written cannot be renamed or replaced",

@@ -15,6 +15,7 @@
 use fuser::Errno;
 
 use crate::catalog::CatalogError;
+use crate::engine::EngineError;
 use crate::msdp::MsdpError;
 use crate::tape::TapeError;
 
@@ -78,6 +79,40 @@ pub fn msdp_errno(e: &MsdpError) -> i32 {
         MsdpError::Catalog(c) => catalog_errno(c),
         MsdpError::Crypto(_) | MsdpError::Poisoned => libc::EIO,
         MsdpError::Deferred(inner) => msdp_errno(inner),
+    }
+}
+
+/// Errno of an engine error.
+pub fn engine_errno(e: &EngineError) -> i32 {
+    match e {
+        EngineError::Tape(t) => tape_errno(t),
+        EngineError::Msdp(m) => msdp_errno(m),
+        EngineError::Catalog(c) => catalog_errno(c),
+        EngineError::Kms { source, .. } if source.is_missing_key() => libc::ENOKEY,
+        EngineError::Kms { .. } => libc::EIO,
+        EngineError::BadName(_) => libc::EINVAL,
+        EngineError::Refused(_) => libc::EPERM,
+        EngineError::CrossPool { .. } => libc::EXDEV,
+        EngineError::Busy(_) => libc::EBUSY,
+        EngineError::Closed(_) => libc::EBADF,
+        EngineError::Shrink { .. } => libc::ESPIPE,
+    }
+}
+
+impl From<EngineError> for FsError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Tape(t) => t.into(),
+            EngineError::Msdp(m) => m.into(),
+            EngineError::Catalog(c) => c.into(),
+            other => {
+                match engine_errno(&other) {
+                    libc::ENOKEY | libc::EIO => tracing::error!("{other}"),
+                    _ => tracing::warn!("{other}"),
+                }
+                Self::new(engine_errno(&other), other.to_string())
+            }
+        }
     }
 }
 

@@ -1,17 +1,14 @@
 //! File operations: create, open, read, write, setattr of a file being
-//! written, and the close that commits an image.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+//! written, and the close that commits an image. The life of an image
+//! being written is the engine's [`crate::engine::Sessions`]; this is its FUSE face.
 
 use fuser::{FileAttr, FopenFlags};
-use parking_lot::Mutex;
 
 use super::dir_ops::AttrChange;
 use super::handles::Handle;
-use super::streams::{Reader, Writer};
-use super::{Entry, FsError, KmsFs, Node, Pending, Res};
+use super::{Entry, FsError, KmsFs, Node, Res, SETTLE_PATIENCE};
 use crate::catalog::{FileAttrs, InodeKind};
+use crate::engine::Reader;
 use crate::pipeline::Committed;
 use crate::pipeline::WriteTarget;
 
@@ -21,12 +18,6 @@ impl KmsFs {
     fn start_writer(&self, ino: u64, parent: u64, name: &str, attrs: FileAttrs) -> Res<u64> {
         self.check_writable()?;
         let dir = self.image_dir(parent)?;
-        if self.pending.lock().contains_key(&ino) {
-            return Err(FsError::new(
-                libc::EBUSY,
-                format!("{name} is already being written"),
-            ));
-        }
         let path = match self.catalog.path_of(parent)?.split_once('/') {
             Some((_, rest)) => format!("{rest}/{name}"),
             None => name.to_string(),
@@ -39,24 +30,9 @@ impl KmsFs {
             path,
             attrs,
         };
-        let writer = Writer::begin(&self.store, target)?;
-        let size = Arc::new(AtomicU64::new(0));
-        self.pending.lock().insert(
-            ino,
-            Pending {
-                parent,
-                name: name.into(),
-                attrs,
-                size: size.clone(),
-            },
-        );
-        tracing::info!(pool = %dir.pool, name, key_tag = writer.key_tag().unwrap_or("-"), "image write started");
-        Ok(self.add_handle(Handle::Write {
-            ino,
-            writer: Mutex::new(Some(Box::new(writer))),
-            size,
-            flushed: AtomicBool::new(false),
-        }))
+        let session = self.sessions.begin(&self.store, target)?;
+        tracing::info!(pool = %dir.pool, name, key_tag = session.key_tag().as_deref().unwrap_or("-"), "image write started");
+        Ok(self.add_handle(Handle::Write(session)))
     }
 
     pub(super) fn do_create(
@@ -136,7 +112,7 @@ impl KmsFs {
                 let end = (start + size as usize).min(t.len());
                 Ok(t[start..end].to_vec())
             }
-            Handle::Write { .. } => Err(FsError::new(
+            Handle::Write(_) => Err(FsError::new(
                 libc::EBADF,
                 "image open for writing cannot be read until closed",
             )),
@@ -145,70 +121,26 @@ impl KmsFs {
 
     pub(super) fn do_write(&self, fh: u64, offset: u64, data: &[u8]) -> Res<u32> {
         let h = self.handle(fh)?;
-        let Handle::Write {
-            writer,
-            size,
-            flushed,
-            ..
-        } = &*h
-        else {
+        let Handle::Write(s) = &*h else {
             return Err(FsError::new(libc::EBADF, "not open for writing"));
         };
-        flushed.store(false, Ordering::SeqCst);
-        let mut w = writer.lock();
-        let w = w
-            .as_mut()
-            .ok_or_else(|| FsError::new(libc::EBADF, "image already closed"))?;
-        w.write_at(offset, data)?;
-        size.store(w.size(), Ordering::SeqCst);
+        self.sessions.write(s, offset, data)?;
         Ok(data.len() as u32)
     }
 
     /// setattr of a file being written: size may grow (zero fill), attributes change.
     pub(super) fn set_pending_attrs(&self, ino: u64, ch: &AttrChange) -> Res<FileAttr> {
-        let fh = self
-            .handles
-            .lock()
-            .iter()
-            .find(|(_, h)| matches!(&***h, Handle::Write { ino: i, .. } if *i == ino))
-            .map(|(f, _)| *f);
-        let h = fh
-            .map(|f| self.handle(f))
-            .transpose()?
+        let s = self
+            .sessions
+            .session(ino)
             .ok_or_else(|| FsError::new(libc::EBUSY, "image is being written by another handle"))?;
-        let Handle::Write { writer, size, .. } = &*h else {
-            unreachable!("found as a write handle")
-        };
-        let mut guard = writer.lock();
-        let w = guard
-            .as_mut()
-            .ok_or_else(|| FsError::new(libc::EBADF, "image already closed"))?;
-        if let Some(s) = ch.size {
-            if s < w.size() {
-                return Err(FsError::new(
-                    libc::ESPIPE,
-                    format!(
-                        "cannot shrink an image being written from {} to {s}",
-                        w.size()
-                    ),
-                ));
-            }
-            w.extend_to(s)?;
-            size.store(w.size(), Ordering::SeqCst);
-        }
-        let mut pend = self.pending.lock();
-        if let Some(p) = pend.get_mut(&ino) {
-            ch.apply(&mut p.attrs);
-            w.set_attrs(p.attrs)?;
-        }
-        drop(pend);
-        drop(guard);
+        self.sessions.set_attrs(&s, ch.size, |a| ch.apply(a))?;
         self.attr_of(ino)
     }
 
     pub(super) fn do_setattr(&self, ino: u64, ch: &AttrChange) -> Res<FileAttr> {
         self.settle(ino);
-        if self.pending.lock().contains_key(&ino) {
+        if self.sessions.get(ino).is_some() {
             self.set_pending_attrs(ino, ch)
         } else {
             self.set_stored_attrs(ino, ch)
@@ -235,107 +167,50 @@ impl KmsFs {
         }
     }
 
-    /// Ends the writer of a handle: a last commit if it has new data, the
-    /// drive returned, the file no longer pending.
-    fn end_writer(&self, h: &Handle) -> Res<()> {
-        let Handle::Write { ino, writer, .. } = h else {
-            return Ok(());
-        };
-        let Some(w) = writer.lock().take() else {
-            return Ok(());
-        };
-        let result = w.finish();
-        self.pending.lock().remove(ino);
-        self.committed(*ino, result)
-    }
-
     /// close(2) of a descriptor: the image as written so far is committed
     /// (durable and visible) before close returns. More writes through a
     /// descriptor still open (a shell's `> file` closes a duplicate first)
     /// continue the image; the next close commits the new version.
     pub(super) fn do_flush(&self, fh: u64) -> Res<()> {
         let h = self.handle(fh)?;
-        let Handle::Write {
-            ino,
-            writer,
-            flushed,
-            ..
-        } = &*h
-        else {
+        let Handle::Write(s) = &*h else {
             return Ok(());
         };
-        flushed.store(true, Ordering::SeqCst);
-        let result = writer
-            .lock()
-            .as_mut()
-            .map(|w| w.checkpoint())
-            .unwrap_or(Ok(None));
-        self.committed(*ino, result)
+        let result = self.sessions.flush(s).map_err(FsError::from);
+        self.committed(s.ino, result)
     }
 
-    /// The write handle of a file being written, if any.
-    fn writer_of(&self, ino: u64) -> Option<Arc<Handle>> {
-        self.handles.lock().values().find(|h| matches!(&***h, Handle::Write { ino: i, writer, .. } if *i == ino && writer.lock().is_some())).cloned()
-    }
-
-    /// Before anything else touches a file being written: if its descriptors
-    /// are all closed and its data committed (rsync: close, utimes, rename),
-    /// end the writer so the change applies to the committed image. Waits a
-    /// little for a writer that is closing.
+    /// Before anything else touches a file being written: see
+    /// [`crate::engine::Sessions::settle`].
     pub(super) fn settle(&self, ino: u64) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        loop {
-            let late = std::time::Instant::now() > deadline;
-            match self.writer_of(ino) {
-                Some(h) => {
-                    let Handle::Write {
-                        writer, flushed, ..
-                    } = &*h
-                    else {
-                        return;
-                    };
-                    let dirty = writer.lock().as_ref().is_some_and(|w| w.is_dirty());
-                    if !flushed.load(Ordering::SeqCst) || (dirty && late) {
-                        return;
-                    }
-                    if !dirty {
-                        let _ = self.end_writer(&h);
-                        return;
-                    }
-                }
-                // No writer but still pending: its release is ending it now.
-                None if self.pending.lock().contains_key(&ino) && !late => {}
-                None => return,
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
+        if let Some(result) = self.sessions.settle(ino, SETTLE_PATIENCE) {
+            let _ = self.committed(ino, result.map_err(FsError::from));
         }
     }
 
     /// [`KmsFs::settle`] by name.
     pub(super) fn settle_name(&self, parent: u64, name: &str) {
-        let ino = self
-            .pending
-            .lock()
-            .iter()
-            .find(|(_, p)| p.parent == parent && p.name == name)
-            .map(|(i, _)| *i);
-        if let Some(ino) = ino {
+        if let Some(ino) = self.sessions.find(parent, name) {
             self.settle(ino);
         }
     }
 
     pub(super) fn do_fsync(&self, fh: u64) -> Res<()> {
-        if let Handle::Write { writer, .. } = &*self.handle(fh)?
-            && let Some(w) = writer.lock().as_ref()
-        {
-            w.sync()?;
+        if let Handle::Write(s) = &*self.handle(fh)? {
+            self.sessions.sync(s)?;
         }
         Ok(())
     }
 
     pub(super) fn do_release(&self, fh: u64) -> Res<()> {
-        let r = self.handle(fh).and_then(|h| self.end_writer(&h));
-        self.handles.lock().remove(&fh);
-        r
+        let h = self.handles.lock().remove(&fh);
+        match h.as_deref() {
+            Some(Handle::Write(s)) => {
+                let result = self.sessions.release(s).map_err(FsError::from);
+                self.committed(s.ino, result)
+            }
+            Some(_) => Ok(()),
+            None => Err(FsError::new(libc::EBADF, format!("file handle {fh}"))),
+        }
     }
 }

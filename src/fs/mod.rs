@@ -1,9 +1,10 @@
 //! The FUSE adapter: inode bookkeeping and errno mapping over the store API.
 //!
-//! `KmsFs` answers the kernel by calling the catalog, the tape writer and
-//! reader, and the drives; it keeps only what FUSE needs in memory: open
-//! handles and the files being written (pending until committed). Nothing
-//! here decides policy: keys, formats and crash safety live below.
+//! `KmsFs` answers the kernel by calling the engine (write sessions, image
+//! streams), the catalog and the drives; it keeps only what FUSE needs in
+//! memory: open handles and the page-cache rule. Nothing here decides
+//! policy: the life of an image being written lives in the engine; keys,
+//! formats and crash safety live below it.
 
 mod attr;
 mod dir_ops;
@@ -12,32 +13,28 @@ mod file_ops;
 mod handles;
 mod mount;
 mod nodes;
-mod streams;
 mod trait_impl;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
-pub use errno::{FsError, catalog_errno, msdp_errno, tape_errno};
+pub use errno::{FsError, catalog_errno, engine_errno, msdp_errno, tape_errno};
 pub use mount::{MountOptions, block_stop_signals, mount_foreground};
 
-use crate::catalog::{Catalog, FileAttrs, Inode, InodeKind};
+use crate::catalog::{Catalog, Inode, InodeKind};
+use crate::engine::{Pending, Sessions};
 use crate::store::Store;
 use crate::tape::Library;
 use handles::Handle;
 use nodes::Node;
 
-/// A file being written: visible in its directory, committed at close.
-#[derive(Clone)]
-struct Pending {
-    parent: u64,
-    name: String,
-    attrs: FileAttrs,
-    size: Arc<AtomicU64>,
-}
+/// How long an operation on a file waits for a close that is committing
+/// it (the release that follows close(2) is asynchronous).
+const SETTLE_PATIENCE: Duration = Duration::from_secs(2);
 
 /// What an inode number names.
 enum Entry {
@@ -55,7 +52,8 @@ pub struct KmsFs {
     started: i64,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
-    pending: Mutex<HashMap<u64, Pending>>,
+    /// Images being written: visible in their directory, committed at close.
+    sessions: Sessions,
     /// Image id whose pages the kernel may keep cached, per inode.
     cached: Mutex<HashMap<u64, u128>>,
 }
@@ -72,7 +70,7 @@ impl KmsFs {
             started: crate::util::clock::now_ns(),
             handles: Mutex::default(),
             next_fh: AtomicU64::new(1),
-            pending: Mutex::default(),
+            sessions: Sessions::default(),
             cached: Mutex::default(),
         }
     }
@@ -85,8 +83,8 @@ impl KmsFs {
         if let Some(n) = Node::from_ino(ino, self.drives()) {
             return Ok(Entry::Synthetic(n));
         }
-        if let Some(p) = self.pending.lock().get(&ino) {
-            return Ok(Entry::Pending(p.clone()));
+        if let Some(p) = self.sessions.get(ino) {
+            return Ok(Entry::Pending(p));
         }
         match self.catalog.inode(ino)? {
             Some(i) => Ok(Entry::Stored(i)),

@@ -1,9 +1,9 @@
-//! The two kinds of image stream behind a file handle: a tape image in a
-//! volume pool, or an LSU image in `msdp/`. The FUSE code sees one type
-//! and errno values; which path a directory uses follows its pool.
+//! The two kinds of image stream: a tape image in a volume pool, or an LSU
+//! image in `msdp/`. The doors see one type; which backend an image uses
+//! follows the [`PoolKind`] of its pool.
 
-use super::{FsError, Res};
-use crate::catalog::{FileAttrs, ImageRec, lsu_of_pool};
+use super::{EngineError, PoolKind};
+use crate::catalog::{FileAttrs, ImageRec};
 use crate::msdp::{LsuReader, LsuWriter};
 use crate::pipeline::WriteTarget;
 use crate::pipeline::{Committed, PipelinedWriter};
@@ -19,17 +19,17 @@ pub enum Writer {
 macro_rules! each {
     ($w:expr, $x:ident => $e:expr) => {
         match $w {
-            Writer::Tape($x) => $e.map_err(FsError::from),
-            Writer::Lsu($x) => $e.map_err(FsError::from),
+            Writer::Tape($x) => $e.map_err(EngineError::from),
+            Writer::Lsu($x) => $e.map_err(EngineError::from),
         }
     };
 }
 
 impl Writer {
     /// Starts a writer for the pool of `target`.
-    pub fn begin(store: &Store, target: WriteTarget) -> Res<Self> {
+    pub fn begin(store: &Store, target: WriteTarget) -> Result<Self, EngineError> {
         let path = format!("{}/{}", target.pool, target.path);
-        if lsu_of_pool(&target.pool).is_some() {
+        if !PoolKind::of(&target.pool).is_tape() {
             let w = LsuWriter::begin(&store.msdp, target)?;
             Ok(Writer::Lsu(PipelinedWriter::start(w, path)?))
         } else {
@@ -59,27 +59,27 @@ impl Writer {
         }
     }
 
-    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Res<()> {
+    pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), EngineError> {
         each!(self, w => w.write_at(offset, data))
     }
 
-    pub fn extend_to(&mut self, len: u64) -> Res<()> {
+    pub fn extend_to(&mut self, len: u64) -> Result<(), EngineError> {
         each!(self, w => w.extend_to(len))
     }
 
-    pub fn set_attrs(&mut self, a: FileAttrs) -> Res<()> {
+    pub fn set_attrs(&mut self, a: FileAttrs) -> Result<(), EngineError> {
         each!(self, w => w.set_attrs(a))
     }
 
-    pub fn sync(&self) -> Res<()> {
+    pub fn sync(&self) -> Result<(), EngineError> {
         each!(self, w => w.sync())
     }
 
-    pub fn checkpoint(&mut self) -> Res<Committed> {
+    pub fn checkpoint(&mut self) -> Result<Committed, EngineError> {
         each!(self, w => w.checkpoint())
     }
 
-    pub fn finish(self) -> Res<Committed> {
+    pub fn finish(self) -> Result<Committed, EngineError> {
         each!(self, w => w.finish())
     }
 }
@@ -92,8 +92,8 @@ pub enum Reader {
 
 impl Reader {
     /// Opens an image; its keys must be usable now (ENOKEY otherwise).
-    pub fn open(store: &Store, img: ImageRec) -> Res<Self> {
-        if lsu_of_pool(&img.pool).is_some() {
+    pub fn open(store: &Store, img: ImageRec) -> Result<Self, EngineError> {
+        if !PoolKind::of(&img.pool).is_tape() {
             Ok(Reader::Lsu(Box::new(LsuReader::open(&store.msdp, img)?)))
         } else {
             Ok(Reader::Tape(Box::new(ImageReader::open(
@@ -103,7 +103,7 @@ impl Reader {
         }
     }
 
-    pub fn read_at(&self, offset: u64, size: usize) -> Res<Vec<u8>> {
+    pub fn read_at(&self, offset: u64, size: usize) -> Result<Vec<u8>, EngineError> {
         match self {
             Reader::Tape(r) => Ok(r.read_at(offset, size)?),
             Reader::Lsu(r) => Ok(r.read_at(offset, size)?),

@@ -1,0 +1,464 @@
+//! Write sessions: the life of an image from create (or open with O_TRUNC)
+//! to the close that commits it.
+//!
+//! An image is written once, as a stream. Every close(2) of a descriptor
+//! commits what was written so far (flush); more writes through a
+//! descriptor still open continue the image; the last close ends the
+//! writer (release). The kernel sends release *after* close(2) has
+//! returned, so the next operation on the file (rsync: close, utimes,
+//! rename) can arrive while the session is still open. [`Sessions::settle`]
+//! decides what such an operation sees, without polling:
+//!
+//! | phase                 | settle                                       |
+//! |-----------------------|----------------------------------------------|
+//! | `Writing`             | returns: a descriptor is still writing       |
+//! | `Flushing`            | waits: a close is committing                 |
+//! | `Flushed`, clean      | ends the writer now (its data is committed)  |
+//! | `Flushed`, not clean  | waits for release (a failed commit)          |
+//! | `Ending`              | waits: the release is committing             |
+//!
+//! Waiting is on a condition variable that every phase change signals,
+//! bounded by the caller's patience.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::{EngineError, Writer};
+use crate::catalog::FileAttrs;
+use crate::pipeline::{Committed, WriteTarget};
+use crate::store::Store;
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Data may be arriving; no close since the last write.
+    Writing,
+    /// A close is committing what was written.
+    Flushing,
+    /// A close committed (`clean`) or failed to (`!clean`); release may
+    /// be on its way.
+    Flushed { clean: bool },
+    /// The writer is being ended (by release or by settle).
+    Ending,
+}
+
+/// An image being written.
+pub struct Session {
+    pub ino: u64,
+    pub parent: u64,
+    pub name: String,
+    attrs: Mutex<FileAttrs>,
+    size: AtomicU64,
+    phase: Mutex<Phase>,
+    /// `None` once ended.
+    writer: Mutex<Option<Box<Writer>>>,
+}
+
+/// A snapshot of a session, for lookups and attributes.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub ino: u64,
+    pub parent: u64,
+    pub name: String,
+    pub attrs: FileAttrs,
+    pub size: u64,
+}
+
+impl Session {
+    fn snapshot(&self) -> Pending {
+        Pending {
+            ino: self.ino,
+            parent: self.parent,
+            name: self.name.clone(),
+            attrs: *self.attrs.lock(),
+            size: self.size.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The key tag of the image, if encrypted.
+    pub fn key_tag(&self) -> Option<String> {
+        self.writer
+            .lock()
+            .as_ref()
+            .and_then(|w| w.key_tag().map(str::to_string))
+    }
+
+    fn closed(&self) -> EngineError {
+        EngineError::Closed(self.name.clone())
+    }
+}
+
+/// The sessions of one mounted store, by inode.
+#[derive(Default)]
+pub struct Sessions {
+    by_ino: Mutex<HashMap<u64, Arc<Session>>>,
+    /// Signalled on every phase change and every session that ends.
+    changed: Condvar,
+}
+
+impl Sessions {
+    /// Starts writing the image `target` names (a new image, or a new
+    /// version of the one at `target.ino`). EBUSY-like refusal if it is
+    /// already being written.
+    pub fn begin(&self, store: &Store, target: WriteTarget) -> Result<Arc<Session>, EngineError> {
+        if self.by_ino.lock().contains_key(&target.ino) {
+            return Err(EngineError::Busy(target.name));
+        }
+        let (ino, parent, name, attrs) =
+            (target.ino, target.parent, target.name.clone(), target.attrs);
+        let writer = Writer::begin(store, target)?;
+        let session = Arc::new(Session {
+            ino,
+            parent,
+            name,
+            attrs: Mutex::new(attrs),
+            size: AtomicU64::new(0),
+            phase: Mutex::new(Phase::Writing),
+            writer: Mutex::new(Some(Box::new(writer))),
+        });
+        let mut map = self.by_ino.lock();
+        if map.contains_key(&ino) {
+            // Another begin won the race; this writer is dropped unused.
+            return Err(EngineError::Busy(session.name.clone()));
+        }
+        map.insert(ino, session.clone());
+        Ok(session)
+    }
+
+    /// The session of `ino`, if it is being written.
+    pub fn get(&self, ino: u64) -> Option<Pending> {
+        self.by_ino.lock().get(&ino).map(|s| s.snapshot())
+    }
+
+    /// The inode being written as `name` in directory `parent`, if any.
+    pub fn find(&self, parent: u64, name: &str) -> Option<u64> {
+        self.by_ino
+            .lock()
+            .values()
+            .find(|s| s.parent == parent && s.name == name)
+            .map(|s| s.ino)
+    }
+
+    /// Every image being written in directory `parent`.
+    pub fn children(&self, parent: u64) -> Vec<Pending> {
+        self.by_ino
+            .lock()
+            .values()
+            .filter(|s| s.parent == parent)
+            .map(|s| s.snapshot())
+            .collect()
+    }
+
+    /// The live session object of `ino` (for a door's second handle).
+    pub fn session(&self, ino: u64) -> Option<Arc<Session>> {
+        self.by_ino.lock().get(&ino).cloned()
+    }
+
+    /// Marks new data on its way, unless the session has ended.
+    fn start_writing(&self, s: &Session) -> Result<(), EngineError> {
+        let mut phase = s.phase.lock();
+        if *phase == Phase::Ending {
+            return Err(s.closed());
+        }
+        *phase = Phase::Writing;
+        Ok(())
+    }
+
+    /// Appends `data` at `offset` (ESPIPE-like refusal before the end).
+    pub fn write(&self, s: &Session, offset: u64, data: &[u8]) -> Result<(), EngineError> {
+        self.start_writing(s)?;
+        let mut w = s.writer.lock();
+        let w = w.as_mut().ok_or_else(|| s.closed())?;
+        w.write_at(offset, data)?;
+        s.size.store(w.size(), Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// setattr of an image being written: the size may grow (zero fill),
+    /// never shrink; `change` edits the attributes it will be committed with.
+    pub fn set_attrs(
+        &self,
+        s: &Session,
+        size: Option<u64>,
+        change: impl FnOnce(&mut FileAttrs),
+    ) -> Result<(), EngineError> {
+        self.start_writing(s)?;
+        let mut guard = s.writer.lock();
+        let w = guard.as_mut().ok_or_else(|| s.closed())?;
+        if let Some(to) = size {
+            if to < w.size() {
+                return Err(EngineError::Shrink {
+                    name: s.name.clone(),
+                    from: w.size(),
+                    to,
+                });
+            }
+            w.extend_to(to)?;
+            s.size.store(w.size(), Ordering::SeqCst);
+        }
+        let attrs = {
+            let mut a = s.attrs.lock();
+            change(&mut a);
+            *a
+        };
+        w.set_attrs(attrs)
+    }
+
+    /// fsync: what was written is durable (not yet committed).
+    pub fn sync(&self, s: &Session) -> Result<(), EngineError> {
+        match s.writer.lock().as_ref() {
+            Some(w) => w.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// close(2) of a descriptor: commits what was written so far.
+    pub fn flush(&self, s: &Session) -> Result<Committed, EngineError> {
+        {
+            let mut phase = s.phase.lock();
+            if *phase == Phase::Ending {
+                return Ok(None);
+            }
+            *phase = Phase::Flushing;
+        }
+        let mut guard = s.writer.lock();
+        let Some(w) = guard.as_mut() else {
+            return Ok(None);
+        };
+        let result = w.checkpoint();
+        let clean = result.is_ok() && !w.is_dirty();
+        {
+            let mut phase = s.phase.lock();
+            // A write that came in meanwhile keeps the session writing.
+            if *phase == Phase::Flushing {
+                *phase = Phase::Flushed { clean };
+            }
+        }
+        drop(guard);
+        self.set_phase_signal();
+        result
+    }
+
+    fn set_phase_signal(&self) {
+        let _map = self.by_ino.lock();
+        self.changed.notify_all();
+    }
+
+    /// The last close of the handle: commits what is new, returns the drive,
+    /// and the session ends. Nothing to do if settle ended it already.
+    pub fn release(&self, s: &Arc<Session>) -> Result<Committed, EngineError> {
+        {
+            let mut phase = s.phase.lock();
+            if *phase == Phase::Ending {
+                return Ok(None);
+            }
+            *phase = Phase::Ending;
+        }
+        self.end(s)
+    }
+
+    /// Ends a session whose phase is now `Ending` (set by the caller).
+    fn end(&self, s: &Arc<Session>) -> Result<Committed, EngineError> {
+        let writer = s.writer.lock().take();
+        let result = writer.map(|w| w.finish()).unwrap_or(Ok(None));
+        let mut map = self.by_ino.lock();
+        if map.get(&s.ino).is_some_and(|x| Arc::ptr_eq(x, s)) {
+            map.remove(&s.ino);
+        }
+        self.changed.notify_all();
+        result
+    }
+
+    /// Before another operation touches `ino` (see the module table):
+    /// returns the commit result if this call ended the session, `None` if
+    /// it did not (nothing being written, a descriptor still writing, or
+    /// `patience` ran out).
+    pub fn settle(&self, ino: u64, patience: Duration) -> Option<Result<Committed, EngineError>> {
+        let deadline = Instant::now() + patience;
+        let mut map = self.by_ino.lock();
+        loop {
+            let s = map.get(&ino)?.clone();
+            let mut phase = s.phase.lock();
+            match *phase {
+                Phase::Writing => return None,
+                Phase::Flushed { clean: true } => {
+                    *phase = Phase::Ending;
+                    drop(phase);
+                    drop(map);
+                    return Some(self.end(&s));
+                }
+                Phase::Flushing | Phase::Flushed { clean: false } | Phase::Ending => {}
+            }
+            drop(phase);
+            if self.changed.wait_until(&mut map, deadline).timed_out() {
+                return None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{InodeKind, POOLS_INO};
+
+    fn target(s: &Store, pool: &str, name: &str) -> WriteTarget {
+        let parent = match s.catalog.lookup(POOLS_INO, pool).unwrap() {
+            Some(p) => p.ino,
+            None => {
+                s.catalog
+                    .make_dir(
+                        POOLS_INO,
+                        pool,
+                        pool,
+                        InodeKind::Pool,
+                        crate::testing::dir_attrs(),
+                    )
+                    .unwrap()
+                    .ino
+            }
+        };
+        WriteTarget {
+            ino: s.catalog.alloc_ino(),
+            parent,
+            name: name.into(),
+            pool: pool.into(),
+            path: name.into(),
+            attrs: crate::testing::dir_attrs(),
+        }
+    }
+
+    fn committed_size(c: Committed) -> u64 {
+        c.expect("a commit").0.size
+    }
+
+    const NO_WAIT: Duration = Duration::ZERO;
+
+    #[test]
+    fn flush_commits_and_release_ends() {
+        let (_t, store) = crate::testing::store();
+        let sessions = Sessions::default();
+        let s = sessions.begin(&store, target(&store, "P", "a")).unwrap();
+        sessions.write(&s, 0, b"hello").unwrap();
+        assert_eq!(sessions.get(s.ino).unwrap().size, 5);
+        assert_eq!(committed_size(sessions.flush(&s).unwrap()), 5);
+        assert!(sessions.release(&s).unwrap().is_none(), "nothing new");
+        assert!(sessions.get(s.ino).is_none());
+        assert!(matches!(
+            sessions.write(&s, 5, b"x"),
+            Err(EngineError::Closed(_))
+        ));
+    }
+
+    #[test]
+    fn a_second_writer_of_the_same_image_is_refused() {
+        let (_t, store) = crate::testing::store();
+        let sessions = Sessions::default();
+        let t = target(&store, "P", "a");
+        let again = WriteTarget {
+            name: "a".into(),
+            ..t.clone()
+        };
+        let s = sessions.begin(&store, t).unwrap();
+        assert!(matches!(
+            sessions.begin(&store, again),
+            Err(EngineError::Busy(n)) if n == "a"
+        ));
+        sessions.release(&s).unwrap();
+    }
+
+    #[test]
+    fn settle_leaves_a_session_that_is_still_writing() {
+        let (_t, store) = crate::testing::store();
+        let sessions = Sessions::default();
+        let s = sessions.begin(&store, target(&store, "P", "a")).unwrap();
+        sessions.write(&s, 0, b"data").unwrap();
+        assert!(sessions.settle(s.ino, Duration::from_secs(60)).is_none());
+        assert!(sessions.get(s.ino).is_some(), "still being written");
+        sessions.release(&s).unwrap();
+    }
+
+    #[test]
+    fn settle_ends_a_flushed_clean_session_before_its_release_arrives() {
+        let (_t, store) = crate::testing::store();
+        let sessions = Sessions::default();
+        let s = sessions.begin(&store, target(&store, "P", "a")).unwrap();
+        sessions.write(&s, 0, b"data").unwrap();
+        sessions.flush(&s).unwrap();
+        let ended = sessions.settle(s.ino, NO_WAIT).expect("ended by settle");
+        assert!(ended.unwrap().is_none(), "already committed by flush");
+        assert!(sessions.get(s.ino).is_none());
+        assert!(sessions.release(&s).unwrap().is_none(), "late release");
+    }
+
+    #[test]
+    fn a_write_after_a_flush_keeps_the_session_open() {
+        let (_t, store) = crate::testing::store();
+        let sessions = Sessions::default();
+        let s = sessions.begin(&store, target(&store, "P", "a")).unwrap();
+        sessions.write(&s, 0, b"one").unwrap();
+        sessions.flush(&s).unwrap();
+        sessions.write(&s, 3, b"two").unwrap();
+        assert!(sessions.settle(s.ino, NO_WAIT).is_none());
+        assert_eq!(committed_size(sessions.release(&s).unwrap()), 6);
+    }
+
+    #[test]
+    fn settle_waits_for_a_release_in_flight_without_polling() {
+        let (_t, store) = crate::testing::store();
+        let sessions = Arc::new(Sessions::default());
+        let s = sessions.begin(&store, target(&store, "P", "a")).unwrap();
+        sessions.write(&s, 0, b"data").unwrap();
+        // A release has begun (phase Ending) but not finished: settle must
+        // wait for it, and wake as soon as it ends.
+        *s.phase.lock() = Phase::Ending;
+        let writer = s.writer.lock().take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let sessions = sessions.clone();
+            let ino = s.ino;
+            std::thread::spawn(move || {
+                tx.send(()).unwrap();
+                let r = sessions.settle(ino, Duration::from_secs(600));
+                (r.is_none(), sessions.get(ino).is_none())
+            })
+        };
+        rx.recv().unwrap();
+        assert_eq!(committed_size(writer.finish().unwrap()), 4);
+        sessions.end(&s).unwrap();
+        assert_eq!(waiter.join().unwrap(), (true, true));
+    }
+
+    #[test]
+    fn settle_gives_up_after_its_patience_on_a_failed_commit() {
+        let (_t, store) = crate::testing::store();
+        let sessions = Sessions::default();
+        let s = sessions.begin(&store, target(&store, "P", "a")).unwrap();
+        *s.phase.lock() = Phase::Flushed { clean: false };
+        assert!(sessions.settle(s.ino, NO_WAIT).is_none());
+        assert!(sessions.get(s.ino).is_some(), "left to its release");
+        sessions.release(&s).unwrap();
+    }
+
+    #[test]
+    fn setattr_grows_but_never_shrinks_an_image_being_written() {
+        let (_t, store) = crate::testing::store();
+        let sessions = Sessions::default();
+        let s = sessions.begin(&store, target(&store, "P", "a")).unwrap();
+        sessions.write(&s, 0, b"12345").unwrap();
+        assert!(matches!(
+            sessions.set_attrs(&s, Some(2), |_| {}),
+            Err(EngineError::Shrink { from: 5, to: 2, .. })
+        ));
+        sessions
+            .set_attrs(&s, Some(10), |a| a.mode = 0o100600)
+            .unwrap();
+        let p = sessions.get(s.ino).unwrap();
+        assert_eq!((p.size, p.attrs.mode), (10, 0o100600));
+        assert_eq!(committed_size(sessions.release(&s).unwrap()), 10);
+    }
+}
