@@ -1,17 +1,15 @@
 #!/usr/bin/env bash
-# Builds kmsfs, creates a store on the embedded KMS if it is absent (with a
-# key group ENCR_Demo and an active key, so ENCR_ pools work at once), and
-# mounts it. Usage: scripts/mount-demo.sh [STORE] [MOUNTPOINT]
+# Builds and installs kmsfs (scripts/install.sh: the binary on the PATH, the
+# mount helper, man pages, completions), creates a store on the embedded KMS
+# if it is absent (with a key group ENCR_Demo and an active key, so ENCR_
+# pools work at once), and mounts it.
+# Usage: scripts/mount-demo.sh [STORE] [MOUNTPOINT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STORE=${1:-/var/lib/kmsfs/demo}
 MNT=${2:-/mnt/kmsfs}
-if ! command -v fusermount3 >/dev/null; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq fuse3 >/dev/null
-fi
-cargo build --release --locked -q
-K=./target/release/kmsfs
+scripts/install.sh
+K=${PREFIX:-/usr/local}/bin/kmsfs
 if [ ! -e "$STORE/kmsfs.conf" ]; then
   mkdir -p "$(dirname "$STORE")"
   $K init "$STORE"
@@ -27,5 +25,5 @@ else
 fi
 mkdir -p "$MNT/pools/ENCR_Demo"
 echo "mounted $STORE on $MNT: try  cp /etc/os-release $MNT/pools/ENCR_Demo/ && cat $MNT/drives/drive0/status"
-echo "deduplicating, envelope-encrypted LSU: cp /etc/os-release $MNT/msdp/demo/ && kmsfs --store $STORE lsu keydict demo"
-echo "unmount with: umount $MNT"
+echo "deduplicating, envelope-encrypted LSU: cp /etc/os-release $MNT/msdp/demo/ && $K --store $STORE lsu keydict demo"
+echo "what it holds: $K --store $STORE status     manual: man kmsfs     unmount: umount $MNT"

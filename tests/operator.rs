@@ -81,7 +81,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 #[test]
 fn a_mistyped_subcommand_is_not_taken_for_a_mount() {
     let t = tempfile::tempdir().unwrap();
-    for args in [&["imgae", "list"][..], &["completions", "bash"][..]] {
+    for args in [&["imgae", "list"][..], &["completion", "DIR"][..]] {
         let o = Command::new(bin())
             .args(args)
             .current_dir(t.path())
@@ -227,4 +227,156 @@ fn key_refusals_say_what_to_do_next() {
         out.contains("kmsfs lsu rewrap demo") && out.contains("--force"),
         "{out}"
     );
+}
+
+/// `kmsfs status` on a mounted store: where, by which PID, which KMS
+/// answered, and every pool and LSU with its images and sizes.
+#[test]
+fn status_says_where_the_store_is_mounted_and_what_each_pool_holds() {
+    let s = TestStore::new(&[]);
+    s.group_with_key("ENCR_St");
+    s.ok(&["lsu", "create", "dd", "--kms", "--key-group", "ENCR_St"]);
+    let before = s.ok(&["status"]);
+    assert!(before.contains("mounted: no"), "{before}");
+    let m = s.mount("");
+    std::fs::create_dir(m.p("pools/ENCR_St")).unwrap();
+    std::fs::create_dir(m.p("pools/Clear")).unwrap();
+    std::fs::write(m.p("pools/ENCR_St/one"), vec![7u8; 3 << 20]).unwrap();
+    std::fs::write(m.p("msdp/dd/two"), vec![9u8; 1536]).unwrap();
+    let st = s.ok(&["status"]);
+    let want = format!(
+        "mounted: on {} by kmsfs (PID {})",
+        m.mp.display(),
+        m.pid.unwrap()
+    );
+    assert!(st.contains(&want), "{st}");
+    assert!(st.contains("kms: embedded keystore"), "{st}");
+    let row = |name: &str| -> Vec<String> {
+        let l = st
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row for {name}: {st}"));
+        l.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        row("ENCR_St")[..4],
+        ["ENCR_St", "encrypted", "1", "3.0 MiB"]
+    );
+    assert_eq!(row("Clear")[..4], ["Clear", "clear", "0", "0 B"]);
+    let lsu = row("msdp/dd");
+    assert_eq!(lsu[1], "LSU, kms mode, key group ENCR_St", "{st}");
+    assert_eq!(lsu[2..4], ["1", "1.5 KiB"], "{st}");
+    // The header lines up with the rows.
+    let head = st.lines().find(|l| l.starts_with("POOL")).unwrap();
+    let first = st.lines().find(|l| l.starts_with("ENCR_St")).unwrap();
+    assert_eq!(head.find("KIND"), first.find("encrypted"), "{st}");
+    let exact = s.ok(&["status", "--bytes"]);
+    assert!(exact.contains(&(3u64 << 20).to_string()), "{exact}");
+    let j: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
+    assert_eq!(j["mounted"]["pid"], m.pid.unwrap());
+    assert_eq!(j["kms"]["answered"], true);
+    let pools = j["pools"].as_array().unwrap();
+    let encr = pools.iter().find(|p| p["name"] == "ENCR_St").unwrap();
+    assert_eq!(encr["bytes"], 3u64 << 20);
+    m.unmount();
+}
+
+#[test]
+fn tables_show_human_sizes_and_exact_bytes_on_request() {
+    let s = TestStore::new(&["--volume-capacity", "8G"]);
+    let m = s.mount("");
+    std::fs::create_dir(m.p("pools/P")).unwrap();
+    std::fs::write(m.p("pools/P/img"), vec![1u8; 5 << 20]).unwrap();
+    m.unmount();
+    let images = s.ok(&["image", "list"]);
+    let line = images
+        .lines()
+        .find(|l| l.starts_with("pools/P/img"))
+        .unwrap();
+    assert!(line.contains("5.0 MiB"), "{images}");
+    let volumes = s.ok(&["volume", "list"]);
+    assert!(volumes.contains("8.0 GiB"), "{volumes}");
+    let exact = s.ok(&["volume", "list", "--bytes"]);
+    assert!(exact.contains(&(8u64 << 30).to_string()), "{exact}");
+    let fsck = s.ok(&["fsck"]);
+    assert!(
+        fsck.contains("checked 1 image (5.0 MiB) and 1 volume"),
+        "{fsck}"
+    );
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_binary() {
+    let bash = kmsfs(&["completions", "bash"]);
+    let text_bash = String::from_utf8_lossy(&bash.stdout);
+    assert!(bash.status.success(), "{}", text(&bash));
+    assert!(text_bash.contains("_kmsfs()"), "{text_bash}");
+    for sub in ["listkeys", "rotate-kek", "status"] {
+        assert!(text_bash.contains(sub), "{sub} missing");
+    }
+    for shell in ["zsh", "fish"] {
+        let o = kmsfs(&["completions", shell]);
+        assert!(o.status.success() && !o.stdout.is_empty(), "{shell}");
+    }
+    let man = kmsfs(&["man"]);
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(page.contains(".TH kmsfs 1"), "{page}");
+    assert!(page.contains("status"), "{page}");
+    let bad = kmsfs(&["completion", "bash"]);
+    assert!(
+        text(&bad).contains("completions"),
+        "a suggestion: {}",
+        text(&bad)
+    );
+}
+
+#[test]
+fn install_puts_the_binary_the_mount_helper_the_man_page_and_completions_in_place() {
+    let t = tempfile::tempdir().unwrap();
+    let prefix = t.path().join("usr");
+    let sbin = t.path().join("sbin");
+    std::fs::create_dir_all(&sbin).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let o = Command::new("bash")
+        .arg(format!("{root}/scripts/install.sh"))
+        .env("PREFIX", &prefix)
+        .env("SBINDIR", &sbin)
+        .env("KMSFS_SRC_BIN", bin())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    for f in [
+        "bin/kmsfs",
+        "share/man/man1/kmsfs.1",
+        "share/man/man1/kmsfs-mount.1",
+        "share/bash-completion/completions/kmsfs",
+        "share/zsh/site-functions/_kmsfs",
+        "share/fish/vendor_completions.d/kmsfs.fish",
+    ] {
+        assert!(prefix.join(f).is_file(), "{f} not installed: {}", text(&o));
+    }
+    assert!(sbin.join("mount.kmsfs").is_file());
+    let man = Command::new("man")
+        .arg("-l")
+        .arg(prefix.join("share/man/man1/kmsfs.1"))
+        .env("MANPAGER", "cat")
+        .env("COLUMNS", "100")
+        .output();
+    if let Some(man) = man.ok().filter(|o| o.status.success()) {
+        assert!(String::from_utf8_lossy(&man.stdout).contains("kmsfs"));
+    }
+    let o = Command::new("bash")
+        .arg(format!("{root}/scripts/install.sh"))
+        .arg("--uninstall")
+        .env("PREFIX", &prefix)
+        .env("SBINDIR", &sbin)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!prefix.join("share/man/man1/kmsfs.1").exists());
+    assert!(!prefix.join("bin/kmsfs").exists());
 }

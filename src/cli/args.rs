@@ -31,6 +31,10 @@ pub struct Global {
     /// Host master key file kept outside the store.
     #[arg(long, global = true, env = "KMSFS_HMK_FILE")]
     pub hmk_file: Option<PathBuf>,
+    /// Sizes in tables as exact byte counts instead of `8.0 GiB`
+    /// (`--json` always has bytes).
+    #[arg(long, global = true)]
+    pub bytes: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +61,18 @@ pub enum Cmd {
     /// Deduplicating pools (MSDP LSUs) and their keys.
     #[command(subcommand)]
     Lsu(LsuCmd),
+    /// Print a shell completion script (scripts/install.sh installs them).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff: `kmsfs man | man -l -`), or write a page
+    /// per command into a directory.
+    Man {
+        /// Write kmsfs.1 and kmsfs-COMMAND.1 into this directory.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -142,8 +142,29 @@ fn dispatch(cli: &Cli, argv: &[String]) -> Result<i32, CliError> {
             Ok(0)
         }
         Cmd::Mount(a) => mount_cmd::mount(&cli.global, a, argv),
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "kmsfs", &mut std::io::stdout());
+            Ok(0)
+        }
+        Cmd::Man { out_dir } => man_pages(out_dir.as_deref()),
         _ => with_store(cli, argv),
     }
+}
+
+/// `kmsfs man`: the page on stdout, or every page into a directory.
+fn man_pages(out_dir: Option<&Path>) -> Result<i32, CliError> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    match out_dir {
+        None => clap_mangen::Man::new(cmd)
+            .render(&mut std::io::stdout())
+            .map_err(|e| CliError::io(Path::new("stdout"), e))?,
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir, e))?;
+            clap_mangen::generate_to(cmd, dir).map_err(|e| CliError::io(dir, e))?;
+        }
+    }
+    Ok(0)
 }
 
 fn unlock(g: &Global) -> Result<Unlock, CliError> {
@@ -167,7 +188,10 @@ fn with_store(cli: &Cli, argv: &[String]) -> Result<i32, CliError> {
         return Ok(r.code);
     }
     let store = Store::open(&dir, unlock(&cli.global)?)?;
-    let mut out = Out::default();
+    let mut out = Out {
+        exact_bytes: cli.global.bytes,
+        ..Out::default()
+    };
     let r = store_command(&store, &cli.cmd, &mut out);
     print!("{}", out.stdout);
     eprint!("{}", out.stderr);
@@ -183,9 +207,9 @@ fn store_command(store: &Store, cmd: &Cmd, out: &mut Out) -> Result<(), CliError
         Cmd::Fsck(j) => store_cmd::fsck(store, j, out),
         Cmd::Import(a) => import_cmd::run(store, a, out),
         Cmd::Lsu(l) => lsu_cmd::run(store, l, out),
-        Cmd::Init(_) | Cmd::Mount(_) => Err(CliError::Usage(
-            "init and mount do not run inside a daemon".into(),
-        )),
+        Cmd::Init(_) | Cmd::Mount(_) | Cmd::Completions { .. } | Cmd::Man { .. } => Err(
+            CliError::Usage("init, mount, completions and man do not run inside a daemon".into()),
+        ),
     }
 }
 
@@ -204,7 +228,10 @@ pub fn run_in_daemon(store: &Store, argv: &[String], cwd: &Path) -> Response {
         }
     };
     args::absolutize(&mut cli.cmd, cwd);
-    let mut out = Out::default();
+    let mut out = Out {
+        exact_bytes: cli.global.bytes,
+        ..Out::default()
+    };
     let code = match store_command(store, &cli.cmd, &mut out) {
         Ok(()) => 0,
         Err(e) => {

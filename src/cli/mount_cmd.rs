@@ -149,7 +149,7 @@ fn check_mountpoint(mp: &Path, nonempty: bool) -> Result<(), CliError> {
 
 /// Where the store at `store` is mounted now, if it is (a kmsfs mount
 /// whose source is this store).
-fn mounted_on(store: &Path) -> Option<std::path::PathBuf> {
+pub(super) fn mounted_on(store: &Path) -> Option<std::path::PathBuf> {
     // Only this store's path is resolved: a mount's source is compared as
     // written (the daemon mounts with the canonical path), so a hung mount
     // of another store is never touched.

@@ -77,16 +77,27 @@ pub fn volumes(store: &Store, cmd: &VolumeCmd, out: &mut Out) -> Result<(), CliE
         out.json(&rows);
         return Ok(());
     }
-    out.line(format!(
-        "{:<10} {:<20} {:<8} {:>14} {:>14} {:>6}  FILE",
-        "BARCODE", "POOL", "STATE", "USED", "CAPACITY", "IMAGES"
-    ));
-    for r in rows {
-        out.line(format!(
-            "{:<10} {:<20} {:<8} {:>14} {:>14} {:>6}  {}",
-            r.barcode, r.pool, r.state, r.used, r.capacity, r.images, r.file
-        ));
-    }
+    let cells: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| {
+            vec![
+                r.barcode,
+                r.pool,
+                r.state,
+                out.size(r.used),
+                out.size(r.capacity),
+                r.images.to_string(),
+                r.file,
+            ]
+        })
+        .collect();
+    out.table(
+        &[
+            "BARCODE", "POOL", "STATE", "USED", "CAPACITY", "IMAGES", "FILE",
+        ],
+        &[3, 4, 5],
+        &cells,
+    );
     Ok(())
 }
 
@@ -131,20 +142,129 @@ pub fn images(store: &Store, cmd: &ImageCmd, out: &mut Out) -> Result<(), CliErr
         out.json(&rows);
         return Ok(());
     }
-    out.line(format!(
-        "{:<40} {:>12} {:<32} VOLUMES",
-        "IMAGE", "SIZE", "KEY TAG"
-    ));
-    for r in rows {
-        out.line(format!(
-            "{:<40} {:>12} {:<32} {}",
-            r.path,
-            r.size,
-            r.key_tag.as_deref().unwrap_or("-"),
-            r.volumes.join(",")
-        ));
-    }
+    let cells: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| {
+            vec![
+                r.path,
+                out.size(r.size),
+                r.key_tag.unwrap_or_else(|| "-".into()),
+                if r.volumes.is_empty() {
+                    "-".into()
+                } else {
+                    r.volumes.join(",")
+                },
+            ]
+        })
+        .collect();
+    out.table(&["IMAGE", "SIZE", "KEY TAG", "VOLUMES"], &[1], &cells);
     Ok(())
+}
+
+/// One pool or LSU in `status`.
+#[derive(Serialize)]
+struct PoolUse {
+    name: String,
+    kind: String,
+    images: usize,
+    /// Bytes of the images (what a restore returns).
+    bytes: u64,
+    /// Bytes the pool takes: its volumes' used bytes, or an LSU's containers.
+    stored_bytes: u64,
+    volumes: Option<usize>,
+}
+
+/// Which KMS answered `status`.
+#[derive(Serialize)]
+struct KmsAnswer {
+    backend: String,
+    answered: bool,
+    detail: String,
+}
+
+fn kms_answer(store: &Store) -> KmsAnswer {
+    let Some(kmip) = &store.kmip else {
+        return KmsAnswer {
+            backend: "embedded".into(),
+            answered: true,
+            detail: format!("embedded keystore in {}", store.dir.join("kms").display()),
+        };
+    };
+    let probes = kmip.probe();
+    let first = probes.iter().find(|p| p.ok);
+    KmsAnswer {
+        backend: "kmip".into(),
+        answered: first.is_some(),
+        detail: match first {
+            Some(p) => format!(
+                "KMIP server {} answered in {:.1} ms",
+                p.address,
+                p.millis.unwrap_or_default()
+            ),
+            None => format!(
+                "no KMIP server answered ({})",
+                probes
+                    .iter()
+                    .map(|p| format!("{}: {}", p.address, p.error.as_deref().unwrap_or("?")))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        },
+    }
+}
+
+fn pool_use(store: &Store) -> Result<Vec<PoolUse>, CliError> {
+    use crate::engine::PoolKind;
+    let mut pools: Vec<PoolUse> = Vec::new();
+    for p in store.catalog.children(crate::catalog::POOLS_INO)? {
+        let kind = match PoolKind::of(&p.name) {
+            PoolKind::Encrypted { .. } => "encrypted",
+            _ => "clear",
+        };
+        pools.push(PoolUse {
+            kind: kind.into(),
+            name: p.name,
+            images: 0,
+            bytes: 0,
+            stored_bytes: 0,
+            volumes: Some(0),
+        });
+    }
+    for l in store.catalog.lsus()? {
+        pools.push(PoolUse {
+            name: crate::catalog::lsu_pool(&l.name),
+            kind: match &l.key_group {
+                Some(g) => format!("LSU, {} mode, key group {g}", l.mode.as_str()),
+                None => "LSU, not encrypted".into(),
+            },
+            images: 0,
+            bytes: 0,
+            stored_bytes: store.msdp.stored_bytes(&l.name)?,
+            volumes: None,
+        });
+    }
+    for img in store.catalog.images()? {
+        if let Some(p) = pools.iter_mut().find(|p| p.name == img.pool) {
+            p.images += 1;
+            p.bytes += img.size;
+        }
+    }
+    for v in store.catalog.volumes()? {
+        if let Some(p) = pools.iter_mut().find(|p| p.name == v.pool) {
+            p.stored_bytes += v.used;
+            p.volumes = p.volumes.map(|n| n + 1);
+        }
+    }
+    Ok(pools)
+}
+
+/// Where the store is mounted and by which daemon, if it is.
+fn mounted(store: &Store) -> Option<serde_json::Value> {
+    let on = super::mount_cmd::mounted_on(&store.dir)?;
+    let pid = std::fs::read_to_string(store.dir.join("kmsfs.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok());
+    Some(serde_json::json!({"on": on.display().to_string(), "pid": pid}))
 }
 
 pub fn status(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError> {
@@ -153,25 +273,64 @@ pub fn status(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError>
     let drives: Vec<String> = (0..store.library.drives.count())
         .filter_map(|i| store.library.drives.status(i))
         .collect();
-    let v = serde_json::json!({
-        "store": store.dir.display().to_string(),
-        "kms": store.kms.describe(),
-        "images": images,
-        "volumes": volumes,
-        "drives": store.config.drives,
-        "volume_capacity": store.config.volume_capacity,
-    });
+    let mount = mounted(store);
+    let kms = kms_answer(store);
+    let pools = pool_use(store)?;
     if j.json {
-        out.json(&v);
-    } else {
-        out.line(format!(
-            "store: {}\nkms: {}\nimages: {images}\nvolumes: {volumes}",
-            store.dir.display(),
-            store.kms.describe()
-        ));
-        for d in drives {
-            out.line(d.trim_end().replace('\n', "  "));
-        }
+        out.json(&serde_json::json!({
+            "store": store.dir.display().to_string(),
+            "mounted": mount,
+            "kms": kms,
+            "images": images,
+            "volumes": volumes,
+            "pools": pools,
+            "drives": store.config.drives,
+            "volume_capacity": store.config.volume_capacity,
+        }));
+        return Ok(());
+    }
+    out.line(format!("store: {}", store.dir.display()));
+    out.line(match &mount {
+        Some(m) => format!(
+            "mounted: on {} by kmsfs{}",
+            m["on"].as_str().unwrap_or("?"),
+            m["pid"]
+                .as_u64()
+                .map(|p| format!(" (PID {p})"))
+                .unwrap_or_default()
+        ),
+        None => "mounted: no".into(),
+    });
+    out.line(format!(
+        "kms: {}{}",
+        kms.detail,
+        if kms.answered { "" } else { ": NOT ANSWERING" }
+    ));
+    out.line(format!("images: {images}"));
+    out.line(format!("volumes: {volumes}"));
+    for d in drives {
+        out.line(d.trim_end().replace('\n', "  "));
+    }
+    if !pools.is_empty() {
+        out.line("");
+        let rows: Vec<Vec<String>> = pools
+            .iter()
+            .map(|p| {
+                vec![
+                    p.name.clone(),
+                    p.kind.clone(),
+                    p.images.to_string(),
+                    out.size(p.bytes),
+                    out.size(p.stored_bytes),
+                    p.volumes.map_or("-".into(), |v| v.to_string()),
+                ]
+            })
+            .collect();
+        out.table(
+            &["POOL", "KIND", "IMAGES", "SIZE", "STORED", "VOLUMES"],
+            &[2, 3, 4, 5],
+            &rows,
+        );
     }
     Ok(())
 }
@@ -183,8 +342,10 @@ pub fn fsck(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError> {
         out.json(&r);
     } else {
         out.line(format!(
-            "checked {} images ({} bytes) and {} volumes",
-            r.images, r.bytes, r.volumes
+            "checked {} ({}) and {}",
+            super::out::count(r.images, "image"),
+            out.size(r.bytes),
+            super::out::count(r.volumes, "volume")
         ));
         for p in &r.damaged {
             out.line(format!("DAMAGED {}: {}", p.subject, p.what));

@@ -167,6 +167,22 @@ impl Msdp {
             .clone())
     }
 
+    /// Bytes the containers of LSU `name` take on disk.
+    pub fn stored_bytes(&self, name: &str) -> Result<u64, MsdpError> {
+        let dir = self.dir.join(name).join("containers");
+        if !dir.is_dir() {
+            return Ok(0);
+        }
+        let mut total = 0;
+        for id in state::container_files(&dir)? {
+            let p = state::container_path(&dir, id);
+            total += std::fs::metadata(&p)
+                .map_err(|e| MsdpError::io(p.display().to_string(), e))?
+                .len();
+        }
+        Ok(total)
+    }
+
     /// Forgets every cached key (tests, and after a KMS change that must bite at once).
     pub fn forget_keys(&self) {
         self.keys.clear();
