@@ -335,14 +335,15 @@ fn sigkill_during_ingest_and_reclaim_loses_nothing_committed() {
     // A writer killed mid-image.
     let big = s.path("big");
     random_file(&big, 64);
-    let mut cp = std::process::Command::new("cp")
+    let cp = std::process::Command::new("cp")
         .arg(&big)
         .arg(m.p("msdp/P/big"))
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(150));
     m.kill();
-    let _ = cp.wait();
+    expect_cut_off(cp.wait_with_output().unwrap());
     // Reclaims killed at different moments.
     for delay in [0, 20, 80] {
         let m = s.mount("");

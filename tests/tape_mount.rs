@@ -280,12 +280,15 @@ fn sigkill_mid_write_loses_no_closed_image_and_shows_no_half_image() {
             target.display()
         ))
         .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(800));
     m.kill();
     let _ = writer.kill();
-    let _ = writer.wait();
+    let out = writer.wait_with_output().unwrap();
+    assert!(!out.status.success(), "a writer cut off by the crash fails");
+    expect_cut_off(out);
     let m = s.mount("");
     for i in 0..3 {
         assert_eq!(

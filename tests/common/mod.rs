@@ -251,6 +251,20 @@ pub fn run_ok(c: &mut Command) -> Output {
     o
 }
 
+/// A writer whose mount was killed under it: if it failed, it failed
+/// because the mount went away (its words are captured here, not printed
+/// into the test run).
+pub fn expect_cut_off(o: Output) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success() && !err.is_empty() {
+        assert!(
+            err.contains("Transport endpoint is not connected")
+                || err.contains("Software caused connection abort"),
+            "the writer failed for another reason: {err}"
+        );
+    }
+}
+
 /// `sh -c SCRIPT`; returns (success, stdout, stderr).
 pub fn sh(script: &str) -> (bool, String, String) {
     let o = Command::new("sh").arg("-c").arg(script).output().unwrap();
