@@ -214,7 +214,10 @@ fn kek_rotation_rewrap_and_the_msdp_kms_rules() {
     let mode = s.ok(&["lsu", "getmode", "L"]);
     assert!(mode.contains(&k1), "{mode}");
     let out = s.ok(&["lsu", "rewrap", "L"]);
-    assert!(out.contains("3 keys rewrapped"), "{out}");
+    assert!(
+        out.contains("2 KEKs and 1 fingerprint key rewrapped"),
+        "{out}"
+    );
     let mode = s.ok(&["lsu", "getmode", "L", "--json"]);
     assert!(!mode.contains(&k1), "{mode}");
     s.set_state("KG", "k1", "deprecated");
@@ -343,7 +346,7 @@ fn sigkill_during_ingest_and_reclaim_loses_nothing_committed() {
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(150));
     m.kill();
-    expect_cut_off(cp.wait_with_output().unwrap());
+    common::expect_cut_off(cp.wait_with_output().unwrap());
     // Reclaims killed at different moments.
     for delay in [0, 20, 80] {
         let m = s.mount("");

@@ -380,3 +380,40 @@ fn install_puts_the_binary_the_mount_helper_the_man_page_and_completions_in_plac
     assert!(!prefix.join("share/man/man1/kmsfs.1").exists());
     assert!(!prefix.join("bin/kmsfs").exists());
 }
+
+/// `kms import --preview` says what it would create; an import makes no
+/// key group it puts no key in (an empty exported group, or a second
+/// import of the same keys).
+#[test]
+fn a_key_import_creates_no_empty_groups_and_its_preview_says_would() {
+    let a = TestStore::new(&[]);
+    a.group_with_key("ENCR_X");
+    a.ok(&["kms", "createkg", "ENCR_Empty"]);
+    let pp = a.path("pp");
+    std::fs::write(&pp, "export pass").unwrap();
+    let file = a.path("keys.kex");
+    let (file, pp) = (file.to_str().unwrap(), pp.to_str().unwrap());
+    a.ok(&["kms", "export", "--out", file, "--pass-phrase-file", pp]);
+    let b = TestStore::new(&[]);
+    let import = |extra: &[&str]| {
+        let mut args = vec!["kms", "import", "--in", file, "--pass-phrase-file", pp];
+        args.extend_from_slice(extra);
+        b.ok(&args)
+    };
+    let preview = import(&["--preview"]);
+    assert!(preview.contains("would import 1 key,"), "{preview}");
+    assert!(
+        preview.contains("would create key group ENCR_X"),
+        "{preview}"
+    );
+    assert!(!preview.contains("ENCR_Empty"), "{preview}");
+    let done = import(&[]);
+    assert!(done.contains("imported 1 key,"), "{done}");
+    assert!(done.contains("created key group ENCR_X"), "{done}");
+    let again = import(&[]);
+    assert!(!again.contains("created key group"), "{again}");
+    let groups = b.ok(&["kms", "listkgs"]);
+    assert!(groups.contains("ENCR_X"), "{groups}");
+    assert!(!groups.contains("ENCR_X-imported"), "{groups}");
+    assert!(!groups.contains("ENCR_Empty"), "{groups}");
+}

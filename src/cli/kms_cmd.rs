@@ -122,12 +122,13 @@ pub fn run(store: &Store, cmd: &KmsCmd, out: &mut Out) -> Result<(), CliError> {
                     "imported"
                 };
                 out.line(format!(
-                    "{verb} {} keys, skipped {} whose tag exists",
-                    r.imported.len(),
+                    "{verb} {}, skipped {} whose tag exists",
+                    super::out::count(r.imported.len(), "key"),
                     r.skipped_existing_tag.len()
                 ));
+                let made = if r.preview { "would create" } else { "created" };
                 for g in &r.groups_created {
-                    out.line(format!("  key group created: {g}"));
+                    out.line(format!("  {made} key group {g}"));
                 }
                 for k in &r.imported {
                     out.line(format!("  key: {k}"));

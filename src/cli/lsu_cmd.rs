@@ -74,9 +74,12 @@ pub fn run(store: &Store, cmd: &LsuCmd, out: &mut Out) -> Result<(), CliError> {
             ));
         }
         LsuCmd::Rewrap { name } => {
-            let (n, root) = m.rewrap(name)?;
+            let r = m.rewrap(name)?;
             out.line(format!(
-                "LSU {name}: {n} keys rewrapped; every KEK is now wrapped by root key {root}"
+                "LSU {name}: {} and {} rewrapped; every key of the LSU is now wrapped by root key {}",
+                super::out::count(r.keks, "KEK"),
+                super::out::count(r.fingerprint_keys, "fingerprint key"),
+                r.root
             ));
         }
         LsuCmd::Convert { name, .. } => out.json(&m.convert_step(name)?),

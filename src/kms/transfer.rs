@@ -203,6 +203,8 @@ impl Keystore {
         preserve: bool,
         report: &mut ImportReport,
     ) -> Result<(), KmsError> {
+        // Where each exported group goes; a group is made only when a key
+        // is imported into it (never an empty one).
         let mut names = std::collections::HashMap::new();
         for g in &body.groups {
             let exists = self.body.groups.iter().any(|r| r.name == g.name);
@@ -211,24 +213,26 @@ impl Keystore {
             } else {
                 g.name.clone()
             };
-            if !self.body.groups.iter().any(|r| r.name == target) {
-                self.body.groups.push(GroupRecord {
-                    name: target.clone(),
-                    ..g.clone()
-                });
-                report.groups_created.push(target.clone());
-            }
-            names.insert(g.name.clone(), target);
+            names.insert(g.name.clone(), (target, g));
         }
         for k in &body.keys {
             if self.record_by_tag(&k.tag).is_some() {
                 report.skipped_existing_tag.push(k.tag.clone());
                 continue;
             }
-            let group = names
-                .get(&k.group)
-                .cloned()
-                .unwrap_or_else(|| k.group.clone());
+            let group = match names.get(&k.group) {
+                Some((target, g)) => {
+                    if !self.body.groups.iter().any(|r| &r.name == target) {
+                        self.body.groups.push(GroupRecord {
+                            name: target.clone(),
+                            ..(*g).clone()
+                        });
+                        report.groups_created.push(target.clone());
+                    }
+                    target.clone()
+                }
+                None => k.group.clone(),
+            };
             let key = SecretKey::from_slice(&k.secret)
                 .ok_or_else(|| KmsError::Container(format!("key {} is not 32 bytes", k.tag)))?;
             let mut state = k.state;
@@ -298,6 +302,41 @@ mod tests {
             export_container(&src, &[], b"pass", &out, true).unwrap();
         });
         assert_eq!(hits, 0, "copies of the key left in freed heap");
+    }
+
+    /// Importing a container whose keys are all here already (a second
+    /// import, without --preserve_kgname) makes no `-imported` group with
+    /// nothing in it, and a preview says so too.
+    #[test]
+    fn an_import_creates_no_empty_key_groups() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut src = ks(a.path());
+        src.create_group("ENCR_F", "").unwrap();
+        src.create_group("ENCR_Empty", "").unwrap();
+        src.create_key(NewKey {
+            group: "ENCR_F",
+            name: "k",
+            description: "",
+            passphrase: None,
+            activate: true,
+        })
+        .unwrap();
+        let out = a.path().join("keys.kex");
+        export_container(&src, &[], b"dr pass", &out, true).unwrap();
+        let body = read_container(&out, b"dr pass").unwrap();
+        let mut dst = ks(b.path());
+        let first = dst.import_keys(&body, false, false).unwrap();
+        assert_eq!(first.groups_created, vec!["ENCR_F".to_string()]);
+        for preview in [true, false] {
+            let again = dst.import_keys(&body, false, preview).unwrap();
+            assert!(
+                again.groups_created.is_empty(),
+                "{:?}",
+                again.groups_created
+            );
+        }
+        let groups: Vec<String> = dst.list_groups().into_iter().map(|g| g.name).collect();
+        assert_eq!(groups, vec!["ENCR_F".to_string()]);
     }
 
     fn ks(d: &Path) -> Keystore {

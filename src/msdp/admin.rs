@@ -48,6 +48,15 @@ pub struct KeyDictEntry {
     pub sealed_bytes: u64,
 }
 
+/// What `lsu rewrap` changed: KEKs and the fingerprint key now wrapped by
+/// `root` (the group's active root key) that were wrapped by another.
+#[derive(Debug, Default, Serialize)]
+pub struct Rewrapped {
+    pub keks: usize,
+    pub fingerprint_keys: usize,
+    pub root: String,
+}
+
 impl Msdp {
     /// Creates an LSU (and `msdp/NAME/`).
     pub fn create(&self, c: CreateLsu, attrs: FileAttrs) -> Result<LsuRec, MsdpError> {
@@ -168,7 +177,7 @@ impl Msdp {
     /// `lsu rewrap`: every KEK (and the fingerprint key) wrapped again
     /// under the group's active root key; segment data is not touched.
     /// Returns how many keys were rewrapped and the new root key tag.
-    pub fn rewrap(&self, name: &str) -> Result<(usize, String), MsdpError> {
+    pub fn rewrap(&self, name: &str) -> Result<Rewrapped, MsdpError> {
         let state = self.state(name)?;
         let _keys = state.keys.lock();
         let rec = self.lsu_rec(name)?;
@@ -179,17 +188,16 @@ impl Msdp {
             .ok_or_else(|| {
                 MsdpError::Refused(format!("LSU {name} is not encrypted: nothing to rewrap"))
             })?;
-        let mut n = 0;
-        let mut root = String::new();
+        let mut done = Rewrapped::default();
         let mut keks = Vec::new();
         let mut pins = Vec::new();
         for k in self.catalog.keks(name)? {
             let key = self.kek(name, &k)?;
             let (w, pin) = self.rewrapped(name, &group, &key)?;
             pins.push(pin);
-            root = w.root_tag.clone();
+            done.root = w.root_tag.clone();
             if w.root_tag != k.wrapped.root_tag {
-                n += 1;
+                done.keks += 1;
             }
             keks.push((k.id, w));
         }
@@ -199,15 +207,15 @@ impl Msdp {
             let (w, pin) = self.rewrapped(name, &group, &key)?;
             pins.push(pin);
             if w.root_tag != old.root_tag {
-                n += 1;
+                done.fingerprint_keys += 1;
             }
-            root = w.root_tag.clone();
+            done.root = w.root_tag.clone();
             fp_key = Some(StoredKey::Wrapped(w));
         }
         self.catalog.rewrap_keys(name, fp_key, &keks)?;
         drop(pins);
-        tracing::info!(lsu = name, rewrapped = n, root_tag = %root, "KEKs rewrapped");
-        Ok((n, root))
+        tracing::info!(lsu = name, keks = done.keks, fingerprint_keys = done.fingerprint_keys, root_tag = %done.root, "keys rewrapped");
+        Ok(done)
     }
 
     /// `key` wrapped under the group's active root key, checked to unwrap

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-pub use admin::{CreateLsu, KeyDictEntry, LsuModeReport};
+pub use admin::{CreateLsu, KeyDictEntry, LsuModeReport, Rewrapped};
 pub use chunker::DEFAULT_CHUNKING;
 pub use reader::LsuReader;
 pub use users::StoreKeyUsers;
