@@ -282,6 +282,27 @@ fn status_says_where_the_store_is_mounted_and_what_each_pool_holds() {
     let pools = j["pools"].as_array().unwrap();
     let encr = pools.iter().find(|p| p["name"] == "ENCR_St").unwrap();
     assert_eq!(encr["bytes"], 3u64 << 20);
+    // image list --json: an LSU image shows no empty tape fields.
+    let list: serde_json::Value =
+        serde_json::from_str(&s.ok(&["image", "list", "--json"])).unwrap();
+    let by_path = |p: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["path"] == p)
+            .unwrap_or_else(|| panic!("{p} not in {list}"))
+            .clone()
+    };
+    let (tape, lsu) = (by_path("pools/ENCR_St/one"), by_path("msdp/dd/two"));
+    assert_eq!(tape["volumes"].as_array().unwrap().len(), 1, "{tape}");
+    assert!(
+        lsu.get("volumes").is_none() && lsu.get("fragments").is_none(),
+        "{lsu}"
+    );
+    assert_eq!(
+        (&tape["verifiable"], &lsu["verifiable"]),
+        (&true.into(), &true.into())
+    );
     m.unmount();
 }
 

@@ -101,6 +101,9 @@ pub fn volumes(store: &Store, cmd: &VolumeCmd, out: &mut Out) -> Result<(), CliE
     Ok(())
 }
 
+/// One image of `image list --json`. LSU images have no volumes or
+/// fragments (their data is segments in containers): those fields are left
+/// out rather than shown empty.
 #[derive(Serialize)]
 struct ImageRow {
     id: String,
@@ -108,9 +111,14 @@ struct ImageRow {
     pool: String,
     size: u64,
     key_tag: Option<String>,
-    volumes: Vec<String>,
-    fragments: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    volumes: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fragments: Option<usize>,
     created_ns: i64,
+    /// Whether `kmsfs image verify` can check a restore of it (a keyed
+    /// digest was recorded when it was written).
+    verifiable: bool,
 }
 
 pub fn images(store: &Store, cmd: &ImageCmd, out: &mut Out) -> Result<(), CliError> {
@@ -124,6 +132,7 @@ pub fn images(store: &Store, cmd: &ImageCmd, out: &mut Out) -> Result<(), CliErr
         let Some(img) = store.catalog.image(id)? else {
             continue;
         };
+        let tape = crate::engine::PoolKind::of(&img.pool).is_tape();
         let mut volumes: Vec<String> = img.fragments.iter().map(|f| f.volume.clone()).collect();
         volumes.dedup();
         rows.push(ImageRow {
@@ -132,9 +141,10 @@ pub fn images(store: &Store, cmd: &ImageCmd, out: &mut Out) -> Result<(), CliErr
             pool: img.pool,
             size: img.size,
             key_tag: img.key_tag,
-            fragments: img.fragments.len(),
-            volumes,
+            fragments: tape.then_some(img.fragments.len()),
+            volumes: tape.then_some(volumes),
             created_ns: img.created_ns,
+            verifiable: img.digest.is_some(),
         });
     }
     rows.sort_by(|a, b| a.path.cmp(&b.path));
@@ -149,10 +159,9 @@ pub fn images(store: &Store, cmd: &ImageCmd, out: &mut Out) -> Result<(), CliErr
                 r.path,
                 out.size(r.size),
                 r.key_tag.unwrap_or_else(|| "-".into()),
-                if r.volumes.is_empty() {
-                    "-".into()
-                } else {
-                    r.volumes.join(",")
+                match r.volumes {
+                    Some(v) if !v.is_empty() => v.join(","),
+                    _ => "-".into(),
                 },
             ]
         })
