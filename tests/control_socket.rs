@@ -35,6 +35,72 @@ fn cmd_within(s: &TestStore, args: &[&str], secs: u64) -> (bool, String) {
     )
 }
 
+/// A request of the current protocol for the typed command `cmd`.
+fn op(cmd: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"protocol": 2, "op": {"cmd": cmd, "bytes": false}})
+}
+
+/// Sends one request line and reads every frame until the socket closes.
+fn exchange(sock: &std::path::Path, req: &str) -> Vec<serde_json::Value> {
+    let mut c = UnixStream::connect(sock).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    c.write_all(format!("{req}\n").as_bytes()).unwrap();
+    let mut all = String::new();
+    c.read_to_string(&mut all).unwrap();
+    all.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The socket speaks typed, versioned requests: a long fsck streams its
+/// progress before its answer; a request of another protocol version (an
+/// older CLI's argv) and a relative file argument are refused in words.
+#[test]
+fn typed_requests_stream_progress_and_other_versions_are_refused_in_words() {
+    let s = TestStore::new(&[]);
+    let m = s.mount("");
+    std::fs::create_dir(m.p("pools/P")).unwrap();
+    random_file(&m.p("pools/P/a"), 16);
+    let sock = s.dir.join("control.sock");
+    let frames = exchange(
+        &sock,
+        &op(serde_json::json!({"Fsck": {"json": false}})).to_string(),
+    );
+    let (last, before) = frames.split_last().unwrap();
+    assert_eq!(last["done"]["code"], 0, "{frames:?}");
+    assert!(
+        last["done"]["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("checked 1 image"),
+        "{last}"
+    );
+    assert!(!before.is_empty(), "progress frames came first: {frames:?}");
+    let p = &before.last().unwrap()["progress"];
+    assert_eq!(p["task"], "checking images");
+    assert_eq!(p["total"], 16u64 << 20);
+    assert_eq!(p["unit"], "bytes");
+    let old = serde_json::json!({"argv": ["kmsfs", "kms", "listkgs"], "cwd": "/"}).to_string();
+    let frames = exchange(&sock, &old);
+    let err = frames[0]["done"]["stderr"].as_str().unwrap();
+    assert!(err.contains("control protocol 2"), "{err}");
+    let relative =
+        op(serde_json::json!({"Image": {"Verify": {"image": "pools/P/a", "file": "a"}}}));
+    let frames = exchange(&sock, &relative.to_string());
+    let err = frames[0]["done"]["stderr"].as_str().unwrap();
+    assert!(err.contains("file argument a is not absolute"), "{err}");
+    // The CLI draws nothing where stderr is not a terminal, and says the same.
+    let o = s.cmd(&["fsck"]);
+    assert!(o.status.success());
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(s.ok(&["--quiet", "fsck"]).contains("checked 1 image"));
+    drop(m);
+}
+
 #[test]
 fn a_silent_or_flooding_client_blocks_nobody_and_is_cut_off() {
     let s = TestStore::new(&[]);
@@ -156,7 +222,7 @@ fn only_root_or_the_store_owner_is_served() {
         s.dir.display(),
         sock.display()
     ));
-    let req = serde_json::json!({"argv": ["kmsfs", "kms", "listkgs"], "cwd": "/"}).to_string();
+    let req = op(serde_json::json!({"Kms": {"Listkgs": {"json": false}}})).to_string();
     let py = format!(
         "import socket\ns=socket.socket(socket.AF_UNIX)\ns.connect({:?})\ns.sendall({:?}.encode()+b'\\n')\nprint(s.makefile().read())",
         sock.display().to_string(),

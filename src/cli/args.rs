@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
 
 /// kmsfs: encrypted virtual tape pools and deduplicating LSUs, mounted with FUSE.
 #[derive(Debug, Parser)]
@@ -35,9 +36,12 @@ pub struct Global {
     /// (`--json` always has bytes).
     #[arg(long, global = true)]
     pub bytes: bool,
+    /// No progress bars (there are none either when stderr is not a terminal).
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
 pub enum Cmd {
     /// Create a store: config, embedded keystore, places for volumes, catalog and LSUs.
     Init(InitArgs),
@@ -62,6 +66,7 @@ pub enum Cmd {
     #[command(subcommand)]
     Lsu(LsuCmd),
     /// Print a shell completion script (scripts/install.sh installs them).
+    #[serde(skip)]
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
@@ -75,7 +80,7 @@ pub enum Cmd {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
 pub enum LsuCmd {
     /// Create an LSU: --kms (envelope encryption: DEK per segment, KEKs
     /// wrapped by the key group's root key), --legacy-kms (segments sealed
@@ -133,7 +138,7 @@ pub enum LsuCmd {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct ImportArgs {
     /// 1: read headers only, list images and the key tags they need (no key
     /// needed); 2: read, authenticate and catalog the images. Default: both.
@@ -146,7 +151,7 @@ pub struct ImportArgs {
     pub volumes: Vec<std::path::PathBuf>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct InitArgs {
     /// Directory of the new store (created; must be new or empty).
     pub dir: PathBuf,
@@ -167,7 +172,7 @@ pub struct InitArgs {
     pub if_absent: bool,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct MountArgs {
     /// The store (`/path/to/store`).
     pub source: PathBuf,
@@ -197,14 +202,14 @@ pub struct MountArgs {
     pub fstype: Option<String>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct JsonArg {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
 pub enum KmsCmd {
     /// Create a key group.
     Createkg {
@@ -324,13 +329,13 @@ pub enum KmsCmd {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
 pub enum VolumeCmd {
     /// Every volume: barcode, pool, state, bytes used, capacity, file.
     List(JsonArg),
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
 pub enum ImageCmd {
     /// Every image: path, size, key tag, volumes.
     List(JsonArg),
@@ -352,51 +357,57 @@ pub enum ImageCmd {
     },
 }
 
-/// Makes every file argument of a store command absolute, relative to
-/// `cwd` (the directory of the CLI that sent it to the daemon).
-pub fn absolutize(cmd: &mut Cmd, cwd: &std::path::Path) {
-    let abs = |p: &mut PathBuf| {
-        if p.is_relative() {
-            *p = cwd.join(&*p);
-        }
-    };
+/// The file arguments of a store command.
+fn file_args(cmd: &mut Cmd) -> Vec<&mut PathBuf> {
     match cmd {
         Cmd::Kms(k) => match k {
             KmsCmd::Createkey {
                 pass_phrase_file: Some(p),
                 ..
-            } => abs(p),
+            } => vec![p],
             KmsCmd::Recoverkey {
                 pass_phrase_file, ..
-            } => abs(pass_phrase_file),
+            } => vec![pass_phrase_file],
             KmsCmd::Export {
                 out,
                 pass_phrase_file,
                 ..
-            } => {
-                abs(out);
-                abs(pass_phrase_file);
-            }
+            } => vec![out, pass_phrase_file],
             KmsCmd::Import {
                 input,
                 pass_phrase_file,
                 ..
-            } => {
-                abs(input);
-                abs(pass_phrase_file);
-            }
-            KmsCmd::Setbackend { ca, cert, key, .. } => {
-                ca.iter_mut()
-                    .chain(cert.iter_mut())
-                    .chain(key.iter_mut())
-                    .for_each(abs);
-            }
-            _ => {}
+            } => vec![input, pass_phrase_file],
+            KmsCmd::Setbackend { ca, cert, key, .. } => ca
+                .iter_mut()
+                .chain(cert.iter_mut())
+                .chain(key.iter_mut())
+                .collect(),
+            _ => vec![],
         },
-        Cmd::Image(ImageCmd::Verify { file, .. }) => abs(file),
-        Cmd::Import(a) => a.volumes.iter_mut().for_each(abs),
-        _ => {}
+        Cmd::Image(ImageCmd::Verify { file, .. }) => vec![file],
+        Cmd::Import(a) => a.volumes.iter_mut().collect(),
+        _ => vec![],
     }
+}
+
+/// Makes every file argument of a store command absolute, relative to
+/// `cwd` (the CLI's directory), before it is sent to a daemon.
+pub fn absolutize(cmd: &mut Cmd, cwd: &std::path::Path) {
+    for p in file_args(cmd) {
+        if p.is_relative() {
+            *p = cwd.join(&*p);
+        }
+    }
+}
+
+/// A file argument that is not absolute, if any: a daemon refuses it
+/// (it would be resolved against the daemon's directory, not the caller's).
+pub fn relative_file_arg(cmd: &mut Cmd) -> Option<PathBuf> {
+    file_args(cmd)
+        .into_iter()
+        .find(|p| p.is_relative())
+        .map(|p| p.clone())
 }
 
 /// Parses `123`, `4K`, `512M`, `8G`, `1T` (powers of 1024).

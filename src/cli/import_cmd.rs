@@ -6,12 +6,21 @@ use super::args::ImportArgs;
 use super::out::Out;
 use crate::import::{Survey, restore, survey};
 use crate::store::Store;
+use crate::util::progress::{Progress, Unit};
 
 pub fn run(store: &Store, a: &ImportArgs, out: &mut Out) -> Result<(), CliError> {
     if a.phase.is_some_and(|p| !(1..=2).contains(&p)) {
         return Err(CliError::Usage("--phase is 1 or 2".into()));
     }
-    let s = survey(store.kms.as_ref(), &a.volumes);
+    let volumes = a.volumes.len() as u64;
+    let s = survey(store.kms.as_ref(), &a.volumes, |n| {
+        out.progress(Progress {
+            task: "reading volume headers".into(),
+            done: n as u64,
+            total: volumes,
+            unit: Unit::Volumes,
+        })
+    });
     if a.phase != Some(2) {
         print_survey(&s, a.json, out);
     }
@@ -24,12 +33,16 @@ pub fn run(store: &Store, a: &ImportArgs, out: &mut Out) -> Result<(), CliError>
         .filter(|i| i.complete())
         .filter_map(|i| i.size)
         .sum();
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(total),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    let r = restore(store, &s, |n| bar.inc(n));
-    bar.finish_and_clear();
+    let mut done = 0;
+    let r = restore(store, &s, |n| {
+        done += n;
+        out.progress(Progress {
+            task: "importing images".into(),
+            done,
+            total,
+            unit: Unit::Bytes,
+        })
+    });
     if a.json {
         out.json(&r);
     } else {

@@ -4,6 +4,8 @@ use std::path::Path;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::util::progress::{Progress, Unit};
+
 use super::CliError;
 use super::args::{JsonArg, LsuCmd};
 use super::out::{Out, iso_time};
@@ -89,7 +91,15 @@ pub fn run(store: &Store, cmd: &LsuCmd, out: &mut Out) -> Result<(), CliError> {
             out.line(format!("LSU {name} is in {} mode", mode.as_str()));
         }
         LsuCmd::Gc { name, json } => {
-            let r = m.reclaim(name)?;
+            let task = format!("reclaiming LSU {name}");
+            let r = m.reclaim(name, |done, total| {
+                out.progress(Progress {
+                    task: task.clone(),
+                    done,
+                    total,
+                    unit: Unit::Containers,
+                })
+            })?;
             if *json {
                 out.json(&r);
             } else {
@@ -206,11 +216,16 @@ fn list(store: &Store, json: bool, out: &mut Out) -> Result<(), CliError> {
 pub fn convert(
     dir: &Path,
     name: &str,
-    argv: &[String],
     unlock: impl Fn() -> Result<Unlock, CliError>,
 ) -> Result<i32, CliError> {
-    let mut step_argv = argv.to_vec();
-    step_argv.push("--step".into());
+    let step = super::Op {
+        cmd: super::Cmd::Lsu(LsuCmd::Convert {
+            name: name.into(),
+            step: true,
+        }),
+        bytes: false,
+    }
+    .to_value()?;
     let mut local: Option<Store> = None;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
@@ -220,7 +235,7 @@ pub fn convert(
     bar.set_message(format!("converting LSU {name}"));
     let mut done = 0u64;
     loop {
-        let p: ConvertProgress = match (&local, control::forward(dir, &step_argv)) {
+        let p: ConvertProgress = match (&local, control::forward(dir, step.clone(), &mut |_| {})) {
             (None, Some(r)) if r.code != 0 => {
                 bar.abandon();
                 eprint!("{}", r.stderr);

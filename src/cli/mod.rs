@@ -11,6 +11,7 @@ mod lsu_cmd;
 mod mount_cmd;
 pub mod mount_opts;
 mod out;
+mod progress;
 mod store_cmd;
 
 use std::path::Path;
@@ -90,7 +91,18 @@ pub fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
 /// `kmsfs SOURCE DIR [-o opts]` (what `-t fuse.kmsfs` runs).
 pub fn mount_form(mut argv: Vec<String>) -> Vec<String> {
     const COMMANDS: &[&str] = &[
-        "init", "mount", "kms", "volume", "image", "status", "fsck", "import", "lsu", "help",
+        "init",
+        "mount",
+        "kms",
+        "volume",
+        "image",
+        "status",
+        "fsck",
+        "import",
+        "lsu",
+        "completions",
+        "man",
+        "help",
     ];
     let helper = argv
         .first()
@@ -148,7 +160,7 @@ fn dispatch(cli: &Cli, argv: &[String]) -> Result<i32, CliError> {
             Ok(0)
         }
         Cmd::Man { out_dir } => man_pages(out_dir.as_deref()),
-        _ => with_store(cli, argv),
+        _ => with_store(cli),
     }
 }
 
@@ -174,27 +186,60 @@ fn unlock(g: &Global) -> Result<Unlock, CliError> {
     })
 }
 
-/// Runs a store command in the daemon if one serves the store, else here.
-fn with_store(cli: &Cli, argv: &[String]) -> Result<i32, CliError> {
+/// A store command as it travels to the daemon: typed, every path
+/// absolute, with the presentation choices that shape its output.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Op {
+    cmd: Cmd,
+    bytes: bool,
+}
+
+impl Op {
+    fn to_value(&self) -> Result<serde_json::Value, CliError> {
+        serde_json::to_value(self)
+            .map_err(|e| CliError::Usage(format!("command not sendable: {e}")))
+    }
+}
+
+/// Runs a store command in the daemon if one serves the store, else here:
+/// the same typed request either way.
+fn with_store(cli: &Cli) -> Result<i32, CliError> {
     let dir = cli.global.store.clone().ok_or_else(|| {
         CliError::Usage("which store? give --store PATH or set KMSFS_STORE".into())
     })?;
     if let Cmd::Lsu(args::LsuCmd::Convert { name, step: false }) = &cli.cmd {
-        return lsu_cmd::convert(&dir, name, argv, || unlock(&cli.global));
+        return lsu_cmd::convert(&dir, name, || unlock(&cli.global));
     }
-    if let Some(r) = control::forward(&dir, argv) {
+    let mut cmd = cli.cmd.clone();
+    let cwd = std::env::current_dir().map_err(|e| CliError::io(Path::new("."), e))?;
+    args::absolutize(&mut cmd, &cwd);
+    let op = Op {
+        cmd,
+        bytes: cli.global.bytes,
+    };
+    let mut bars = progress::Bars::new(cli.global.quiet);
+    if let Some(r) = control::forward(&dir, op.to_value()?, &mut |p| bars.show(p)) {
+        bars.clear();
         print!("{}", r.stdout);
         eprint!("{}", r.stderr);
         return Ok(r.code);
     }
     let store = Store::open(&dir, unlock(&cli.global)?)?;
+    let mut show = |p: &crate::util::progress::Progress| bars.show(p);
     let mut out = Out {
-        exact_bytes: cli.global.bytes,
+        exact_bytes: op.bytes,
+        progress: Some(&mut show),
         ..Out::default()
     };
-    let r = store_command(&store, &cli.cmd, &mut out);
-    print!("{}", out.stdout);
-    eprint!("{}", out.stderr);
+    let r = store_command(&store, &op.cmd, &mut out);
+    let (stdout, stderr) = (
+        std::mem::take(&mut out.stdout),
+        std::mem::take(&mut out.stderr),
+    );
+    drop(out);
+    bars.clear();
+    print!("{stdout}");
+    eprint!("{stderr}");
     r.map(|()| 0)
 }
 
@@ -213,26 +258,33 @@ fn store_command(store: &Store, cmd: &Cmd, out: &mut Out) -> Result<(), CliError
     }
 }
 
-/// Runs a forwarded command inside the daemon, relative paths resolved
-/// against the caller's directory (the daemon's own never changes: other
-/// commands and the filesystem run beside this one).
-pub fn run_in_daemon(store: &Store, argv: &[String], cwd: &Path) -> Response {
-    let mut cli = match Cli::try_parse_from(argv) {
-        Ok(c) => c,
-        Err(e) => {
-            return Response {
-                code: 2,
-                stdout: String::new(),
-                stderr: e.to_string(),
-            };
-        }
+/// Runs a request from the control socket inside the daemon, against its
+/// open store, reporting progress to the client as it goes. Its file
+/// arguments must be absolute (the client made them so): the daemon's own
+/// directory never changes and is never used.
+pub fn run_in_daemon(
+    store: &Store,
+    op: &serde_json::Value,
+    progress: &mut dyn FnMut(&crate::util::progress::Progress),
+) -> Response {
+    let refused = |why: String| Response {
+        code: 2,
+        stdout: String::new(),
+        stderr: format!("kmsfs: control socket: {why}\n"),
     };
-    args::absolutize(&mut cli.cmd, cwd);
+    let mut op: Op = match serde_json::from_value(op.clone()) {
+        Ok(o) => o,
+        Err(e) => return refused(format!("not a command this daemon knows: {e}")),
+    };
+    if let Some(p) = args::relative_file_arg(&mut op.cmd) {
+        return refused(format!("file argument {} is not absolute", p.display()));
+    }
     let mut out = Out {
-        exact_bytes: cli.global.bytes,
+        exact_bytes: op.bytes,
+        progress: Some(progress),
         ..Out::default()
     };
-    let code = match store_command(store, &cli.cmd, &mut out) {
+    let code = match store_command(store, &op.cmd, &mut out) {
         Ok(()) => 0,
         Err(e) => {
             out.note(format!("kmsfs: {e}"));

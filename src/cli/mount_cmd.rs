@@ -81,8 +81,7 @@ pub fn mount(g: &Global, a: &MountArgs, argv: &[String]) -> Result<i32, CliError
     let store = Arc::new(store);
     // The control socket runs the CLI's commands in this daemon, against
     // its open store, for as long as the mount lives.
-    let handler: crate::control::Handler =
-        Arc::new(|store, req| super::run_in_daemon(store, &req.argv, &req.cwd));
+    let handler: crate::control::Handler = Arc::new(super::run_in_daemon);
     let _control = crate::control::Server::start(store.clone(), handler)
         .map_err(|e| CliError::Mount(format!("control socket: {e}")))?;
     mount_foreground(store, &mp, &mo, || {

@@ -3,16 +3,27 @@
 
 use std::fmt::Write as _;
 
-/// What a command prints.
+use crate::util::progress::Progress;
+
+/// What a command prints, and where its progress goes.
 #[derive(Default)]
-pub struct Out {
+pub struct Out<'a> {
     pub stdout: String,
     pub stderr: String,
     /// Sizes in tables as exact byte counts (`--bytes`), not `8.0 GiB`.
     pub exact_bytes: bool,
+    /// Progress of long work: a bar here, or frames to the CLI that asked.
+    pub progress: Option<&'a mut dyn FnMut(&Progress)>,
 }
 
-impl Out {
+impl Out<'_> {
+    /// Reports how far a long task has come.
+    pub fn progress(&mut self, p: Progress) {
+        if let Some(f) = self.progress.as_mut() {
+            f(&p);
+        }
+    }
+
     /// A size as tables show it: human (`8.0 GiB`) unless `--bytes`.
     pub fn size(&self, n: u64) -> String {
         if self.exact_bytes {

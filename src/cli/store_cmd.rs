@@ -8,6 +8,7 @@ use super::args::{ImageCmd, InitArgs, JsonArg, VolumeCmd};
 use super::out::Out;
 use super::{CliError, Global, read_secret};
 use crate::store::{InitOptions, Store};
+use crate::util::progress::{Progress, Unit};
 
 pub fn init(g: &Global, a: &InitArgs, out: &mut Out) -> Result<(), CliError> {
     if a.if_absent && a.dir.join(crate::store::CONFIG_FILE).exists() {
@@ -345,7 +346,23 @@ pub fn status(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError>
 }
 
 pub fn fsck(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError> {
-    let mut r = crate::tape::check::check_library(&store.library, |_| {})?;
+    let total: u64 = store
+        .catalog
+        .images()?
+        .iter()
+        .filter(|i| crate::engine::PoolKind::of(&i.pool).is_tape())
+        .map(|i| i.size)
+        .sum();
+    let mut done = 0;
+    let mut r = crate::tape::check::check_library(&store.library, |n| {
+        done += n;
+        out.progress(Progress {
+            task: "checking images".into(),
+            done,
+            total,
+            unit: Unit::Bytes,
+        });
+    })?;
     store.msdp.check_into(&mut r)?;
     if j.json {
         out.json(&r);

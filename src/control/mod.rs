@@ -2,9 +2,15 @@
 //!
 //! A mounted store is locked by its daemon, so a CLI command first tries
 //! `STORE/control.sock` (mode 0600, root only). If a daemon answers, the
-//! command's arguments are sent there and run inside the daemon against its
-//! open store, so KMS changes take effect for the next operation; otherwise
-//! the CLI opens the store itself. One JSON line each way.
+//! command is sent there as a typed request and run inside the daemon
+//! against its open store, so KMS changes take effect for the next
+//! operation; otherwise the CLI opens the store itself and runs the same
+//! typed request. The daemon never parses a command line and never changes
+//! its working directory: paths in a request are absolute.
+//!
+//! The protocol is JSON lines, versioned ([`PROTOCOL`]): one [`Request`]
+//! from the client; [`Frame::Progress`] lines while a long operation runs
+//! (so the CLI draws its progress bar), then one [`Frame::Done`].
 //!
 //! Each client is served on its own thread (a long fsck does not hold up
 //! `kms modifykey`), only if the peer is root or the store's owner
@@ -22,27 +28,47 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::store::Store;
+use crate::util::progress::Progress;
 
-/// A forwarded command.
+/// The version of requests and frames. A daemon and a CLI that disagree
+/// say so instead of misreading each other.
+pub const PROTOCOL: u32 = 2;
+
+/// A command for the daemon.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Request {
-    pub argv: Vec<String>,
-    /// The caller's working directory, for relative paths in arguments.
-    pub cwd: PathBuf,
+    pub protocol: u32,
+    /// The typed operation, as the door that sends it defines it (the CLI's
+    /// command tree, every path absolute).
+    pub op: serde_json::Value,
+}
+
+/// What the daemon sends back: progress while the operation runs, then
+/// its outcome.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Frame {
+    Progress(Progress),
+    Done(Response),
 }
 
 /// Its outcome.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Response {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
 }
 
-/// What the daemon does with a request (the CLI's commands, run against
-/// its open store): given by the door that starts the server, so this
-/// module needs nothing above the store.
-pub type Handler = Arc<dyn Fn(&Store, &Request) -> Response + Send + Sync>;
+/// What the daemon does with a request's operation (the CLI's commands,
+/// run against its open store), reporting progress as it goes: given by
+/// the door that starts the server, so this module needs nothing above the
+/// store.
+pub type Handler =
+    Arc<dyn Fn(&Store, &serde_json::Value, &mut dyn FnMut(&Progress)) -> Response + Send + Sync>;
+
+/// Least time between two progress frames.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
 /// The daemon's end; removes the socket when dropped.
 pub struct Server {
@@ -159,23 +185,68 @@ fn serve(store: &Store, handler: &Handler, conn: UnixStream) -> std::io::Result<
             )),
         );
     }
-    let req: Request = serde_json::from_str(&line).map_err(std::io::Error::other)?;
-    if !req.cwd.is_absolute() {
-        return answer(
-            &conn,
-            &refusal("refused: the caller's directory is not absolute"),
-        );
-    }
-    tracing::info!(command = %req.argv.get(1..).map(|a| a.join(" ")).unwrap_or_default(), "control command");
-    let resp = handler(store, &req);
+    let req = match parse_request(&line) {
+        Ok(r) => r,
+        Err(why) => return answer(&conn, &refusal(&why)),
+    };
+    tracing::info!(op = %summary(&req.op), "control command");
+    let mut last: Option<std::time::Instant> = None;
+    let mut progress = |p: &Progress| {
+        let due = last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) || p.done >= p.total;
+        if due {
+            last = Some(std::time::Instant::now());
+            // A client that went away stops getting progress; the
+            // operation itself runs to its end.
+            let _ = send(&conn, &Frame::Progress(p.clone()));
+        }
+    };
+    let resp = handler(store, &req.op, &mut progress);
     answer(&conn, &resp)
 }
 
-/// Sends one response line.
-fn answer(mut conn: &UnixStream, resp: &Response) -> std::io::Result<()> {
-    let mut out = serde_json::to_vec(resp).map_err(std::io::Error::other)?;
+/// A request of this protocol version, or why not.
+fn parse_request(line: &str) -> Result<Request, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("refused: not a JSON request: {e}"))?;
+    let version = v.get("protocol").and_then(serde_json::Value::as_u64);
+    if version != Some(u64::from(PROTOCOL)) {
+        return Err(format!(
+            "refused: this daemon speaks control protocol {PROTOCOL}, the client {}: \
+             run the kmsfs that serves the mount, or remount with this one",
+            version.map_or("an older one".to_string(), |n| n.to_string())
+        ));
+    }
+    serde_json::from_value(v).map_err(|e| format!("refused: a malformed request: {e}"))
+}
+
+/// The operation's first words, for the log (never its arguments, which
+/// may name pass phrase files).
+fn summary(op: &serde_json::Value) -> String {
+    let mut words = Vec::new();
+    let mut v = op.get("cmd").unwrap_or(op);
+    while let Some(obj) = v.as_object() {
+        let Some((k, inner)) = obj.iter().next().filter(|_| obj.len() == 1) else {
+            break;
+        };
+        words.push(k.to_lowercase());
+        v = inner;
+    }
+    if words.is_empty() {
+        words.extend(v.as_str().map(str::to_lowercase));
+    }
+    words.join(" ")
+}
+
+/// Sends one frame line.
+fn send(mut conn: &UnixStream, frame: &Frame) -> std::io::Result<()> {
+    let mut out = serde_json::to_vec(frame).map_err(std::io::Error::other)?;
     out.push(b'\n');
     conn.write_all(&out)
+}
+
+/// Sends the last frame: the outcome.
+fn answer(conn: &UnixStream, resp: &Response) -> std::io::Result<()> {
+    send(conn, &Frame::Done(resp.clone()))
 }
 
 fn refusal(why: &str) -> Response {
@@ -213,18 +284,52 @@ fn peer_uid(conn: &UnixStream) -> std::io::Result<u32> {
     Ok(cred.uid)
 }
 
-/// Sends a command to the daemon serving `store`, if one answers.
-pub fn forward(store: &Path, argv: &[String]) -> Option<Response> {
+/// Sends an operation to the daemon serving `store`, if one listens;
+/// `progress` sees its progress frames. `None`: no daemon serves the store.
+pub fn forward(
+    store: &Path,
+    op: serde_json::Value,
+    progress: &mut dyn FnMut(&Progress),
+) -> Option<Response> {
     let mut conn = UnixStream::connect(Store::control_socket(store)).ok()?;
-    let cwd = std::env::current_dir().ok()?;
-    let mut req = serde_json::to_vec(&Request {
-        argv: argv.to_vec(),
-        cwd,
-    })
-    .ok()?;
+    let lost = |why: String| Response {
+        code: 1,
+        stdout: String::new(),
+        stderr: format!(
+            "kmsfs: the daemon serving {} {why}; its log says more\n",
+            store.display()
+        ),
+    };
+    let mut req = match serde_json::to_vec(&Request {
+        protocol: PROTOCOL,
+        op,
+    }) {
+        Ok(r) => r,
+        Err(e) => return Some(lost(format!("was not sent the command: {e}"))),
+    };
     req.push(b'\n');
-    conn.write_all(&req).ok()?;
-    let mut line = String::new();
-    BufReader::new(&conn).read_line(&mut line).ok()?;
-    serde_json::from_str(&line).ok()
+    if let Err(e) = conn.write_all(&req) {
+        return Some(lost(format!("did not take the command: {e}")));
+    }
+    let mut reader = BufReader::new(&conn);
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => return Some(lost(
+                "closed the connection without an answer (an older kmsfs? remount with this one)"
+                    .into(),
+            )),
+            Err(e) => return Some(lost(format!("stopped answering: {e}"))),
+            Ok(_) => {}
+        }
+        match serde_json::from_str::<Frame>(&line) {
+            Ok(Frame::Progress(p)) => progress(&p),
+            Ok(Frame::Done(r)) => return Some(r),
+            Err(e) => {
+                return Some(lost(format!(
+                    "answered something this kmsfs cannot read: {e}"
+                )));
+            }
+        }
+    }
 }

@@ -77,17 +77,20 @@ pub struct Survey {
     pub images: Vec<ImageSurvey>,
 }
 
-/// Reads the headers of every volume and groups fragments into images.
-pub fn survey(kms: &dyn KmsClient, paths: &[PathBuf]) -> Survey {
+/// Reads the headers of every volume and groups fragments into images;
+/// `progress` is called with the number of volumes read so far.
+pub fn survey(kms: &dyn KmsClient, paths: &[PathBuf], mut progress: impl FnMut(usize)) -> Survey {
     let mut s = Survey::default();
     let mut by_image: BTreeMap<u128, Vec<Found>> = BTreeMap::new();
-    for path in paths {
+    for (n, path) in paths.iter().enumerate() {
+        progress(n);
         let (vol, found) = survey_volume(path);
         for f in found {
             by_image.entry(f.frag.header.image_id).or_default().push(f);
         }
         s.volumes.push(vol);
     }
+    progress(paths.len());
     for (id, mut found) in by_image {
         found.sort_by_key(|f| f.frag.header.number);
         found.dedup_by_key(|f| f.frag.header.number);

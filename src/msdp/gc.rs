@@ -36,8 +36,13 @@ pub struct GcReport {
 }
 
 impl Msdp {
-    /// Reclaims the space of LSU `name` that no committed image needs.
-    pub fn reclaim(&self, name: &str) -> Result<GcReport, MsdpError> {
+    /// Reclaims the space of LSU `name` that no committed image needs;
+    /// `progress(done, total)` counts the containers judged.
+    pub fn reclaim(
+        &self,
+        name: &str,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<GcReport, MsdpError> {
         let state = self.state(name)?;
         let _admin = state.admin.lock();
         let mut r = GcReport {
@@ -53,7 +58,12 @@ impl Msdp {
         };
         let (live, containers) = live_by_container(self, name)?;
         let busy = state.inflight.lock().containers.clone();
-        for (id, c) in containers.into_iter().filter(|c| !busy.contains(&c.0)) {
+        let total = containers.len() as u64;
+        for (n, (id, c)) in containers.into_iter().enumerate() {
+            progress(n as u64, total);
+            if busy.contains(&id) {
+                continue;
+            }
             match live.get(&id) {
                 None => {
                     self.catalog.relocate(name, &[], &[], &[id])?;
@@ -67,6 +77,7 @@ impl Msdp {
                 Some(_) => {}
             }
         }
+        progress(total, total);
         r.orphans_removed = remove_orphans(self, &state)?;
         r.bytes_after = disk_bytes(&state)?;
         tracing::info!(
