@@ -184,6 +184,7 @@ pub(super) fn drop_image(tx: &redb::WriteTransaction, id: u128) -> Result<ImageR
         }
     }
     super::lsu::release_image(tx, &img)?;
+    tx.open_table(super::tables::FILES)?.remove(id)?;
     Ok(img)
 }
 

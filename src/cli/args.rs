@@ -348,7 +348,20 @@ pub enum ImageCmd {
         #[arg(long)]
         file: std::path::PathBuf,
     },
-    /// An image's file list (tar members, or the image itself).
+    /// Restore members of a tar image into a directory, reading only their
+    /// blocks (by the file list made when the image was written).
+    Restore {
+        /// `pools/POOL/PATH`, `msdp/LSU/PATH` or the image id.
+        image: String,
+        /// Member paths as `image files` lists them; a directory brings
+        /// everything under it.
+        #[arg(required = true)]
+        members: Vec<String>,
+        /// Existing directory to restore into (files there are never overwritten).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// An image's file list: the members of a tar archive, with offsets.
     Files {
         /// `pools/POOL/PATH`, `POOL/PATH` or the image id.
         image: String,
@@ -386,6 +399,7 @@ fn file_args(cmd: &mut Cmd) -> Vec<&mut PathBuf> {
             _ => vec![],
         },
         Cmd::Image(ImageCmd::Verify { file, .. }) => vec![file],
+        Cmd::Image(ImageCmd::Restore { to, .. }) => vec![to],
         Cmd::Import(a) => a.volumes.iter_mut().collect(),
         _ => vec![],
     }

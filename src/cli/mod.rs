@@ -45,6 +45,8 @@ pub enum CliError {
     Tape(#[from] TapeError),
     #[error(transparent)]
     Msdp(#[from] crate::msdp::MsdpError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
     #[error("{path}: {source}")]
     Io {
         path: String,

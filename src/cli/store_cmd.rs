@@ -127,6 +127,9 @@ pub fn images(store: &Store, cmd: &ImageCmd, out: &mut Out) -> Result<(), CliErr
         ImageCmd::List(j) => j,
         ImageCmd::Files { image, json } => return image_files(store, image, *json, out),
         ImageCmd::Verify { image, file } => return image_verify(store, image, file, out),
+        ImageCmd::Restore { image, members, to } => {
+            return image_restore(store, image, members, to, out);
+        }
     };
     let mut rows = Vec::new();
     for (ino, id) in store.catalog.image_inodes()? {
@@ -457,30 +460,90 @@ fn image_verify(store: &Store, what: &str, file: &Path, out: &mut Out) -> Result
     }
 }
 
+/// The file list of image `id` (named `what`), or why there is none.
+fn file_list(
+    store: &Store,
+    what: &str,
+    id: u128,
+) -> Result<Vec<crate::catalog::FileEntry>, CliError> {
+    store.catalog.files(id)?.ok_or_else(|| {
+        CliError::Usage(format!(
+            "image '{what}' has no file list: it is not a tar archive (ustar, GNU or PAX) that kmsfs could list when it was written"
+        ))
+    })
+}
+
+/// `image restore IMAGE MEMBER... --to DIR`.
+fn image_restore(
+    store: &Store,
+    what: &str,
+    members: &[String],
+    to: &Path,
+    out: &mut Out,
+) -> Result<(), CliError> {
+    let id = find_image(store, what)?;
+    let files = file_list(store, what, id)?;
+    let img = store
+        .catalog
+        .image(id)?
+        .ok_or_else(|| CliError::Usage(format!("no image '{what}' in the catalog")))?;
+    let size = img.size;
+    let task = format!("restoring from {what}");
+    let r =
+        crate::engine::restore_members(store, what, img, &files, members, to, |done, total| {
+            out.progress(Progress {
+                task: task.clone(),
+                done,
+                total,
+                unit: Unit::Bytes,
+            })
+        })?;
+    for p in &r.restored {
+        out.line(format!("restored {p}"));
+    }
+    for (p, why) in &r.skipped {
+        out.line(format!("NOT RESTORED {p}: {why}"));
+    }
+    out.line(format!(
+        "{} ({}) of the {} image {what} restored into {}",
+        super::out::count(r.restored.len(), "member"),
+        out.size(r.bytes),
+        out.size(size),
+        to.display()
+    ));
+    if r.skipped.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Damaged(format!(
+            "{} not restored (listed above)",
+            super::out::count(r.skipped.len(), "member")
+        )))
+    }
+}
+
 fn image_files(store: &Store, what: &str, json: bool, out: &mut Out) -> Result<(), CliError> {
     let id = find_image(store, what)?;
-    let files = store.catalog.files(id)?.ok_or_else(|| {
-        CliError::Usage(format!(
-            "image '{what}' has no file list (only imported images have one so far)"
-        ))
-    })?;
+    let files = file_list(store, what, id)?;
     if json {
         out.json(&files);
         return Ok(());
     }
-    for f in files {
-        let link = f
-            .link
-            .as_deref()
-            .map(|l| format!(" -> {l}"))
-            .unwrap_or_default();
-        out.line(format!(
-            "{} {:>12} {} {}{link}",
-            f.kind as char,
-            f.size,
-            super::out::iso_time(f.mtime),
-            f.path
-        ));
-    }
+    let rows: Vec<Vec<String>> = files
+        .iter()
+        .map(|f| {
+            let link = f
+                .link
+                .as_deref()
+                .map(|l| format!(" -> {l}"))
+                .unwrap_or_default();
+            vec![
+                (f.kind as char).to_string(),
+                out.size(f.size),
+                super::out::iso_time(f.mtime),
+                format!("{}{link}", f.path),
+            ]
+        })
+        .collect();
+    out.table(&["T", "SIZE", "MODIFIED", "PATH"], &[1], &rows);
     Ok(())
 }

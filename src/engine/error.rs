@@ -27,6 +27,15 @@ pub enum EngineError {
     /// A move between pools.
     #[error("rename from pool {from} to pool {to}: an image stays in its pool")]
     CrossPool { from: String, to: String },
+    /// A member a restore asked for is not in the image's file list.
+    #[error("image {image} has no member {member} (see kmsfs image files)")]
+    NoMember { image: String, member: String },
+    /// A file or directory outside the store (a restore's destination).
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     /// A second writer for an image being written.
     #[error("{0} is already being written")]
     Busy(String),
@@ -36,4 +45,13 @@ pub enum EngineError {
     /// ftruncate below what was written: images are streams.
     #[error("cannot shrink {name} while it is being written, from {from} to {to} bytes")]
     Shrink { name: String, from: u64, to: u64 },
+}
+
+impl EngineError {
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
 }

@@ -19,6 +19,11 @@
 //!
 //! Waiting is on a condition variable that every phase change signals,
 //! bounded by the caller's patience.
+//!
+//! Each session also lists the image as it streams by (a tar archive's
+//! members and their offsets, [`Lister`]); every commit records the list
+//! with the image, so `kmsfs image files` and `image restore` work for
+//! every tar image written through the mount.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,7 +33,8 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::{EngineError, Writer};
-use crate::catalog::FileAttrs;
+use crate::catalog::{Catalog, FileAttrs};
+use crate::pipeline::filelist::Lister;
 use crate::pipeline::{Committed, WriteTarget};
 use crate::store::Store;
 
@@ -56,6 +62,9 @@ pub struct Session {
     phase: Mutex<Phase>,
     /// `None` once ended.
     writer: Mutex<Option<Box<Writer>>>,
+    /// The tar member list so far; `None` once the stream cannot be one.
+    lister: Mutex<Option<Lister>>,
+    catalog: Arc<Catalog>,
 }
 
 /// A snapshot of a session, for lookups and attributes.
@@ -90,6 +99,35 @@ impl Session {
     fn closed(&self) -> EngineError {
         EngineError::Closed(self.name.clone())
     }
+
+    /// Feeds the lister the bytes at `offset` (zeros up to it first: a
+    /// hole of a sparse copy). Called under the writer lock, in offset order.
+    fn list(&self, offset: u64, data: &[u8]) {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let mut guard = self.lister.lock();
+        let Some(l) = guard.as_mut() else { return };
+        while l.pos() < offset {
+            let n = (offset - l.pos()).min(ZEROS.len() as u64) as usize;
+            l.feed(&ZEROS[..n]);
+        }
+        if l.pos() != offset {
+            *guard = None;
+            return;
+        }
+        l.feed(data);
+    }
+
+    /// Records the file list with the image a commit made. A list that
+    /// cannot be stored is logged: the image itself is committed.
+    fn record_files(&self, committed: &Committed) {
+        let Some((img, _)) = committed else { return };
+        let Some(files) = self.lister.lock().as_ref().and_then(Lister::current) else {
+            return;
+        };
+        if let Err(e) = self.catalog.put_files(img.id, &files) {
+            tracing::warn!(image = %self.name, "file list not recorded: {e}");
+        }
+    }
 }
 
 /// The sessions of one mounted store, by inode.
@@ -119,6 +157,8 @@ impl Sessions {
             size: AtomicU64::new(0),
             phase: Mutex::new(Phase::Writing),
             writer: Mutex::new(Some(Box::new(writer))),
+            lister: Mutex::new(Some(Lister::new())),
+            catalog: store.catalog.clone(),
         });
         let mut map = self.by_ino.lock();
         if map.contains_key(&ino) {
@@ -174,6 +214,7 @@ impl Sessions {
         let mut w = s.writer.lock();
         let w = w.as_mut().ok_or_else(|| s.closed())?;
         w.write_at(offset, data)?;
+        s.list(offset, data);
         s.size.store(w.size(), Ordering::SeqCst);
         Ok(())
     }
@@ -198,6 +239,7 @@ impl Sessions {
                 });
             }
             w.extend_to(to)?;
+            s.list(to, &[]);
             s.size.store(w.size(), Ordering::SeqCst);
         }
         let attrs = {
@@ -230,6 +272,9 @@ impl Sessions {
             return Ok(None);
         };
         let result = w.checkpoint();
+        if let Ok(c) = &result {
+            s.record_files(c);
+        }
         let clean = result.is_ok() && !w.is_dirty();
         {
             let mut phase = s.phase.lock();
@@ -265,6 +310,9 @@ impl Sessions {
     fn end(&self, s: &Arc<Session>) -> Result<Committed, EngineError> {
         let writer = s.writer.lock().take();
         let result = writer.map(|w| w.finish()).unwrap_or(Ok(None));
+        if let Ok(c) = &result {
+            s.record_files(c);
+        }
         let mut map = self.by_ino.lock();
         if map.get(&s.ino).is_some_and(|x| Arc::ptr_eq(x, s)) {
             map.remove(&s.ino);
@@ -442,6 +490,58 @@ mod tests {
         assert!(sessions.settle(s.ino, NO_WAIT).is_none());
         assert!(sessions.get(s.ino).is_some(), "left to its release");
         sessions.release(&s).unwrap();
+    }
+
+    /// `tar -c` of two files, the second 70,000 bytes into the archive.
+    fn tar_bytes() -> Vec<u8> {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("first"), vec![1u8; 70_000]).unwrap();
+        std::fs::write(d.path().join("second"), b"second member").unwrap();
+        let o = std::process::Command::new("tar")
+            .args(["--format=pax", "-cf", "-", "-C"])
+            .arg(d.path())
+            .args(["first", "second"])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        o.stdout
+    }
+
+    #[test]
+    fn a_tar_image_gets_its_file_list_at_commit_and_loses_it_when_removed() {
+        let (_t, store) = crate::testing::store();
+        let sessions = Sessions::default();
+        let t = target(&store, "P", "a.tar");
+        let (parent, name) = (t.parent, t.name.clone());
+        let s = sessions.begin(&store, t).unwrap();
+        let tar = tar_bytes();
+        // In pieces, as FUSE delivers them.
+        for (i, chunk) in tar.chunks(4096 + 17).enumerate() {
+            sessions.write(&s, (i * (4096 + 17)) as u64, chunk).unwrap();
+        }
+        let (img, _) = sessions.flush(&s).unwrap().unwrap();
+        sessions.release(&s).unwrap();
+        let files = store.catalog.files(img.id).unwrap().expect("a file list");
+        let names: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(names, ["first", "second"]);
+        let second = &files[1];
+        let at = second.offset as usize;
+        assert_eq!(&tar[at..at + 13], b"second member");
+        store.catalog.unlink(parent, &name).unwrap();
+        assert!(
+            store.catalog.files(img.id).unwrap().is_none(),
+            "list removed with its image"
+        );
+    }
+
+    #[test]
+    fn an_image_that_is_not_tar_gets_no_file_list() {
+        let (_t, store) = crate::testing::store();
+        let sessions = Sessions::default();
+        let s = sessions.begin(&store, target(&store, "P", "b")).unwrap();
+        sessions.write(&s, 0, &[7u8; 10_000]).unwrap();
+        let (img, _) = sessions.release(&s).unwrap().unwrap();
+        assert!(store.catalog.files(img.id).unwrap().is_none());
     }
 
     #[test]

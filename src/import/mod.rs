@@ -14,7 +14,6 @@
 //! is skipped and named; finished images are skipped on the next run, so
 //! phase two continues where it stopped.
 
-mod filelist;
 mod restore;
 mod survey;
 

@@ -2,12 +2,12 @@
 
 use serde::Serialize;
 
-use super::filelist::Lister;
 use super::survey::{ImageSurvey, Survey};
 use crate::catalog::{
     CatalogError, Commit, FileAttrs, FileEntry, Fragment, ImageRec, VolumeState, VolumeUpdate,
 };
 use crate::crypto::{self, SecretKey};
+use crate::pipeline::filelist::Lister;
 use crate::store::Store;
 use crate::tape::scan::{fragment_at, read_fragment};
 use crate::tape::{Adopted, TapeError};

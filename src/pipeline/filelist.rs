@@ -1,9 +1,11 @@
 //! The file list of an image (the `.f` file of the NetBackup Security and
 //! Encryption Guide, "About importing KMS encrypted images"), built while
-//! phase two streams the image: the members of a tar archive (ustar, GNU
-//! long names, PAX), or else the image itself.
+//! the image streams by: as it is written through the mount, or as phase
+//! two of an import reads it. It lists the members of a tar archive
+//! (ustar, GNU long names, PAX) with the offset of each member's data, so
+//! one member can be restored without reading the rest.
 //!
-//! The archive comes from a volume, so nothing in it is trusted: the
+//! The archive comes from a user or a volume, so nothing in it is trusted: the
 //! lister is a state machine fed the plaintext as it is authenticated,
 //! holding at most one 512-byte header, a member name or link of up to
 //! PATH_MAX bytes and a PAX header of up to 64 KiB, and the list itself is
@@ -94,7 +96,11 @@ impl Lister {
     pub fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             let n = match self.state {
-                State::Done | State::NotTar => return,
+                State::Done | State::NotTar => {
+                    // Nothing more to list; only the position moves.
+                    self.pos += data.len() as u64;
+                    return;
+                }
                 State::Header => self.header_bytes(data),
                 State::Skip(left) => {
                     let n = left.min(data.len() as u64);
@@ -114,9 +120,26 @@ impl Lister {
     /// The tar members, or `None` if the image is not a tar archive we
     /// could list to its end.
     pub fn finish(self) -> Option<Vec<FileEntry>> {
+        self.ended().then_some(self.out)
+    }
+
+    /// [`Lister::finish`] of what was fed so far, leaving the lister to be
+    /// fed more (an image committed at one close and continued after it).
+    pub fn current(&self) -> Option<Vec<FileEntry>> {
+        self.ended().then(|| self.out.clone())
+    }
+
+    /// Bytes of the archive fed so far.
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// Whether the archive ended (or stopped between members) with at
+    /// least one member listed.
+    fn ended(&self) -> bool {
         let ended = matches!(self.state, State::Done)
             || (matches!(self.state, State::Header) && self.buf.is_empty());
-        (ended && !self.out.is_empty()).then_some(self.out)
+        ended && !self.out.is_empty()
     }
 
     fn header_bytes(&mut self, data: &[u8]) -> usize {
@@ -197,7 +220,7 @@ impl Lister {
         let Some(left) = self.budget.checked_sub(cost) else {
             tracing::info!(
                 members = self.out.len(),
-                "import: the archive's member list is past its memory budget; listed as one file"
+                "the archive's member list is past its memory budget; the image gets no file list"
             );
             self.out = Vec::new();
             return State::NotTar;
@@ -500,11 +523,15 @@ mod tests {
             prop_assert_eq!(list(&a, &splits), list(&a, &[]));
         }
 
-        /// Arbitrary bytes never panic and never grow the buffer past the bounds.
+        /// Arbitrary bytes never panic and never grow the buffer past the
+        /// bounds; the position counts every byte fed, listed or not (a
+        /// writer feeds holes up to it).
         #[test]
         fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..3000)) {
             let mut l = Lister::new();
             l.feed(&b);
+            l.feed(&b);
+            prop_assert_eq!(l.pos(), 2 * b.len() as u64);
             prop_assert!(l.buf.len() as u64 <= MAX_PAX);
             let _ = l.finish();
         }

@@ -9,6 +9,8 @@
 //! write and by the close that would have committed it, so a failed image
 //! is never committed; what was committed before stays.
 
+pub mod filelist;
+
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
