@@ -4,17 +4,22 @@
 //! pools, presented as ordinary directories, with keys from a key management
 //! service. See DESIGN.md for the domain and `docs/format.md` for every
 //! on-disk format. `main.rs` only parses arguments and calls [`cli::run`].
+//!
+//! The public API is [`cli`] (the binary) and the modules the integration
+//! tests open a store, read media and generate golden volumes with
+//! (`catalog`, `crypto`, `kms`, `pipeline`, `store`, `tape`); everything
+//! else is `pub(crate)`, so rustc reports its dead code.
 
 pub mod catalog;
 pub mod cli;
-pub mod control;
+pub(crate) mod control;
 pub mod crypto;
-pub mod engine;
-pub mod fs;
-pub mod import;
-pub mod kmip;
+pub(crate) mod engine;
+pub(crate) mod fs;
+pub(crate) mod import;
+pub(crate) mod kmip;
 pub mod kms;
-pub mod msdp;
+pub(crate) mod msdp;
 pub mod pipeline;
 pub mod store;
 pub mod tape;
@@ -24,4 +29,4 @@ mod testing;
 #[cfg(test)]
 #[global_allocator]
 static HEAP: testing::heapscan::Scanning = testing::heapscan::Scanning;
-pub mod util;
+pub(crate) mod util;

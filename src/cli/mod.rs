@@ -89,7 +89,7 @@ pub fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
 }
 
 /// The forms mount(8) and mount.fuse3 use become `kmsfs mount …`:
-/// `mount.kmsfs SOURCE DIR [-o opts]` (argv[0] is the helper) and
+/// `mount.kmsfs SOURCE DIR [-o opts]` (`argv[0]` is the helper) and
 /// `kmsfs SOURCE DIR [-o opts]` (what `-t fuse.kmsfs` runs).
 pub fn mount_form(mut argv: Vec<String>) -> Vec<String> {
     const COMMANDS: &[&str] = &[

@@ -13,13 +13,13 @@ pub mod labels;
 mod random;
 mod segment;
 
-pub use aead::{BlockCipher, NONCE_LEN, TAG_LEN, open, seal};
+pub use aead::{BlockCipher, TAG_LEN, open, seal};
 pub use kdf::{
     Argon2Params, PASSPHRASE_KEY_PARAMS, bound_check_value, derive_subkey, gear_table,
     key_check_value, mac, mac_verify, name_digest, passphrase_key, passphrase_secret,
 };
 pub use key::SecretKey;
-pub use random::{random_array, random_bytes};
+pub use random::random_array;
 pub use segment::{ImageDigest, fingerprint, open_in_place, seal_in_place};
 
 /// Why a cryptographic operation failed. Carries no key material.

@@ -7,13 +7,6 @@ pub(super) fn fill(buf: &mut [u8]) -> Result<(), CryptoError> {
     getrandom::fill(buf).map_err(|e| CryptoError::Random(e.to_string()))
 }
 
-/// `n` random bytes (salts, nonces, identifiers; never a key: use `SecretKey::random`).
-pub fn random_bytes(n: usize) -> Result<Vec<u8>, CryptoError> {
-    let mut v = vec![0u8; n];
-    fill(&mut v)?;
-    Ok(v)
-}
-
 /// A random fixed-size array (identifiers, salts).
 pub fn random_array<const N: usize>() -> Result<[u8; N], CryptoError> {
     let mut a = [0u8; N];

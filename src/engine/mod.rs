@@ -18,6 +18,6 @@ mod streams;
 
 pub use error::EngineError;
 pub use pool::{PoolKind, check_move, create_pool};
-pub use restore::{Restored, restore_members};
+pub use restore::restore_members;
 pub use session::{Pending, Session, Sessions};
 pub use streams::{Reader, Writer};

@@ -71,7 +71,6 @@ pub struct Session {
 #[derive(Debug, Clone)]
 pub struct Pending {
     pub ino: u64,
-    pub parent: u64,
     pub name: String,
     pub attrs: FileAttrs,
     pub size: u64,
@@ -81,7 +80,6 @@ impl Session {
     fn snapshot(&self) -> Pending {
         Pending {
             ino: self.ino,
-            parent: self.parent,
             name: self.name.clone(),
             attrs: *self.attrs.lock(),
             size: self.size.load(Ordering::SeqCst),

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-pub use errno::{FsError, catalog_errno, engine_errno, msdp_errno, tape_errno};
+pub use errno::FsError;
 pub use mount::{MountOptions, block_stop_signals, mount_foreground};
 
 use crate::catalog::{Catalog, Inode, InodeKind};

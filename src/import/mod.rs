@@ -1,12 +1,12 @@
 //! Two-phase import of volumes written by another store (NetBackup Security and Encryption Guide,
 //! "About importing KMS encrypted images").
 //!
-//! Phase one ([`survey`]) reads only media headers, fragment headers and
+//! Phase one ([`survey()`]) reads only media headers, fragment headers and
 //! file marks, which are never encrypted: no key is needed or asked for.
 //! It lists each image, the volumes it spans, whether it is encrypted, the
 //! key tag it needs and whether this store's KMS has that key.
 //!
-//! Phase two ([`restore`]) reads the data: for an encrypted fragment it
+//! Phase two ([`restore()`]) reads the data: for an encrypted fragment it
 //! asks the KMS for the key by the tag on tape (as a drive reads the KAD),
 //! authenticates every block, rebuilds the catalog entry and the image's
 //! file list, and copies the volume into the store (it never writes to the
@@ -17,5 +17,5 @@
 mod restore;
 mod survey;
 
-pub use restore::{RestoreReport, restore};
-pub use survey::{ImageSurvey, Survey, VolumeSurvey, survey};
+pub use restore::restore;
+pub use survey::{Survey, survey};

@@ -20,10 +20,8 @@ mod unlock;
 pub use client::{EmbeddedKms, KeyUsers, KmsClient, NoUsers, Retrying, TaggedKey, WrappedKey};
 pub use error::KmsError;
 pub use keystore::{HMK_FILE, Keystore};
-pub use model::{
-    GroupInfo, KeyInfo, KeyOrigin, check_name as model_check_name, new_tag, tag_bytes,
-};
+pub use model::{GroupInfo, KeyInfo, check_name as model_check_name, tag_bytes};
 pub use ops::NewKey;
 pub use state::KeyState;
-pub use transfer::{ImportReport, export_container, read_container};
+pub use transfer::{export_container, read_container};
 pub use unlock::{HmkSource, Unlock};

@@ -64,7 +64,7 @@ impl Chunker {
         }
     }
 
-    /// Adds data; then call [`Chunker::next`] until it returns `None`.
+    /// Adds data; then call [`Chunker::next_range`] until it returns `None`.
     pub fn push(&mut self, data: &[u8]) {
         if self.start > 0 && self.start == self.buf.len() {
             self.buf.clear();

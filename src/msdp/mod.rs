@@ -7,7 +7,7 @@
 //! sealed under a fresh DEK, the DEK wrapped by the LSU's active KEK, the
 //! KEK wrapped by the key group's root key inside the KMS ([`keys`]).
 //! Segments are appended to container files ([`container`], layout in
-//! [`format`]); the index, recipes and key dictionary live in the catalog
+//! [`mod@format`]); the index, recipes and key dictionary live in the catalog
 //! so that a commit is one transaction. [`gc`] gives back the space of
 //! segments no image uses; [`convert`] moves a legacy LSU to KEK mode.
 //!
@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-pub use admin::{CreateLsu, KeyDictEntry, LsuModeReport, Rewrapped};
+pub use admin::CreateLsu;
 pub use chunker::DEFAULT_CHUNKING;
 pub use reader::LsuReader;
 pub use users::StoreKeyUsers;

@@ -86,7 +86,7 @@ pub type Pins = parking_lot::Mutex<HashMap<String, usize>>;
 pub enum Adopted {
     /// This volume (same bytes) is already in the library.
     Existing(PathBuf, VolumePin),
-    /// Copied (or found) in, reserved until [`Reservation::keep`].
+    /// Copied (or found) in, reserved until the reservation is kept.
     New(Reservation),
 }
 

@@ -15,10 +15,9 @@ pub mod scan;
 mod tests;
 mod writer;
 
-pub use crate::pipeline::Committed;
-pub use adopt::{Adopted, Reservation};
+pub use adopt::Adopted;
 pub use drive::{DriveGuard, DrivePool};
-pub use library::{Library, LibraryConfig, barcode};
+pub use library::{Library, LibraryConfig};
 pub use reader::ImageReader;
 pub use writer::ImageWriter;
 

@@ -47,11 +47,6 @@ impl ImageReader {
         })
     }
 
-    /// The image record.
-    pub fn image(&self) -> &ImageRec {
-        &self.img
-    }
-
     /// Up to `size` bytes from `offset`.
     pub fn read_at(&self, offset: u64, size: usize) -> Result<Vec<u8>, TapeError> {
         let end = (offset + size as u64).min(self.img.size);

@@ -134,6 +134,8 @@ impl ImageWriter {
 
     /// Appends `data` at `offset`. Offsets past the end fill the hole with
     /// zeros (sparse copies); offsets before the end are refused, harmlessly.
+    /// (The mount writes through the pipeline's `ImageSink::append`; the
+    /// tests and the golden-volume generator drive the writer directly.)
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), TapeError> {
         if offset < self.size {
             return Err(TapeError::NotSequential {
