@@ -274,3 +274,117 @@ fn commands_run_for_the_cli_leave_the_daemons_working_directory_alone() {
     assert_eq!(cwd(), before, "the daemon's working directory did not move");
     drop(m);
 }
+
+/// Sends `req` as user `uid` (setpriv) to `sock`; returns what came back.
+fn exchange_as(uid: u32, sock: &std::path::Path, req: &str) -> String {
+    let py = format!(
+        "import socket\ns=socket.socket(socket.AF_UNIX)\ns.connect({:?})\ns.sendall({:?}.encode()+b'\\n')\nprint(s.makefile().read())",
+        sock.display().to_string(),
+        req
+    );
+    let (_, out, err) = sh(&format!(
+        "setpriv --reuid={uid} --regid={uid} --clear-groups /usr/bin/python3 -c '{}'",
+        py.replace('\'', "'\\''")
+    ));
+    format!("{out}{err}")
+}
+
+/// A store owned by another user, mounted by root: its owner is served,
+/// but never with the daemon's root identity on files (restore into
+/// /etc, export over a file, read a file to compare): those are refused.
+#[test]
+fn the_store_owner_gets_no_root_file_access_through_the_daemon() {
+    let s = TestStore::new(&[]);
+    s.group_with_key("ENCR_O");
+    let m = s.mount("");
+    std::fs::create_dir(m.p("pools/ENCR_O")).unwrap();
+    sh_ok(&format!(
+        "tar -cf '{}' -C /etc hostname",
+        m.p("pools/ENCR_O/t.tar").display()
+    ));
+    sh_ok(&format!(
+        "chown 65534 '{}' && chmod 755 '{}' && chmod 666 '{}'",
+        s.dir.display(),
+        s.tmp.path().display(),
+        s.dir.join("control.sock").display()
+    ));
+    let sock = s.dir.join("control.sock");
+    let target = s.path("root-only");
+    std::fs::create_dir(&target).unwrap();
+    let restore = op(serde_json::json!({"Image": {"Restore": {
+        "image": "pools/ENCR_O/t.tar", "members": ["hostname"], "to": target}}}));
+    let out = exchange_as(65534, &sock, &restore.to_string());
+    assert!(out.contains("refused"), "{out}");
+    assert!(out.contains("root"), "{out}");
+    assert!(!target.join("hostname").exists(), "nothing written as root");
+    // Commands without files are served to the owner.
+    let list = op(serde_json::json!({"Kms": {"Listkgs": {"json": false}}}));
+    let out = exchange_as(65534, &sock, &list.to_string());
+    assert!(out.contains("ENCR_O"), "{out}");
+    drop(m);
+}
+
+/// A pass phrase "file" that is a device is refused at once, not read
+/// until memory runs out.
+#[test]
+fn a_pass_phrase_file_must_be_a_small_regular_file() {
+    let s = TestStore::new(&[]);
+    s.ok(&["kms", "createkg", "G"]);
+    let m = s.mount("");
+    let (ok, out) = cmd_within(
+        &s,
+        &[
+            "kms",
+            "createkey",
+            "--kg",
+            "G",
+            "--name",
+            "k",
+            "--pass-phrase-file",
+            "/dev/zero",
+        ],
+        20,
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("/dev/zero") && out.contains("not a regular file"),
+        "{out}"
+    );
+    drop(m);
+}
+
+/// A request with a field this daemon does not know (a newer CLI's option)
+/// is refused, not run without it.
+#[test]
+fn an_unknown_field_in_a_request_is_refused() {
+    let s = TestStore::new(&[]);
+    let m = s.mount("");
+    let req = op(
+        serde_json::json!({"Kms": {"Createkg": {"name": "X", "description": "", "dry_run": true}}}),
+    );
+    let frames = exchange(&s.dir.join("control.sock"), &req.to_string());
+    let err = frames[0]["done"]["stderr"].as_str().unwrap();
+    assert!(err.contains("dry_run"), "{err}");
+    assert!(!s.ok(&["kms", "listkgs"]).contains('X'));
+    drop(m);
+}
+
+/// A command run from a directory that was removed still works when it
+/// has no file arguments.
+#[test]
+fn a_removed_working_directory_does_not_stop_commands_without_files() {
+    let s = TestStore::new(&[]);
+    let m = s.mount("");
+    let gone = s.path("gone");
+    std::fs::create_dir(&gone).unwrap();
+    let (ok, out, err) = sh(&format!(
+        "cd '{}' && rmdir '{}' && '{}' --store '{}' status",
+        gone.display(),
+        gone.display(),
+        bin(),
+        s.dir.display()
+    ));
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("mounted: on"), "{out}");
+    drop(m);
+}

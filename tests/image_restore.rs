@@ -229,7 +229,7 @@ fn a_hostile_archive_cannot_restore_outside_the_directory() {
     let py = format!(
         r#"
 import io, tarfile
-with tarfile.open({tar:?}, "w", format=tarfile.GNU_FORMAT) as t:
+with tarfile.open({tar:?}, "w", format=tarfile.PAX_FORMAT) as t:
     def add(name, data=b"", kind=tarfile.REGTYPE, link=""):
         i = tarfile.TarInfo(name); i.type = kind; i.linkname = link; i.size = len(data)
         t.addfile(i, io.BytesIO(data) if data else None)
@@ -237,6 +237,10 @@ with tarfile.open({tar:?}, "w", format=tarfile.GNU_FORMAT) as t:
     add("link", kind=tarfile.SYMTYPE, link={outside:?})
     add("link/evil", b"through the link")
     add("fine.txt", b"ok")
+    add("a\nrestored /etc/passwd", b"x")
+    i = tarfile.TarInfo("far-future"); i.size = 1
+    i.pax_headers = {{"mtime": "18446744073709551615"}}
+    t.addfile(i, io.BytesIO(b"f"))
 "#,
         tar = m.p("pools/P/evil.tar").display().to_string(),
         outside = outside.display().to_string()
@@ -265,5 +269,55 @@ with tarfile.open({tar:?}, "w", format=tarfile.GNU_FORMAT) as t:
         "nothing written through the link"
     );
     assert_eq!(std::fs::read(to.join("fine.txt")).unwrap(), b"ok");
+    // A name with a newline cannot forge a line of the report.
+    assert!(!said.lines().any(|l| l == "restored /etc/passwd"), "{said}");
+    assert!(said.contains("restored a\\nrestored /etc/passwd"), "{said}");
+    // A time past what the system can hold restores the file anyway.
+    assert!(said.contains("restored far-future"), "{said}");
+    assert_eq!(std::fs::read(to.join("far-future")).unwrap(), b"f");
+    m.unmount();
+}
+
+/// A pool and an LSU with the same name: `msdp/NAME/…` and
+/// `pools/NAME/…` are two different images.
+#[test]
+fn a_pool_and_an_lsu_of_the_same_name_are_not_confused() {
+    let s = TestStore::new(&[]);
+    s.ok(&["lsu", "create", "same"]);
+    let m = s.mount("");
+    std::fs::create_dir(m.p("pools/same")).unwrap();
+    for (dir, text) in [
+        ("pools/same", "from the pool"),
+        ("msdp/same", "from the LSU"),
+    ] {
+        let src = s.path(&format!("src-{}", dir.replace('/', "-")));
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("f"), text).unwrap();
+        sh_ok(&format!(
+            "tar -cf '{}' -C '{}' f",
+            m.p(&format!("{dir}/a.tar")).display(),
+            src.display()
+        ));
+    }
+    for (dir, text) in [
+        ("msdp/same", "from the LSU"),
+        ("pools/same", "from the pool"),
+    ] {
+        let to = s.path(&format!("to-{}", dir.replace('/', "-")));
+        std::fs::create_dir(&to).unwrap();
+        s.ok(&[
+            "image",
+            "restore",
+            &format!("{dir}/a.tar"),
+            "f",
+            "--to",
+            to.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            std::fs::read_to_string(to.join("f")).unwrap(),
+            text,
+            "{dir}"
+        );
+    }
     m.unmount();
 }

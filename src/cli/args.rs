@@ -42,6 +42,7 @@ pub struct Global {
 }
 
 #[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum Cmd {
     /// Create a store: config, embedded keystore, places for volumes, catalog and LSUs.
     Init(InitArgs),
@@ -81,6 +82,7 @@ pub enum Cmd {
 }
 
 #[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum LsuCmd {
     /// Create an LSU: --kms (envelope encryption: DEK per segment, KEKs
     /// wrapped by the key group's root key), --legacy-kms (segments sealed
@@ -139,6 +141,7 @@ pub enum LsuCmd {
 }
 
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ImportArgs {
     /// 1: read headers only, list images and the key tags they need (no key
     /// needed); 2: read, authenticate and catalog the images. Default: both.
@@ -152,6 +155,7 @@ pub struct ImportArgs {
 }
 
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InitArgs {
     /// Directory of the new store (created; must be new or empty).
     pub dir: PathBuf,
@@ -173,6 +177,7 @@ pub struct InitArgs {
 }
 
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MountArgs {
     /// The store (`/path/to/store`).
     pub source: PathBuf,
@@ -203,6 +208,7 @@ pub struct MountArgs {
 }
 
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct JsonArg {
     /// Machine-readable output.
     #[arg(long)]
@@ -210,6 +216,7 @@ pub struct JsonArg {
 }
 
 #[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum KmsCmd {
     /// Create a key group.
     Createkg {
@@ -330,12 +337,14 @@ pub enum KmsCmd {
 }
 
 #[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum VolumeCmd {
     /// Every volume: barcode, pool, state, bytes used, capacity, file.
     List(JsonArg),
 }
 
 #[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum ImageCmd {
     /// Every image: path, size, key tag, volumes.
     List(JsonArg),
@@ -413,6 +422,11 @@ pub fn absolutize(cmd: &mut Cmd, cwd: &std::path::Path) {
             *p = cwd.join(&*p);
         }
     }
+}
+
+/// Whether a command has file arguments.
+pub fn has_file_args(cmd: &mut Cmd) -> bool {
+    !file_args(cmd).is_empty()
 }
 
 /// A file argument that is not absolute, if any: a daemon refuses it

@@ -72,7 +72,19 @@ impl CliError {
 
 /// Reads a pass phrase file; one trailing newline is not part of the phrase.
 pub fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, CliError> {
-    let mut b = Zeroizing::new(std::fs::read(path).map_err(|e| CliError::io(path, e))?);
+    /// A pass phrase is a line; a file longer than this is not one.
+    const MAX: u64 = 64 * 1024;
+    let f = std::fs::File::open(path).map_err(|e| CliError::io(path, e))?;
+    let meta = f.metadata().map_err(|e| CliError::io(path, e))?;
+    if !meta.is_file() || meta.len() > MAX {
+        return Err(CliError::Usage(format!(
+            "pass phrase file {} is not a regular file of at most {MAX} bytes",
+            path.display()
+        )));
+    }
+    let mut b = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
+    std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX), &mut b)
+        .map_err(|e| CliError::io(path, e))?;
     if b.ends_with(b"\n") {
         b.pop();
         if b.ends_with(b"\r") {
@@ -191,6 +203,7 @@ fn unlock(g: &Global) -> Result<Unlock, CliError> {
 /// A store command as it travels to the daemon: typed, every path
 /// absolute, with the presentation choices that shape its output.
 #[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Op {
     cmd: Cmd,
     bytes: bool,
@@ -213,8 +226,10 @@ fn with_store(cli: &Cli) -> Result<i32, CliError> {
         return lsu_cmd::convert(&dir, name, || unlock(&cli.global));
     }
     let mut cmd = cli.cmd.clone();
-    let cwd = std::env::current_dir().map_err(|e| CliError::io(Path::new("."), e))?;
-    args::absolutize(&mut cmd, &cwd);
+    if args::has_file_args(&mut cmd) {
+        let cwd = std::env::current_dir().map_err(|e| CliError::io(Path::new("."), e))?;
+        args::absolutize(&mut cmd, &cwd);
+    }
     let op = Op {
         cmd,
         bytes: cli.global.bytes,
@@ -267,6 +282,7 @@ fn store_command(store: &Store, cmd: &Cmd, out: &mut Out) -> Result<(), CliError
 pub fn run_in_daemon(
     store: &Store,
     op: &serde_json::Value,
+    peer: control::Peer,
     progress: &mut dyn FnMut(&crate::util::progress::Progress),
 ) -> Response {
     let refused = |why: String| Response {
@@ -280,6 +296,16 @@ pub fn run_in_daemon(
     };
     if let Some(p) = args::relative_file_arg(&mut op.cmd) {
         return refused(format!("file argument {} is not absolute", p.display()));
+    }
+    // The daemon would read and write those files as its own user (root):
+    // a store owner who is not that user runs such commands only unmounted,
+    // with their own rights.
+    let me = crate::util::process::euid();
+    if peer.uid != me && args::has_file_args(&mut op.cmd) {
+        return refused(format!(
+            "refused: this command reads or writes files, which the daemon would do as uid {me} (root), not as your uid {}: run it as root",
+            peer.uid
+        ));
     }
     let mut out = Out {
         exact_bytes: op.bytes,

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::args::{ImageCmd, InitArgs, JsonArg, VolumeCmd};
-use super::out::Out;
+use super::out::{Out, printable};
 use super::{CliError, Global, read_secret};
 use crate::store::{InitOptions, Store};
 use crate::util::progress::{Progress, Unit};
@@ -400,12 +400,25 @@ fn top_dir(pool: &str) -> &'static str {
 
 /// Finds an image by `pools/POOL/PATH`, `msdp/LSU/PATH`, `POOL/PATH` or id.
 fn find_image(store: &Store, what: &str) -> Result<u128, CliError> {
-    let want = what
-        .trim_start_matches("pools/")
-        .trim_start_matches("msdp/")
-        .trim_matches('/');
+    // `pools/…` names a tape image and `msdp/…` an LSU image: a pool and
+    // an LSU may share a name. A bare `POOL/PATH` is a tape image.
+    let (lsu, want) = match what.strip_prefix("msdp/") {
+        Some(rest) => (true, rest),
+        None => (false, what.strip_prefix("pools/").unwrap_or(what)),
+    };
+    let want = want.trim_matches('/');
     for (ino, id) in store.catalog.image_inodes()? {
-        if store.catalog.path_of(ino)? == want || format!("{id:032x}") == want {
+        if format!("{id:032x}") == want {
+            return Ok(id);
+        }
+        if store.catalog.path_of(ino)? != want {
+            continue;
+        }
+        let is_lsu = store
+            .catalog
+            .image(id)?
+            .is_some_and(|i| !crate::engine::PoolKind::of(&i.pool).is_tape());
+        if is_lsu == lsu {
             return Ok(id);
         }
     }
@@ -499,10 +512,10 @@ fn image_restore(
             })
         })?;
     for p in &r.restored {
-        out.line(format!("restored {p}"));
+        out.line(format!("restored {}", printable(p)));
     }
     for (p, why) in &r.skipped {
-        out.line(format!("NOT RESTORED {p}: {why}"));
+        out.line(format!("NOT RESTORED {}: {}", printable(p), printable(why)));
     }
     out.line(format!(
         "{} ({}) of the {} image {what} restored into {}",
@@ -534,13 +547,13 @@ fn image_files(store: &Store, what: &str, json: bool, out: &mut Out) -> Result<(
             let link = f
                 .link
                 .as_deref()
-                .map(|l| format!(" -> {l}"))
+                .map(|l| format!(" -> {}", printable(l)))
                 .unwrap_or_default();
             vec![
-                (f.kind as char).to_string(),
+                printable(&(f.kind as char).to_string()),
                 out.size(f.size),
                 super::out::iso_time(f.mtime),
-                format!("{}{link}", f.path),
+                format!("{}{link}", printable(&f.path)),
             ]
         })
         .collect();

@@ -64,8 +64,16 @@ pub struct Response {
 /// run against its open store), reporting progress as it goes: given by
 /// the door that starts the server, so this module needs nothing above the
 /// store.
-pub type Handler =
-    Arc<dyn Fn(&Store, &serde_json::Value, &mut dyn FnMut(&Progress)) -> Response + Send + Sync>;
+pub type Handler = Arc<
+    dyn Fn(&Store, &serde_json::Value, Peer, &mut dyn FnMut(&Progress)) -> Response + Send + Sync,
+>;
+
+/// Who sent a request (SO_PEERCRED): the handler decides what a peer that
+/// is not the daemon's own user may do.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub uid: u32,
+}
 
 /// Least time between two progress frames.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
@@ -190,18 +198,42 @@ fn serve(store: &Store, handler: &Handler, conn: UnixStream) -> std::io::Result<
         Err(why) => return answer(&conn, &refusal(&why)),
     };
     tracing::info!(op = %summary(&req.op), "control command");
+    // Frames go out from their own thread: a client that stops reading
+    // (suspended, a stuck terminal) drops progress frames, never slows the
+    // operation, and a frame is never cut in two before the answer.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Frame>(1);
+    let out = conn.try_clone()?;
+    let pump = std::thread::Builder::new()
+        .name("control-out".into())
+        .spawn(move || {
+            let mut ok = true;
+            for frame in rx {
+                let last = matches!(frame, Frame::Done(_));
+                if ok || last {
+                    ok = ok && send(&out, &frame).is_ok();
+                }
+            }
+            ok
+        })?;
     let mut last: Option<std::time::Instant> = None;
     let mut progress = |p: &Progress| {
         let due = last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY) || p.done >= p.total;
         if due {
             last = Some(std::time::Instant::now());
-            // A client that went away stops getting progress; the
-            // operation itself runs to its end.
-            let _ = send(&conn, &Frame::Progress(p.clone()));
+            let _ = tx.try_send(Frame::Progress(p.clone()));
         }
     };
-    let resp = handler(store, &req.op, &mut progress);
-    answer(&conn, &resp)
+    let resp = handler(store, &req.op, Peer { uid }, &mut progress);
+    let delivered = tx.send(Frame::Done(resp)).is_ok();
+    drop(tx);
+    let sent = pump.join().unwrap_or(false);
+    if delivered && sent {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(
+            "the client stopped reading; its answer was not delivered",
+        ))
+    }
 }
 
 /// A request of this protocol version, or why not.
@@ -331,5 +363,55 @@ pub fn forward(
                 )));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client that stops reading while a long operation reports progress
+    /// neither slows the operation nor loses its answer.
+    #[test]
+    fn a_client_that_stops_reading_slows_nothing_and_still_gets_its_answer() {
+        let (_t, store) = crate::testing::store();
+        let store = Arc::new(store);
+        let took = Arc::new(parking_lot::Mutex::new(None));
+        let took2 = took.clone();
+        let handler: Handler = Arc::new(move |_, _, _, progress| {
+            let start = std::time::Instant::now();
+            for done in 0..20_000u64 {
+                // done == total: every frame is due, none is rate-limited.
+                progress(&Progress {
+                    task: "a long task with a long name to fill the socket quickly".into(),
+                    done,
+                    total: done,
+                    unit: crate::util::progress::Unit::Bytes,
+                });
+            }
+            *took2.lock() = Some(start.elapsed());
+            Response {
+                code: 0,
+                stdout: "finished\n".into(),
+                stderr: String::new(),
+            }
+        });
+        let _server = Server::start(store.clone(), handler).unwrap();
+        let mut c = UnixStream::connect(Store::control_socket(&store.dir)).unwrap();
+        let req = serde_json::json!({"protocol": PROTOCOL, "op": {}});
+        c.write_all(format!("{req}\n").as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        let took = took
+            .lock()
+            .expect("the operation finished while nobody read");
+        assert!(
+            took < Duration::from_secs(2),
+            "progress slowed it to {took:?}"
+        );
+        let mut all = String::new();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        c.read_to_string(&mut all).unwrap();
+        let last: Frame = serde_json::from_str(all.lines().last().unwrap()).unwrap();
+        assert!(matches!(last, Frame::Done(r) if r.stdout == "finished\n"));
     }
 }

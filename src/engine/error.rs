@@ -36,6 +36,10 @@ pub enum EngineError {
         path: String,
         source: std::io::Error,
     },
+    /// The commit of an image failed while another operation ended its
+    /// session; its close reports it.
+    #[error("{name} was not committed: {why}")]
+    CommitFailed { name: String, why: String },
     /// A second writer for an image being written.
     #[error("{0} is already being written")]
     Busy(String),

@@ -6,12 +6,17 @@
 //! trusted on the way out either: a member path with `..` is refused, no
 //! file is written through a symbolic link (a directory restored earlier
 //! cannot redirect a later member), an existing file is never
-//! overwritten, and set-id bits are not restored.
+//! overwritten, and set-id bits are not restored. Every step works on
+//! directory descriptors opened once with `O_NOFOLLOW` (`openat`,
+//! `mkdirat`, `symlinkat`, `linkat`, `fchmod`), so a directory swapped for
+//! a symbolic link while the restore runs is refused, not followed.
 
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
+use rustix::fs::{AtFlags, Mode, OFlags};
 use serde::Serialize;
 
 use super::{EngineError, Reader};
@@ -72,33 +77,58 @@ fn select<'a>(
         .collect())
 }
 
-/// Where member `path` goes under `to`, its parent directories made;
-/// `Err(why)` if it would leave `to` or pass through a symbolic link.
-fn destination(to: &Path, path: &str) -> Result<PathBuf, String> {
+/// The components of member `path` under the restore directory, or why
+/// it may not be restored there.
+fn components(path: &str) -> Result<Vec<String>, String> {
     let norm = normal(path);
     if norm.is_empty() {
         return Err("an empty member path".into());
     }
-    let comps: Vec<&str> = norm.split('/').collect();
-    if comps.contains(&"..") {
+    let comps: Vec<String> = norm.split('/').map(str::to_string).collect();
+    if comps.iter().any(|c| c == "..") {
         return Err("its path climbs out of the restore directory (..)".into());
     }
-    let mut dir = to.to_path_buf();
+    Ok(comps)
+}
+
+/// Opens directory `name` in `dir` without following a symbolic link.
+fn open_dir(dir: &OwnedFd, name: &str) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// The directory that holds the last of `comps`, walked from `root` one
+/// descriptor at a time (made where missing if `create`); never through a
+/// symbolic link.
+fn parent_of(root: &OwnedFd, comps: &[String], create: bool) -> Result<OwnedFd, String> {
+    let mut dir = open_dir(root, ".").map_err(|e| format!("the restore directory: {e}"))?;
     for c in &comps[..comps.len() - 1] {
-        dir.push(c);
-        match std::fs::symlink_metadata(&dir) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(format!("{} is a symbolic link", dir.display()));
+        let next = match open_dir(&dir, c) {
+            Err(rustix::io::Errno::NOENT) if create => {
+                rustix::fs::mkdirat(&dir, c.as_str(), Mode::from_raw_mode(0o700))
+                    .or_else(|e| {
+                        if e == rustix::io::Errno::EXIST {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .and_then(|()| open_dir(&dir, c))
             }
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(format!("{} is not a directory", dir.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            other => other,
+        };
+        dir = next.map_err(|e| match e {
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => {
+                format!("{c} is a symbolic link or not a directory")
             }
-            Err(e) => return Err(format!("{}: {e}", dir.display())),
-        }
+            e => format!("{c}: {e}"),
+        })?;
     }
-    Ok(dir.join(comps[comps.len() - 1]))
+    Ok(dir)
 }
 
 /// Restores `members` of image `img` (named `name` in messages) into the
@@ -114,28 +144,35 @@ pub fn restore_members(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Restored, EngineError> {
     let chosen = select(name, files, members)?;
-    if !to.is_dir() {
-        return Err(EngineError::io(
-            to,
-            std::io::Error::from_raw_os_error(libc::ENOTDIR),
-        ));
-    }
+    let root: OwnedFd = rustix::fs::open(
+        to,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| EngineError::io(to, e.into()))?;
     let total = chosen.iter().filter(|f| is_data(f)).map(|f| f.size).sum();
     let reader = Reader::open(store, img)?;
     let mut r = Restored::default();
     for f in chosen {
-        let dest = match destination(to, &f.path) {
-            Ok(d) => d,
+        let placed =
+            components(&f.path).and_then(|c| parent_of(&root, &c, true).map(|dir| (dir, c)));
+        let (dir, comps) = match placed {
+            Ok(p) => p,
             Err(why) => {
                 r.skipped.push((f.path.clone(), why));
                 continue;
             }
         };
+        let leaf = comps.last().expect("non-empty").as_str();
+        let at = At {
+            dir: &dir,
+            name: leaf,
+        };
         let outcome = match f.kind {
-            _ if is_data(f) => copy_member(&reader, f, &dest, total, &mut r.bytes, &mut progress),
-            b'5' => make_dir(&dest, f.mode),
-            b'2' => symlink(f, &dest),
-            b'1' => hard_link(to, f, &dest, &r.restored),
+            _ if is_data(f) => copy_member(&reader, f, &at, total, &mut r.bytes, &mut progress),
+            b'5' => make_dir(&at, f.mode),
+            b'2' => symlink(f, &at),
+            b'1' => hard_link(&root, f, &at, &r.restored),
             k => Err(Skip(format!(
                 "a special file (tar type '{}') is not restored",
                 k as char
@@ -154,10 +191,22 @@ pub fn restore_members(
 /// Why one member was not restored (the others go on).
 struct Skip(String);
 
-impl<E: std::fmt::Display> From<(&Path, E)> for Skip {
-    fn from((p, e): (&Path, E)) -> Self {
-        Skip(format!("{}: {e}", p.display()))
+impl From<rustix::io::Errno> for Skip {
+    fn from(e: rustix::io::Errno) -> Self {
+        Skip(e.to_string())
     }
+}
+
+impl From<std::io::Error> for Skip {
+    fn from(e: std::io::Error) -> Self {
+        Skip(e.to_string())
+    }
+}
+
+/// Where a member goes: `name` in the open directory `dir`.
+struct At<'a> {
+    dir: &'a OwnedFd,
+    name: &'a str,
 }
 
 /// A member whose data is in the archive (a regular file).
@@ -170,26 +219,52 @@ fn safe_mode(mode: u32) -> u32 {
     mode & 0o777
 }
 
+/// The archive's time for a member, if the system can hold it.
+fn mtime_of(secs: u64) -> Option<std::time::SystemTime> {
+    std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs))
+}
+
 fn copy_member(
     reader: &Reader,
     f: &FileEntry,
-    dest: &Path,
+    at: &At,
     total: u64,
     bytes: &mut u64,
     progress: &mut impl FnMut(u64, u64),
 ) -> Result<(), Skip> {
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(dest)
-        .map_err(|e| Skip::from((dest, e)))?;
+    let fd = rustix::fs::openat(
+        at.dir,
+        at.name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::EXIST => Skip(format!("{} exists: not overwritten", at.name)),
+        e => Skip::from(e),
+    })?;
+    let mut out = std::fs::File::from(fd);
+    let written = fill(reader, f, &mut out, total, bytes, progress);
+    if written.is_err() {
+        // No half file is left to block the next attempt.
+        let _ = rustix::fs::unlinkat(at.dir, at.name, AtFlags::empty());
+    }
+    written
+}
+
+/// Writes member `f`'s data into `out`, then its mode and time.
+fn fill(
+    reader: &Reader,
+    f: &FileEntry,
+    out: &mut std::fs::File,
+    total: u64,
+    bytes: &mut u64,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<(), Skip> {
     let mut done = 0;
     while done < f.size {
         let n = (f.size - done).min(CHUNK);
         let data = reader
-            .read_at(f.offset + done, n as usize)
+            .read_at(f.offset.saturating_add(done), n as usize)
             .map_err(|e| Skip(format!("reading it from the image: {e}")))?;
         if data.len() as u64 != n {
             return Err(Skip(format!(
@@ -198,53 +273,52 @@ fn copy_member(
                 f.size
             )));
         }
-        out.write_all(&data).map_err(|e| Skip::from((dest, e)))?;
+        out.write_all(&data)?;
         done += n;
         *bytes += n;
         progress(*bytes, total);
     }
-    out.set_permissions(std::fs::Permissions::from_mode(safe_mode(f.mode)))
-        .map_err(|e| Skip::from((dest, e)))?;
-    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(f.mtime);
-    out.set_modified(mtime).map_err(|e| Skip::from((dest, e)))?;
-    out.sync_all().map_err(|e| Skip::from((dest, e)))
-}
-
-fn make_dir(dest: &Path, mode: u32) -> Result<(), Skip> {
-    match std::fs::symlink_metadata(dest) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(Skip(format!(
-            "{} exists and is not a directory",
-            dest.display()
-        ))),
-        Err(_) => {
-            std::fs::create_dir(dest).map_err(|e| Skip::from((dest, e)))?;
-            std::fs::set_permissions(
-                dest,
-                std::fs::Permissions::from_mode(safe_mode(mode) | 0o700),
-            )
-            .map_err(|e| Skip::from((dest, e)))
-        }
+    out.set_permissions(std::fs::Permissions::from_mode(safe_mode(f.mode)))?;
+    if let Some(t) = mtime_of(f.mtime) {
+        out.set_modified(t)?;
     }
+    out.sync_all()?;
+    Ok(())
 }
 
-fn symlink(f: &FileEntry, dest: &Path) -> Result<(), Skip> {
+fn make_dir(at: &At, mode: u32) -> Result<(), Skip> {
+    match rustix::fs::mkdirat(at.dir, at.name, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let fd = open_dir(at.dir, at.name)
+        .map_err(|e| Skip(format!("{} is not a directory: {e}", at.name)))?;
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(safe_mode(mode) | 0o700))?;
+    Ok(())
+}
+
+fn symlink(f: &FileEntry, at: &At) -> Result<(), Skip> {
     let target = f
         .link
         .as_deref()
         .ok_or_else(|| Skip("a symbolic link without a target".into()))?;
-    std::os::unix::fs::symlink(target, dest).map_err(|e| Skip::from((dest, e)))
+    rustix::fs::symlinkat(target, at.dir, at.name)?;
+    Ok(())
 }
 
 /// A hard link is made to its target if this restore wrote the target.
-fn hard_link(to: &Path, f: &FileEntry, dest: &Path, restored: &[String]) -> Result<(), Skip> {
+fn hard_link(root: &OwnedFd, f: &FileEntry, at: &At, restored: &[String]) -> Result<(), Skip> {
     let target = normal(f.link.as_deref().unwrap_or_default());
     if !restored.iter().any(|r| normal(r) == target) {
         return Err(Skip(format!(
             "a hard link to {target}, which this restore did not write: restore {target} too"
         )));
     }
-    std::fs::hard_link(to.join(&target), dest).map_err(|e| Skip::from((dest, e)))
+    let comps = components(&target).map_err(Skip)?;
+    let dir = parent_of(root, &comps, false).map_err(Skip)?;
+    let name = comps.last().expect("non-empty").as_str();
+    rustix::fs::linkat(&dir, name, at.dir, at.name, AtFlags::empty())?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -288,12 +362,22 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let to = d.path().join("out");
         std::fs::create_dir(&to).unwrap();
-        assert!(destination(&to, "../../etc/passwd").is_err());
-        assert!(destination(&to, "a/../../x").is_err());
-        assert_eq!(destination(&to, "/etc/x").unwrap(), to.join("etc/x"));
+        let root =
+            rustix::fs::open(&to, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap();
+        assert!(components("../../etc/passwd").is_err());
+        assert!(components("a/../../x").is_err());
+        assert_eq!(components("/etc/x").unwrap(), ["etc", "x"]);
+        parent_of(&root, &components("/etc/x").unwrap(), true).unwrap();
+        assert!(to.join("etc").is_dir(), "made under the restore directory");
         std::os::unix::fs::symlink(d.path(), to.join("link")).unwrap();
-        let e = destination(&to, "link/escape").unwrap_err();
+        let e = parent_of(&root, &components("link/escape/deeper").unwrap(), true).unwrap_err();
         assert!(e.contains("symbolic link"), "{e}");
         assert!(!d.path().join("escape").exists());
+    }
+
+    #[test]
+    fn a_time_past_what_the_system_holds_is_not_a_panic() {
+        assert!(mtime_of(u64::MAX).is_none());
+        assert!(mtime_of(1_700_000_000).is_some());
     }
 }

@@ -30,13 +30,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::{EngineError, Writer};
 use crate::catalog::{Catalog, FileAttrs};
 use crate::pipeline::filelist::Lister;
 use crate::pipeline::{Committed, WriteTarget};
 use crate::store::Store;
+
+/// How long a close waits for a commit another operation is making.
+const END_PATIENCE: Duration = Duration::from_secs(120);
 
 /// Where a session is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,9 @@ pub struct Session {
     writer: Mutex<Option<Box<Writer>>>,
     /// The tar member list so far; `None` once the stream cannot be one.
     lister: Mutex<Option<Lister>>,
+    /// Why the final commit failed, if it did: a close that finds the
+    /// session being ended by someone else reports it.
+    failure: Mutex<Option<String>>,
     catalog: Arc<Catalog>,
 }
 
@@ -101,12 +107,10 @@ impl Session {
     /// Feeds the lister the bytes at `offset` (zeros up to it first: a
     /// hole of a sparse copy). Called under the writer lock, in offset order.
     fn list(&self, offset: u64, data: &[u8]) {
-        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let mut guard = self.lister.lock();
         let Some(l) = guard.as_mut() else { return };
-        while l.pos() < offset {
-            let n = (offset - l.pos()).min(ZEROS.len() as u64) as usize;
-            l.feed(&ZEROS[..n]);
+        if l.pos() < offset {
+            l.feed_zeros(offset - l.pos());
         }
         if l.pos() != offset {
             *guard = None;
@@ -156,6 +160,7 @@ impl Sessions {
             phase: Mutex::new(Phase::Writing),
             writer: Mutex::new(Some(Box::new(writer))),
             lister: Mutex::new(Some(Lister::new())),
+            failure: Mutex::new(None),
             catalog: store.catalog.clone(),
         });
         let mut map = self.by_ino.lock();
@@ -196,20 +201,26 @@ impl Sessions {
         self.by_ino.lock().get(&ino).cloned()
     }
 
-    /// Marks new data on its way, unless the session has ended.
-    fn start_writing(&self, s: &Session) -> Result<(), EngineError> {
+    /// The writer, locked, with the session marked as receiving data,
+    /// unless it has ended. The mark is made under the writer lock, so a
+    /// close's commit cannot slip between the mark and the data (and leave
+    /// the session "flushed, clean" with data it did not commit).
+    fn writing<'a>(
+        &self,
+        s: &'a Session,
+    ) -> Result<MutexGuard<'a, Option<Box<Writer>>>, EngineError> {
+        let guard = s.writer.lock();
         let mut phase = s.phase.lock();
-        if *phase == Phase::Ending {
+        if *phase == Phase::Ending || guard.is_none() {
             return Err(s.closed());
         }
         *phase = Phase::Writing;
-        Ok(())
+        Ok(guard)
     }
 
     /// Appends `data` at `offset` (ESPIPE-like refusal before the end).
     pub fn write(&self, s: &Session, offset: u64, data: &[u8]) -> Result<(), EngineError> {
-        self.start_writing(s)?;
-        let mut w = s.writer.lock();
+        let mut w = self.writing(s)?;
         let w = w.as_mut().ok_or_else(|| s.closed())?;
         w.write_at(offset, data)?;
         s.list(offset, data);
@@ -225,8 +236,7 @@ impl Sessions {
         size: Option<u64>,
         change: impl FnOnce(&mut FileAttrs),
     ) -> Result<(), EngineError> {
-        self.start_writing(s)?;
-        let mut guard = s.writer.lock();
+        let mut guard = self.writing(s)?;
         let w = guard.as_mut().ok_or_else(|| s.closed())?;
         if let Some(to) = size {
             if to < w.size() {
@@ -261,13 +271,15 @@ impl Sessions {
         {
             let mut phase = s.phase.lock();
             if *phase == Phase::Ending {
-                return Ok(None);
+                drop(phase);
+                return self.await_end(s);
             }
             *phase = Phase::Flushing;
         }
         let mut guard = s.writer.lock();
         let Some(w) = guard.as_mut() else {
-            return Ok(None);
+            drop(guard);
+            return self.await_end(s);
         };
         let result = w.checkpoint();
         if let Ok(c) = &result {
@@ -297,19 +309,42 @@ impl Sessions {
         {
             let mut phase = s.phase.lock();
             if *phase == Phase::Ending {
-                return Ok(None);
+                drop(phase);
+                return self.await_end(s);
             }
             *phase = Phase::Ending;
         }
         self.end(s)
     }
 
+    /// A close that finds the session being ended by another operation
+    /// (settle) waits for that end and reports its failure: close(2) never
+    /// returns success for data whose commit failed.
+    fn await_end(&self, s: &Session) -> Result<Committed, EngineError> {
+        let deadline = Instant::now() + END_PATIENCE;
+        let mut map = self.by_ino.lock();
+        while map.get(&s.ino).is_some_and(|x| std::ptr::eq(x.as_ref(), s)) {
+            if self.changed.wait_until(&mut map, deadline).timed_out() {
+                break;
+            }
+        }
+        drop(map);
+        match s.failure.lock().clone() {
+            Some(why) => Err(EngineError::CommitFailed {
+                name: s.name.clone(),
+                why,
+            }),
+            None => Ok(None),
+        }
+    }
+
     /// Ends a session whose phase is now `Ending` (set by the caller).
     fn end(&self, s: &Arc<Session>) -> Result<Committed, EngineError> {
         let writer = s.writer.lock().take();
         let result = writer.map(|w| w.finish()).unwrap_or(Ok(None));
-        if let Ok(c) = &result {
-            s.record_files(c);
+        match &result {
+            Ok(c) => s.record_files(c),
+            Err(e) => *s.failure.lock() = Some(e.to_string()),
         }
         let mut map = self.by_ino.lock();
         if map.get(&s.ino).is_some_and(|x| Arc::ptr_eq(x, s)) {
@@ -479,6 +514,24 @@ mod tests {
         assert_eq!(waiter.join().unwrap(), (true, true));
     }
 
+    /// A close that arrives while settle is ending the session waits for
+    /// that commit and reports its failure, never a success.
+    #[test]
+    fn a_close_after_a_failed_end_reports_the_failure() {
+        let (_t, store) = crate::testing::store();
+        let sessions = Sessions::default();
+        let s = sessions.begin(&store, target(&store, "P", "a")).unwrap();
+        sessions.write(&s, 0, b"data").unwrap();
+        *s.phase.lock() = Phase::Ending;
+        let w = s.writer.lock().take().unwrap();
+        drop(w);
+        *s.failure.lock() = Some("No space left on device".into());
+        sessions.by_ino.lock().remove(&s.ino);
+        let e = sessions.release(&s).unwrap_err();
+        assert!(e.to_string().contains("No space left"), "{e}");
+        assert!(sessions.flush(&s).is_err());
+    }
+
     #[test]
     fn settle_gives_up_after_its_patience_on_a_failed_commit() {
         let (_t, store) = crate::testing::store();
@@ -540,6 +593,27 @@ mod tests {
         sessions.write(&s, 0, &[7u8; 10_000]).unwrap();
         let (img, _) = sessions.release(&s).unwrap().unwrap();
         assert!(store.catalog.files(img.id).unwrap().is_none());
+    }
+
+    /// A huge hole after the lister stopped (not tar) costs nothing: it
+    /// must not walk the hole in 64 KiB steps under the writer lock.
+    #[test]
+    fn a_huge_hole_after_the_listing_stopped_is_not_walked() {
+        let (_t, store) = crate::testing::store();
+        let sessions = Sessions::default();
+        let s = sessions.begin(&store, target(&store, "P", "c")).unwrap();
+        sessions.write(&s, 0, &[7u8; 10_000]).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = s.clone();
+        std::thread::spawn(move || {
+            s2.list(1 << 50, b"x");
+            let _ = tx.send(());
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "a 1 PiB hole took more than 10 s"
+        );
+        sessions.release(&s).unwrap();
     }
 
     #[test]

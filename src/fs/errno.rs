@@ -95,6 +95,7 @@ pub fn engine_errno(e: &EngineError) -> i32 {
         EngineError::CrossPool { .. } => libc::EXDEV,
         EngineError::NoMember { .. } => libc::ENOENT,
         EngineError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
+        EngineError::CommitFailed { .. } => libc::EIO,
         EngineError::Busy(_) => libc::EBUSY,
         EngineError::Closed(_) => libc::EBADF,
         EngineError::Shrink { .. } => libc::ESPIPE,

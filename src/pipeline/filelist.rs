@@ -129,6 +129,36 @@ impl Lister {
         self.ended().then(|| self.out.clone())
     }
 
+    /// `n` zero bytes (a hole in a sparse write): walked only where a
+    /// header may be in them, never through member data or after the
+    /// listing stopped.
+    pub fn feed_zeros(&mut self, mut n: u64) {
+        static ZEROS: [u8; 4096] = [0; 4096];
+        while n > 0 {
+            match self.state {
+                State::Done | State::NotTar => {
+                    self.pos += n;
+                    return;
+                }
+                State::Skip(left) => {
+                    let k = left.min(n);
+                    self.pos += k;
+                    n -= k;
+                    self.state = if k == left {
+                        State::Header
+                    } else {
+                        State::Skip(left - k)
+                    };
+                }
+                State::Header | State::Collect { .. } => {
+                    let k = n.min(ZEROS.len() as u64);
+                    self.feed(&ZEROS[..k as usize]);
+                    n -= k;
+                }
+            }
+        }
+    }
+
     /// Bytes of the archive fed so far.
     pub fn pos(&self) -> u64 {
         self.pos
