@@ -359,7 +359,7 @@ fn export_import_moves_groups_and_wrong_pass_phrase_is_refused() {
         &pp,
         "--preview",
     ]);
-    assert!(preview.contains("would import 1 keys"), "{preview}");
+    assert!(preview.contains("would import 1 key,"), "{preview}");
     assert!(
         !b.ok(&["kms", "listkeys"]).contains(&tag),
         "preview changes nothing"

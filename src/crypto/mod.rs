@@ -9,6 +9,7 @@
 mod aead;
 mod kdf;
 mod key;
+mod kmip_wrap;
 pub mod labels;
 mod random;
 mod segment;
@@ -19,6 +20,9 @@ pub use kdf::{
     key_check_value, mac, mac_verify, name_digest, passphrase_key, passphrase_secret,
 };
 pub use key::SecretKey;
+pub use kmip_wrap::{
+    KMIP_CBC_LEN, KMIP_IV_LEN, KmipWrapped, kmip_unframe, kmip_v1_key, kmip_wrap_v2,
+};
 pub use random::random_array;
 pub use segment::{ImageDigest, fingerprint, open_in_place, seal_in_place};
 

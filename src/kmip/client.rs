@@ -29,15 +29,6 @@ use crate::kms::{KeyState, KmsClient, KmsError, TaggedKey, WrappedKey};
 const ROUNDS: u32 = 3;
 /// Longest time a failed server is skipped.
 const MAX_HOLD: Duration = Duration::from_secs(5);
-/// `sealed` of a KEK wrapped by a KMIP server, format 1: magic and
-/// version, IV, CBC of key and check value (MAC-then-encrypt; read only).
-const WRAP_V1: &[u8; 3] = b"KW\x01";
-/// Format 2: magic and version, IV, CBC of the key, HMAC of all before it.
-const WRAP_V2: &[u8; 3] = b"KW\x02";
-const IV_LEN: usize = 16;
-/// AES-CBC of a 32-byte key with PKCS#5 padding.
-const CBC_LEN: usize = 48;
-const MAC_LEN: usize = 32;
 
 /// Result reason "General Failure": the server is in trouble, not saying no.
 const GENERAL_FAILURE: u32 = 0x100;
@@ -546,10 +537,6 @@ fn check_fit(uid: &str, tag: &str, a: &KeyAttrs, root: bool) -> Result<(), KmsEr
     Ok(())
 }
 
-fn wrap_context(root_tag: &str) -> Vec<u8> {
-    [crypto::labels::KMIP_WRAP, root_tag.as_bytes()].concat()
-}
-
 impl KmsClient for KmipKms {
     fn describe(&self) -> String {
         let list: Vec<String> = self
@@ -603,23 +590,23 @@ impl KmsClient for KmipKms {
     fn wrap(&self, group: &str, key: &SecretKey) -> Result<WrappedKey, KmsError> {
         let (root_tag, uid, a) = self.newest_active(group)?;
         check_fit(&uid, &root_tag, &a, true)?;
-        let iv = crypto::random_array::<IV_LEN>()?;
+        let iv = crypto::random_array::<{ crypto::KMIP_IV_LEN }>()?;
         let p = self.run(
             Op::Encrypt,
             &msg::encrypt(&uid, &iv, key.expose_secret()),
             &root_tag,
         )?;
         let c = msg::data(&p)
-            .filter(|c| c.len() == CBC_LEN)
+            .filter(|c| c.len() == crypto::KMIP_CBC_LEN)
             .ok_or_else(|| {
                 KmsError::Container(format!(
-                    "KMIP Encrypt under {root_tag} did not return {CBC_LEN} bytes"
+                    "KMIP Encrypt under {root_tag} did not return {} bytes",
+                    crypto::KMIP_CBC_LEN
                 ))
             })?;
         let mac_key = self.mac_key(&root_tag, &uid)?;
-        let tag = crypto::mac(&mac_key, &[WRAP_V2, root_tag.as_bytes(), &[0], &iv, c]);
         let w = WrappedKey {
-            sealed: [WRAP_V2.as_slice(), &iv, c, &tag].concat(),
+            sealed: crypto::kmip_wrap_v2(&mac_key, &root_tag, &iv, c),
             root_tag,
         };
         // Nothing is sealed under a wrap the server would not give back.
@@ -635,12 +622,12 @@ impl KmsClient for KmipKms {
     fn unwrap(&self, w: &WrappedKey) -> Result<SecretKey, KmsError> {
         let uid = self.uid_of(&w.root_tag)?;
         check_fit(&uid, &w.root_tag, &self.attrs(&uid)?, true)?;
-        if let Some(body) = w.sealed.strip_prefix(WRAP_V2.as_slice()) {
-            self.unwrap_v2(w, &uid, body)
-        } else if let Some(body) = w.sealed.strip_prefix(WRAP_V1.as_slice()) {
-            self.unwrap_v1(w, &uid, body)
-        } else {
-            Err(does_not_unwrap(&w.root_tag))
+        let parts =
+            crypto::kmip_unframe(&w.sealed, &w.root_tag, || self.mac_key(&w.root_tag, &uid))?;
+        match parts {
+            Some(crypto::KmipWrapped::V2 { iv, cbc }) => self.unwrap_v2(w, &uid, iv, cbc),
+            Some(crypto::KmipWrapped::V1 { iv, data }) => self.unwrap_v1(w, &uid, iv, data),
+            None => Err(does_not_unwrap(&w.root_tag)),
         }
     }
 }
@@ -654,22 +641,15 @@ fn does_not_unwrap(root_tag: &str) -> KmsError {
 }
 
 impl KmipKms {
-    /// Format 2: the MAC is checked before the server decrypts anything.
-    fn unwrap_v2(&self, w: &WrappedKey, uid: &str, body: &[u8]) -> Result<SecretKey, KmsError> {
-        if body.len() != IV_LEN + CBC_LEN + MAC_LEN {
-            return Err(does_not_unwrap(&w.root_tag));
-        }
-        let (iv, rest) = body.split_at(IV_LEN);
-        let (c, tag) = rest.split_at(CBC_LEN);
-        let mac_key = self.mac_key(&w.root_tag, uid)?;
-        let tag: &[u8; MAC_LEN] = tag.try_into().expect("32 bytes");
-        if !crypto::mac_verify(
-            &mac_key,
-            &[WRAP_V2, w.root_tag.as_bytes(), &[0], iv, c],
-            tag,
-        ) {
-            return Err(does_not_unwrap(&w.root_tag));
-        }
+    /// Format 2, its MAC already checked (`crypto::kmip_unframe`): now the
+    /// server decrypts.
+    fn unwrap_v2(
+        &self,
+        w: &WrappedKey,
+        uid: &str,
+        iv: &[u8],
+        c: &[u8],
+    ) -> Result<SecretKey, KmsError> {
         // Authentic bytes: a refusal now is about the key's state, not them.
         let p = self.run(Op::Decrypt, &msg::decrypt(uid, iv, c), &w.root_tag)?;
         let plain = Zeroizing::new(msg::data(&p).unwrap_or_default().to_vec());
@@ -679,26 +659,20 @@ impl KmipKms {
     /// Format 1 (MAC-then-encrypt, read for keys wrapped before format 2):
     /// every failure of the server's Decrypt or of the check value that is
     /// not about the key's state gives the same error.
-    fn unwrap_v1(&self, w: &WrappedKey, uid: &str, body: &[u8]) -> Result<SecretKey, KmsError> {
-        if body.len() <= IV_LEN {
-            return Err(does_not_unwrap(&w.root_tag));
-        }
-        let (iv, data) = body.split_at(IV_LEN);
+    fn unwrap_v1(
+        &self,
+        w: &WrappedKey,
+        uid: &str,
+        iv: &[u8],
+        data: &[u8],
+    ) -> Result<SecretKey, KmsError> {
         let p = match self.run(Op::Decrypt, &msg::decrypt(uid, iv, data), &w.root_tag) {
             Ok(p) => p,
             Err(e) if e.is_temporary() || e.is_missing_key() => return Err(e),
             Err(_) => return Err(does_not_unwrap(&w.root_tag)),
         };
         let plain = Zeroizing::new(msg::data(&p).unwrap_or_default().to_vec());
-        if plain.len() != 48 {
-            return Err(does_not_unwrap(&w.root_tag));
-        }
-        let key = SecretKey::from_slice(&plain[..32]).expect("32 bytes");
-        let want = crypto::bound_check_value(&key, &wrap_context(&w.root_tag));
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(&want[..], &plain[32..])) {
-            return Err(does_not_unwrap(&w.root_tag));
-        }
-        Ok(key)
+        crypto::kmip_v1_key(&plain, &w.root_tag).ok_or_else(|| does_not_unwrap(&w.root_tag))
     }
 }
 
@@ -734,8 +708,14 @@ mod tests {
         // Python: hmac.new(bytes(range(32)), b"kmsfs bound check value v1"
         //   + b"kmsfs kmip wrap v1" + tag, "sha256").hexdigest()[:32]
         let key = SecretKey::from_slice(&(0u8..32).collect::<Vec<_>>()).unwrap();
-        let kcv =
-            crypto::bound_check_value(&key, &wrap_context("2939bbb63bb53012cf1f37ec110e4e93"));
+        let kcv = crypto::bound_check_value(
+            &key,
+            &[
+                crypto::labels::KMIP_WRAP,
+                b"2939bbb63bb53012cf1f37ec110e4e93",
+            ]
+            .concat(),
+        );
         assert_eq!(hex::encode(kcv), "68a0ed386401562ad6d5cdb2f5afa25b");
     }
 
