@@ -244,16 +244,16 @@ impl KmipKms {
     /// held off after a failure, a few rounds with backoff, never longer than
     /// the budget. `Ok(Err(refusal))` is the server's answer "no".
     fn call(&self, op: Op, request: &[u8]) -> Result<Result<Item, Refusal>, KmsError> {
+        let mut backoff = crate::kms::backoff::Backoff::new(self.budget);
         let start = Instant::now();
         let mut errors: Vec<String> = Vec::new();
-        let mut delay = Duration::from_millis(100);
         let candidates: Vec<&Server> = self.servers.iter().filter(|s| !s.held_off()).collect();
         if candidates.is_empty() {
             return Err(self.unreachable(op, start, self.held_errors()));
         }
         for round in 0..ROUNDS {
             for s in &candidates {
-                if start.elapsed() >= self.budget {
+                if backoff.spent() {
                     break;
                 }
                 let t = Instant::now();
@@ -277,13 +277,15 @@ impl KmipKms {
                     }
                 }
             }
-            if round + 1 < ROUNDS && start.elapsed() + delay < self.budget {
+            if round + 1 < ROUNDS {
                 tracing::warn!(
                     operation = op.name(),
-                    "KMIP servers not answering, retrying in {delay:?}"
+                    "KMIP servers not answering, retrying in {:?}",
+                    backoff.next_delay()
                 );
-                std::thread::sleep(delay);
-                delay *= 2;
+                if !backoff.wait() {
+                    break;
+                }
             }
         }
         for s in candidates {

@@ -3,7 +3,7 @@
 //! bounded retry with backoff that every backend gets for temporary failures.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::RwLock;
 
@@ -140,21 +140,19 @@ impl Retrying {
         op: &str,
         f: impl Fn(&dyn KmsClient) -> Result<T, KmsError>,
     ) -> Result<T, KmsError> {
-        let start = Instant::now();
-        let mut delay = Duration::from_millis(50);
+        let mut b = super::backoff::Backoff::new(self.timeout);
         loop {
             match f(self.inner.as_ref()) {
                 Err(e) if e.is_temporary() => {
-                    if start.elapsed() + delay > self.timeout {
-                        tracing::error!(op, error = %e, "KMS unreachable, giving up after {:?}", start.elapsed());
+                    let delay = b.next_delay();
+                    tracing::warn!(op, error = %e, "KMS temporarily unavailable, retrying in {delay:?}");
+                    if !b.wait() {
+                        tracing::error!(op, error = %e, "KMS unreachable, giving up after {:?}", b.elapsed());
                         return Err(KmsError::Unreachable {
                             secs: self.timeout.as_secs(),
                             why: e.to_string(),
                         });
                     }
-                    tracing::warn!(op, error = %e, "KMS temporarily unavailable, retrying in {delay:?}");
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
                 other => return other,
             }
@@ -188,6 +186,7 @@ mod tests {
     use super::*;
     use crate::kms::{HmkSource, NewKey};
     use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Instant;
 
     /// A KMS that is down for its first `down` calls: stands in for a remote
     /// server outage (the embedded backend never has one).

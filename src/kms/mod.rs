@@ -8,6 +8,7 @@
 //! active key per group, keys in use cannot be deleted) so that no caller
 //! can break them.
 
+pub mod backoff;
 mod client;
 mod error;
 mod keystore;
