@@ -142,14 +142,15 @@ fn restoring_one_member_of_a_one_gib_tar_image_reads_under_one_percent_of_it() {
     std::fs::create_dir(&out).unwrap();
     let pid = m.pid.unwrap();
     let before = rchar(pid);
-    let said = s.ok(&[
+    let restore: &[&str] = &[
         "image",
         "restore",
         "pools/ENCR_R/full.tar",
         "small.txt",
         "--to",
         out.to_str().unwrap(),
-    ]);
+    ];
+    let said = s.ok(restore);
     let read = rchar(pid) - before;
     eprintln!("restore of one 21-byte member of a 1 GiB image: the daemon read {read} bytes");
     assert!(
@@ -167,17 +168,7 @@ fn restoring_one_member_of_a_one_gib_tar_image_reads_under_one_percent_of_it() {
     assert_eq!(meta.mode() & 0o7777, 0o640);
     assert_eq!(meta.mtime(), 1_706_933_106);
     // A file is never overwritten.
-    let again = failed(
-        &s,
-        &[
-            "image",
-            "restore",
-            "pools/ENCR_R/full.tar",
-            "small.txt",
-            "--to",
-            out.to_str().unwrap(),
-        ],
-    );
+    let again = failed(&s, restore);
     assert!(
         again.contains("NOT RESTORED small.txt") && again.contains("exists"),
         "{again}"

@@ -385,33 +385,8 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{InodeKind, POOLS_INO};
 
-    fn target(s: &Store, pool: &str, name: &str) -> WriteTarget {
-        let parent = match s.catalog.lookup(POOLS_INO, pool).unwrap() {
-            Some(p) => p.ino,
-            None => {
-                s.catalog
-                    .make_dir(
-                        POOLS_INO,
-                        pool,
-                        pool,
-                        InodeKind::Pool,
-                        crate::testing::dir_attrs(),
-                    )
-                    .unwrap()
-                    .ino
-            }
-        };
-        WriteTarget {
-            ino: s.catalog.alloc_ino(),
-            parent,
-            name: name.into(),
-            pool: pool.into(),
-            path: name.into(),
-            attrs: crate::testing::dir_attrs(),
-        }
-    }
+    use crate::testing::write_target as target;
 
     fn committed_size(c: Committed) -> u64 {
         c.expect("a commit").0.size

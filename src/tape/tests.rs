@@ -54,15 +54,11 @@ pub(crate) fn store(capacity: u64) -> (tempfile::TempDir, Store) {
     (d, s)
 }
 
+/// A write target in an existing pool, with the attributes of these tests.
 fn target(s: &Store, pool: &str, name: &str) -> WriteTarget {
-    let parent = s.catalog.lookup(POOLS_INO, pool).unwrap().unwrap().ino;
     WriteTarget {
-        ino: s.catalog.alloc_ino(),
-        parent,
-        name: name.into(),
-        pool: pool.into(),
-        path: name.into(),
         attrs: attrs(),
+        ..crate::testing::write_target(s, pool, name)
     }
 }
 

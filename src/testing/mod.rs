@@ -20,6 +20,28 @@ pub fn dir_attrs() -> FileAttrs {
     }
 }
 
+/// Where a test writes image `name` in pool `pool` (made if missing).
+pub fn write_target(s: &Store, pool: &str, name: &str) -> crate::pipeline::WriteTarget {
+    use crate::catalog::{InodeKind, POOLS_INO};
+    let parent = match s.catalog.lookup(POOLS_INO, pool).unwrap() {
+        Some(p) => p.ino,
+        None => {
+            s.catalog
+                .make_dir(POOLS_INO, pool, pool, InodeKind::Pool, dir_attrs())
+                .unwrap()
+                .ino
+        }
+    };
+    crate::pipeline::WriteTarget {
+        ino: s.catalog.alloc_ino(),
+        parent,
+        name: name.into(),
+        pool: pool.into(),
+        path: name.into(),
+        attrs: dir_attrs(),
+    }
+}
+
 /// A new store with key group `KG` (one active random key).
 pub fn store() -> (tempfile::TempDir, Store) {
     store_with(|_| {})
