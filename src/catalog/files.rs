@@ -10,8 +10,7 @@ impl Catalog {
     /// Stores the file list of an image.
     pub fn put_files(&self, id: u128, files: &[FileEntry]) -> Result<(), CatalogError> {
         let tx = self.db.begin_write()?;
-        tx.open_table(FILES)?
-            .insert(id, enc(&files.to_vec()).as_slice())?;
+        tx.open_table(FILES)?.insert(id, enc(&files).as_slice())?;
         tx.commit()?;
         Ok(())
     }

@@ -71,6 +71,8 @@ pub struct Session {
     /// session being ended by someone else reports it.
     failure: Mutex<Option<String>>,
     catalog: Arc<Catalog>,
+    /// Given back to the shared budget when the session is gone.
+    _list_share: ListShare,
 }
 
 /// A snapshot of a session, for lookups and attributes.
@@ -133,14 +135,88 @@ impl Session {
 }
 
 /// The sessions of one mounted store, by inode.
-#[derive(Default)]
 pub struct Sessions {
     by_ino: Mutex<HashMap<u64, Arc<Session>>>,
     /// Signalled on every phase change and every session that ends.
     changed: Condvar,
+    lists: Arc<ListBudget>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self::with_list_budget(crate::pipeline::filelist::DEFAULT_BUDGET, PER_SESSION_LIST)
+    }
+}
+
+/// Memory one session's file list may take (a little over 250,000
+/// members with 100-byte paths).
+const PER_SESSION_LIST: usize = 64 << 20;
+/// Less than this left for a new session: its image gets no file list.
+const LEAST_LIST: usize = 1 << 20;
+
+/// Memory for the file lists of every session together: each session
+/// takes its share at begin and gives it back when it is gone, so many
+/// concurrent tar writes cannot take more than the total.
+struct ListBudget {
+    left: Mutex<usize>,
+    per_session: usize,
+}
+
+impl ListBudget {
+    fn take(&self) -> usize {
+        let mut left = self.left.lock();
+        let n = (*left).min(self.per_session);
+        if n < LEAST_LIST.min(self.per_session) {
+            return 0;
+        }
+        *left -= n;
+        n
+    }
+}
+
+/// A session's share of the list budget, given back when it is dropped.
+struct ListShare {
+    budget: Arc<ListBudget>,
+    bytes: usize,
+}
+
+impl Drop for ListShare {
+    fn drop(&mut self) {
+        *self.budget.left.lock() += self.bytes;
+    }
 }
 
 impl Sessions {
+    /// Sessions whose file lists take at most `total` bytes together and
+    /// `per_session` each.
+    pub fn with_list_budget(total: usize, per_session: usize) -> Self {
+        Self {
+            by_ino: Mutex::default(),
+            changed: Condvar::new(),
+            lists: Arc::new(ListBudget {
+                left: Mutex::new(total),
+                per_session,
+            }),
+        }
+    }
+
+    /// A lister for a new session, within the shared budget.
+    fn lister(&self, name: &str) -> (Option<Lister>, ListShare) {
+        let bytes = self.lists.take();
+        let share = ListShare {
+            budget: self.lists.clone(),
+            bytes,
+        };
+        if bytes == 0 {
+            tracing::info!(
+                image = name,
+                "no file list for this image: the memory for file lists is taken by other images being written"
+            );
+            return (None, share);
+        }
+        (Some(Lister::with_budget(bytes)), share)
+    }
+
     /// Starts writing the image `target` names (a new image, or a new
     /// version of the one at `target.ino`). EBUSY-like refusal if it is
     /// already being written.
@@ -151,6 +227,7 @@ impl Sessions {
         let (ino, parent, name, attrs) =
             (target.ino, target.parent, target.name.clone(), target.attrs);
         let writer = Writer::begin(store, target)?;
+        let (lister, list_share) = self.lister(&name);
         let session = Arc::new(Session {
             ino,
             parent,
@@ -159,7 +236,8 @@ impl Sessions {
             size: AtomicU64::new(0),
             phase: Mutex::new(Phase::Writing),
             writer: Mutex::new(Some(Box::new(writer))),
-            lister: Mutex::new(Some(Lister::new())),
+            lister: Mutex::new(lister),
+            _list_share: list_share,
             failure: Mutex::new(None),
             catalog: store.catalog.clone(),
         });
@@ -558,6 +636,43 @@ mod tests {
             store.catalog.files(img.id).unwrap().is_none(),
             "list removed with its image"
         );
+    }
+
+    /// File lists of concurrent writes share one memory budget: a session
+    /// that finds it taken gets no list, and the budget comes back when a
+    /// session is gone.
+    #[test]
+    fn concurrent_tar_writes_share_one_list_budget() {
+        let (_t, store) = crate::testing::store();
+        // The test store has two drives: two sessions at a time.
+        let sessions = Sessions::with_list_budget(3 << 20, 2 << 20);
+        let a = sessions
+            .begin(&store, target(&store, "P", "a.tar"))
+            .unwrap();
+        let b = sessions
+            .begin(&store, target(&store, "P", "b.tar"))
+            .unwrap();
+        assert!(a.lister.lock().is_some(), "2 MiB for the first");
+        assert!(b.lister.lock().is_some(), "the last 1 MiB for the second");
+        sessions.release(&a).unwrap();
+        drop(a);
+        let tar = tar_bytes();
+        let small = Sessions::with_list_budget(2 << 20, 2 << 20);
+        let c = small.begin(&store, target(&store, "P", "c.tar")).unwrap();
+        sessions.release(&b).unwrap();
+        let d = small.begin(&store, target(&store, "P", "d.tar")).unwrap();
+        assert!(c.lister.lock().is_some());
+        assert!(d.lister.lock().is_none(), "nothing left for the second");
+        small.write(&d, 0, &tar).unwrap();
+        let (img, _) = small.release(&d).unwrap().unwrap();
+        assert!(store.catalog.files(img.id).unwrap().is_none());
+        small.release(&c).unwrap();
+        drop(c);
+        let e = small.begin(&store, target(&store, "P", "e.tar")).unwrap();
+        assert!(e.lister.lock().is_some(), "the first one's share came back");
+        small.write(&e, 0, &tar).unwrap();
+        let (img, _) = small.release(&e).unwrap().unwrap();
+        assert!(store.catalog.files(img.id).unwrap().is_some());
     }
 
     #[test]
