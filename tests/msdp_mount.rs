@@ -338,15 +338,24 @@ fn sigkill_during_ingest_and_reclaim_loses_nothing_committed() {
     // A writer killed mid-image.
     let big = s.path("big");
     random_file(&big, 64);
-    let cp = std::process::Command::new("cp")
-        .arg(&big)
-        .arg(m.p("msdp/P/big"))
+    // It copies the file and then waits on its open stdin, so the kill
+    // always lands before its close (a plain cp of 64 MiB may finish and
+    // commit first on a fast moment).
+    let mut writer = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cat '{}' - > '{}'",
+            big.display(),
+            m.p("msdp/P/big").display()
+        ))
+        .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(150));
     m.kill();
-    common::expect_cut_off(cp.wait_with_output().unwrap());
+    let _ = writer.kill();
+    common::expect_cut_off(writer.wait_with_output().unwrap());
     // Reclaims killed at different moments.
     for delay in [0, 20, 80] {
         let m = s.mount("");
