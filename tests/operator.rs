@@ -438,3 +438,22 @@ fn a_key_import_creates_no_empty_groups_and_its_preview_says_would() {
     assert!(!groups.contains("ENCR_X-imported"), "{groups}");
     assert!(!groups.contains("ENCR_Empty"), "{groups}");
 }
+
+/// A daemon killed under its mount: `status` does not call the dead mount
+/// healthy or show the dead PID as its server; it says what to do.
+#[test]
+fn status_tells_a_dead_mount_from_a_live_one() {
+    let s = TestStore::new(&[]);
+    let m = s.mount("");
+    let pid = m.pid.unwrap();
+    run_ok(Command::new("kill").args(["-9", &pid.to_string()]));
+    assert!(wait_gone(pid));
+    assert!(is_mounted(&m.mp), "the dead FUSE mount stays in the table");
+    let st = s.ok(&["status"]);
+    assert!(!st.contains(&format!("by kmsfs (PID {pid})")), "{st}");
+    assert!(st.contains("its daemon is gone"), "{st}");
+    assert!(st.contains(&format!("umount {}", m.mp.display())), "{st}");
+    let j: serde_json::Value = serde_json::from_str(&s.ok(&["status", "--json"])).unwrap();
+    assert_eq!(j["mounted"]["alive"], false, "{j}");
+    m.unmount();
+}

@@ -271,13 +271,30 @@ fn pool_use(store: &Store) -> Result<Vec<PoolUse>, CliError> {
     Ok(pools)
 }
 
-/// Where the store is mounted and by which daemon, if it is.
+/// Where the store is mounted and by which daemon, if it is; `alive`:
+/// the PID in `kmsfs.pid` is a running kmsfs (after a SIGKILL the dead
+/// FUSE mount stays in the mount table and the file names a gone PID).
 fn mounted(store: &Store) -> Option<serde_json::Value> {
     let on = super::mount_cmd::mounted_on(&store.dir)?;
     let pid = std::fs::read_to_string(store.dir.join("kmsfs.pid"))
         .ok()
         .and_then(|p| p.trim().parse::<u32>().ok());
-    Some(serde_json::json!({"on": on.display().to_string(), "pid": pid}))
+    let alive = pid.is_some_and(daemon_alive);
+    Some(serde_json::json!({"on": on.display().to_string(), "pid": pid, "alive": alive}))
+}
+
+/// Whether `pid` is a running kmsfs: its name is kmsfs and it is not a
+/// zombie (a killed daemon not yet reaped keeps its /proc entry).
+fn daemon_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `PID (COMM) STATE ...`; COMM may hold spaces and parentheses.
+    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        return false;
+    };
+    let state = stat[close + 1..].split_whitespace().next().unwrap_or("");
+    &stat[open + 1..close] == "kmsfs" && !matches!(state, "Z" | "X")
 }
 
 pub fn status(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError> {
@@ -304,7 +321,7 @@ pub fn status(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError>
     }
     out.line(format!("store: {}", store.dir.display()));
     out.line(match &mount {
-        Some(m) => format!(
+        Some(m) if m["alive"] == true => format!(
             "mounted: on {} by kmsfs{}",
             m["on"].as_str().unwrap_or("?"),
             m["pid"]
@@ -312,6 +329,12 @@ pub fn status(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError>
                 .map(|p| format!(" (PID {p})"))
                 .unwrap_or_default()
         ),
+        Some(m) => {
+            let on = m["on"].as_str().unwrap_or("?");
+            format!(
+                "mounted: on {on}, but its daemon is gone: the mount is dead; run `umount {on}` and mount again"
+            )
+        }
         None => "mounted: no".into(),
     });
     out.line(format!(
