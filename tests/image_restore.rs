@@ -48,22 +48,14 @@ fn tar_images_written_through_the_mount_get_a_file_list_in_every_format() {
     let m = s.mount("");
     std::fs::create_dir(m.p("pools/ENCR_T")).unwrap();
     let long = format!("./{}.dat", "n".repeat(120));
-    for (format, dir) in [
-        ("ustar", "pools/ENCR_T"),
-        ("gnu", "pools/ENCR_T"),
-        ("pax", "msdp/L"),
-    ] {
+    // GNU and PAX hold the 124-byte name; ustar cannot (below, a tree it can).
+    for (format, dir) in [("gnu", "pools/ENCR_T"), ("pax", "msdp/L")] {
         let image = format!("{dir}/{format}.tar");
         let (ok, _, err) = sh(&format!(
             "tar --format={format} -cf '{}' -C '{}' .",
             m.p(&image).display(),
             src.display()
         ));
-        if format == "ustar" {
-            // ustar cannot hold a 124-byte name without a directory to split at.
-            assert!(!ok || err.is_empty(), "{err}");
-            continue;
-        }
         assert!(ok, "{format}: {err}");
         let files = listed(&s, &image);
         let by = |p: &str| {

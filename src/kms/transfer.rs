@@ -310,17 +310,8 @@ mod tests {
     #[test]
     fn an_import_creates_no_empty_key_groups() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let mut src = ks(a.path());
-        src.create_group("ENCR_F", "").unwrap();
+        let (mut src, _) = source_with_key(a.path());
         src.create_group("ENCR_Empty", "").unwrap();
-        src.create_key(NewKey {
-            group: "ENCR_F",
-            name: "k",
-            description: "",
-            passphrase: None,
-            activate: true,
-        })
-        .unwrap();
         let out = a.path().join("keys.kex");
         export_container(&src, &[], b"dr pass", &out, true).unwrap();
         let body = read_container(&out, b"dr pass").unwrap();
@@ -339,14 +330,9 @@ mod tests {
         assert_eq!(groups, vec!["ENCR_F".to_string()]);
     }
 
-    fn ks(d: &Path) -> Keystore {
-        Keystore::create(d, HmkSource::File(d.join("h"))).unwrap()
-    }
-
-    #[test]
-    fn export_import_moves_keys_and_skips_existing_tags() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let mut src = ks(a.path());
+    /// A keystore in `d` with group ENCR_F and its active key `k`; the tag.
+    fn source_with_key(d: &Path) -> (Keystore, String) {
+        let mut src = ks(d);
         src.create_group("ENCR_F", "").unwrap();
         let tag = src
             .create_key(NewKey {
@@ -357,6 +343,17 @@ mod tests {
                 activate: true,
             })
             .unwrap();
+        (src, tag)
+    }
+
+    fn ks(d: &Path) -> Keystore {
+        Keystore::create(d, HmkSource::File(d.join("h"))).unwrap()
+    }
+
+    #[test]
+    fn export_import_moves_keys_and_skips_existing_tags() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (src, tag) = source_with_key(a.path());
         let out = a.path().join("keys.kex");
         assert_eq!(
             export_container(&src, &[], b"dr pass", &out, true).unwrap(),
