@@ -230,3 +230,89 @@ fn the_check_sees_an_upward_use() {
     assert!(found[3].ends_with("y.rs:6: an alias of crate"), "{found:?}");
     assert!(found[4].ends_with("y.rs:7: super::super"), "{found:?}");
 }
+
+/// Sibling files a file names as `super::NAME` (mod.rs, the parent, left
+/// out: its siblings use its types and it declares them).
+fn sibling_uses(dir: &Path) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "rs") {
+            files.push(p.file_stem().unwrap().to_string_lossy().to_string());
+        }
+    }
+    let mut edges = Vec::new();
+    for f in files.iter().filter(|f| *f != "mod" && *f != "tests") {
+        let text = std::fs::read_to_string(dir.join(format!("{f}.rs"))).unwrap();
+        for (_, line) in production_code(&text) {
+            let mut rest = line.as_str();
+            while let Some(at) = rest.find("super::") {
+                let after = &rest[at + "super::".len()..];
+                let name: String = after
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if name != *f && name != "mod" && files.contains(&name) {
+                    edges.push((f.clone(), name));
+                }
+                rest = after;
+            }
+        }
+    }
+    edges.sort();
+    edges.dedup();
+    edges
+}
+
+/// A cycle among `edges`, if there is one, as the files on it.
+fn cycle(edges: &[(String, String)]) -> Option<Vec<String>> {
+    fn visit(
+        n: &str,
+        edges: &[(String, String)],
+        path: &mut Vec<String>,
+        done: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == n) {
+            return Some(path[i..].to_vec());
+        }
+        if done.iter().any(|d| d == n) {
+            return None;
+        }
+        path.push(n.to_string());
+        for (_, to) in edges.iter().filter(|(from, _)| from == n) {
+            if let Some(c) = visit(to, edges, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.push(n.to_string());
+        None
+    }
+    let mut done = Vec::new();
+    edges
+        .iter()
+        .find_map(|(from, _)| visit(from, edges, &mut Vec::new(), &mut done))
+}
+
+/// Inside a module its files form layers too: no two files reach each
+/// other, directly or round a loop (the catalog's image commit and its LSU
+/// persistence once did).
+#[test]
+fn the_files_of_a_module_use_each_other_in_one_direction() {
+    let src = source_tree();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let dir = e.unwrap().path();
+        if !dir.is_dir() || dir.ends_with("testing") {
+            continue;
+        }
+        if let Some(c) = cycle(&sibling_uses(&dir)) {
+            found.push(format!("{}: {}", dir.display(), c.join(" -> ")));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "cycles between files:\n{}",
+        found.join("\n")
+    );
+}

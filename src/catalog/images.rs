@@ -183,7 +183,7 @@ pub(super) fn drop_image(tx: &redb::WriteTransaction, id: u128) -> Result<ImageR
             vols.insert(f.volume.as_str(), enc(&v).as_slice())?;
         }
     }
-    super::lsu::release_image(tx, &img)?;
+    super::segrefs::release_image(tx, &img)?;
     tx.open_table(super::tables::FILES)?.remove(id)?;
     Ok(img)
 }

@@ -7,44 +7,14 @@
 
 use std::collections::HashMap;
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable};
 
 use super::images::{Commit, put_image};
 use super::lsu_records::{ContainerRec, KekRec, LsuRec, SegRec, SegRef, StoredKey};
+use super::segrefs::{Fp, KekTable, SegTable, U64Table, lsu_pool, names, release_recipe};
 use super::tables::{DIRENTS, INODES, LSUS, RECIPES, dec, enc};
 use super::{Catalog, CatalogError, FileAttrs, ImageRec, Inode, InodeKind, MSDP_INO};
 use crate::kms::WrappedKey;
-
-/// Pool name of the images and folders of LSU `name`.
-pub fn lsu_pool(name: &str) -> String {
-    format!("msdp/{name}")
-}
-
-/// The LSU named by a pool string, if it is one.
-pub fn lsu_of_pool(pool: &str) -> Option<&str> {
-    pool.strip_prefix("msdp/")
-}
-
-/// A segment fingerprint.
-pub type Fp = [u8; 32];
-
-type SegTable<'a> = TableDefinition<'a, &'static Fp, &'static [u8]>;
-type U64Table<'a> = TableDefinition<'a, u64, &'static [u8]>;
-type KekTable<'a> = TableDefinition<'a, u32, &'static [u8]>;
-
-struct Names {
-    segments: String,
-    containers: String,
-    keks: String,
-}
-
-fn names(lsu: &str) -> Names {
-    Names {
-        segments: format!("lsu.{lsu}.segments"),
-        containers: format!("lsu.{lsu}.containers"),
-        keks: format!("lsu.{lsu}.keks"),
-    }
-}
 
 /// What an LSU writer commits besides the image.
 pub struct LsuCommit<'a> {
@@ -443,40 +413,4 @@ fn add_recipe(
     tx.open_table(RECIPES)?
         .insert(id, enc(&l.recipe.to_vec()).as_slice())?;
     Ok(())
-}
-
-/// Removes an image's recipe and the references it held, if it has one.
-fn release_recipe(tx: &redb::WriteTransaction, lsu: &str, id: u128) -> Result<(), CatalogError> {
-    let Some(recipe) = tx
-        .open_table(RECIPES)?
-        .remove(id)?
-        .map(|v| dec::<Vec<SegRef>>(v.value()))
-        .transpose()?
-    else {
-        return Ok(());
-    };
-    let n = names(lsu);
-    let mut t = tx.open_table(SegTable::new(&n.segments))?;
-    for r in &recipe {
-        let cur = t
-            .get(&r.fp)?
-            .map(|v| dec::<SegRec>(v.value()))
-            .transpose()?;
-        if let Some(mut s) = cur {
-            s.refs = s.refs.saturating_sub(1);
-            t.insert(&r.fp, enc(&s).as_slice())?;
-        }
-    }
-    Ok(())
-}
-
-/// Called when an image leaves the catalog: an LSU image gives back its segments.
-pub(super) fn release_image(
-    tx: &redb::WriteTransaction,
-    img: &ImageRec,
-) -> Result<(), CatalogError> {
-    match lsu_of_pool(&img.pool) {
-        Some(lsu) => release_recipe(tx, lsu, img.id),
-        None => Ok(()),
-    }
 }

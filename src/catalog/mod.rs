@@ -10,13 +10,15 @@ mod images;
 pub use images::{Commit, VolumeUpdate};
 mod lsu;
 mod lsu_records;
-pub use lsu::{Fp, LsuCommit, Move, lsu_of_pool, lsu_pool};
+pub use lsu::{LsuCommit, Move};
 pub use lsu_records::{
     ContainerRec, KekPolicy, KekRec, LsuMode, LsuRec, SegKind, SegRec, SegRef, StoredKey,
 };
 mod namespace;
 mod records;
 mod records_v2;
+mod segrefs;
+pub use segrefs::{Fp, lsu_of_pool, lsu_pool};
 mod tables;
 mod users;
 mod volumes;
