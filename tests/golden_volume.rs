@@ -171,7 +171,7 @@ fn generate_golden() {
     )
     .unwrap();
     let s = Store::open(&sdir, Unlock::default()).unwrap();
-    s.kms_admin.write(|ks| {
+    s.keys.keystore().write(|ks| {
         ks.create_group("ENCR_Golden", "").unwrap();
         ks.create_key(NewKey {
             group: "ENCR_Golden",

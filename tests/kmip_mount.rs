@@ -414,9 +414,9 @@ fn kmip_wrapped_keys_are_encrypt_then_mac_and_fail_one_way() {
     let s = kmip_store(&server);
     let store = kmsfs::store::Store::open(&s.dir, Unlock::default()).unwrap();
     let key = SecretKey::random().unwrap();
-    let w = store.kms.wrap("lsu-kg", &key).unwrap();
+    let w = store.keys.client().wrap("lsu-kg", &key).unwrap();
     assert_eq!(&w.sealed[..3], b"KW\x02", "format 2 wrapping");
-    assert!(store.kms.unwrap(&w).unwrap().ct_eq(&key));
+    assert!(store.keys.client().unwrap(&w).unwrap().ct_eq(&key));
     let decrypts = || {
         server
             .log()
@@ -435,7 +435,8 @@ fn kmip_wrapped_keys_are_encrypt_then_mac_and_fail_one_way() {
         let mut bad = w.sealed.clone();
         bad[at] ^= 0x01;
         let e = store
-            .kms
+            .keys
+            .client()
             .unwrap(&WrappedKey {
                 root_tag: w.root_tag.clone(),
                 sealed: bad,
@@ -445,7 +446,8 @@ fn kmip_wrapped_keys_are_encrypt_then_mac_and_fail_one_way() {
         errors.insert(e.to_string());
     }
     let e = store
-        .kms
+        .keys
+        .client()
         .unwrap(&WrappedKey {
             root_tag: w.root_tag.clone(),
             sealed: w.sealed[..n - 16].to_vec(),

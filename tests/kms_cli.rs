@@ -309,13 +309,15 @@ fn recoverkey_recreates_a_pass_phrase_key_and_rejects_the_wrong_phrase() {
     assert!(listed.contains(&tag) && listed.contains("\"inactive\""));
     let ka = Store::open(&a.dir, Unlock::default())
         .unwrap()
-        .kms_admin
+        .keys
+        .keystore()
         .read(|ks| ks.key_for_decrypt(&tag))
         .ok()
         .unwrap();
     let kb = Store::open(&b.dir, Unlock::default())
         .unwrap()
-        .kms_admin
+        .keys
+        .keystore()
         .read(|ks| ks.key_for_decrypt(&tag))
         .ok()
         .unwrap();
@@ -485,7 +487,8 @@ fn no_key_byte_in_files_logs_or_output() {
     m.unmount();
     let store = Store::open(&s.dir, Unlock::default()).unwrap();
     let tags: Vec<String> = store
-        .kms_admin
+        .keys
+        .keystore()
         .read(|ks| ks.list_keys(None))
         .unwrap()
         .into_iter()
@@ -496,13 +499,15 @@ fn no_key_byte_in_files_logs_or_output() {
         .iter()
         .map(|t| {
             store
-                .kms_admin
+                .keys
+                .keystore()
                 .read(|ks| ks.key_for_decrypt(t).map(|k| k.expose_secret().to_vec()))
         })
         .filter_map(Result::ok)
         .collect();
     let active = store
-        .kms_admin
+        .keys
+        .keystore()
         .read(|ks| ks.active_key("ENCR_A"))
         .ok()
         .unwrap()

@@ -13,7 +13,7 @@ pub fn run(store: &Store, a: &ImportArgs, out: &mut Out) -> Result<(), CliError>
         return Err(CliError::Usage("--phase is 1 or 2".into()));
     }
     let volumes = a.volumes.len() as u64;
-    let s = survey(store.kms.as_ref(), &a.volumes, |n| {
+    let s = survey(store.keys.client().as_ref(), &a.volumes, |n| {
         out.progress(Progress {
             task: "reading volume headers".into(),
             done: n as u64,

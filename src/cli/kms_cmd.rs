@@ -8,37 +8,26 @@ use super::args::KmsCmd;
 use super::out::{Out, iso_time};
 use super::{CliError, read_secret};
 use crate::kms::{KeyState, NewKey, export_container, read_container};
-use crate::store::Store;
+use crate::store::{KmsStatus, Store};
 
 pub fn run(store: &Store, cmd: &KmsCmd, out: &mut Out) -> Result<(), CliError> {
-    if let Some(kmip) = &store.kmip {
-        return super::kmip_cmd::run(store, kmip, cmd, out);
+    match cmd {
+        KmsCmd::Listkgs(j) => list_groups(store, j.json, out)?,
+        KmsCmd::Listkeys { kg, json } => list_keys(store, kg.as_deref(), *json, out)?,
+        KmsCmd::Setbackend { .. } => super::kmip_cmd::set_backend(store, cmd, out)?,
+        KmsCmd::Status(j) => status(store, j.json, out),
+        _ => change(store, cmd, out)?,
     }
-    let kms = &store.kms_admin;
+    Ok(())
+}
+
+/// The commands that change keys: only where kmsfs holds them.
+fn change(store: &Store, cmd: &KmsCmd, out: &mut Out) -> Result<(), CliError> {
+    let kms = store.keys.admin()?;
     match cmd {
         KmsCmd::Createkg { name, description } => {
             kms.write(|ks| ks.create_group(name, description))?;
             out.line(format!("created key group {name}"));
-        }
-        KmsCmd::Listkgs(j) => {
-            let groups = kms.read(|ks| ks.list_groups());
-            if j.json {
-                out.json(&groups);
-            } else {
-                out.line(format!(
-                    "{:<24} {:>4}  {:<32}  DESCRIPTION",
-                    "KEY GROUP", "KEYS", "ACTIVE TAG"
-                ));
-                for g in groups {
-                    out.line(format!(
-                        "{:<24} {:>4}  {:<32}  {}",
-                        g.name,
-                        g.keys,
-                        g.active_tag.as_deref().unwrap_or("-"),
-                        g.description
-                    ));
-                }
-            }
         }
         KmsCmd::Deletekg { name } => {
             kms.write(|ks| ks.delete_group(name))?;
@@ -66,7 +55,6 @@ pub fn run(store: &Store, cmd: &KmsCmd, out: &mut Out) -> Result<(), CliError> {
                 if *activate { " (active)" } else { " (prelive)" }
             ));
         }
-        KmsCmd::Listkeys { kg, json } => list_keys(store, kg.as_deref(), *json, out)?,
         KmsCmd::Modifykey {
             kg,
             name,
@@ -140,31 +128,30 @@ pub fn run(store: &Store, cmd: &KmsCmd, out: &mut Out) -> Result<(), CliError> {
                 }
             }
         }
-        KmsCmd::Setbackend { .. } => super::kmip_cmd::set_backend(store, cmd, out)?,
-        KmsCmd::Status(j) => {
-            let backend = store.kms.describe();
-            if j.json {
-                out.json(&serde_json::json!({ "backend": backend, "keystore": store.dir.join("kms").display().to_string(), "hmk": store.config.hmk }));
-            } else {
-                out.line(format!(
-                    "backend: {backend}\nkeystore: {}\nhost master key: {:?}",
-                    store.dir.join("kms").display(),
-                    store.config.hmk
-                ));
-            }
+        KmsCmd::Listkgs(_)
+        | KmsCmd::Listkeys { .. }
+        | KmsCmd::Setbackend { .. }
+        | KmsCmd::Status(_) => {
+            unreachable!("answered without changing keys")
         }
     }
     Ok(())
 }
 
 fn list_keys(store: &Store, kg: Option<&str>, json: bool, out: &mut Out) -> Result<(), CliError> {
-    let keys = store.kms_admin.read(|ks| ks.list_keys(kg))?;
+    let keys = store.keys.list_keys(kg)?;
     if json {
         out.json(&keys);
         return Ok(());
     }
+    let when = |t: Option<u64>| t.map(iso_time).unwrap_or_else(|| "-".into());
+    let last = if store.keys.is_kmip() {
+        "KMIP UID"
+    } else {
+        "DESCRIPTION"
+    };
     out.line(format!(
-        "{:<16} {:<16} {:<32} {:<10} {:<20} {:<20} {:<10} DESCRIPTION",
+        "{:<16} {:<16} {:<32} {:<10} {:<20} {:<20} {:<10} {last}",
         "KEY GROUP", "NAME", "TAG", "STATE", "CREATED", "MODIFIED", "ORIGIN"
     ));
     for k in keys {
@@ -173,14 +160,82 @@ fn list_keys(store: &Store, kg: Option<&str>, json: bool, out: &mut Out) -> Resu
             k.group,
             k.name,
             k.tag,
-            k.state,
-            iso_time(k.created),
-            iso_time(k.modified),
-            k.origin,
-            k.description
+            k.state.to_string(),
+            when(k.created),
+            when(k.modified),
+            k.origin.unwrap_or("kmip"),
+            k.uid.or(k.description).unwrap_or_default()
         ));
     }
     Ok(())
+}
+
+fn list_groups(store: &Store, json: bool, out: &mut Out) -> Result<(), CliError> {
+    let groups = store.keys.list_groups()?;
+    if json {
+        out.json(&groups);
+        return Ok(());
+    }
+    out.line(format!(
+        "{:<24} {:>4}  {:<32}  DESCRIPTION",
+        "KEY GROUP", "KEYS", "ACTIVE TAG"
+    ));
+    for g in groups {
+        out.line(format!(
+            "{:<24} {:>4}  {:<32}  {}",
+            g.name,
+            g.keys,
+            g.active_tag.as_deref().unwrap_or("-"),
+            g.description.as_deref().unwrap_or("")
+        ));
+    }
+    Ok(())
+}
+
+/// `kms status`: which KMS serves the keys and how it answers now.
+fn status(store: &Store, json: bool, out: &mut Out) {
+    let status = store.keys.status();
+    if json {
+        let mut v = serde_json::to_value(&status).unwrap_or_default();
+        v["hmk"] = serde_json::json!(store.config.hmk);
+        v["config"] = serde_json::json!(store.config.kms);
+        out.json(&v);
+        return;
+    }
+    match status {
+        KmsStatus::Embedded { keystore } => out.line(format!(
+            "backend: {}\nkeystore: {}\nhost master key: {:?}",
+            store.keys.describe(),
+            keystore.display(),
+            store.config.hmk
+        )),
+        KmsStatus::Kmip {
+            servers,
+            last_answer,
+        } => {
+            out.line("backend: KMIP");
+            for p in &servers {
+                match (p.ok, p.millis) {
+                    (true, Some(ms)) => out.line(format!(
+                        "server {} (priority {}): answered in {ms:.1} ms",
+                        p.address, p.priority
+                    )),
+                    _ => out.line(format!(
+                        "server {} (priority {}): NOT ANSWERING: {}",
+                        p.address,
+                        p.priority,
+                        p.error.as_deref().unwrap_or("?")
+                    )),
+                }
+            }
+            if let Some(a) = last_answer {
+                out.line(format!(
+                    "last answer: {} by {} in {:.1} ms",
+                    a.operation, a.server, a.millis
+                ));
+            }
+        }
+    }
 }
 
 /// Recovers a pass-phrase key; checks it against a check value the catalog
@@ -201,7 +256,8 @@ fn recover(
         .find(|i| i.key_tag.as_deref() == Some(tag))
         .and_then(|i| i.kcv);
     store
-        .kms_admin
+        .keys
+        .admin()?
         .write(|ks| ks.recover_key(kg, name, tag, &pass, known.as_deref()))?;
     let checked = if known.is_some() {
         "verified against the catalog"

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::args::{ImageCmd, InitArgs, JsonArg, VolumeCmd};
 use super::out::{Out, printable};
 use super::{CliError, Global, read_secret};
-use crate::store::{InitOptions, Store};
+use crate::store::{InitOptions, KmsStatus, Store};
 use crate::util::progress::{Progress, Unit};
 
 pub fn init(g: &Global, a: &InitArgs, out: &mut Out) -> Result<(), CliError> {
@@ -196,14 +196,16 @@ struct KmsAnswer {
 }
 
 fn kms_answer(store: &Store) -> KmsAnswer {
-    let Some(kmip) = &store.kmip else {
-        return KmsAnswer {
-            backend: "embedded".into(),
-            answered: true,
-            detail: format!("embedded keystore in {}", store.dir.join("kms").display()),
-        };
+    let probes = match store.keys.status() {
+        KmsStatus::Embedded { keystore } => {
+            return KmsAnswer {
+                backend: "embedded".into(),
+                answered: true,
+                detail: format!("embedded keystore in {}", keystore.display()),
+            };
+        }
+        KmsStatus::Kmip { servers, .. } => servers,
     };
-    let probes = kmip.probe();
     let first = probes.iter().find(|p| p.ok);
     KmsAnswer {
         backend: "kmip".into(),

@@ -45,7 +45,8 @@ pub fn create_pool(store: &Store, name: &str, attrs: FileAttrs) -> Result<Inode,
     crate::kms::model_check_name(name).map_err(|e| EngineError::BadName(e.to_string()))?;
     if let PoolKind::Encrypted { group } = PoolKind::of(name) {
         store
-            .kms
+            .keys
+            .client()
             .active_key(&group)
             .map_err(|source| EngineError::Kms {
                 subject: format!("encrypted pool {name}"),

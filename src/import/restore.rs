@@ -109,7 +109,7 @@ fn key_for(store: &Store, img: &ImageSurvey) -> Result<Option<SecretKey>, Outcom
     let Some(tag) = &img.key_tag else {
         return Ok(None);
     };
-    let key = store.kms.key_by_tag(tag).map_err(|e| {
+    let key = store.keys.client().key_by_tag(tag).map_err(|e| {
         if e.is_missing_key() {
             Outcome::MissingKey(tag.clone())
         } else {

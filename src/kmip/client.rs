@@ -156,6 +156,14 @@ impl KmipKms {
     }
 
     /// The last successful answer: which server, which operation, how long.
+    /// The configured servers' addresses, by priority.
+    pub fn addresses(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .map(|s| s.conn.server.address.clone())
+            .collect()
+    }
+
     pub fn last_answer(&self) -> Option<Answer> {
         self.last.lock().clone()
     }

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use client::KmipKms;
+pub use client::{Answer, KmipKms, ServerStatus};
 
 /// One KMIP server as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

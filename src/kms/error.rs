@@ -65,6 +65,10 @@ pub enum KmsError {
         "this keystore is unlocked by a pass phrase: give --keystore-pass-phrase-file (mount: -o pass_phrase_file=) or KMSFS_PASSPHRASE_FILE"
     )]
     PassphraseRequired,
+    #[error(
+        "this store's keys are in KMIP servers ({0}): create, activate and retire keys there; kmsfs kms listkeys shows what kmsfs sees"
+    )]
+    ManagedByKmip(String),
     #[error("export container: {0}")]
     Container(String),
     #[error("the KMS did not answer within {secs}s: {why}")]

@@ -14,6 +14,7 @@
 //! ```
 
 mod config;
+mod keys;
 mod lock;
 mod open;
 
@@ -22,6 +23,7 @@ pub use config::{CONFIG_FILE, Config, HmkMode};
 /// The file `init` writes first: a directory holding it and no config is a
 /// store whose init was interrupted (any other directory is not ours).
 pub const INIT_MARKER: &str = ".kmsfs-store";
+pub use keys::{GroupRow, KeyRow, Keys, KmsStatus};
 pub use lock::StoreLock;
 pub use open::{InitOptions, Store};
 

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use super::{Config, HmkMode, StoreError, StoreLock};
+use super::{Config, HmkMode, Keys, StoreError, StoreLock};
 use crate::catalog::{Catalog, CatalogUsers};
-use crate::kmip::{KmipKms, KmsBackend};
-use crate::kms::{EmbeddedKms, HmkSource, Keystore, KmsClient, KmsError, Retrying, Unlock};
+use crate::kms::{EmbeddedKms, HmkSource, Keystore, KmsError, Unlock};
 use crate::msdp::Msdp;
 use crate::tape::{Library, LibraryConfig};
 
@@ -30,12 +29,8 @@ pub struct InitOptions {
 pub struct Store {
     pub dir: PathBuf,
     pub config: Config,
-    /// The embedded keystore, for KMS administration.
-    pub kms_admin: Arc<EmbeddedKms>,
-    /// The KMS client every data path uses.
-    pub kms: Arc<dyn KmsClient>,
-    /// The KMIP backend when the store uses one (for `kms status`).
-    pub kmip: Option<Arc<KmipKms>>,
+    /// The one handle on the store's keys, whichever KMS serves them.
+    pub keys: Keys,
     pub catalog: Arc<Catalog>,
     /// Drives and volumes.
     pub library: Arc<Library>,
@@ -129,20 +124,13 @@ impl Store {
         let catalog = Arc::new(Catalog::open(&dir.join("catalog/catalog.redb"))?);
         ks.set_users(Box::new(CatalogUsers(catalog.clone())));
         let digest_key = Arc::new(ks.store_key(crate::crypto::labels::IMAGE_DIGEST_KEY));
-        let kms_admin = Arc::new(EmbeddedKms::new(ks));
-        let timeout = Duration::from_secs(config.kms_timeout_secs);
-        let kmip = match &config.kms {
-            KmsBackend::Embedded => None,
-            KmsBackend::Kmip(k) => {
-                let kmip = Arc::new(KmipKms::new(k, timeout));
-                kmip.start_sweeper();
-                Some(kmip)
-            }
-        };
-        let kms: Arc<dyn KmsClient> = match &kmip {
-            Some(k) => k.clone(),
-            None => Arc::new(Retrying::new(kms_admin.clone(), timeout)),
-        };
+        let keys = Keys::new(
+            Arc::new(EmbeddedKms::new(ks)),
+            &config.kms,
+            Duration::from_secs(config.kms_timeout_secs),
+            dir.join("kms"),
+        );
+        let kms = keys.client().clone();
         let lib_cfg = LibraryConfig {
             dir: dir.join("volumes"),
             drives: config.drives,
@@ -160,7 +148,7 @@ impl Store {
             digest_key,
         );
         // Writers in flight pin keys too, not only the catalog.
-        kms_admin.write(|ks| {
+        keys.keystore().write(|ks| {
             ks.set_users(Box::new(crate::msdp::StoreKeyUsers::new(
                 catalog.clone(),
                 &msdp,
@@ -169,19 +157,12 @@ impl Store {
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
-            kms_admin,
-            kms,
-            kmip,
+            keys,
             catalog,
             library,
             msdp,
             _lock: lock,
         })
-    }
-
-    /// Where the volume files are.
-    pub fn volume_dir(&self) -> PathBuf {
-        self.dir.join("volumes")
     }
 
     /// Where the control socket of a daemon serving this store is.

@@ -35,7 +35,7 @@ pub(crate) fn store(capacity: u64) -> (tempfile::TempDir, Store) {
     )
     .unwrap();
     let s = Store::open(&dir, Unlock::default()).unwrap();
-    s.kms_admin.write(|ks| {
+    s.keys.keystore().write(|ks| {
         ks.create_group("ENCR_F", "").unwrap();
         ks.create_key(NewKey {
             group: "ENCR_F",
@@ -204,7 +204,8 @@ fn key_state_governs_reads_and_writes() {
     let (_d, s) = store(8 << 20);
     let img = write(&s, "ENCR_F", "k", &data(1000, 8));
     let set = |st| {
-        s.kms_admin
+        s.keys
+            .keystore()
             .write(|ks| ks.modify_key("ENCR_F", "k1", Some(st), None, None))
             .unwrap()
     };

@@ -53,7 +53,7 @@ pub fn store_with(adjust: impl FnOnce(&mut crate::store::Config)) -> (tempfile::
     let dir = t.path().join("s");
     Store::init(&dir, InitOptions::default()).unwrap();
     let s = Store::open_with(&dir, Unlock::default(), adjust).unwrap();
-    s.kms_admin.write(|ks| {
+    s.keys.keystore().write(|ks| {
         ks.create_group("KG", "").unwrap();
         ks.create_key(NewKey {
             group: "KG",

@@ -232,7 +232,13 @@ pub fn wait_gone(pid: u32) -> bool {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(15) {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.is_empty() || stat.split(' ').nth(2) == Some("Z") {
+        // A killed multi-threaded daemon shows Z as soon as its first
+        // thread is gone; its descriptors (the control socket) close with
+        // the last one, when its fd table empties.
+        let fds_closed = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true);
+        if stat.is_empty() || (stat.split(' ').nth(2) == Some("Z") && fds_closed) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(50));
