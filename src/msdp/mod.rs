@@ -26,6 +26,8 @@ mod keys;
 mod reader;
 mod segment;
 mod state;
+#[cfg(test)]
+mod tests;
 mod users;
 mod writer;
 
