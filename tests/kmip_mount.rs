@@ -91,6 +91,30 @@ fn pool_and_lsu_on_keys_made_by_pykmip_read_back_after_remount_and_root_keys_sta
     let root_tag = tag_of_uid(&s, "lsu-kg", &root_uid);
     let refused = s.fails(&["kms", "createkey", "--kg", "x", "--name", "y"]);
     assert!(refused.contains(&server.address()), "{refused}");
+    // A usage refusal, as before the keys handle: exit code 2.
+    let o = s.cmd(&["kms", "createkg", "--name", "x"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    // The listings keep their KMIP layout: the UID is the fifth column,
+    // and the JSON status names the backend and its servers.
+    let listed = s.ok(&["kms", "listkeys"]);
+    assert!(
+        listed
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("STATE      KMIP UID"),
+        "{listed}"
+    );
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.split_whitespace().nth(4) == Some(tape_uid.as_str())),
+        "{listed}"
+    );
+    assert!(s.ok(&["kms", "listkgs"]).contains("NEWEST ACTIVE TAG"));
+    let j: serde_json::Value = serde_json::from_str(&s.ok(&["kms", "status", "--json"])).unwrap();
+    assert_eq!(j["backend"], "kmip", "{j}");
+    assert!(j["servers"][0]["ok"].as_bool().unwrap(), "{j}");
 
     let src = s.path("src.bin");
     random_file(&src, 24);

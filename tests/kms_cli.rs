@@ -746,3 +746,14 @@ fn options_have_one_spelling_and_the_old_ones_still_work() {
         );
     }
 }
+
+/// `kms status --json` of an embedded store keeps its shape for scripts:
+/// the backend in words, the keystore directory, how the HMK is kept.
+#[test]
+fn kms_status_json_of_an_embedded_store_keeps_its_fields() {
+    let s = TestStore::new(&[]);
+    let j: serde_json::Value = serde_json::from_str(&s.ok(&["kms", "status", "--json"])).unwrap();
+    assert_eq!(j["backend"], "embedded keystore", "{j}");
+    assert!(j["keystore"].as_str().unwrap().ends_with("/kms"), "{j}");
+    assert!(!j["hmk"].is_null(), "{j}");
+}

@@ -144,14 +144,27 @@ fn list_keys(store: &Store, kg: Option<&str>, json: bool, out: &mut Out) -> Resu
         out.json(&keys);
         return Ok(());
     }
+    if store.keys.is_kmip() {
+        // The server keeps the times and descriptions: its UID instead.
+        out.line(format!(
+            "{:<16} {:<16} {:<32} {:<10} KMIP UID",
+            "KEY GROUP", "NAME", "TAG", "STATE"
+        ));
+        for k in keys {
+            out.line(format!(
+                "{:<16} {:<16} {:<32} {:<10} {}",
+                k.group,
+                k.name,
+                k.tag,
+                k.state.to_string(),
+                k.uid.unwrap_or_default()
+            ));
+        }
+        return Ok(());
+    }
     let when = |t: Option<u64>| t.map(iso_time).unwrap_or_else(|| "-".into());
-    let last = if store.keys.is_kmip() {
-        "KMIP UID"
-    } else {
-        "DESCRIPTION"
-    };
     out.line(format!(
-        "{:<16} {:<16} {:<32} {:<10} {:<20} {:<20} {:<10} {last}",
+        "{:<16} {:<16} {:<32} {:<10} {:<20} {:<20} {:<10} DESCRIPTION",
         "KEY GROUP", "NAME", "TAG", "STATE", "CREATED", "MODIFIED", "ORIGIN"
     ));
     for k in keys {
@@ -163,8 +176,8 @@ fn list_keys(store: &Store, kg: Option<&str>, json: bool, out: &mut Out) -> Resu
             k.state.to_string(),
             when(k.created),
             when(k.modified),
-            k.origin.unwrap_or("kmip"),
-            k.uid.or(k.description).unwrap_or_default()
+            k.origin.unwrap_or_default(),
+            k.description.unwrap_or_default()
         ));
     }
     Ok(())
@@ -174,6 +187,21 @@ fn list_groups(store: &Store, json: bool, out: &mut Out) -> Result<(), CliError>
     let groups = store.keys.list_groups()?;
     if json {
         out.json(&groups);
+        return Ok(());
+    }
+    if store.keys.is_kmip() {
+        out.line(format!(
+            "{:<24} {:>4}  NEWEST ACTIVE TAG",
+            "KEY GROUP", "KEYS"
+        ));
+        for g in groups {
+            out.line(format!(
+                "{:<24} {:>4}  {}",
+                g.name,
+                g.keys,
+                g.active_tag.as_deref().unwrap_or("-")
+            ));
+        }
         return Ok(());
     }
     out.line(format!(
@@ -196,10 +224,22 @@ fn list_groups(store: &Store, json: bool, out: &mut Out) -> Result<(), CliError>
 fn status(store: &Store, json: bool, out: &mut Out) {
     let status = store.keys.status();
     if json {
-        let mut v = serde_json::to_value(&status).unwrap_or_default();
-        v["hmk"] = serde_json::json!(store.config.hmk);
-        v["config"] = serde_json::json!(store.config.kms);
-        out.json(&v);
+        out.json(&match &status {
+            KmsStatus::Embedded { keystore } => serde_json::json!({
+                "backend": store.keys.describe(),
+                "keystore": keystore.display().to_string(),
+                "hmk": store.config.hmk,
+            }),
+            KmsStatus::Kmip {
+                servers,
+                last_answer,
+            } => serde_json::json!({
+                "backend": "kmip",
+                "servers": servers,
+                "last_answer": last_answer,
+                "config": store.config.kms,
+            }),
+        });
         return;
     }
     match status {

@@ -65,8 +65,13 @@ impl CliError {
         }
     }
 
+    /// 2 for a command that cannot be used this way (bad usage, or key
+    /// changes on a store whose keys are in KMIP servers), 1 for a failure.
     fn exit_code(&self) -> i32 {
-        if matches!(self, Self::Usage(_)) { 2 } else { 1 }
+        match self {
+            Self::Usage(_) | Self::Kms(KmsError::ManagedByKmip(_)) => 2,
+            _ => 1,
+        }
     }
 }
 

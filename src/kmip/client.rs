@@ -155,7 +155,6 @@ impl KmipKms {
         }
     }
 
-    /// The last successful answer: which server, which operation, how long.
     /// The configured servers' addresses, by priority.
     pub fn addresses(&self) -> Vec<String> {
         self.servers
@@ -164,6 +163,7 @@ impl KmipKms {
             .collect()
     }
 
+    /// The last successful answer: which server, which operation, how long.
     pub fn last_answer(&self) -> Option<Answer> {
         self.last.lock().clone()
     }

@@ -232,13 +232,13 @@ pub fn wait_gone(pid: u32) -> bool {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(15) {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // A killed multi-threaded daemon shows Z as soon as its first
-        // thread is gone; its descriptors (the control socket) close with
-        // the last one, when its fd table empties.
-        let fds_closed = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(true);
-        if stat.is_empty() || (stat.split(' ').nth(2) == Some("Z") && fds_closed) {
+        // A killed multi-threaded daemon's leader shows Z as soon as it is
+        // gone; the other threads still hold the descriptors (the control
+        // socket) until they exit too and leave /proc/PID/task.
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if stat.is_empty() || (stat.split(' ').nth(2) == Some("Z") && threads <= 1) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(50));
