@@ -24,4 +24,6 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 # Release build: the integration tests move GiBs through FUSE.
-exec cargo test --release --locked "$@"
+# The failpoints feature arms the crash-model faults (tests/crash_model.rs);
+# they stay inert unless KMSFS_FAILPOINTS is set, and a release build has none.
+exec cargo test --release --locked --features failpoints "$@"

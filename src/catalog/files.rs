@@ -11,7 +11,7 @@ impl Catalog {
     pub fn put_files(&self, id: u128, files: &[FileEntry]) -> Result<(), CatalogError> {
         let tx = self.db.begin_write()?;
         tx.open_table(FILES)?.insert(id, enc(&files).as_slice())?;
-        tx.commit()?;
+        super::tables::commit(tx)?;
         Ok(())
     }
 

@@ -18,6 +18,8 @@ pub struct Commit<'a> {
     /// Whether an image already at the name is replaced (a new version
     /// written through the mount) or the commit refused (import).
     pub replace: bool,
+    /// The image's file list, stored in the same transaction (import).
+    pub files: Option<&'a [super::FileEntry]>,
 }
 
 /// How a writer leaves a volume: its new append point and state. The
@@ -79,7 +81,7 @@ impl Catalog {
             }
             replaced
         };
-        tx.commit()?;
+        super::tables::commit(tx)?;
         Ok(replaced)
     }
 
@@ -119,7 +121,7 @@ impl Catalog {
             t.remove(ino)?;
             drop_image(&tx, id)?
         };
-        tx.commit()?;
+        super::tables::commit(tx)?;
         Ok(img)
     }
 }
@@ -158,6 +160,10 @@ pub(super) fn put_image(
     t.insert(c.ino, enc(&node).as_slice())?;
     tx.open_table(IMAGES)?
         .insert(c.image.id, enc(c.image).as_slice())?;
+    if let Some(files) = c.files {
+        tx.open_table(super::tables::FILES)?
+            .insert(c.image.id, enc(&files).as_slice())?;
+    }
     drop((d, t));
     replaced.map(|id| drop_image(tx, id)).transpose()
 }

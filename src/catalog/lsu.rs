@@ -68,7 +68,7 @@ impl Catalog {
             tx.open_table(KekTable::new(&n.keks))?;
             node
         };
-        tx.commit()?;
+        super::tables::commit(tx)?;
         Ok(node)
     }
 
@@ -106,7 +106,7 @@ impl Catalog {
             lsus.insert(name, enc(&rec).as_slice())?;
             rec
         };
-        tx.commit()?;
+        super::tables::commit(tx)?;
         Ok(rec)
     }
 
@@ -154,7 +154,7 @@ impl Catalog {
             lsus.insert(lsu, enc(&rec).as_slice())?;
             kek
         };
-        tx.commit()?;
+        super::tables::commit(tx)?;
         Ok(kek)
     }
 
@@ -185,7 +185,7 @@ impl Catalog {
                 lsus.insert(lsu, enc(&rec).as_slice())?;
             }
         }
-        tx.commit()?;
+        super::tables::commit(tx)?;
         Ok(())
     }
 
@@ -275,7 +275,7 @@ impl Catalog {
             }
             replaced
         };
-        tx.commit()?;
+        super::tables::commit(tx)?;
         Ok(replaced)
     }
 
@@ -303,7 +303,7 @@ impl Catalog {
             }
             dead
         };
-        tx.commit()?;
+        super::tables::commit(tx)?;
         Ok(dead)
     }
 
@@ -342,7 +342,7 @@ impl Catalog {
                 ct.remove(*id)?;
             }
         }
-        tx.commit()?;
+        super::tables::commit(tx)?;
         Ok(())
     }
 }

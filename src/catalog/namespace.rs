@@ -68,7 +68,7 @@ impl Catalog {
                 .insert(node.ino, enc(&node).as_slice())?;
             node
         };
-        tx.commit()?;
+        super::tables::commit(tx)?;
         Ok(node)
     }
 
@@ -91,7 +91,7 @@ impl Catalog {
             t.remove(ino)?;
             node
         };
-        tx.commit()?;
+        super::tables::commit(tx)?;
         Ok(node)
     }
 
@@ -136,7 +136,7 @@ impl Catalog {
                 .map(|id| super::images::drop_image(&tx, id))
                 .transpose()?
         };
-        tx.commit()?;
+        super::tables::commit(tx)?;
         Ok(replaced)
     }
 
@@ -153,7 +153,7 @@ impl Catalog {
             t.insert(ino, enc(&node).as_slice())?;
             node
         };
-        tx.commit()?;
+        super::tables::commit(tx)?;
         Ok(node)
     }
 

@@ -77,6 +77,15 @@ pub fn init(db: &redb::Database) -> Result<u64, CatalogError> {
     Ok(last.max(FIRST_DYNAMIC_INO - 1) + 1)
 }
 
+/// Commits `tx`, durable on return: where every catalog change after open
+/// ends (a failpoint stands before it; an error drops the transaction).
+pub(super) fn commit(tx: redb::WriteTransaction) -> Result<(), CatalogError> {
+    crate::util::failpoint::hit(crate::util::failpoint::CATALOG_COMMIT)
+        .map_err(|e| CatalogError::Db(format!("commit: {e}")))?;
+    tx.commit()?;
+    Ok(())
+}
+
 /// Rewrites the image and LSU records of a format 1 or 2 catalog in
 /// format 3 (inside the transaction that sets the new version).
 fn upgrade_to_3(tx: &redb::WriteTransaction) -> Result<(), CatalogError> {

@@ -43,7 +43,7 @@ impl Catalog {
             }
             cur.filter(|_| !free)
         };
-        tx.commit()?;
+        super::tables::commit(tx)?;
         Ok(existing)
     }
 
@@ -63,7 +63,7 @@ impl Catalog {
             }
             importing
         };
-        tx.commit()?;
+        super::tables::commit(tx)?;
         Ok(removed)
     }
 
@@ -72,7 +72,7 @@ impl Catalog {
         let tx = self.db.begin_write()?;
         tx.open_table(VOLUMES)?
             .insert(v.barcode.as_str(), enc(v).as_slice())?;
-        tx.commit()?;
+        super::tables::commit(tx)?;
         Ok(())
     }
 }

@@ -147,6 +147,7 @@ fn is_store(dir: &Path) -> bool {
 
 /// Entry point of the binary; returns the exit code.
 pub fn run() -> i32 {
+    crate::util::failpoint::arm();
     let argv = mount_form(std::env::args().collect());
     let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,

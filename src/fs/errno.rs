@@ -33,6 +33,14 @@ impl FsError {
             why: why.into(),
         }
     }
+
+    /// An I/O error on `what`, with its own errno (EIO if it has none).
+    pub fn io(what: &str, e: std::io::Error) -> Self {
+        Self::new(
+            e.raw_os_error().unwrap_or(libc::EIO),
+            format!("{what}: {e}"),
+        )
+    }
 }
 
 /// Errno of a catalog error.

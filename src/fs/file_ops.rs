@@ -78,6 +78,8 @@ impl KmsFs {
                             ),
                         ));
                     }
+                    crate::util::failpoint::hit(crate::util::failpoint::IMAGE_REPLACE)
+                        .map_err(|e| FsError::io(&node.name, e))?;
                     let mut attrs = node.attrs;
                     attrs.mtime_ns = crate::util::clock::now_ns();
                     attrs.ctime_ns = attrs.mtime_ns;

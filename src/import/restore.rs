@@ -196,15 +196,13 @@ fn import_image(
             }
         })
         .collect();
-    commit(store, img, hash.finalize(), &updates)?;
+    commit(store, img, hash.finalize(), &updates, &files)?;
     for (b, a) in volumes {
         if let Adopted::New(r) = a {
             r.keep();
             added.push(b);
         }
     }
-    let id = u128::from_str_radix(&img.id, 16).unwrap_or(0);
-    store.catalog.put_files(id, &files)?;
     tracing::info!(image = %img.name(), "image imported");
     Ok(())
 }
@@ -235,7 +233,10 @@ fn commit(
     img: &ImageSurvey,
     digest: [u8; 32],
     updates: &[VolumeUpdate],
+    files: &[FileEntry],
 ) -> Result<(), TapeError> {
+    crate::util::failpoint::hit(crate::util::failpoint::IMPORT_COMMIT)
+        .map_err(|e| TapeError::io(format!("import of image {}", img.name()), e))?;
     let h = &img.found[0].frag.header;
     let now = now_ns();
     // Only the permission bits come from the volume: it is a regular file
@@ -306,6 +307,7 @@ fn commit(
             image: &rec,
             volumes: updates,
             replace: false,
+            files: Some(files),
         }) {
             // Never over an image or a directory of this store.
             Err(CatalogError::Exists(_) | CatalogError::IsDir(_)) => continue,

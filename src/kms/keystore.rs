@@ -10,7 +10,8 @@ use super::model::{GroupRecord, KeyRecord, Tombstone};
 use super::unlock::{self, HmkSource};
 use super::{KeyUsers, KmsError, NoUsers};
 use crate::crypto::{self, SecretKey};
-use crate::util::atomic::write_atomic;
+use crate::util::atomic::write_atomic_past;
+use crate::util::failpoint;
 
 const MAGIC: &[u8; 8] = b"KMSFSKST";
 /// Version 2 added the tombstones of deleted keys; version 1 is read.
@@ -105,7 +106,8 @@ impl Keystore {
     /// Seals and writes the whole keystore atomically.
     pub fn save(&self) -> Result<(), KmsError> {
         let bytes = encode(&self.body, &self.hmk)?;
-        write_atomic(&self.path, &bytes, 0o600).map_err(|e| KmsError::io(&self.path, e))
+        write_atomic_past(&self.path, &bytes, 0o600, Some(failpoint::KEYSTORE_SAVE))
+            .map_err(|e| KmsError::io(&self.path, e))
     }
 
     /// Points the keystore at a directory that does not exist, so every

@@ -50,8 +50,15 @@ impl Keystore {
     ) -> Result<T, KmsError> {
         let before = self.body.clone();
         let result = change(self).and_then(|v| self.save().map(|()| v));
-        if result.is_err() {
+        if let Err(e) = &result {
             self.body = before;
+            // A save can fail after its rename (the directory fsync): the
+            // change may be on disk. Write the old state back so a restart
+            // finds what the daemon runs on and the operator was told.
+            if let Err(again) = self.save() {
+                tracing::error!(error = %again, first = %e,
+                    "the keystore could not be put back after a failed save: it may hold the failed change after a restart");
+            }
         }
         result
     }

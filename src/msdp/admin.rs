@@ -192,6 +192,8 @@ impl Msdp {
         let mut keks = Vec::new();
         let mut pins = Vec::new();
         for k in self.catalog.keks(name)? {
+            crate::util::failpoint::hit(crate::util::failpoint::REWRAP)
+                .map_err(|e| MsdpError::io(format!("rewrap of KEK {} of LSU {name}", k.id), e))?;
             let key = self.kek(name, &k)?;
             let (w, pin) = self.rewrapped(name, &group, &key)?;
             pins.push(pin);

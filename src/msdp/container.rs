@@ -3,6 +3,7 @@
 //! in a buffer and written in large pieces; a commit fsyncs before the
 //! catalog records the container's new size.
 
+use crate::util::failpoint;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -104,8 +105,8 @@ impl ContainerWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.file
-            .write_all_at(&self.buf, self.written)
+        failpoint::hit(failpoint::CONTAINER_WRITE)
+            .and_then(|()| self.file.write_all_at(&self.buf, self.written))
             .map_err(|e| self.err(e))?;
         self.written += self.buf.len() as u64;
         self.buf.clear();
@@ -115,7 +116,9 @@ impl ContainerWriter {
     /// Writes what is buffered and fsyncs; returns the record to commit.
     pub fn sync(&mut self) -> Result<ContainerRec, MsdpError> {
         self.flush()?;
-        self.file.sync_data().map_err(|e| self.err(e))?;
+        failpoint::hit(failpoint::CONTAINER_FSYNC)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| self.err(e))?;
         Ok(ContainerRec {
             size: self.written,
             created_ns: self.created_ns,

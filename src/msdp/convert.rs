@@ -117,6 +117,12 @@ fn convert_container(
     id: u64,
     segs: &[(Fp, SegRec)],
 ) -> Result<(), MsdpError> {
+    crate::util::failpoint::hit(crate::util::failpoint::CONVERT).map_err(|e| {
+        MsdpError::io(
+            format!("LSU {} conversion of container {id:016x}", rec.name),
+            e,
+        )
+    })?;
     let (kek, key) = msdp.active_kek(&rec.name)?;
     let sealer = Sealer::Kek { id: kek.id, key };
     let keks = msdp.catalog.keks(&rec.name)?;

@@ -11,6 +11,7 @@
 //! every committed image readable and, at worst, a file the next reclaim
 //! removes. Segments that writers in flight rely on are left alone.
 
+use crate::util::failpoint;
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
@@ -145,6 +146,12 @@ fn compact(
         });
     }
     let rec: ContainerRec = out.sync()?;
+    failpoint::hit(failpoint::GC_RELOCATE).map_err(|e| {
+        MsdpError::io(
+            format!("LSU {} reclaim of container {id:016x}", state.name),
+            e,
+        )
+    })?;
     msdp.catalog
         .relocate(&state.name, &moves, &[(out.id, rec)], &[id])?;
     remove(state, id)
@@ -166,7 +173,7 @@ fn damaged(state: &LsuState, id: u64, s: &SegRec, e: RecordError) -> MsdpError {
 /// Deletes a container file the catalog no longer refers to.
 pub(super) fn remove(state: &LsuState, id: u64) -> Result<(), MsdpError> {
     state.forget_file(id);
-    match std::fs::remove_file(state.path(id)) {
+    match failpoint::hit(failpoint::GC_UNLINK).and_then(|()| std::fs::remove_file(state.path(id))) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(MsdpError::io(

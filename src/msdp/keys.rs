@@ -223,6 +223,8 @@ impl Msdp {
                 wrapped.root_tag
             )));
         }
+        crate::util::failpoint::hit(crate::util::failpoint::KEK_CREATE)
+            .map_err(|e| MsdpError::io(format!("new KEK of LSU {name}"), e))?;
         let k = self.catalog.insert_active_kek(name, |id| KekRec {
             id,
             wrapped,

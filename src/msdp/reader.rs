@@ -335,6 +335,7 @@ mod tests {
                 image: &img,
                 volumes: &[],
                 replace: true,
+                files: None,
             })
             .unwrap();
         let e = LsuReader::open(&s.msdp, img).err().expect("refused");

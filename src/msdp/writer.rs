@@ -158,6 +158,7 @@ impl LsuWriter {
                 image: &img,
                 volumes: &[],
                 replace: true,
+                files: None,
             },
             LsuCommit {
                 lsu: &s.rec.name,

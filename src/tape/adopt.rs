@@ -245,6 +245,7 @@ fn copy_into(src: File, len: u64, from: &Path, to: &Path) -> Result<(), TapeErro
                 .open(&tmp)?
         };
         use std::io::Read;
+        crate::util::failpoint::hit(crate::util::failpoint::IMPORT_COPY)?;
         let copied = std::io::copy(&mut src.take(len), &mut out)?;
         if copied != len {
             return Err(std::io::Error::other(format!(

@@ -185,7 +185,8 @@ impl Library {
                 created_ns: crate::util::clock::now_ns(),
                 uuid: crate::crypto::random_array()?,
             };
-            file.set_len(0)
+            crate::util::failpoint::hit(crate::util::failpoint::VOLUME_CREATE)
+                .and_then(|()| file.set_len(0))
                 .map_err(|e| TapeError::io(format!("volume {}", rec.barcode), e))?;
             file.write_all_at(&hdr.encode(), 0)
                 .map_err(|e| TapeError::io(format!("volume {}", rec.barcode), e))?;

@@ -10,6 +10,7 @@
 //! becomes the committed version. Writes after a checkpoint (a shell that
 //! closed a duplicate descriptor) continue in a new fragment.
 
+use crate::util::failpoint;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -119,9 +120,8 @@ impl ImageWriter {
     /// Makes what was written so far durable on its volume (fsync).
     pub fn sync(&self) -> Result<(), TapeError> {
         match &self.vol {
-            Some(v) => v
-                .file
-                .sync_data()
+            Some(v) => failpoint::hit(failpoint::VOLUME_FSYNC)
+                .and_then(|()| v.file.sync_data())
                 .map_err(|e| TapeError::io(format!("volume {}", v.rec.barcode), e)),
             None => Ok(()),
         }
@@ -260,8 +260,8 @@ impl ImageWriter {
     /// A volume this image filled: synced, recorded full at the next commit,
     /// and kept loaded (no other writer may append) until the image ends.
     fn retire_volume(&mut self, v: LoadedVolume) -> Result<(), TapeError> {
-        v.file
-            .sync_data()
+        failpoint::hit(failpoint::VOLUME_FSYNC)
+            .and_then(|()| v.file.sync_data())
             .map_err(|e| TapeError::io(format!("volume {}", v.rec.barcode), e))?;
         self.retired.push(VolumeUpdate {
             barcode: v.rec.barcode.clone(),
@@ -275,8 +275,8 @@ impl ImageWriter {
     /// Appends bytes at the volume's end.
     fn put(&mut self, bytes: &[u8]) -> Result<(), TapeError> {
         let v = self.vol.as_mut().expect("volume loaded");
-        v.file
-            .write_all_at(bytes, v.rec.used)
+        failpoint::hit(failpoint::VOLUME_APPEND)
+            .and_then(|()| v.file.write_all_at(bytes, v.rec.used))
             .map_err(|e| TapeError::io(format!("volume {}", v.rec.barcode), e))?;
         v.rec.used += bytes.len() as u64;
         Ok(())
@@ -431,6 +431,7 @@ impl ImageWriter {
             image: &img,
             volumes: &updates,
             replace: true,
+            files: None,
         })?;
         self.dirty = false;
         self.committed_once = true;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 /// Makes the entries of directory `dir` durable (a file created, renamed
 /// or removed in it survives a crash).
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    super::failpoint::hit(super::failpoint::DIR_FSYNC)?;
     File::open(dir)?.sync_all()
 }
 
@@ -69,10 +70,22 @@ fn fill(f: &mut File, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 
 /// Replaces `path` with `bytes`, created with permission bits `mode`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    write_atomic_past(path, bytes, mode, None)
+}
+
+/// [`write_atomic`] with failpoint `point` between the durable temporary
+/// file and the rename.
+pub fn write_atomic_past(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    point: Option<&'static str>,
+) -> std::io::Result<()> {
     let dir = parent_dir(path);
     let (tmp, mut f) = create_temp(path, mode)?;
     let result = (|| {
         fill(&mut f, bytes, mode)?;
+        point.map(super::failpoint::hit).transpose()?;
         std::fs::rename(&tmp, path)?;
         sync_dir(dir)
     })();

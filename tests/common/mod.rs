@@ -33,6 +33,17 @@ impl TestStore {
         Self { tmp, dir }
     }
 
+    /// A copy of `other`'s store (unmounted) in a fresh temp directory.
+    pub fn copy_of(other: &TestStore) -> Self {
+        let tmp = tempfile::Builder::new()
+            .prefix("kmsfs-test")
+            .tempdir_in(test_root())
+            .unwrap();
+        let dir = tmp.path().join("store");
+        run_ok(Command::new("cp").arg("-a").arg(&other.dir).arg(&dir));
+        Self { tmp, dir }
+    }
+
     /// `kmsfs --store DIR ARGS…`
     pub fn cmd(&self, args: &[&str]) -> Output {
         Command::new(bin())
@@ -120,9 +131,16 @@ impl TestStore {
 
     /// Mounts at `TMP/mnt` in the background with `-o opts`.
     pub fn mount(&self, opts: &str) -> Mounted {
+        self.try_mount(opts, &[]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Mounts with environment `env` for the daemon; the error is the
+    /// mount command's stderr.
+    pub fn try_mount(&self, opts: &str, env: &[(&str, &str)]) -> Result<Mounted, String> {
         let mp = self.tmp.path().join("mnt");
         std::fs::create_dir_all(&mp).unwrap();
         let mut c = Command::new(bin());
+        c.envs(env.iter().copied());
         c.arg("mount").arg(&self.dir).arg(&mp);
         // The tests read the log: keep it in the store even where syslog exists.
         c.arg("-o")
@@ -136,13 +154,16 @@ impl TestStore {
             store: self.dir.clone(),
             pid: read_pid(&self.dir),
         };
-        assert!(
-            o.status.success(),
-            "mount failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert!(m.pid.is_some(), "daemon pid file missing");
-        m
+        if !o.status.success() {
+            return Err(format!(
+                "mount failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+        if m.pid.is_none() {
+            return Err("daemon pid file missing".into());
+        }
+        Ok(m)
     }
 }
 
