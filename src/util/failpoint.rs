@@ -16,6 +16,7 @@
 
 /// Every failpoint, with the step it stands before (docs/failpoints.md
 /// says which operations reach each).
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
 pub const ALL: &[&str] = &[
     VOLUME_APPEND,
     VOLUME_FSYNC,
