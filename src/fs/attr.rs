@@ -9,6 +9,11 @@ use crate::catalog::FileAttrs;
 /// How long the kernel may cache attributes and entries.
 pub const TTL: Duration = Duration::from_secs(1);
 
+/// How long the kernel may cache the name of an image still being
+/// written: not at all, since a write that fails takes the name away and
+/// a retry under the same name must not meet a stale entry (ENOENT).
+pub const PENDING_TTL: Duration = Duration::ZERO;
+
 pub fn time(ns: i64) -> SystemTime {
     if ns >= 0 {
         UNIX_EPOCH + Duration::from_nanos(ns as u64)

@@ -57,6 +57,15 @@ impl KmsFs {
         })
     }
 
+    /// How long the kernel may cache the entry of inode `ino`.
+    pub(super) fn entry_ttl(&self, ino: u64) -> std::time::Duration {
+        if self.sessions.get(ino).is_some() {
+            super::attr::PENDING_TTL
+        } else {
+            super::attr::TTL
+        }
+    }
+
     pub(super) fn do_lookup(&self, parent: u64, name: &str) -> Res<FileAttr> {
         if let Some(n) = Node::from_ino(parent, self.drives()) {
             if let Some((_, child)) = n

@@ -10,7 +10,7 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
-use super::attr::{TTL, ns};
+use super::attr::{PENDING_TTL, TTL, ns};
 use super::dir_ops::AttrChange;
 use super::{FsError, KmsFs};
 use crate::catalog::FileAttrs;
@@ -57,7 +57,7 @@ impl Filesystem for KmsFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match name_of(name).and_then(|n| self.do_lookup(parent.0, n)) {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Ok(a) => reply.entry(&self.entry_ttl(a.ino.0), &a, Generation(0)),
             Err(e) => reply_err!(reply, e),
         }
     }
@@ -287,8 +287,9 @@ impl Filesystem for KmsFs {
     ) {
         let attrs = new_attrs(req, mode, umask, libc::S_IFREG);
         match name_of(name).and_then(|n| self.do_create(parent.0, n, attrs)) {
+            // Not cached: if this write fails, the name must be free at once.
             Ok((a, fh)) => reply.created(
-                &TTL,
+                &PENDING_TTL,
                 &a,
                 Generation(0),
                 FileHandle(fh),
