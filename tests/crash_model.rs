@@ -36,8 +36,10 @@ fn depth() -> u32 {
         .unwrap_or(3)
 }
 
-/// Image path (under the mount) -> sha256 of its content.
+/// Path under the mount -> sha256 of an image's content, or `dir`.
 type Model = BTreeMap<String, String>;
+
+const DIR: &str = "dir";
 
 /// The store every case starts from, made once, and the files the
 /// operations write.
@@ -78,7 +80,10 @@ fn make_template() -> Template {
     let m = s.mount("");
     std::fs::create_dir(m.p("pools/ENCR_A")).unwrap();
     std::fs::create_dir(m.p("pools/Clear")).unwrap();
-    let mut model = Model::new();
+    let mut model: Model = ["pools/ENCR_A", "pools/Clear", "msdp/L", "msdp/G"]
+        .iter()
+        .map(|d| (d.to_string(), DIR.to_string()))
+        .collect();
     for (src, to) in [
         (&base1, "pools/ENCR_A/base1"),
         (&c1, "pools/Clear/c1"),
@@ -169,7 +174,10 @@ impl Op {
                 ),
             ],
             Op::Delete => vec![("msdp/L/l1", None)],
-            Op::Import => vec![("pools/Vault/far", Some(t.foreign_sha.clone()))],
+            Op::Import => vec![
+                ("pools/Vault", Some(DIR.to_string())),
+                ("pools/Vault/far", Some(t.foreign_sha.clone())),
+            ],
             Op::CreateKey | Op::Rotate | Op::Rewrap | Op::Convert | Op::Gc => vec![],
         }
     }
@@ -179,6 +187,13 @@ impl Op {
     fn prepare(self, s: &TestStore, model: &Model) -> Model {
         let mut model = model.clone();
         match self {
+            // A new pool: its first image labels a scratch volume.
+            Op::WriteNewPool => {
+                let m = s.mount("");
+                std::fs::create_dir(m.p("pools/Fresh")).unwrap();
+                m.unmount();
+                model.insert("pools/Fresh".into(), DIR.into());
+            }
             Op::Gc => {
                 // An image gone: its container has live and dead segments.
                 let m = s.mount("");
@@ -210,12 +225,7 @@ impl Op {
         let new = t.new_data.display().to_string();
         let script = match self {
             Op::WriteTape => format!("cp '{new}' '{}'", p("pools/ENCR_A/new1")),
-            Op::WriteNewPool => format!(
-                "mkdir '{}' && cp '{}' '{}'",
-                p("pools/Fresh"),
-                t.small.display(),
-                p("pools/Fresh/x")
-            ),
+            Op::WriteNewPool => format!("cp '{}' '{}'", t.small.display(), p("pools/Fresh/x")),
             Op::WriteLsu => format!("cp '{new}' '{}'", p("msdp/L/new2")),
             Op::Replace => format!("cp '{new}' '{}'", p("pools/ENCR_A/base1")),
             Op::Rename => format!(
@@ -259,9 +269,16 @@ fn kmsfs(s: &TestStore, args: &str) -> String {
     format!("'{}' --store '{}' {args}", bin(), s.dir.display())
 }
 
-/// Every image file under the mount's pools and LSUs -> its sha256.
+/// Every folder and image under the mount's pools and LSUs.
 fn visible(m: &Mounted) -> Model {
     let mut out = Model::new();
+    let dirs = sh_ok(&format!(
+        "cd '{}' && find pools msdp -mindepth 1 -type d",
+        m.mp.display()
+    ));
+    for d in dirs.lines() {
+        out.insert(d.to_string(), DIR.to_string());
+    }
     for top in ["pools", "msdp"] {
         let o = sh_ok(&format!(
             "cd '{}' && find {top} -type f -print0 | xargs -0 -r sha256sum",

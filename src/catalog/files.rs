@@ -3,7 +3,7 @@
 
 use redb::ReadableDatabase;
 
-use super::tables::{DIRENTS, FILES, dec, enc};
+use super::tables::{DIRENTS, FILES, INODES, dec, enc, named};
 use super::{Catalog, CatalogError, FileAttrs, FileEntry, Inode, InodeKind, POOLS_INO};
 
 impl Catalog {
@@ -22,25 +22,40 @@ impl Catalog {
         t.get(id)?.map(|v| dec(v.value())).transpose()
     }
 
-    /// The directory `pools/POOL/a/b` for `dirs = [a, b]`, made as needed;
-    /// returns its inode.
-    pub fn ensure_dirs(
+    /// The directory `pools/POOL/a/b` for `dirs = [a, b]`, made as needed
+    /// inside transaction `tx`; returns its inode.
+    pub(super) fn ensure_dirs_in(
         &self,
+        tx: &redb::WriteTransaction,
         pool: &str,
         dirs: &[&str],
         attrs: FileAttrs,
     ) -> Result<u64, CatalogError> {
+        let mut d = tx.open_table(DIRENTS)?;
+        let mut t = tx.open_table(INODES)?;
         let mut parent = POOLS_INO;
         let mut kind = InodeKind::Pool;
         for name in std::iter::once(pool).chain(dirs.iter().copied()) {
-            parent = match self.lookup(parent, name)? {
+            parent = match named(&d, &t, parent, name)? {
                 Some(Inode {
                     ino,
                     kind: InodeKind::Pool | InodeKind::Dir,
                     ..
                 }) => ino,
                 Some(_) => return Err(CatalogError::NotDir(name.into())),
-                None => self.make_dir(parent, name, pool, kind.clone(), attrs)?.ino,
+                None => {
+                    let node = Inode {
+                        ino: self.alloc_ino(),
+                        parent,
+                        name: name.into(),
+                        pool: pool.into(),
+                        kind: kind.clone(),
+                        attrs,
+                    };
+                    d.insert((parent, name), node.ino)?;
+                    t.insert(node.ino, enc(&node).as_slice())?;
+                    node.ino
+                }
             };
             kind = InodeKind::Dir;
         }

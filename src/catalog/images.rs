@@ -40,6 +40,33 @@ impl Catalog {
     /// and is returned), volumes. Durable on return.
     pub fn commit_image(&self, c: Commit<'_>) -> Result<Option<ImageRec>, CatalogError> {
         let tx = self.db.begin_write()?;
+        let replaced = self.commit_in(&tx, &c)?;
+        super::tables::commit(tx)?;
+        Ok(replaced)
+    }
+
+    /// [`Catalog::commit_image`] under `pools/POOL/DIRS…`, the folders made
+    /// in the same transaction (import: a failed commit leaves no new
+    /// pool or folder behind). `c.parent` is set to the innermost folder.
+    pub fn commit_image_under(
+        &self,
+        pool: &str,
+        dirs: &[&str],
+        dir_attrs: FileAttrs,
+        mut c: Commit<'_>,
+    ) -> Result<Option<ImageRec>, CatalogError> {
+        let tx = self.db.begin_write()?;
+        c.parent = self.ensure_dirs_in(&tx, pool, dirs, dir_attrs)?;
+        let replaced = self.commit_in(&tx, &c)?;
+        super::tables::commit(tx)?;
+        Ok(replaced)
+    }
+
+    fn commit_in(
+        &self,
+        tx: &redb::WriteTransaction,
+        c: &Commit<'_>,
+    ) -> Result<Option<ImageRec>, CatalogError> {
         let replaced = {
             let images = tx.open_table(IMAGES)?;
             // A re-commit of the same image (checkpoint at close, then more
@@ -53,7 +80,7 @@ impl Catalog {
                 None => Default::default(),
             };
             drop(images);
-            let replaced = put_image(&tx, &c)?;
+            let replaced = put_image(tx, c)?;
             let mut vols = tx.open_table(VOLUMES)?;
             for u in c.volumes {
                 let cur = vols
@@ -81,7 +108,6 @@ impl Catalog {
             }
             replaced
         };
-        super::tables::commit(tx)?;
         Ok(replaced)
     }
 

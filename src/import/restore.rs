@@ -264,7 +264,6 @@ fn commit(
     // Survey checked the path: relative, no empty, '.' or '..' component.
     let mut parts: Vec<&str> = img.path.split('/').collect();
     let base = parts.pop().unwrap_or("image");
-    let parent = store.catalog.ensure_dirs(&img.pool, &parts, dir_attrs)?;
     let fragments = img
         .found
         .iter()
@@ -299,16 +298,22 @@ fn commit(
         base.to_string(),
         format!("{base}.imported-{}", &img.id[..8]),
     ] {
-        match store.catalog.commit_image(Commit {
-            ino: store.catalog.alloc_ino(),
-            parent,
-            name: &name,
-            attrs,
-            image: &rec,
-            volumes: updates,
-            replace: false,
-            files: Some(files),
-        }) {
+        // The pool and folders are made in the image's own transaction.
+        match store.catalog.commit_image_under(
+            &img.pool,
+            &parts,
+            dir_attrs,
+            Commit {
+                ino: store.catalog.alloc_ino(),
+                parent: 0,
+                name: &name,
+                attrs,
+                image: &rec,
+                volumes: updates,
+                replace: false,
+                files: Some(files),
+            },
+        ) {
             // Never over an image or a directory of this store.
             Err(CatalogError::Exists(_) | CatalogError::IsDir(_)) => continue,
             r => return r.map(drop).map_err(TapeError::from),

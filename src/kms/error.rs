@@ -69,6 +69,10 @@ pub enum KmsError {
         "this store's keys are in KMIP servers ({0}): create, activate and retire keys there; kmsfs kms listkeys shows what kmsfs sees"
     )]
     ManagedByKmip(String),
+    #[error(
+        "the keystore change failed ({first}) and the old keystore could not be written back ({again}): after a restart the keystore may hold the change; check `kmsfs kms listkeys`"
+    )]
+    SaveUnsure { first: String, again: String },
     #[error("export container: {0}")]
     Container(String),
     #[error("the KMS did not answer within {secs}s: {why}")]

@@ -49,18 +49,28 @@ impl Keystore {
         change: impl FnOnce(&mut Self) -> Result<T, KmsError>,
     ) -> Result<T, KmsError> {
         let before = self.body.clone();
-        let result = change(self).and_then(|v| self.save().map(|()| v));
-        if let Err(e) = &result {
+        let v = match change(self) {
+            Ok(v) => v,
+            Err(e) => {
+                self.body = before;
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.save() {
             self.body = before;
             // A save can fail after its rename (the directory fsync): the
             // change may be on disk. Write the old state back so a restart
             // finds what the daemon runs on and the operator was told.
             if let Err(again) = self.save() {
-                tracing::error!(error = %again, first = %e,
-                    "the keystore could not be put back after a failed save: it may hold the failed change after a restart");
+                tracing::error!(error = %again, first = %e, "keystore not put back after a failed save");
+                return Err(KmsError::SaveUnsure {
+                    first: e.to_string(),
+                    again: again.to_string(),
+                });
             }
+            return Err(e);
         }
-        result
+        Ok(v)
     }
 
     /// Creates an empty key group.

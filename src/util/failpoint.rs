@@ -7,7 +7,7 @@
 //!
 //! With the feature, `KMSFS_FAILPOINTS` arms points when the process
 //! starts: `NAME=ACTION[@N][,NAME=ACTION[@N]...]`, where ACTION is `eio`,
-//! `enospc` or `abort` and `@N` fires on the N-th hit only (default the
+//! `enospc` or `abort` (the process is SIGKILLed) and `@N` fires on the N-th hit only (default the
 //! first; `@N+` on every hit from the N-th on). A point that fires logs
 //! `failpoint NAME fired` at error level before it acts; with
 //! `KMSFS_FAILPOINTS_MARK=FILE`, every pass of an armed point and its firing
@@ -200,7 +200,12 @@ mod armed {
             Action::Eio => Err(std::io::Error::from_raw_os_error(libc::EIO)),
             Action::Enospc => Err(std::io::Error::from_raw_os_error(libc::ENOSPC)),
             Action::Abort => {
+                // SIGKILL, as a crash: no core dump, no handler, no delay.
                 eprintln!("kmsfs: failpoint {name} fired: abort");
+                let _ = rustix::process::kill_process(
+                    rustix::process::getpid(),
+                    rustix::process::Signal::KILL,
+                );
                 std::process::abort()
             }
         }
