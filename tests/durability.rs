@@ -159,3 +159,57 @@ fn new_volumes_and_containers_are_in_a_synced_directory_before_the_catalog_names
         "volumes/ synced (call {synced}) after the commit (call {commit})"
     );
 }
+
+/// fsync(2) of an image being written makes what was written survive a
+/// crash before close, in a tape pool and in an LSU, as POSIX promises: a
+/// backup program that fsyncs and is then killed with its daemon finds
+/// the fsynced bytes after a restart.
+#[test]
+fn what_was_fsynced_survives_a_crash_before_close() {
+    use std::io::Write;
+    let s = TestStore::new(&[]);
+    s.group_with_key("ENCR_A");
+    s.group_with_key("kg");
+    s.ok(&["lsu", "create", "L", "--kms", "--key-group", "kg"]);
+    let src = s.path("src");
+    random_file(&src, 3);
+    let data = std::fs::read(&src).unwrap();
+    let m = s.mount("");
+    std::fs::create_dir(m.p("pools/ENCR_A")).unwrap();
+    let mut open = Vec::new();
+    for rel in ["pools/ENCR_A/synced", "msdp/L/synced"] {
+        // No child process runs from here to the kill: see below.
+        let mut f = std::fs::File::create(m.p(rel)).unwrap();
+        f.write_all(&data).unwrap();
+        f.sync_all().unwrap();
+        open.push(f);
+    }
+    // Killed from here, not by a kill(1) child: a fork would close (and
+    // so flush, and commit) the inherited descriptors first.
+    let pid = m.pid.unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    assert!(wait_gone(pid));
+    drop(open);
+    m.kill();
+    let m = s.mount("");
+    for rel in ["pools/ENCR_A/synced", "msdp/L/synced"] {
+        assert_eq!(
+            std::fs::read(m.p(rel)).map(|d| sha_of(&d)).ok(),
+            Some(sha256(&src)),
+            "{rel}: the fsynced image after the crash"
+        );
+    }
+    m.unmount();
+}
+
+fn sha_of(d: &[u8]) -> String {
+    let p = std::env::temp_dir().join(format!("kmsfs-sha-{}", std::process::id()));
+    std::fs::write(&p, d).unwrap();
+    let s = sha256(&p);
+    let _ = std::fs::remove_file(&p);
+    s
+}

@@ -336,12 +336,17 @@ impl Sessions {
         w.set_attrs(attrs)
     }
 
-    /// fsync: what was written is durable (not yet committed).
+    /// fsync: what was written so far is committed, durable on return, so
+    /// a crash before close keeps it (POSIX). The session goes on writing:
+    /// unlike close, fsync does not let settle end it.
     pub fn sync(&self, s: &Session) -> Result<(), EngineError> {
-        match s.writer.lock().as_ref() {
-            Some(w) => w.sync(),
-            None => Ok(()),
-        }
+        let mut guard = s.writer.lock();
+        let Some(w) = guard.as_mut() else {
+            return Ok(());
+        };
+        let c = w.checkpoint()?;
+        s.record_files(&c);
+        Ok(())
     }
 
     /// close(2) of a descriptor: commits what was written so far.

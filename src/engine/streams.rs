@@ -71,10 +71,6 @@ impl Writer {
         each!(self, w => w.set_attrs(a))
     }
 
-    pub fn sync(&self) -> Result<(), EngineError> {
-        each!(self, w => w.sync())
-    }
-
     pub fn checkpoint(&mut self) -> Result<Committed, EngineError> {
         each!(self, w => w.checkpoint())
     }

@@ -18,12 +18,13 @@ impl Msdp {
             if lsu_of_pool(&img.pool).is_none() {
                 continue;
             }
-            r.images += 1;
-            let subject = format!("image {}/{}", img.pool, img.path);
+            let (id, subject) = (img.id, format!("image {}/{}", img.pool, img.path));
             let size = img.size;
             let reader = match LsuReader::open(self, img) {
                 Ok(rd) => rd,
+                Err(_) if self.gone(id)? => continue,
                 Err(e) => {
+                    r.images += 1;
                     let missing =
                         matches!(&e, MsdpError::Kms { source, .. } if source.is_missing_key());
                     r.not_opened(subject, missing, e.to_string());
@@ -31,22 +32,32 @@ impl Msdp {
                 }
             };
             let mut pos = 0;
+            let mut damage = None;
             while pos < size {
                 match reader.read_at(pos, PIECE) {
-                    Ok(d) => {
-                        r.bytes += d.len() as u64;
-                        pos += d.len() as u64;
-                    }
+                    Ok(d) => pos += d.len() as u64,
                     Err(e) => {
-                        r.damaged.push(Problem {
-                            subject: subject.clone(),
-                            what: e.to_string(),
-                        });
+                        damage = Some(e.to_string());
                         break;
                     }
                 }
             }
+            // An image deleted (and its segments reclaimed) while it was
+            // checked is not damage: a mounted store changes under fsck.
+            if damage.is_some() && self.gone(id)? {
+                continue;
+            }
+            r.images += 1;
+            r.bytes += pos;
+            if let Some(what) = damage {
+                r.damaged.push(Problem { subject, what });
+            }
         }
         Ok(())
+    }
+
+    /// Whether image `id` has left the catalog.
+    fn gone(&self, id: u128) -> Result<bool, MsdpError> {
+        Ok(self.catalog.image(id)?.is_none())
     }
 }

@@ -20,8 +20,18 @@ pub fn check_library(
         if crate::catalog::lsu_of_pool(&img.pool).is_some() {
             continue;
         }
+        let mut one = CheckReport::default();
+        check_image(lib, &img, &mut one, &mut progress);
+        // An image deleted (its volume perhaps recycled) while it was
+        // checked is not damage: a mounted store changes under fsck.
+        let troubled = !one.damaged.is_empty() || !one.unverified.is_empty();
+        if troubled && lib.catalog.image(img.id)?.is_none() {
+            continue;
+        }
         r.images += 1;
-        check_image(lib, &img, &mut r, &mut progress);
+        r.bytes += one.bytes;
+        r.damaged.extend(one.damaged);
+        r.unverified.extend(one.unverified);
     }
     for v in lib
         .catalog
@@ -29,25 +39,28 @@ pub fn check_library(
         .into_iter()
         .filter(|v| !matches!(v.state, VolumeState::Scratch | VolumeState::Importing))
     {
-        r.volumes += 1;
         let subject = format!("volume {}", v.barcode);
-        match lib.volume_path(&v.barcode).and_then(|p| scan_volume(&p)) {
-            Err(e) => r.damaged.push(Problem {
-                subject,
-                what: e.to_string(),
-            }),
-            Ok(s) if s.media.barcode != v.barcode => r.damaged.push(Problem {
-                subject,
-                what: format!("media header says barcode {}", s.media.barcode),
-            }),
-            Ok(s) => {
-                if let Some((at, why)) = s.stopped.filter(|(at, _)| *at < v.used) {
-                    r.damaged.push(Problem {
-                        subject,
-                        what: format!("at offset {at}: {why}"),
-                    });
-                }
+        let what = match lib.volume_path(&v.barcode).and_then(|p| scan_volume(&p)) {
+            Err(e) => Some(e.to_string()),
+            Ok(s) if s.media.barcode != v.barcode => {
+                Some(format!("media header says barcode {}", s.media.barcode))
             }
+            Ok(s) => s
+                .stopped
+                .filter(|(at, _)| *at < v.used)
+                .map(|(at, why)| format!("at offset {at}: {why}")),
+        };
+        // A volume recycled or relabelled while it was scanned is not
+        // damage either.
+        let moved = |now: Option<crate::catalog::VolumeRec>| {
+            now.is_none_or(|n| n.state != v.state || n.pool != v.pool || n.used < v.used)
+        };
+        if what.is_some() && moved(lib.catalog.volume(&v.barcode)?) {
+            continue;
+        }
+        r.volumes += 1;
+        if let Some(what) = what {
+            r.damaged.push(Problem { subject, what });
         }
     }
     Ok(r)
