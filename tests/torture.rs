@@ -64,8 +64,9 @@ struct Reference {
 
 struct Run {
     seed: u64,
-    store: TestStore,
+    /// Before `store`: dropped (unmounted) before the store's directory.
     mount: Mutex<Option<Mounted>>,
+    store: TestStore,
     reference: Mutex<Reference>,
     /// Bumped before the daemon goes away and after it is back: an error
     /// in an operation that saw it change is the fault's, not a bug.
@@ -137,15 +138,19 @@ fn writer(run: &Run, id: u64) {
             data[..k].copy_from_slice(&shared[..k]);
         }
         let digest = sha(&data);
-        let (e0, key0) = (run.epoch(), run.key_out.load(Ordering::SeqCst));
-        let written = {
+        let key0 = run.key_out.load(Ordering::SeqCst);
+        let (written, e0) = {
             let _quiet = run.gate.read();
+            // Read inside the gate: an operation that waited out a clean
+            // remount runs wholly on the new daemon and is not excused.
+            let e0 = run.epoch();
             // fsync, not only close: a close error is dropped by Rust's
             // File, and fsync of an image commits it (durable on return).
-            std::fs::File::create(run.path(&rel)).and_then(|mut f| {
+            let w = std::fs::File::create(run.path(&rel)).and_then(|mut f| {
                 std::io::Write::write_all(&mut f, &data)?;
                 f.sync_all()
-            })
+            });
+            (w, e0)
         };
         match written {
             Ok(()) => {
@@ -189,15 +194,15 @@ fn forget(run: &Run, rel: String) {
     if run.reference.lock().unwrap().images.remove(&rel).is_none() {
         return;
     }
-    let e0 = run.epoch();
-    let removed = {
+    let (removed, e0) = {
         let _quiet = run.gate.read();
-        std::fs::remove_file(run.path(&rel))
+        (std::fs::remove_file(run.path(&rel)), run.epoch())
     };
     match removed {
         Ok(()) => run.count("images deleted"),
         Err(_) if run.disturbed(e0) => {
-            // Maybe gone, maybe not: a later cold check finds it whole.
+            // Maybe gone, maybe not: try again on the daemon now serving.
+            let _quiet = run.gate.read();
             let _ = std::fs::remove_file(run.path(&rel));
         }
         Err(e) => run.fail(format!("deleting {rel}: {e}")),
@@ -220,18 +225,20 @@ fn reader(run: &Run, id: u64) {
             std::thread::sleep(Duration::from_millis(50));
             continue;
         };
-        let e0 = run.epoch();
-        let read = {
+        let (read, e0) = {
             let _quiet = run.gate.read();
-            std::fs::read(run.path(&rel))
+            let e0 = run.epoch();
+            (std::fs::read(run.path(&rel)), e0)
         };
         match read {
             Ok(data) => {
                 if sha(&data) != want {
-                    let still = run.reference.lock().unwrap().images.get(&rel) == Some(&want);
-                    if still && !run.disturbed(e0) {
-                        run.fail(format!("{rel} read back different from what was written"));
-                    }
+                    // Names are never reused and a crash gives an error,
+                    // never other bytes: a mismatch is always a failure.
+                    run.fail(format!(
+                        "{rel} read back different from what was written ({} bytes)",
+                        data.len()
+                    ));
                 } else {
                     run.count("images read and verified");
                 }

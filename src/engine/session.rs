@@ -339,14 +339,16 @@ impl Sessions {
     /// fsync: what was written so far is committed, durable on return, so
     /// a crash before close keeps it (POSIX). The session goes on writing:
     /// unlike close, fsync does not let settle end it.
-    pub fn sync(&self, s: &Session) -> Result<(), EngineError> {
+    /// The commit is returned like close's: an image it replaced (O_TRUNC)
+    /// leaves the catalog here, and its volumes go back to the library.
+    pub fn sync(&self, s: &Session) -> Result<Committed, EngineError> {
         let mut guard = s.writer.lock();
         let Some(w) = guard.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
         let c = w.checkpoint()?;
         s.record_files(&c);
-        Ok(())
+        Ok(c)
     }
 
     /// close(2) of a descriptor: commits what was written so far.

@@ -199,7 +199,8 @@ impl KmsFs {
 
     pub(super) fn do_fsync(&self, fh: u64) -> Res<()> {
         if let Handle::Write(s) = &*self.handle(fh)? {
-            self.sessions.sync(s)?;
+            let result = self.sessions.sync(s).map_err(FsError::from);
+            return self.committed(s.ino, result);
         }
         Ok(())
     }

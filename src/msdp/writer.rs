@@ -417,6 +417,7 @@ impl ImageSink for LsuWriter {
 
     fn set_attrs(&mut self, a: FileAttrs) {
         self.target.attrs = a;
+        self.dirty = true;
     }
 
     fn sync(&self) -> Result<(), MsdpError> {

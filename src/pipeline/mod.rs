@@ -186,7 +186,9 @@ impl<S: ImageSink> PipelinedWriter<S> {
     }
 
     /// Changes the attributes the image will be committed with.
+    /// New attributes are something new to commit, like new bytes.
     pub fn set_attrs(&mut self, a: FileAttrs) -> Result<(), S::Error> {
+        self.dirty = true;
         self.send(Cmd::Attrs(a))
     }
 

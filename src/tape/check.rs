@@ -53,7 +53,9 @@ pub fn check_library(
         // A volume recycled or relabelled while it was scanned is not
         // damage either.
         let moved = |now: Option<crate::catalog::VolumeRec>| {
-            now.is_none_or(|n| n.state != v.state || n.pool != v.pool || n.used < v.used)
+            now.is_none_or(|n| {
+                n.state == VolumeState::Scratch || n.pool != v.pool || n.used < v.used
+            })
         };
         if what.is_some() && moved(lib.catalog.volume(&v.barcode)?) {
             continue;

@@ -115,6 +115,7 @@ impl ImageWriter {
     /// Changes the attributes the image will be committed with.
     pub fn set_attrs(&mut self, attrs: FileAttrs) {
         self.target.attrs = attrs;
+        self.dirty = true;
     }
 
     /// Makes what was written so far durable on its volume (fsync).
