@@ -146,21 +146,9 @@ mod tests {
         out
     }
 
-    fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
     #[test]
     fn sizes_stay_in_bounds_and_cover_the_stream() {
-        let d = pseudo_random(3 << 20, 7);
+        let d = crate::testing::pseudo_random(3 << 20, 7);
         let c = chunks(&d, &[1 << 20; 3]);
         assert_eq!(c.concat(), d);
         assert!(
@@ -172,7 +160,7 @@ mod tests {
 
     #[test]
     fn an_insertion_changes_few_segments() {
-        let d = pseudo_random(2 << 20, 9);
+        let d = crate::testing::pseudo_random(2 << 20, 9);
         let mut e = d.clone();
         e.splice(1 << 20..1 << 20, [0xEEu8; 100]);
         let a: std::collections::HashSet<_> = chunks(&d, &[1 << 20; 2]).into_iter().collect();
@@ -196,7 +184,7 @@ mod tests {
         assert_eq!(t[0], GEAR_0);
         let k2 = SecretKey::from_slice(&[0x43; 32]).unwrap();
         assert_ne!(gear_table(&k2)[0], t[0]);
-        let d = pseudo_random(1 << 20, 3);
+        let d = crate::testing::pseudo_random(1 << 20, 3);
         let mut a = Chunker::new([4096, 16384, 65536], Gear::Table(gear_table(&k)));
         a.push(&d);
         let mut n = 0;
@@ -217,7 +205,7 @@ mod tests {
             seed in 1u64..1000,
             splits in proptest::collection::vec(1usize..300_000, 1..20),
         ) {
-            let d = pseudo_random(1 << 20, seed);
+            let d = crate::testing::pseudo_random(1 << 20, seed);
             prop_assert_eq!(chunks(&d, &splits), chunks(&d, &[d.len()]));
         }
     }

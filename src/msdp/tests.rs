@@ -5,7 +5,7 @@
 use crate::catalog::{FileAttrs, ImageRec, KekPolicy, MSDP_INO};
 use crate::pipeline::{ImageSink, WriteTarget};
 use crate::store::Store;
-use crate::testing::store_with_lsu;
+use crate::testing::{pseudo_random, store_with_lsu};
 use crate::util::report::CheckReport;
 
 use super::{LsuReader, LsuWriter};
@@ -15,19 +15,6 @@ fn file_attrs() -> FileAttrs {
         mode: 0o100644,
         ..crate::testing::dir_attrs()
     }
-}
-
-/// Bytes no other call of this function with another seed repeats.
-fn unique(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn write(s: &Store, name: &str, data: &[u8]) -> ImageRec {
@@ -57,7 +44,7 @@ fn read(s: &Store, img: &ImageRec) -> Vec<u8> {
 #[test]
 fn rotate_rewrap_gc_and_check_report_what_they_did_and_keep_images_readable() {
     let (_t, s) = store_with_lsu(KekPolicy::default());
-    let (a, b) = (unique(3 << 20, 1), unique(2 << 20, 2));
+    let (a, b) = (pseudo_random(3 << 20, 1), pseudo_random(2 << 20, 2));
     let img_a = write(&s, "a", &a);
 
     let kek = s.msdp.rotate_kek("L").unwrap();

@@ -8,6 +8,20 @@ use crate::kms::{NewKey, Unlock};
 use crate::msdp::CreateLsu;
 use crate::store::{InitOptions, Store};
 
+/// `n` bytes of a xorshift stream: the same seed, the same bytes; seeds
+/// that differ after `| 1` give streams that share no run.
+pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// Attributes of a directory made by a test.
 pub fn dir_attrs() -> FileAttrs {
     FileAttrs {
