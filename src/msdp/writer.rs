@@ -420,12 +420,6 @@ impl ImageSink for LsuWriter {
         self.dirty = true;
     }
 
-    fn sync(&self) -> Result<(), MsdpError> {
-        // Records are made durable by the commit at close; fsync(2) on an
-        // image being written has nothing more to promise.
-        Ok(())
-    }
-
     fn checkpoint(&mut self) -> Result<Committed, MsdpError> {
         if !self.dirty || (self.size == 0 && !self.committed_once) {
             return Ok(None);

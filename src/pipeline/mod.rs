@@ -57,8 +57,6 @@ pub trait ImageSink: Send + 'static {
     fn append(&mut self, data: &[u8]) -> Result<(), Self::Error>;
     /// Changes the attributes the image will be committed with.
     fn set_attrs(&mut self, a: FileAttrs);
-    /// Makes what was written durable.
-    fn sync(&self) -> Result<(), Self::Error>;
     /// Commits the image as written so far, if anything is new.
     fn checkpoint(&mut self) -> Result<Committed, Self::Error>;
     /// Ends the image, committing what is new.
@@ -69,7 +67,6 @@ enum Cmd<E> {
     Write(u64, Vec<u8>),
     Extend(u64),
     Attrs(FileAttrs),
-    Sync(SyncSender<Result<(), E>>),
     Checkpoint(SyncSender<Result<Committed, E>>),
     Finish(SyncSender<Result<Committed, E>>),
 }
@@ -192,11 +189,6 @@ impl<S: ImageSink> PipelinedWriter<S> {
         self.send(Cmd::Attrs(a))
     }
 
-    /// Waits for the queue and fsyncs what was written.
-    pub fn sync(&self) -> Result<(), S::Error> {
-        self.ask(Cmd::Sync)
-    }
-
     /// Waits for the queue and commits (see [`ImageSink::checkpoint`]).
     pub fn checkpoint(&mut self) -> Result<Committed, S::Error> {
         let r = self.ask(Cmd::Checkpoint)?;
@@ -266,7 +258,6 @@ fn worker<S: ImageSink>(
                 w.set_attrs(a);
                 false
             }
-            Cmd::Sync(reply) => answer(&reply, w.sync().map_err(&fail)),
             Cmd::Checkpoint(reply) => answer(&reply, w.checkpoint().map_err(&fail)),
             Cmd::Finish(reply) => {
                 let w = sink.take().expect("sink present");
@@ -305,9 +296,6 @@ fn refuse<E: SinkError>(cmd: Cmd<E>, fail: &impl Fn(E) -> E, spare: &SyncSender<
             let _ = spare.try_send(data);
         }
         Cmd::Extend(_) | Cmd::Attrs(_) => {}
-        Cmd::Sync(r) => {
-            let _ = r.send(Err(fail(E::poisoned())));
-        }
         Cmd::Checkpoint(r) => {
             let _ = r.send(Err(fail(E::poisoned())));
         }

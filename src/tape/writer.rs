@@ -464,9 +464,6 @@ impl crate::pipeline::ImageSink for ImageWriter {
     fn set_attrs(&mut self, a: FileAttrs) {
         ImageWriter::set_attrs(self, a)
     }
-    fn sync(&self) -> Result<(), TapeError> {
-        ImageWriter::sync(self)
-    }
     fn checkpoint(&mut self) -> Result<crate::pipeline::Committed, TapeError> {
         ImageWriter::checkpoint(self)
     }
