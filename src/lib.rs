@@ -16,6 +16,8 @@ pub(crate) mod control;
 pub mod crypto;
 pub(crate) mod engine;
 pub(crate) mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod import;
 pub(crate) mod kmip;
 pub mod kms;

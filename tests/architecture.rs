@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["import"],
     &["engine"],
     &["fs", "control"],
-    &["cli"],
+    &["cli", "fuzzing"],
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

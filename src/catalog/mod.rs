@@ -6,6 +6,7 @@
 //! at any point leaves every committed image intact and no half image.
 
 mod files;
+pub(crate) mod fuzz;
 mod images;
 pub use images::{Commit, VolumeUpdate};
 mod lsu;

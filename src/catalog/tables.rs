@@ -2,6 +2,8 @@
 //! of records (bincode, legacy config: fixed-width little-endian integers).
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::util::codec;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -26,18 +28,12 @@ pub const RECIPES: TableDefinition<u128, &[u8]> = TableDefinition::new("recipes"
 /// upgraded in place, in one transaction, when opened.
 pub const CATALOG_VERSION: u64 = 3;
 
-fn cfg() -> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Fixint> {
-    bincode::config::legacy()
-}
-
 pub fn enc<T: Serialize>(v: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(v, cfg()).expect("catalog records serialize")
+    codec::encode(v).expect("catalog records serialize")
 }
 
 pub fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, CatalogError> {
-    bincode::serde::decode_from_slice(b, cfg())
-        .map(|(v, _)| v)
-        .map_err(|e| CatalogError::Decode(e.to_string()))
+    codec::decode(b).map_err(|e| CatalogError::Decode(e.to_string()))
 }
 
 /// Creates tables on first use, checks the version, returns the next free inode.
@@ -129,4 +125,30 @@ pub fn named(
         .get(ino)?
         .ok_or_else(|| CatalogError::NotFound(format!("inode {ino} of '{name}'")))?;
     Ok(Some(dec(v.value())?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{FileEntry, ImageRec, VolumeRec};
+
+    /// A damaged record whose length prefix claims far more than the
+    /// record holds is refused with an error; it used to make bincode
+    /// allocate the claim first (a capacity overflow panic, or an abort
+    /// when the allocation failed), taking the daemon down.
+    #[test]
+    fn a_record_claiming_more_than_it_holds_is_refused() {
+        for claim in [u64::MAX, 1 << 62, 1 << 40, 1 << 33] {
+            let mut b = claim.to_le_bytes().to_vec();
+            b.extend_from_slice(b"short");
+            assert!(matches!(dec::<VolumeRec>(&b), Err(CatalogError::Decode(_))));
+            assert!(matches!(
+                dec::<Vec<FileEntry>>(&b),
+                Err(CatalogError::Decode(_))
+            ));
+            let mut img = vec![0u8; 16];
+            img.extend_from_slice(&b);
+            assert!(dec::<ImageRec>(&img).is_err());
+        }
+    }
 }

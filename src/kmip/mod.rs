@@ -88,3 +88,89 @@ pub enum KmsBackend {
     /// KMIP servers.
     Kmip(KmipConfig),
 }
+
+/// Reads `bytes` as a KMIP server's answer the way the client does: decode
+/// the TTLV, check that it re-encodes to the same bytes, take the payload
+/// or the refusal, and every field the client looks for in a payload. For
+/// the fuzz targets (`fuzz/`); what it returns is how far it got.
+pub(crate) fn read_response(bytes: &[u8]) -> Result<usize, String> {
+    let item = ttlv::Item::decode(bytes).map_err(|e| e.to_string())?;
+    assert_eq!(
+        item.encode(),
+        bytes,
+        "a decoded KMIP message re-encodes to its bytes"
+    );
+    let payload = msg::payload(&item)
+        .map_err(|r| format!("refused: {}", r.map_or_else(String::new, |r| r.message)))?;
+    let uids = msg::uids(&payload);
+    let attrs = msg::key_attrs(&payload);
+    let material = msg::key_material(&payload).map_or(0, <[u8]>::len);
+    let data = msg::data(&payload).map_or(0, <[u8]>::len);
+    Ok(uids.len() + attrs.groups.len() + material + data)
+}
+
+/// Responses as a server sends them (a refusal, Locate, Get, Get
+/// Attributes, Encrypt): the seeds of the fuzz target.
+pub(crate) fn sample_messages() -> Vec<Vec<u8>> {
+    use msg::tag;
+    use ttlv::{Item, Value};
+    let response = |status: u32, payload: Vec<Item>| {
+        Item::structure(
+            tag::RESPONSE_MESSAGE,
+            vec![Item::structure(
+                tag::BATCH_ITEM,
+                vec![
+                    Item::enumeration(tag::RESULT_STATUS, status),
+                    Item::structure(tag::RESPONSE_PAYLOAD, payload),
+                ],
+            )],
+        )
+        .encode()
+    };
+    let attr = |name: &str, value: Value| {
+        Item::structure(
+            tag::ATTRIBUTE,
+            vec![
+                Item::text(tag::ATTRIBUTE_NAME, name),
+                Item::new(tag::ATTRIBUTE_VALUE, value),
+            ],
+        )
+    };
+    vec![
+        response(1, vec![Item::text(tag::RESULT_MESSAGE, "no such object")]),
+        response(
+            0,
+            vec![
+                Item::text(tag::UNIQUE_IDENTIFIER, "1"),
+                Item::text(tag::UNIQUE_IDENTIFIER, "7"),
+            ],
+        ),
+        response(
+            0,
+            vec![Item::structure(
+                tag::SYMMETRIC_KEY,
+                vec![Item::structure(
+                    tag::KEY_BLOCK,
+                    vec![Item::structure(
+                        tag::KEY_VALUE,
+                        vec![Item::bytes(tag::KEY_MATERIAL, &[0x33; 32])],
+                    )],
+                )],
+            )],
+        ),
+        response(
+            0,
+            vec![
+                attr("State", Value::Enumeration(2)),
+                attr("Object Group", Value::Text("ENCR_A".into())),
+                attr("Initial Date", Value::DateTime(1_700_000_000)),
+                attr("Cryptographic Length", Value::Integer(256)),
+                attr(
+                    "Name",
+                    Value::Structure(vec![Item::text(tag::NAME_VALUE, "key1")]),
+                ),
+            ],
+        ),
+        response(0, vec![Item::bytes(tag::DATA, &[0x44; 48])]),
+    ]
+}

@@ -11,12 +11,12 @@ use super::unlock::{self, HmkSource};
 use super::{KeyUsers, KmsError, NoUsers};
 use crate::crypto::{self, SecretKey};
 use crate::util::atomic::write_atomic_past;
-use crate::util::failpoint;
+use crate::util::{codec, failpoint};
 
 const MAGIC: &[u8; 8] = b"KMSFSKST";
 /// Version 2 added the tombstones of deleted keys; version 1 is read.
 const VERSION: u16 = 2;
-const HEADER_LEN: usize = 24;
+pub(super) const HEADER_LEN: usize = 24;
 
 /// File names inside the store's `kms/` directory.
 pub const KEYSTORE_FILE: &str = "keystore.kks";
@@ -48,11 +48,6 @@ pub struct Keystore {
     pub(super) kpk: SecretKey,
     pub(super) body: Body,
     pub(super) users: Box<dyn KeyUsers>,
-}
-
-fn bincode_cfg()
--> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Fixint> {
-    bincode::config::legacy()
 }
 
 impl Keystore {
@@ -152,18 +147,23 @@ fn record_aad(tag: &str) -> Vec<u8> {
     [crypto::labels::KEY_RECORD_AAD, tag.as_bytes()].concat()
 }
 
-fn encode(body: &Body, hmk: &SecretKey) -> Result<Vec<u8>, KmsError> {
+pub(super) fn encode(body: &Body, hmk: &SecretKey) -> Result<Vec<u8>, KmsError> {
     let plain = zeroize::Zeroizing::new(
-        bincode::serde::encode_to_vec(body, bincode_cfg())
-            .map_err(|e| KmsError::Container(e.to_string()))?,
+        codec::encode(body).map_err(|e| KmsError::Container(e.to_string()))?,
     );
+    seal_body(&plain, hmk)
+}
+
+/// The keystore file of a body's bincode `plain`: header, then the body
+/// sealed under the HMK with the header as AAD.
+pub(super) fn seal_body(plain: &[u8], hmk: &SecretKey) -> Result<Vec<u8>, KmsError> {
     let mut out = MAGIC.to_vec();
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(&crypto::key_check_value(hmk));
     let sealed_len = plain.len() + 12 + crypto::TAG_LEN;
     out.extend_from_slice(&(sealed_len as u32).to_le_bytes());
-    let sealed = crypto::seal(hmk, &out, &plain)?;
+    let sealed = crypto::seal(hmk, &out, plain)?;
     out.extend_from_slice(&sealed);
     Ok(out)
 }
@@ -179,7 +179,7 @@ fn read_body(path: &Path, hmk: &SecretKey) -> Result<Body, KmsError> {
     decode(&bytes, hmk, path)
 }
 
-fn decode(bytes: &[u8], hmk: &SecretKey, path: &Path) -> Result<Body, KmsError> {
+pub(super) fn decode(bytes: &[u8], hmk: &SecretKey, path: &Path) -> Result<Body, KmsError> {
     let damaged = |why: String| KmsError::Damaged {
         path: path.display().to_string(),
         why,
@@ -206,17 +206,14 @@ fn decode(bytes: &[u8], hmk: &SecretKey, path: &Path) -> Result<Body, KmsError> 
     let undecodable =
         |e: bincode::error::DecodeError| damaged(format!("body does not decode: {e}"));
     if version == 1 {
-        let (v1, _): (BodyV1, _) =
-            bincode::serde::decode_from_slice(&plain, bincode_cfg()).map_err(undecodable)?;
+        let v1: BodyV1 = codec::decode(&plain).map_err(undecodable)?;
         return Ok(Body {
             groups: v1.groups,
             keys: v1.keys,
             tombstones: Vec::new(),
         });
     }
-    let (body, _) =
-        bincode::serde::decode_from_slice(&plain, bincode_cfg()).map_err(undecodable)?;
-    Ok(body)
+    codec::decode(&plain).map_err(undecodable)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 pub mod backoff;
 mod client;
 mod error;
+pub(crate) mod fuzz;
 mod keystore;
 mod model;
 mod ops;

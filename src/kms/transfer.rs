@@ -11,6 +11,7 @@ use super::model::{GroupRecord, KeyOrigin, KeyRecord, now};
 use super::{KeyState, Keystore, KmsError};
 use crate::crypto::{self, Argon2Params, PASSPHRASE_KEY_PARAMS, SecretKey};
 use crate::util::atomic::write_atomic;
+use crate::util::codec;
 
 const MAGIC: &[u8; 8] = b"KMSFSKEX";
 const VERSION: u16 = 1;
@@ -53,10 +54,6 @@ pub struct ImportReport {
     pub preview: bool,
 }
 
-fn cfg() -> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Fixint> {
-    bincode::config::legacy()
-}
-
 fn header(p: Argon2Params, salt: &[u8; 16]) -> Vec<u8> {
     let mut h = MAGIC.to_vec();
     h.extend_from_slice(&VERSION.to_le_bytes());
@@ -70,12 +67,12 @@ fn header(p: Argon2Params, salt: &[u8; 16]) -> Vec<u8> {
 
 /// The bincode of `v` in a wiped-on-drop buffer allocated once at its final
 /// size: a buffer that grew would leave copies of key bytes in freed heap.
-fn encode_exact<T: Serialize>(v: &T) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+pub(super) fn encode_exact<T: Serialize>(v: &T) -> Result<Zeroizing<Vec<u8>>, KmsError> {
     let err = |e: bincode::error::EncodeError| KmsError::Container(e.to_string());
     let mut size = bincode::enc::write::SizeWriter::default();
-    bincode::serde::encode_into_writer(v, &mut size, cfg()).map_err(err)?;
+    bincode::serde::encode_into_writer(v, &mut size, codec::config()).map_err(err)?;
     let mut buf = Zeroizing::new(vec![0u8; size.bytes_written]);
-    bincode::serde::encode_into_slice(v, &mut buf[..], cfg()).map_err(err)?;
+    bincode::serde::encode_into_slice(v, &mut buf[..], codec::config()).map_err(err)?;
     Ok(buf)
 }
 
@@ -120,10 +117,7 @@ pub fn export_container(
     };
     let plain = encode_exact(&body)?;
     let salt = crypto::random_array::<16>()?;
-    let hdr = header(PASSPHRASE_KEY_PARAMS, &salt);
-    let key = crypto::passphrase_secret(pass, &salt, PASSPHRASE_KEY_PARAMS, INFO)?;
-    let mut bytes = hdr.clone();
-    bytes.extend_from_slice(&crypto::seal(&key, &hdr, &plain)?);
+    let bytes = seal_container(&plain, pass, PASSPHRASE_KEY_PARAMS, &salt)?;
     if replace {
         write_atomic(out, &bytes, 0o600).map_err(|e| KmsError::io(out, e))?;
     } else {
@@ -141,10 +135,31 @@ pub fn export_container(
     Ok(n)
 }
 
+/// A container of a body's bincode `plain`: header (costs and salt), then
+/// the body sealed under the pass-phrase key with the header as AAD.
+pub(super) fn seal_container(
+    plain: &[u8],
+    pass: &[u8],
+    params: Argon2Params,
+    salt: &[u8; 16],
+) -> Result<Vec<u8>, KmsError> {
+    let hdr = header(params, salt);
+    let key = crypto::passphrase_secret(pass, salt, params, INFO)?;
+    let mut bytes = hdr.clone();
+    bytes.extend_from_slice(&crypto::seal(&key, &hdr, plain)?);
+    Ok(bytes)
+}
+
 /// Opens a container. A wrong pass phrase and a damaged file both fail
 /// authentication; the message says both are possible.
 pub fn read_container(path: &Path, pass: &[u8]) -> Result<ExportBody, KmsError> {
     let bytes = std::fs::read(path).map_err(|e| KmsError::io(path, e))?;
+    open_container(&bytes, path, pass)
+}
+
+/// The Argon2 costs a container's header asks for, checked (within
+/// [`Argon2Params::MAX`]) before any memory is taken.
+pub(super) fn container_params(bytes: &[u8], path: &Path) -> Result<Argon2Params, KmsError> {
     let bad = |why: &str| KmsError::Container(format!("{}: {why}", path.display()));
     if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
         return Err(bad("not a kmsfs key export container"));
@@ -164,12 +179,21 @@ pub fn read_container(path: &Path, pass: &[u8]) -> Result<ExportBody, KmsError> 
         p: u(20),
     };
     params.check().map_err(|e| bad(&e))?;
+    Ok(params)
+}
+
+/// Opens the bytes of a container read from `path`.
+pub(super) fn open_container(
+    bytes: &[u8],
+    path: &Path,
+    pass: &[u8],
+) -> Result<ExportBody, KmsError> {
+    let bad = |why: &str| KmsError::Container(format!("{}: {why}", path.display()));
+    let params = container_params(bytes, path)?;
     let key = crypto::passphrase_secret(pass, &bytes[24..40], params, INFO)?;
     let plain = crypto::open(&key, &bytes[..HEADER_LEN], &bytes[HEADER_LEN..])
         .map_err(|_| bad("wrong pass phrase, or the container is damaged"))?;
-    let (body, _) =
-        bincode::serde::decode_from_slice(&plain, cfg()).map_err(|e| bad(&e.to_string()))?;
-    Ok(body)
+    codec::decode(&plain).map_err(|e| bad(&e.to_string()))
 }
 
 impl Keystore {

@@ -113,26 +113,43 @@ pub fn read_hmk_file(path: &Path) -> Result<SecretKey, KmsError> {
 /// Makes the salt file of a pass-phrase HMK and derives the HMK.
 pub fn create_passphrase_hmk(params_path: &Path, pass: &[u8]) -> Result<SecretKey, KmsError> {
     let salt = crypto::random_array::<16>()?;
-    let mut bytes = header(HPP_MAGIC);
-    for v in [HMK_PARAMS.m_kib, HMK_PARAMS.t, HMK_PARAMS.p] {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    bytes.extend_from_slice(&salt);
+    let bytes = hmk_params_bytes(HMK_PARAMS, &salt);
     write_atomic(params_path, &bytes, 0o600).map_err(|e| KmsError::io(params_path, e))?;
     Ok(crypto::passphrase_secret(
         pass, &salt, HMK_PARAMS, HMK_INFO,
     )?)
 }
 
+/// The bytes of an `hmk.params` file: header, costs, salt.
+pub(super) fn hmk_params_bytes(params: Argon2Params, salt: &[u8; 16]) -> Vec<u8> {
+    let mut bytes = header(HPP_MAGIC);
+    for v in [params.m_kib, params.t, params.p] {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    bytes.extend_from_slice(salt);
+    bytes
+}
+
 /// Derives a pass-phrase HMK with the recorded salt and costs.
 pub fn derive_passphrase_hmk(params_path: &Path, pass: &[u8]) -> Result<SecretKey, KmsError> {
     let bytes = read(params_path)?;
-    let rest = parse_header(&bytes, HPP_MAGIC, params_path)?;
+    let (params, salt) = parse_hmk_params(&bytes, params_path)?;
+    Ok(crypto::passphrase_secret(pass, &salt, params, HMK_INFO)?)
+}
+
+/// The Argon2 costs and the salt an `hmk.params` file records, checked
+/// (costs within [`Argon2Params::MAX`]) before any memory is taken.
+pub(super) fn parse_hmk_params(
+    bytes: &[u8],
+    params_path: &Path,
+) -> Result<(Argon2Params, [u8; 16]), KmsError> {
+    let damaged = |why: String| KmsError::Damaged {
+        path: params_path.display().to_string(),
+        why,
+    };
+    let rest = parse_header(bytes, HPP_MAGIC, params_path)?;
     if rest.len() != 28 {
-        return Err(KmsError::Damaged {
-            path: params_path.display().to_string(),
-            why: "wrong length".into(),
-        });
+        return Err(damaged("wrong length".into()));
     }
     let u = |i: usize| u32::from_le_bytes(rest[i..i + 4].try_into().expect("4 bytes"));
     let params = Argon2Params {
@@ -140,16 +157,8 @@ pub fn derive_passphrase_hmk(params_path: &Path, pass: &[u8]) -> Result<SecretKe
         t: u(4),
         p: u(8),
     };
-    params.check().map_err(|why| KmsError::Damaged {
-        path: params_path.display().to_string(),
-        why,
-    })?;
-    Ok(crypto::passphrase_secret(
-        pass,
-        &rest[12..28],
-        params,
-        HMK_INFO,
-    )?)
+    params.check().map_err(damaged)?;
+    Ok((params, rest[12..28].try_into().expect("16 bytes")))
 }
 
 /// Writes a new random KPK sealed under `hmk`.

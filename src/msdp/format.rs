@@ -54,8 +54,8 @@ impl ContainerHeader {
         b
     }
 
-    /// (Containers are read segment by segment; the golden tests read the header.)
-    #[cfg(test)]
+    /// (The reader reads containers segment by segment, at offsets from
+    /// the index; the golden tests and the fuzz target read the header.)
     pub fn decode(b: &[u8]) -> Result<Self, FormatError> {
         if b.len() < CONTAINER_HEADER_LEN || &b[..8] != CONTAINER_MAGIC {
             return Err(FormatError::Magic);
@@ -188,7 +188,6 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
 
-#[cfg(test)]
 fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }

@@ -21,6 +21,7 @@ mod chunker;
 mod container;
 pub mod convert;
 pub mod format;
+pub(crate) mod fuzz;
 pub mod gc;
 mod keys;
 mod reader;

@@ -476,9 +476,17 @@ pub fn block_header(len: u32, flags: u8) -> [u8; 8] {
     h
 }
 
-/// Parses a block header.
-pub fn parse_block_header(h: &[u8]) -> (u32, u8) {
-    (u32::from_le_bytes(h[..4].try_into().expect("4")), h[4])
+/// Parses a block header: length and flags. Its last three bytes are
+/// reserved and zero; the block's AEAD binds length and flags only, so a
+/// header with anything else there is refused here, not accepted unseen.
+pub fn parse_block_header(h: &[u8]) -> Result<(u32, u8), TapeError> {
+    if h.len() < BLOCK_HEADER_LEN as usize || h[5..8] != [0, 0, 0] {
+        return Err(TapeError::Format {
+            what: "block header",
+            why: "reserved bytes are not zero".into(),
+        });
+    }
+    Ok((u32::from_le_bytes(h[..4].try_into().expect("4")), h[4]))
 }
 
 /// Where a block is: what its associated data binds it to.
@@ -747,6 +755,17 @@ mod tests {
             FragmentHeader::decode(&e),
             Err(TapeError::FutureVersion { version: 3, .. })
         ));
+    }
+
+    #[test]
+    fn a_block_header_with_reserved_bytes_set_is_refused() {
+        let h = block_header(4096, LAST_IN_FRAGMENT);
+        assert_eq!(parse_block_header(&h).unwrap(), (4096, LAST_IN_FRAGMENT));
+        for i in 5..8 {
+            let mut bad = h;
+            bad[i] = 1;
+            assert!(parse_block_header(&bad).is_err(), "byte {i}");
+        }
     }
 
     proptest! {

@@ -162,12 +162,13 @@ impl ImageReader {
             .map_err(|e| self.integrity(frag, bi, format!("read at offset {at}: {e}")))?;
         let (hdr, rest) = raw.split_at_mut(format::BLOCK_HEADER_LEN as usize);
         if format::block_header(len as u32, flags) != *hdr {
-            let (l, f) = format::parse_block_header(hdr);
-            return Err(self.integrity(
-                frag,
-                bi,
-                format!("block header says {l} bytes, flags {f}; expected {len}, flags {flags}"),
-            ));
+            let why = match format::parse_block_header(hdr) {
+                Ok((l, f)) => {
+                    format!("block header says {l} bytes, flags {f}; expected {len}, flags {flags}")
+                }
+                Err(e) => e.to_string(),
+            };
+            return Err(self.integrity(frag, bi, why));
         }
         let (data, trailer) = rest.split_at_mut(len);
         let place = format::BlockPlace {

@@ -89,7 +89,8 @@ pub fn fragment_at(path: &Path, offset: u64) -> Result<ScannedFragment, TapeErro
     })
 }
 
-fn data_len(f: &ScannedFragment) -> u64 {
+/// Bytes of a fragment's blocks (headers, data, trailers) on the volume.
+pub fn data_len(f: &ScannedFragment) -> u64 {
     f.len + f.blocks * (format::BLOCK_HEADER_LEN + format::BLOCK_TRAILER_LEN)
 }
 
@@ -107,7 +108,8 @@ fn scan_fragment(f: &File, at: u64, end: u64) -> Result<ScannedFragment, String>
                 header.number, header.image_id
             )
         })?;
-        let (blen, bflags) = format::parse_block_header(&h);
+        let (blen, bflags) = format::parse_block_header(&h)
+            .map_err(|e| format!("block {blocks} at offset {pos}: {e}"))?;
         if blen > header.block_size || (bflags & LAST_IN_FRAGMENT == 0 && blen != header.block_size)
         {
             return Err(format!(
@@ -213,7 +215,7 @@ pub fn read_fragment(
         };
         let h =
             read_at(&f, format::BLOCK_HEADER_LEN as usize, pos).map_err(|e| fail(e.to_string()))?;
-        let (len, flags) = format::parse_block_header(&h);
+        let (len, flags) = format::parse_block_header(&h).map_err(|e| fail(e.to_string()))?;
         let mut body = read_at(
             &f,
             len as usize + format::BLOCK_TRAILER_LEN as usize,
