@@ -49,6 +49,10 @@ pub enum KmsError {
     PassphraseMismatch { tag: String },
     #[error("invalid name '{0}': use 1-64 letters, digits, '_', '-' or '.'")]
     BadName(String),
+    #[error(
+        "invalid key tag '{0}': a tag is 32 lowercase hex digits, as kms listkeys and import phase 1 print it"
+    )]
+    BadTag(String),
     #[error("wrong pass phrase or host master key for the keystore at {0}")]
     WrongHmk(String),
     #[error("keystore {path} is damaged: {why}")]

@@ -99,6 +99,13 @@ pub fn new_tag() -> Result<String, KmsError> {
     Ok(hex::encode(crate::crypto::random_array::<16>()?))
 }
 
+/// Whether `tag` is a key tag as kmsfs makes them: 32 lowercase hex digits.
+pub fn check_tag(tag: &str) -> Result<(), KmsError> {
+    let ok = tag.len() == 32 && tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    ok.then_some(())
+        .ok_or_else(|| KmsError::BadTag(tag.to_string()))
+}
+
 /// A key tag (32 hex digits) as the 16 bytes written on media (fragment
 /// headers, container records).
 pub fn tag_bytes(tag: &str) -> [u8; 16] {

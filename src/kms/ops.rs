@@ -2,7 +2,7 @@
 //! transitions, exactly one active key per group, unique tags, and no
 //! deletion or retirement of a key that something in the store uses.
 
-use super::model::{GroupRecord, KeyOrigin, KeyRecord, check_name, new_tag, now};
+use super::model::{GroupRecord, KeyOrigin, KeyRecord, check_name, check_tag, new_tag, now};
 use super::{GroupInfo, KeyInfo, KeyState, Keystore, KmsError};
 use crate::crypto::{self, PASSPHRASE_KEY_PARAMS, SecretKey};
 
@@ -210,6 +210,7 @@ impl Keystore {
         expected_kcv: Option<&str>,
     ) -> Result<(), KmsError> {
         check_name(name)?;
+        check_tag(tag)?;
         self.group_index(group)?;
         let key = crypto::passphrase_key(pass, tag, PASSPHRASE_KEY_PARAMS)?;
         let kcv = hex::encode(crypto::key_check_value(&key));
@@ -454,6 +455,26 @@ mod tests {
             passphrase: None,
             activate,
         }
+    }
+
+    /// A mistyped tag made a "recovered" key no medium would ever name;
+    /// it is refused now, naming the tag.
+    #[test]
+    fn recovering_a_key_under_a_tag_kmsfs_never_makes_is_refused() {
+        let (_d, mut ks) = store();
+        ks.create_group("G", "").unwrap();
+        for tag in [
+            "zz",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "../0123456789abcdef0123456789ab",
+        ] {
+            let err = ks.recover_key("G", "pp", tag, b"pass", None).unwrap_err();
+            assert!(
+                matches!(err, KmsError::BadTag(ref t) if t == tag),
+                "{tag}: {err}"
+            );
+        }
+        assert!(ks.list_keys(None).unwrap().is_empty());
     }
 
     #[test]

@@ -227,6 +227,7 @@ impl Keystore {
         preserve: bool,
         report: &mut ImportReport,
     ) -> Result<(), KmsError> {
+        check_body(body)?;
         // Where each exported group goes; a group is made only when a key
         // is imported into it (never an empty one).
         let mut names = std::collections::HashMap::new();
@@ -297,6 +298,30 @@ impl Keystore {
     }
 }
 
+/// A container comes from elsewhere: every group and key name must be a
+/// name kmsfs makes and every tag 32 hex digits, or nothing is imported.
+fn check_body(body: &ExportBody) -> Result<(), KmsError> {
+    let bad = |what: String| KmsError::Container(format!("the container holds {what}"));
+    let name = |kind: &str, n: &str| {
+        crate::util::names::check_name(n)
+            .map_err(|_| bad(format!("a {kind} named {:?}, not a valid name", n)))
+    };
+    for g in &body.groups {
+        name("key group", &g.name)?;
+    }
+    for k in &body.keys {
+        name("key group", &k.group)?;
+        name("key", &k.name)?;
+        if super::model::check_tag(&k.tag).is_err() {
+            return Err(bad(format!(
+                "key {:?} with tag {:?}, not 32 lowercase hex digits",
+                k.name, k.tag
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +377,44 @@ mod tests {
         }
         let groups: Vec<String> = dst.list_groups().into_iter().map(|g| g.name).collect();
         assert_eq!(groups, vec!["ENCR_F".to_string()]);
+    }
+
+    /// A container from elsewhere is not trusted: a key whose tag is not
+    /// 32 hex digits (here one of 2 bytes, whose name collides, which used
+    /// to panic slicing the tag), or whose group or name is not a name
+    /// kmsfs would have made, is refused naming it, and nothing is imported.
+    #[test]
+    fn an_import_refuses_keys_with_names_or_tags_kmsfs_would_not_make() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (src, _) = source_with_key(a.path());
+        let out = a.path().join("keys.kex");
+        export_container(&src, &[], b"p", &out, true).unwrap();
+        let mut dst = ks(b.path());
+        dst.create_group("ENCR_F", "").unwrap();
+        dst.create_key(NewKey {
+            group: "ENCR_F",
+            name: "k",
+            description: "",
+            passphrase: None,
+            activate: false,
+        })
+        .unwrap();
+        type Spoil = fn(&mut ExportBody);
+        let bad: [(&str, Spoil); 4] = [
+            ("ab", |b| b.keys[0].tag = "ab".into()),
+            ("é", |b| b.keys[0].tag = "é".repeat(16)),
+            ("../x", |b| b.keys[0].group = "../x".into()),
+            ("k\n", |b| b.keys[0].name = "k\n".into()),
+        ];
+        for (what, spoil) in bad {
+            let mut body = read_container(&out, b"p").unwrap();
+            spoil(&mut body);
+            for preserve in [true, false] {
+                let err = dst.import_keys(&body, preserve, false).unwrap_err();
+                assert!(matches!(err, KmsError::Container(_)), "{what}: {err}");
+            }
+            assert_eq!(dst.list_keys(None).unwrap().len(), 1, "{what}");
+        }
     }
 
     /// A keystore in `d` with group ENCR_F and its active key `k`; the tag.
