@@ -34,17 +34,21 @@ fi
 seeds=target/fuzz-seeds
 logs=target/fuzz-logs
 rm -rf "$seeds"
+rm -f "$logs"/*
 mkdir -p "$seeds" "$logs"
 KMSFS_FUZZ_SEEDS="$PWD/$seeds" cargo test --release --locked --test fuzz_regressions -- \
     --ignored --exact write_seeds --quiet
 cargo +nightly fuzz build --fuzz-dir fuzz
 
+# The targets run from their built binaries, not `cargo fuzz run`, which
+# would rebuild mid-run if a source file changed.
+bin=fuzz/target/x86_64-unknown-linux-gnu/release
 run_one() {
     local t="$1"
-    mkdir -p "target/fuzz-corpus/$t"
-    if cargo +nightly fuzz run --fuzz-dir fuzz "$t" "target/fuzz-corpus/$t" "$seeds/$t" -- \
-        -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=30 -print_final_stats=1 \
-        > "$logs/$t.log" 2>&1; then
+    mkdir -p "target/fuzz-corpus/$t" "fuzz/artifacts/$t"
+    if "$bin/$t" -artifact_prefix="fuzz/artifacts/$t/" -max_total_time="$seconds" \
+        -rss_limit_mb=2048 -timeout=30 -print_final_stats=1 \
+        "target/fuzz-corpus/$t" "$seeds/$t" > "$logs/$t.log" 2>&1; then
         echo "ok" > "$logs/$t.rc"
     else
         echo "failed" > "$logs/$t.rc"
