@@ -8,8 +8,9 @@
 //! archive was cut into pieces). A panic, an abort or a hang here is a bug.
 
 use std::collections::HashMap;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use crate::crypto::{self, SecretKey};
 use crate::tape::format::{FORMAT_VERSION, FileMark, FragmentHeader, MediaHeader};
@@ -101,29 +102,37 @@ pub fn tape_volume(data: &[u8]) {
 /// The pass phrase of the golden volumes (tests/golden/*/expected.json).
 const GOLDEN_PASS: &[u8] = b"golden pass phrase v1";
 
-/// The key of a golden volume's fragment, if `tag` is one of the first
-/// eight tags seen and the derived key matches the check value `kcv`
-/// (deriving a key costs 64 MiB of Argon2: the fuzzer may not make one per
-/// run).
+/// The key of a golden volume's fragment: derived once, at the first call,
+/// for each tag the golden volumes use (deriving a key costs 64 MiB of
+/// Argon2: a mutated tag gets none), if it matches the check value `kcv`.
 fn golden_key(tag: [u8; 16], kcv: [u8; 8]) -> Option<SecretKey> {
-    static KEYS: OnceLock<Mutex<HashMap<[u8; 16], Option<SecretKey>>>> = OnceLock::new();
-    let mut keys = KEYS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if !keys.contains_key(&tag) && keys.len() < 8 {
-        let k = crypto::passphrase_key(
-            GOLDEN_PASS,
-            &hex::encode(tag),
-            crypto::PASSPHRASE_KEY_PARAMS,
-        )
-        .ok();
-        keys.insert(tag, k);
-    }
-    keys.get(&tag)?
-        .as_ref()
-        .filter(|k| crypto::key_check_value(k) == kcv)
-        .map(SecretKey::duplicate)
+    static KEYS: OnceLock<HashMap<[u8; 16], SecretKey>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+        let path = scratch("golden.kvol");
+        let mut keys = HashMap::new();
+        for v in golden_volumes(&golden) {
+            let found = std::fs::write(&path, &v)
+                .ok()
+                .and_then(|()| scan::scan_volume(&path).ok());
+            for f in found.iter().flat_map(|s| &s.fragments) {
+                if let Some(tag) = f.header.key_tag
+                    && !keys.contains_key(&tag)
+                    && let Ok(k) = crypto::passphrase_key(
+                        GOLDEN_PASS,
+                        &hex::encode(tag),
+                        crypto::PASSPHRASE_KEY_PARAMS,
+                    )
+                {
+                    keys.insert(tag, k);
+                }
+            }
+        }
+        keys
+    })
+    .get(&tag)
+    .filter(|k| crypto::key_check_value(k) == kcv)
+    .map(SecretKey::duplicate)
 }
 
 /// An LSU container file, record by record (see `msdp::fuzz`).
@@ -211,8 +220,16 @@ pub fn tar_list(data: &[u8]) {
 fn scratch(name: &str) -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("kmsfs-fuzz-{}", std::process::id()));
-        std::fs::create_dir_all(&d).expect("a scratch directory");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let d = std::env::temp_dir().join(format!("kmsfs-fuzz-{}-{nanos}", std::process::id()));
+        // A new directory of this process's own (mode 0700): nothing
+        // another user placed there is followed.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&d)
+            .expect("a scratch directory");
         d
     })
     .join(name)
@@ -388,6 +405,21 @@ mod tests {
             records
                 .iter()
                 .any(|r| crate::catalog::fuzz::record(r).is_ok())
+        );
+    }
+
+    /// Making seeds reads the golden files, never writes them: opening the
+    /// golden catalog with redb rewrote it (its header flag and more).
+    #[test]
+    fn making_seeds_leaves_the_golden_files_as_they_are() {
+        let catalog = golden().join("store-v1/store/catalog/catalog.redb");
+        let before = std::fs::read(&catalog).unwrap();
+        for t in TARGETS {
+            seeds(t, &golden());
+        }
+        assert!(
+            std::fs::read(&catalog).unwrap() == before,
+            "the golden catalog changed"
         );
     }
 

@@ -46,8 +46,23 @@ pub(crate) fn record(bytes: &[u8]) -> Result<(), CatalogError> {
 
 /// Every record of the catalog file at `path`, each prefixed with the
 /// byte(s) that pick its type (an image or LSU record as both the current
-/// and the version-2 type): the fuzz targets' seeds.
+/// and the version-2 type): the fuzz targets' seeds. Read from a copy:
+/// redb opens a database for writing, and `path` is a golden file.
 pub(crate) fn raw_records(path: &std::path::Path) -> Result<Vec<Vec<u8>>, CatalogError> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let copy = std::env::temp_dir().join(format!(
+        "kmsfs-fuzz-catalog-{}-{nanos}.redb",
+        std::process::id()
+    ));
+    std::fs::copy(path, &copy).map_err(|e| CatalogError::Db(format!("{}: {e}", path.display())))?;
+    let records = records_of(&copy);
+    let _ = std::fs::remove_file(&copy);
+    records
+}
+
+fn records_of(path: &std::path::Path) -> Result<Vec<Vec<u8>>, CatalogError> {
     use redb::{ReadableDatabase, ReadableTable};
     let db = redb::Database::open(path)?;
     let tx = db.begin_read()?;

@@ -276,7 +276,7 @@ impl Keystore {
                 .iter()
                 .any(|r| r.group == group && r.name == k.name)
             {
-                format!("{}-{}", k.name, &k.tag[..8])
+                format!("{}-{}", k.name, k.tag.get(..8).unwrap_or(&k.tag))
             } else {
                 k.name.clone()
             };
@@ -298,23 +298,38 @@ impl Keystore {
     }
 }
 
-/// A container comes from elsewhere: every group and key name must be a
-/// name kmsfs makes and every tag 32 hex digits, or nothing is imported.
+/// A container comes from elsewhere: every name must be one kmsfs could
+/// have made (its name characters; up to 255 bytes, as an import adds
+/// `-imported` or a tag to names), every tag 1-64 letters and digits (32
+/// hex digits since kmsfs checks recovered tags; older keystores may hold
+/// others), and every key's group in the container, or nothing is imported.
 fn check_body(body: &ExportBody) -> Result<(), KmsError> {
     let bad = |what: String| KmsError::Container(format!("the container holds {what}"));
     let name = |kind: &str, n: &str| {
-        crate::util::names::check_name(n)
-            .map_err(|_| bad(format!("a {kind} named {:?}, not a valid name", n)))
+        let ok = !n.is_empty()
+            && n.len() <= 255
+            && !n.starts_with('.')
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        ok.then_some(())
+            .ok_or_else(|| bad(format!("a {kind} named {n:?}, not a valid name")))
     };
     for g in &body.groups {
         name("key group", &g.name)?;
     }
     for k in &body.keys {
-        name("key group", &k.group)?;
         name("key", &k.name)?;
-        if super::model::check_tag(&k.tag).is_err() {
+        if !body.groups.iter().any(|g| g.name == k.group) {
             return Err(bad(format!(
-                "key {:?} with tag {:?}, not 32 lowercase hex digits",
+                "key {:?} of key group {:?}, which it does not hold",
+                k.name, k.group
+            )));
+        }
+        let tag_ok =
+            (1..=64).contains(&k.tag.len()) && k.tag.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !tag_ok {
+            return Err(bad(format!(
+                "key {:?} with tag {:?}, not a key tag",
                 k.name, k.tag
             )));
         }
@@ -379,10 +394,11 @@ mod tests {
         assert_eq!(groups, vec!["ENCR_F".to_string()]);
     }
 
-    /// A container from elsewhere is not trusted: a key whose tag is not
-    /// 32 hex digits (here one of 2 bytes, whose name collides, which used
-    /// to panic slicing the tag), or whose group or name is not a name
-    /// kmsfs would have made, is refused naming it, and nothing is imported.
+    /// A container from elsewhere is not trusted: a key whose tag is not a
+    /// tag, whose group or name is not a name kmsfs would have made, or
+    /// whose group the container does not hold is refused naming it, and
+    /// nothing is imported. A short tag on a key whose name collides used
+    /// to panic slicing the tag; it imports now.
     #[test]
     fn an_import_refuses_keys_with_names_or_tags_kmsfs_would_not_make() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -400,11 +416,12 @@ mod tests {
         })
         .unwrap();
         type Spoil = fn(&mut ExportBody);
-        let bad: [(&str, Spoil); 4] = [
-            ("ab", |b| b.keys[0].tag = "ab".into()),
+        let bad: [(&str, Spoil); 5] = [
             ("é", |b| b.keys[0].tag = "é".repeat(16)),
-            ("../x", |b| b.keys[0].group = "../x".into()),
+            ("a/b", |b| b.keys[0].tag = "a/b".into()),
+            ("../x", |b| b.groups[0].name = "../x".into()),
             ("k\n", |b| b.keys[0].name = "k\n".into()),
+            ("no group", |b| b.keys[0].group = "Elsewhere".into()),
         ];
         for (what, spoil) in bad {
             let mut body = read_container(&out, b"p").unwrap();
@@ -415,6 +432,43 @@ mod tests {
             }
             assert_eq!(dst.list_keys(None).unwrap().len(), 1, "{what}");
         }
+        let mut body = read_container(&out, b"p").unwrap();
+        body.keys[0].tag = "ab".into();
+        let r = dst.import_keys(&body, true, false).unwrap();
+        assert_eq!(r.imported, vec!["ENCR_F/k-ab (ab)".to_string()]);
+    }
+
+    /// Names an import makes (`NAME-imported`, `NAME-TAG8`) may be longer
+    /// than a name a user may give; a container holding them imports.
+    #[test]
+    fn a_container_of_imported_keys_imports_again() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let long = "G".repeat(64);
+        let ks_of = |i: usize| {
+            let mut k = ks(dirs[i].path());
+            k.create_group(&long, "").unwrap();
+            k.create_key(NewKey {
+                group: &long,
+                name: &"k".repeat(64),
+                description: "",
+                passphrase: None,
+                activate: true,
+            })
+            .unwrap();
+            k
+        };
+        let (src, mut mid) = (ks_of(0), ks_of(1));
+        let out = dirs[0].path().join("a.kex");
+        export_container(&src, &[], b"p", &out, true).unwrap();
+        mid.import_keys(&read_container(&out, b"p").unwrap(), false, false)
+            .unwrap();
+        let again = dirs[1].path().join("b.kex");
+        export_container(&mid, &[], b"p", &again, true).unwrap();
+        let mut last = ks_of(2);
+        let r = last
+            .import_keys(&read_container(&again, b"p").unwrap(), false, false)
+            .unwrap();
+        assert_eq!(r.imported.len(), 2, "{r:?}");
     }
 
     /// A keystore in `d` with group ENCR_F and its active key `k`; the tag.

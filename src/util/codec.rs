@@ -6,19 +6,18 @@
 //! A length prefix read from disk is only a claim, and bincode without a
 //! limit allocates what a string or a byte vector claims before reading
 //! it: a damaged record claiming 2^60 bytes aborted the process (found by
-//! the `catalog_records`, `keystore` and `export` fuzz targets). Here what
-//! one decode may claim in all is at most [`FACTOR`] times the bytes it
-//! decodes, rounded up to a size class; a larger claim is an error.
+//! the `catalog_records`, `keystore` and `export` fuzz targets). bincode
+//! counts against its limit every primitive it reads and every string or
+//! byte vector it is about to allocate, so what a decode claims in all is
+//! never more than the bytes it reads; the limit here is the input's size
+//! rounded up to a power of 16 (at least 4 KiB; few classes, as each limit
+//! is a type of its own and compiles its own decoder), and a larger claim
+//! is an error.
 
 use bincode::config::{Configuration, Fixint, LittleEndian};
 use bincode::error::{DecodeError, EncodeError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-
-/// How many times its encoding a record may take in memory. The largest
-/// ratio of a real record is a little over 2 (a file list entry: 88 bytes
-/// in memory, at least 38 encoded).
-pub const FACTOR: usize = 32;
 
 /// The layout every record is written in.
 pub fn config() -> Configuration<LittleEndian, Fixint> {
@@ -31,22 +30,17 @@ pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, EncodeError> {
 }
 
 /// Decodes a `T` from the start of `b` (trailing bytes are ignored),
-/// claiming at most [`FACTOR`] times `b`'s size class in memory.
+/// claiming at most `b.len()` rounded up to a power of 16 (at least 4 KiB).
 pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, DecodeError> {
     macro_rules! within {
-        ($class:literal) => {
-            bincode::serde::decode_from_slice(b, config().with_limit::<{ FACTOR << $class }>())
-                .map(|(v, _)| v)
+        ($($bits:literal)+) => {
+            match b.len().max(1 << 12).next_power_of_two().trailing_zeros().next_multiple_of(4) {
+                $($bits => bincode::serde::decode_from_slice(b, config().with_limit::<{ 1 << $bits }>()),)+
+                _ => Err(DecodeError::LimitExceeded),
+            }
         };
     }
-    match b.len() {
-        n if n <= 1 << 12 => within!(12),
-        n if n <= 1 << 16 => within!(16),
-        n if n <= 1 << 20 => within!(20),
-        n if n <= 1 << 24 => within!(24),
-        n if n <= 1 << 28 => within!(28),
-        _ => within!(32),
-    }
+    within!(12 16 20 24 28 32 36 40).map(|(v, _)| v)
 }
 
 #[cfg(test)]
@@ -68,6 +62,13 @@ mod tests {
             decode::<Vec<(String, Option<String>, u64)>>(&encode(&list).unwrap()).unwrap(),
             list
         );
+        // A large damaged record claims no more than its own size either.
+        let mut big = (1u64 << 30).to_le_bytes().to_vec();
+        big.resize(17 << 20, 0);
+        assert!(matches!(
+            decode::<String>(&big),
+            Err(DecodeError::LimitExceeded)
+        ));
         let bytes = vec![7u8; 3 << 20];
         assert_eq!(decode::<Vec<u8>>(&encode(&bytes).unwrap()).unwrap(), bytes);
     }
