@@ -80,6 +80,9 @@ struct Run {
     gate: parking_lot::RwLock<()>,
     mp: PathBuf,
     stats: Mutex<BTreeMap<&'static str, u64>>,
+    /// Volumes of another store, each holding `pools/VaultK/farK`, and the
+    /// image's digest; the operator imports them one by one.
+    foreign: Vec<(PathBuf, String, String)>,
 }
 
 impl Run {
@@ -339,8 +342,9 @@ fn operator(run: &Run, deadline: Instant) {
     let mut roots = 0;
     while Instant::now() < deadline && !run.stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(300 + rng.below(700)));
-        let pick = rng.below(10);
+        let pick = rng.below(11);
         match pick {
+            10 => import_next(run),
             0 => {
                 must(run, "lsu rotate-kek T");
                 run.count("KEK rotations");
@@ -404,6 +408,102 @@ fn operator(run: &Run, deadline: Instant) {
     }
 }
 
+/// Imports the next foreign volume: its image must then read back as the
+/// other store wrote it; a refusal is right only if this store has since
+/// labelled a volume with the same barcode, and must say so.
+fn import_next(run: &Run) {
+    let k = {
+        let stats = run.stats.lock().unwrap();
+        let n = |what| stats.get(what).copied().unwrap_or(0);
+        n("imports") + n("imports refused, barcode taken")
+    };
+    let Some((vol, rel, digest)) = run.foreign.get(k as usize) else {
+        return;
+    };
+    match cli(run, &format!("import {}", vol.display())) {
+        Ok(_) => {
+            let _quiet = run.gate.read();
+            match std::fs::read(run.path(rel)) {
+                Ok(d) if sha(&d) == *digest => {}
+                Ok(_) => run.fail(format!(
+                    "imported {rel} differs from what the other store wrote"
+                )),
+                Err(e) => run.fail(format!("imported {rel} is not there: {e}")),
+            }
+            run.reference
+                .lock()
+                .unwrap()
+                .images
+                .insert(rel.clone(), digest.clone());
+            run.count("imports");
+        }
+        // This store labelled a volume with the same barcode (refusals of
+        // src/tape/adopt.rs, each naming the volume).
+        Err(e)
+            if [
+                "is already a different volume in this store",
+                "is being written by this store now",
+                "is taken:",
+            ]
+            .iter()
+            .any(|why| e.contains(why)) =>
+        {
+            run.count("imports refused, barcode taken");
+        }
+        Err(e) => run.fail(format!("import of {}: {e}", vol.display())),
+    }
+}
+
+/// Volumes of another store, each with one image `pools/VaultK/farK`: the
+/// other store labels 30 volumes first, so their barcodes are ones this
+/// store reaches only late in a long run.
+fn foreign_volumes(seed: u64) -> (TestStore, Vec<(PathBuf, String, String)>) {
+    let far = TestStore::new(&[]);
+    let m = far.mount("");
+    let tiny = far.path("tiny");
+    std::fs::write(&tiny, b"filler").unwrap();
+    for i in 0..30 {
+        std::fs::create_dir(m.p(&format!("pools/F{i}"))).unwrap();
+        cp(&tiny, &m.p(&format!("pools/F{i}/f")));
+    }
+    let mut images = Vec::new();
+    for k in 1..=3u64 {
+        let data = Rng::new(seed ^ (k << 20)).bytes((1 << 20) + k as usize * 4099);
+        let src = far.path(&format!("far{k}"));
+        std::fs::write(&src, &data).unwrap();
+        std::fs::create_dir(m.p(&format!("pools/Vault{k}"))).unwrap();
+        cp(&src, &m.p(&format!("pools/Vault{k}/far{k}")));
+        images.push((
+            format!("Vault{k}"),
+            format!("pools/Vault{k}/far{k}"),
+            sha(&data),
+        ));
+    }
+    m.unmount();
+    let vols: serde_json::Value =
+        serde_json::from_str(&far.ok(&["volume", "list", "--json"])).unwrap();
+    let out = images
+        .into_iter()
+        .map(|(pool, rel, digest)| {
+            let barcode = vols
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["pool"] == pool.as_str())
+                .unwrap()["barcode"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (
+                far.dir.join("volumes").join(format!("{barcode}.kvol")),
+                rel,
+                digest,
+            )
+        })
+        .collect();
+    (far, out)
+}
+
 fn setup(seed: u64) -> Run {
     let store = TestStore::new(&["--volume-capacity", "64M"]);
     store.group_with_key("ENCR_T");
@@ -419,6 +519,16 @@ fn setup(seed: u64) -> Run {
         "1",
     ]);
     store.ok(&["lsu", "create", "O", "--legacy-kms", "--key-group", "tkg"]);
+    let (far, foreign) = foreign_volumes(seed);
+    let foreign = foreign
+        .into_iter()
+        .map(|(vol, rel, digest)| {
+            let kept = store.path(vol.file_name().unwrap().to_str().unwrap());
+            std::fs::copy(&vol, &kept).unwrap();
+            (kept, rel, digest)
+        })
+        .collect();
+    drop(far);
     let m = store.mount("");
     for p in ["pools/ENCR_T", "pools/Clear"] {
         std::fs::create_dir(m.p(p)).unwrap();
@@ -434,6 +544,7 @@ fn setup(seed: u64) -> Run {
         stop: AtomicBool::new(false),
         gate: parking_lot::RwLock::new(()),
         stats: Mutex::new(BTreeMap::new()),
+        foreign,
     }
 }
 
