@@ -216,10 +216,37 @@ pub fn tar_list(data: &[u8]) {
     }
 }
 
-/// A scratch file of this process for inputs that are read from a path.
-fn scratch(name: &str) -> PathBuf {
+/// A scratch path of this call (a test may run targets in parallel
+/// threads), removed when the guard drops.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A new scratch path for inputs that are read from a path, in a
+/// directory of this process's own.
+fn scratch(name: &str) -> Scratch {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = DIR.get_or_init(|| {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -231,8 +258,8 @@ fn scratch(name: &str) -> PathBuf {
             .create(&d)
             .expect("a scratch directory");
         d
-    })
-    .join(name)
+    });
+    Scratch(dir.join(format!("{n}-{name}")))
 }
 
 /// The seeds of target `name` that kmsfs makes itself (sealed under the
@@ -312,7 +339,7 @@ pub fn tar_archives() -> Vec<Vec<u8>> {
         .filter_map(|format| {
             let out = std::process::Command::new("tar")
                 .args(["-cf", "-", "--format", format, "--sort=name", "-C"])
-                .arg(&dir)
+                .arg(&*dir)
                 .arg(".")
                 .output()
                 .ok()?;

@@ -134,10 +134,18 @@ pub(crate) fn keystore_file_sample() -> Result<Vec<u8>, KmsError> {
     Ok(bytes)
 }
 
+/// A directory no other call uses (tests make samples in parallel threads
+/// of one process), not yet made.
 fn tempfile_dir(what: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("kmsfs-fuzz-{what}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::env::temp_dir().join(format!(
+        "kmsfs-fuzz-{what}-{}-{n}-{nanos}",
+        std::process::id()
+    ))
 }
 
 fn sample_keystore(dir: &Path) -> Result<Keystore, KmsError> {
