@@ -241,12 +241,7 @@ impl Op {
             Op::Convert => kmsfs(s, "lsu convert G"),
             Op::Import => kmsfs(s, &format!("import '{}'", t.foreign_volume.display())),
         };
-        let (ok, out, err) = sh(&script);
-        if ok {
-            Ok(())
-        } else {
-            Err(format!("{out}{err}"))
-        }
+        script_result(&script)
     }
 }
 
@@ -264,6 +259,16 @@ const ALL_OPS: &[Op] = &[
     Op::Convert,
     Op::Import,
 ];
+
+/// Runs a shell script; `Err` holds what it printed if it failed.
+fn script_result(script: &str) -> Result<(), String> {
+    let (ok, out, err) = sh(script);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{out}{err}"))
+    }
+}
 
 fn kmsfs(s: &TestStore, args: &str) -> String {
     format!("'{}' --store '{}' {args}", bin(), s.dir.display())
@@ -561,20 +566,16 @@ points! {
 #[test]
 fn every_failpoint_is_walked() {
     let src = std::fs::read_to_string(file!()).unwrap();
-    let lib = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/util/failpoint.rs"),
-    )
-    .unwrap();
-    for l in lib.lines() {
-        if let Some(rest) = l.strip_prefix("pub const ")
-            && let Some((_, v)) = rest.split_once("= \"")
-        {
-            let name = v.trim_end_matches("\";");
-            assert!(
-                src.contains(&format!("\"{name}\" => [")),
-                "failpoint {name} has no row in the crash model"
-            );
-        }
+    let names = failpoints_in_source();
+    assert!(
+        names.len() >= 16,
+        "failpoints read from the source: {names:?}"
+    );
+    for name in names {
+        assert!(
+            src.contains(&format!("\"{name}\" => [")),
+            "failpoint {name} has no row in the crash model"
+        );
     }
 }
 
@@ -711,12 +712,7 @@ fn run_step(step: &Step, s: &TestStore, m: &Mounted, t: &Template) -> Result<(),
         Step::Convert => kmsfs(s, "lsu convert G"),
         Step::Import => kmsfs(s, &format!("import '{}'", t.foreign_volume.display())),
     };
-    let (ok, out, err) = sh(&script);
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{out}{err}"))
-    }
+    script_result(&script)
 }
 
 /// Every failpoint armed never to fire: each pass is marked.
