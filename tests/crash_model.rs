@@ -365,6 +365,18 @@ enum Landed {
     NotReached,
 }
 
+/// Mounts `s` with the failpoints of `spec` armed, marking each pass in
+/// the returned mark file.
+fn mount_armed(s: &TestStore, spec: &str) -> (PathBuf, Result<Mounted, String>) {
+    let mark = s.path("failpoint.mark");
+    let env = [
+        ("KMSFS_FAILPOINTS", spec),
+        ("KMSFS_FAILPOINTS_MARK", mark.to_str().unwrap()),
+    ];
+    let m = s.try_mount("", &env);
+    (mark, m)
+}
+
 fn fired(mark: &Path) -> bool {
     std::fs::read_to_string(mark).is_ok_and(|s| s.lines().any(|l| l.contains(" fired ")))
 }
@@ -373,15 +385,10 @@ fn run_case(point: &str, action: &str, n: u32, op: Op) -> Landed {
     let t = template();
     let case = format!("{point}/{action}/{n}/{op:?}");
     let s = TestStore::copy_of(&t.store);
-    let mark = s.path("failpoint.mark");
-    let spec = format!("{point}={action}@{n}");
-    let env = [
-        ("KMSFS_FAILPOINTS", spec.as_str()),
-        ("KMSFS_FAILPOINTS_MARK", mark.to_str().unwrap()),
-    ];
     let pre = op.prepare(&s, &t.model);
     let post = applied(&pre, &op.effect(t));
-    let m = match s.try_mount("", &env) {
+    let (mark, m) = mount_armed(&s, &format!("{point}={action}@{n}"));
+    let m = match m {
         Ok(m) => m,
         Err(e) => {
             // The point fired while the daemon started: nothing ran yet.
@@ -450,20 +457,15 @@ fn run_case(point: &str, action: &str, n: u32, op: Op) -> Landed {
 fn passes(point: &str, op: Op) -> (u32, u32) {
     let t = template();
     let s = TestStore::copy_of(&t.store);
-    let mark = s.path("failpoint.mark");
-    let spec = format!("{point}=eio@{}", u32::MAX);
-    let env = [
-        ("KMSFS_FAILPOINTS", spec.as_str()),
-        ("KMSFS_FAILPOINTS_MARK", mark.to_str().unwrap()),
-    ];
     op.prepare(&s, &t.model);
+    let (mark, m) = mount_armed(&s, &format!("{point}=eio@{}", u32::MAX));
+    let m = m.unwrap();
     let count = || {
         std::fs::read_to_string(&mark)
             .unwrap_or_default()
             .lines()
             .count() as u32
     };
-    let m = s.try_mount("", &env).unwrap();
     let at_start = count();
     op.run(&s, &m, t)
         .unwrap_or_else(|e| panic!("{point}/{op:?} fails with nothing armed: {e}"));
@@ -741,13 +743,8 @@ fn failpoints_in_source() -> Vec<String> {
 fn passes_of(steps: &[(Step, Model)], case: &str) -> Vec<(String, u32)> {
     let t = template();
     let s = TestStore::copy_of(&t.store);
-    let mark = s.path("failpoint.mark");
-    let spec = count_everything();
-    let env = [
-        ("KMSFS_FAILPOINTS", spec.as_str()),
-        ("KMSFS_FAILPOINTS_MARK", mark.to_str().unwrap()),
-    ];
-    let m = s.try_mount("", &env).unwrap();
+    let (mark, m) = mount_armed(&s, &count_everything());
+    let m = m.unwrap();
     let at_start = std::fs::read_to_string(&mark)
         .unwrap_or_default()
         .lines()
@@ -783,21 +780,18 @@ fn random_case(seed: u64) {
     let names: Vec<String> = steps.iter().map(|(s, _)| format!("{s:?}")).collect();
     let case0 = format!("seed {seed} (KMSFS_CRASH_SEED={seed}), steps {names:?}");
     let passes = passes_of(&steps, &case0);
-    let Some((point, n)) = rng.pick(&passes).cloned() else {
-        eprintln!("{case0}: no failpoint passed");
-        return;
-    };
+    // Every sequence commits something: no pass at all means the
+    // counting is broken, not that there is nothing to fault.
+    let (point, n) = rng
+        .pick(&passes)
+        .cloned()
+        .unwrap_or_else(|| panic!("{case0}: no failpoint passed"));
     let action = *rng.pick(&["eio", "enospc", "abort"]).unwrap();
     let case = format!("{case0}, fault {point}={action}@{n}");
     eprintln!("crash model: {case}");
     let s = TestStore::copy_of(&t.store);
-    let mark = s.path("failpoint.mark");
-    let spec = format!("{point}={action}@{n}");
-    let env = [
-        ("KMSFS_FAILPOINTS", spec.as_str()),
-        ("KMSFS_FAILPOINTS_MARK", mark.to_str().unwrap()),
-    ];
-    let m = s.try_mount("", &env).unwrap();
+    let (mark, m) = mount_armed(&s, &format!("{point}={action}@{n}"));
+    let m = m.unwrap();
     let mut model = t.model.clone();
     let mut steps = steps.iter();
     for (step, after) in steps.by_ref() {
