@@ -1,7 +1,12 @@
 //! AES-256-GCM: sealed records with random nonces, and counted block nonces.
+//!
+//! The implementation is AWS-LC's (through `aws-lc-rs`): measured on the
+//! machines kmsfs runs on, it seals 256 KiB blocks about five times faster
+//! than the pure-Rust `aes-gcm` crate (VAES and AVX-512 where the CPU has
+//! them), and it keeps the expanded key in memory it wipes when the key is
+//! dropped. The bytes on disk are the same: `tests::same_bytes_as_the_aes_gcm_crate`.
 
-use aes_gcm::aead::{Aead, Payload};
-use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit, Nonce, Tag};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use zeroize::Zeroizing;
 
 use super::{CryptoError, SecretKey, random};
@@ -11,8 +16,68 @@ pub const NONCE_LEN: usize = 12;
 /// Length of an AES-GCM authentication tag.
 pub const TAG_LEN: usize = 16;
 
-fn cipher(key: &SecretKey) -> Aes256Gcm {
-    Aes256Gcm::new(key.expose_secret().into())
+/// An AES-256-GCM key ready to use; wiped when dropped.
+pub(super) struct Gcm(LessSafeKey);
+
+impl Gcm {
+    pub(super) fn new(key: &SecretKey) -> Self {
+        let key = UnboundKey::new(&AES_256_GCM, key.expose_secret())
+            .expect("a 32-byte key is an AES-256 key");
+        Self(LessSafeKey::new(key))
+    }
+
+    /// Encrypts `buf` in place; returns the tag.
+    pub(super) fn seal(&self, nonce: [u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buf)
+            .expect("AES-GCM encryption of a record below 64 GiB cannot fail");
+        tag.as_ref().try_into().expect("a GCM tag is 16 bytes")
+    }
+
+    /// Decrypts `buf` in place, checking `tag`. AWS-LC decrypts before it
+    /// checks: on failure `buf` is zeroed, so no unauthenticated plaintext
+    /// stays in a buffer the caller reuses.
+    pub(super) fn open(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), CryptoError> {
+        let nonce = Nonce::assume_unique_for_key(nonce);
+        if self
+            .0
+            .open_in_place_separate_tag(nonce, Aad::from(aad), tag, buf)
+            .is_err()
+        {
+            buf.fill(0);
+            return Err(CryptoError::Authentication);
+        }
+        Ok(())
+    }
+
+    /// Decrypts `ct` into `out` (the same length), checking `tag`; on
+    /// failure `out` is zeroed (as [`Gcm::open`]).
+    pub(super) fn open_to(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        ct: &[u8],
+        tag: &[u8; TAG_LEN],
+        out: &mut [u8],
+    ) -> Result<(), CryptoError> {
+        let nonce = Nonce::assume_unique_for_key(nonce);
+        if self
+            .0
+            .open_separate_gather(nonce, Aad::from(aad), ct, tag, out)
+            .is_err()
+        {
+            out.fill(0);
+            return Err(CryptoError::Authentication);
+        }
+        Ok(())
+    }
 }
 
 /// Seals `plaintext` under `key` with a fresh random nonce:
@@ -24,18 +89,11 @@ fn cipher(key: &SecretKey) -> Aes256Gcm {
 pub fn seal(key: &SecretKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let mut nonce = [0u8; NONCE_LEN];
     random::fill(&mut nonce)?;
-    let ct = cipher(key)
-        .encrypt(
-            &Nonce::from(nonce),
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
-        .map_err(|_| CryptoError::Authentication)?;
-    let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
+    let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
     out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
+    out.extend_from_slice(plaintext);
+    let tag = Gcm::new(key).seal(nonce, aad, &mut out[NONCE_LEN..]);
+    out.extend_from_slice(&tag);
     Ok(out)
 }
 
@@ -44,12 +102,13 @@ pub fn open(key: &SecretKey, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<
     if sealed.len() < NONCE_LEN + TAG_LEN {
         return Err(CryptoError::Truncated(sealed.len()));
     }
-    let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
     let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("split at NONCE_LEN");
-    cipher(key)
-        .decrypt(&Nonce::from(nonce), Payload { msg: ct, aad })
-        .map(Zeroizing::new)
-        .map_err(|_| CryptoError::Authentication)
+    let tag: [u8; TAG_LEN] = tag.try_into().expect("split at TAG_LEN");
+    let mut plain = Zeroizing::new(ct.to_vec());
+    Gcm::new(key).open(nonce, aad, &mut plain, &tag)?;
+    Ok(plain)
 }
 
 /// A cipher for a stream of numbered blocks under one derived subkey.
@@ -57,27 +116,23 @@ pub fn open(key: &SecretKey, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<
 /// The nonce of block `n` is `n` as 8 little-endian bytes followed by 4 zero
 /// bytes: unique for every block under the subkey, which is itself unique per
 /// fragment (HKDF with a random salt), so no nonce ever repeats under a key.
-pub struct BlockCipher(Aes256Gcm);
+pub struct BlockCipher(Gcm);
 
 impl BlockCipher {
     /// A block cipher under `key` (normally a per-fragment subkey).
     pub fn new(key: &SecretKey) -> Self {
-        Self(cipher(key))
+        Self(Gcm::new(key))
     }
 
-    fn nonce(index: u64) -> Nonce<aes_gcm::aead::consts::U12> {
+    fn nonce(index: u64) -> [u8; NONCE_LEN] {
         let mut n = [0u8; NONCE_LEN];
         n[..8].copy_from_slice(&index.to_le_bytes());
-        Nonce::from(n)
+        n
     }
 
     /// Encrypts `buf` in place as block `index`; returns the tag.
     pub fn seal_block(&self, index: u64, aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
-        let tag = self
-            .0
-            .encrypt_inout_detached(&Self::nonce(index), aad, buf.into())
-            .expect("AES-GCM encryption of a block below 64 GiB cannot fail");
-        tag.into()
+        self.0.seal(Self::nonce(index), aad, buf)
     }
 
     /// Decrypts `buf` in place as block `index`, checking `tag`.
@@ -88,10 +143,7 @@ impl BlockCipher {
         buf: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), CryptoError> {
-        let tag = Tag::from(*tag);
-        self.0
-            .decrypt_inout_detached(&Self::nonce(index), aad, buf.into(), &tag)
-            .map_err(|_| CryptoError::Authentication)
+        self.0.open(Self::nonce(index), aad, buf, tag)
     }
 }
 
@@ -143,5 +195,74 @@ mod tests {
         assert!(c.open_block(2, b"a", &mut copy, &tag).is_err());
         let mut copy = buf.clone();
         assert!(c.open_block(1, b"b", &mut copy, &tag).is_err());
+    }
+
+    /// AWS-LC decrypts before it checks the tag: a failed open must not
+    /// leave unauthenticated plaintext in the caller's buffer (a reused
+    /// reply or record buffer).
+    #[test]
+    fn a_failed_open_leaves_no_plaintext_behind() {
+        let key = SecretKey::from_slice(&[3; 32]).unwrap();
+        let g = Gcm::new(&key);
+        let plain = vec![0x41u8; 4096];
+        let mut buf = plain.clone();
+        let mut tag = g.seal([1; NONCE_LEN], b"a", &mut buf);
+        tag[0] ^= 1;
+        let ct = buf.clone();
+        assert!(g.open([1; NONCE_LEN], b"a", &mut buf, &tag).is_err());
+        assert!(buf.iter().all(|&b| b == 0), "in place: wiped");
+        let mut out = vec![0x41u8; 4096];
+        assert!(
+            g.open_to([1; NONCE_LEN], b"a", &ct, &tag, &mut out)
+                .is_err()
+        );
+        assert!(out.iter().all(|&b| b == 0), "out of place: wiped");
+    }
+
+    /// The format at the sizes kmsfs uses: a whole tape block and a
+    /// largest segment, against the `aes-gcm` crate.
+    #[test]
+    fn whole_blocks_seal_as_the_aes_gcm_crate_does() {
+        use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit};
+        for len in [256 * 1024, 512 * 1024] {
+            let plain = crate::testing::pseudo_random(len, len as u64);
+            let mut theirs = plain.clone();
+            let their_tag = Aes256Gcm::new(&[9u8; 32].into())
+                .encrypt_inout_detached(&[4u8; 12].into(), b"aad", (&mut theirs[..]).into())
+                .unwrap();
+            let mut ours = plain.clone();
+            let tag = Gcm::new(&SecretKey::from_slice(&[9; 32]).unwrap())
+                .seal([4; 12], b"aad", &mut ours);
+            assert_eq!(ours, theirs);
+            assert_eq!(&tag[..], &their_tag[..]);
+        }
+    }
+
+    proptest::proptest! {
+        /// The format does not depend on the implementation: AWS-LC seals
+        /// to the bytes the pure-Rust `aes-gcm` crate (the first
+        /// implementation, which wrote every store so far) gives, and opens
+        /// what it sealed.
+        #[test]
+        fn same_bytes_as_the_aes_gcm_crate(
+            key in proptest::array::uniform32(proptest::num::u8::ANY),
+            nonce in proptest::array::uniform12(proptest::num::u8::ANY),
+            aad in proptest::collection::vec(proptest::num::u8::ANY, 0..100),
+            plain in proptest::collection::vec(proptest::num::u8::ANY, 0..5000),
+        ) {
+            use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit};
+            let mut theirs = plain.clone();
+            let their_tag = Aes256Gcm::new(&key.into())
+                .encrypt_inout_detached(&nonce.into(), &aad, (&mut theirs[..]).into())
+                .unwrap();
+            let ours = Gcm::new(&SecretKey::from_slice(&key).unwrap());
+            let mut buf = plain.clone();
+            let tag = ours.seal(nonce, &aad, &mut buf);
+            proptest::prop_assert_eq!(&buf, &theirs);
+            proptest::prop_assert_eq!(&tag[..], &their_tag[..]);
+            let their_tag: [u8; TAG_LEN] = their_tag.into();
+            ours.open(nonce, &aad, &mut theirs, &their_tag).unwrap();
+            proptest::prop_assert_eq!(theirs, plain);
+        }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Every AES-GCM seal and open, every HKDF and Argon2id derivation and every
 //! random byte in kmsfs comes from here. Nothing outside this module names
-//! `aes_gcm`, `hkdf`, `argon2` or `getrandom`, so a reviewer has one place to
+//! `aws_lc_rs`, `hkdf`, `argon2` or `getrandom`, so a reviewer has one place to
 //! read. Key material lives in [`SecretKey`], which wipes itself on drop and
 //! can be neither printed, cloned nor compared except in constant time.
 
@@ -24,7 +24,7 @@ pub use kmip_wrap::{
     KMIP_CBC_LEN, KMIP_IV_LEN, KmipWrapped, kmip_unframe, kmip_v1_key, kmip_wrap_v2,
 };
 pub use random::random_array;
-pub use segment::{ImageDigest, fingerprint, open_in_place, seal_in_place};
+pub use segment::{ImageDigest, fingerprint, open_in_place, open_to, seal_in_place};
 
 /// Why a cryptographic operation failed. Carries no key material.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -3,9 +3,7 @@
 //! AES-256-GCM in place with an explicit nonce (zero under a fresh
 //! per-segment DEK, random under a reused legacy key).
 
-use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit, Nonce, Tag};
-
-use super::aead::{NONCE_LEN, TAG_LEN};
+use super::aead::{Gcm, NONCE_LEN, TAG_LEN};
 use super::{CryptoError, SecretKey};
 
 /// Keyed BLAKE3 of `data` under the LSU's fingerprint key.
@@ -46,10 +44,7 @@ pub fn seal_in_place(
     aad: &[u8],
     buf: &mut [u8],
 ) -> [u8; TAG_LEN] {
-    Aes256Gcm::new(key.expose_secret().into())
-        .encrypt_inout_detached(&Nonce::from(*nonce), aad, buf.into())
-        .expect("AES-GCM encryption of a segment below 64 GiB cannot fail")
-        .into()
+    Gcm::new(key).seal(*nonce, aad, buf)
 }
 
 /// Decrypts `buf` in place, checking `tag`.
@@ -60,9 +55,20 @@ pub fn open_in_place(
     buf: &mut [u8],
     tag: &[u8; TAG_LEN],
 ) -> Result<(), CryptoError> {
-    Aes256Gcm::new(key.expose_secret().into())
-        .decrypt_inout_detached(&Nonce::from(*nonce), aad, buf.into(), &Tag::from(*tag))
-        .map_err(|_| CryptoError::Authentication)
+    Gcm::new(key).open(*nonce, aad, buf, tag)
+}
+
+/// Decrypts `ct` into `out` (the same length), checking `tag`: the
+/// plaintext goes where the caller wants it without a copy.
+pub fn open_to(
+    key: &SecretKey,
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    ct: &[u8],
+    tag: &[u8; TAG_LEN],
+    out: &mut [u8],
+) -> Result<(), CryptoError> {
+    Gcm::new(key).open_to(*nonce, aad, ct, tag, out)
 }
 
 #[cfg(test)]
@@ -102,5 +108,9 @@ mod tests {
         let mut c = buf.clone();
         c[0] ^= 1;
         assert!(open_in_place(&k, &n, b"aad", &mut c, &tag).is_err());
+        let mut out = vec![0u8; buf.len()];
+        open_to(&k, &n, b"aad", &buf, &tag, &mut out).unwrap();
+        assert_eq!(&out[..], b"hello segment");
+        assert!(open_to(&k, &n, b"aaX", &buf, &tag, &mut out).is_err());
     }
 }

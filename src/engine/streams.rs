@@ -105,4 +105,13 @@ impl Reader {
             Reader::Lsu(r) => Ok(r.read_at(offset, size)?),
         }
     }
+
+    /// Fills `out` from `offset` (the FUSE reply buffer, reused): returns
+    /// the bytes the image had there.
+    pub fn read_into(&self, offset: u64, out: &mut [u8]) -> Result<usize, EngineError> {
+        match self {
+            Reader::Tape(r) => Ok(r.read_into(offset, out)?),
+            Reader::Lsu(r) => Ok(r.read_into(offset, out)?),
+        }
+    }
 }

@@ -106,13 +106,22 @@ impl KmsFs {
         }
     }
 
-    pub(super) fn do_read(&self, fh: u64, offset: u64, size: u32) -> Res<Vec<u8>> {
+    /// Reads into `buf` (this FUSE thread's reply buffer, grown to `size`
+    /// once and reused, so a read allocates and clears nothing); returns
+    /// the number of bytes read.
+    pub(super) fn do_read(&self, fh: u64, offset: u64, size: u32, buf: &mut Vec<u8>) -> Res<usize> {
+        let size = size as usize;
+        if buf.len() < size {
+            buf.resize(size, 0);
+        }
+        let out = &mut buf[..size];
         match &*self.handle(fh)? {
-            Handle::Read(r) => Ok(r.read_at(offset, size as usize)?),
+            Handle::Read(r) => Ok(r.read_into(offset, out)?),
             Handle::Status(t) => {
                 let start = (offset as usize).min(t.len());
-                let end = (start + size as usize).min(t.len());
-                Ok(t[start..end].to_vec())
+                let end = (start + size).min(t.len());
+                out[..end - start].copy_from_slice(&t[start..end]);
+                Ok(end - start)
             }
             Handle::Write(_) => Err(FsError::new(
                 libc::EBADF,

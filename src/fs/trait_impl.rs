@@ -15,6 +15,11 @@ use super::dir_ops::AttrChange;
 use super::{FsError, KmsFs};
 use crate::catalog::FileAttrs;
 
+std::thread_local! {
+    /// Each FUSE thread's read reply buffer: filled in place, reused.
+    static REPLY_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn name_of(name: &OsStr) -> Result<&str, FsError> {
     name.to_str()
         .ok_or_else(|| FsError::new(libc::EINVAL, "names must be UTF-8"))
@@ -171,10 +176,10 @@ impl Filesystem for KmsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.do_read(fh.0, offset, size) {
-            Ok(d) => reply.data(&d),
+        REPLY_BUF.with_borrow_mut(|buf| match self.do_read(fh.0, offset, size, buf) {
+            Ok(n) => reply.data(&buf[..n]),
             Err(e) => reply_err!(reply, e),
-        }
+        })
     }
 
     fn write(

@@ -155,7 +155,7 @@ fn tls_config(s: &KmipServer) -> Result<ClientConfig, String> {
     let chain = certs(&s.cert)?;
     let key = PrivateKeyDer::from_pem_file(&s.key)
         .map_err(|e| format!("client key {}: {e}", s.key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?

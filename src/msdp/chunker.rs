@@ -77,14 +77,20 @@ impl Chunker {
     }
 
     /// Bytes waiting for a cut.
-    pub fn pending(&self) -> usize {
-        self.buf.len() - self.start
+    /// Hands over the buffer holding the bytes cut so far (the ranges
+    /// [`Chunker::next_range`] returned index into it) and goes on in
+    /// `spare` with the bytes not cut yet.
+    pub fn take_consumed(&mut self, mut spare: Vec<u8>) -> Vec<u8> {
+        spare.clear();
+        spare.reserve(self.buf.capacity());
+        spare.extend_from_slice(&self.buf[self.start..]);
+        self.buf.truncate(self.start);
+        self.start = 0;
+        std::mem::replace(&mut self.buf, spare)
     }
 
-    /// The buffer that ranges from [`Chunker::next_range`] index, valid
-    /// until the next [`Chunker::push`].
-    pub fn data(&self) -> &[u8] {
-        &self.buf
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
     }
 
     /// The next complete segment; with `at_end`, also the rest.
@@ -208,5 +214,41 @@ mod tests {
             let d = crate::testing::pseudo_random(1 << 20, seed);
             prop_assert_eq!(chunks(&d, &splits), chunks(&d, &[d.len()]));
         }
+
+        /// The LSU writer hands each batch's buffer to its sealing stage
+        /// and goes on in another: the segments are the same.
+        #[test]
+        fn cuts_do_not_depend_on_handing_buffers_over(
+            seed in 1u64..1000,
+            splits in proptest::collection::vec(1usize..300_000, 1..20),
+        ) {
+            let d = crate::testing::pseudo_random(1 << 20, seed);
+            prop_assert_eq!(chunks_handed_over(&d, &splits), chunks(&d, &[d.len()]));
+        }
+    }
+
+    fn chunks_handed_over(data: &[u8], splits: &[usize]) -> Vec<Vec<u8>> {
+        let mut c = Chunker::new([4096, 16384, 65536], Gear::Seeded(42));
+        let mut out = Vec::new();
+        let mut spare = Vec::new();
+        let mut cut = |c: &mut Chunker, at_end: bool| {
+            let mut ranges = Vec::new();
+            while let Some(r) = c.next_range(at_end) {
+                ranges.push(r);
+            }
+            let buf = c.take_consumed(std::mem::take(&mut spare));
+            out.extend(ranges.into_iter().map(|r| buf[r].to_vec()));
+            spare = buf;
+        };
+        let mut pos = 0;
+        for &s in splits {
+            let end = (pos + s).min(data.len());
+            c.push(&data[pos..end]);
+            pos = end;
+            cut(&mut c, false);
+        }
+        c.push(&data[pos..]);
+        cut(&mut c, true);
+        out
     }
 }

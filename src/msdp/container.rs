@@ -148,9 +148,23 @@ pub fn read_record(
     offset: u64,
     len: u32,
 ) -> Result<(SegmentHeader, Vec<u8>), RecordError> {
+    let mut buf = Vec::new();
+    let h = read_record_with(state, container, offset, len, &mut buf)?;
+    Ok((h, buf))
+}
+
+/// [`read_record`] into `buf`, resized to the record (a buffer reused
+/// from record to record is cleared only where it grows).
+pub fn read_record_with(
+    state: &LsuState,
+    container: u64,
+    offset: u64,
+    len: u32,
+    buf: &mut Vec<u8>,
+) -> Result<SegmentHeader, RecordError> {
     let f = state.file(container).map_err(RecordError::Missing)?;
-    let mut buf = vec![0u8; len as usize];
-    f.read_exact_at(&mut buf, offset).map_err(RecordError::Io)?;
+    buf.resize(len as usize, 0);
+    f.read_exact_at(buf, offset).map_err(RecordError::Io)?;
     let h = SegmentHeader::decode(&buf[..SEGMENT_HEADER_LEN.min(buf.len())])
         .map_err(|e| RecordError::Damaged(format!("segment header: {e}")))?;
     if h.record_len() != buf.len() {
@@ -159,7 +173,7 @@ pub fn read_record(
             h.record_len()
         )));
     }
-    Ok((h, buf))
+    Ok(h)
 }
 
 /// Why a record could not be read.

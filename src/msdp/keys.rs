@@ -302,17 +302,7 @@ mod tests {
     #[test]
     fn unwrapped_keys_are_wiped_when_they_expire_unasked() {
         let (_t, s) = crate::testing::store_with(|c| c.kek_cache_secs = 1);
-        s.msdp
-            .create(
-                crate::msdp::CreateLsu {
-                    name: "L".into(),
-                    mode: crate::catalog::LsuMode::Kms,
-                    key_group: Some("KG".into()),
-                    policy: KekPolicy::default(),
-                },
-                crate::testing::dir_attrs(),
-            )
-            .unwrap();
+        crate::testing::add_lsu(&s, KekPolicy::default());
         s.msdp.active_kek("L").unwrap();
         assert!(s.msdp.keys.len() > 0);
         std::thread::sleep(std::time::Duration::from_millis(2600));

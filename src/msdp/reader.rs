@@ -1,25 +1,32 @@
 //! Reading an LSU image at random offsets: the recipe gives the segment
 //! that holds an offset, the index gives where that segment is, the
 //! record is read, checked against its fingerprint, and opened with its
-//! DEK (unwrapped by a cached KEK). A few segments are kept per open image
-//! so the kernel's sequential reads open each segment once; a large
-//! request opens its second half on another core.
+//! DEK (unwrapped by a cached KEK). Segments a request covers whole are
+//! decrypted straight into the reply, on every core at once; a segment
+//! covered in part is kept per open image so the next request (the
+//! kernel reads sequentially) does not open it again.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::container::{RecordError, read_record};
-use super::segment::{OpenError, open_record};
+use super::container::{RecordError, read_record_with};
+use super::segment::{OpenError, Plain, open_record, open_record_into};
 use super::state::LsuState;
 use super::{Msdp, MsdpError};
 use crate::catalog::{ImageRec, KekRec, LsuRec, SegKind, SegRec, SegRef, lsu_of_pool};
 use crate::kms::KeyState;
 
-type Slot = Arc<Mutex<Option<Arc<Vec<u8>>>>>;
+type Slot = Arc<Mutex<Option<Arc<Plain>>>>;
 
-/// Segments kept per open image (covers the kernel's parallel readahead).
+std::thread_local! {
+    /// Each thread's buffer for records decrypted straight into a reply:
+    /// reused, so a read allocates and clears nothing.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Segments kept per open image: the parts the kernel's requests share.
 const CACHED: usize = 16;
 
 /// An open LSU image.
@@ -84,6 +91,24 @@ impl LsuReader {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some((i, (l, r))) = locs
+            .iter()
+            .zip(&recipe)
+            .enumerate()
+            .find(|(_, (l, r))| l.plain != r.len)
+        {
+            let e = MsdpError::Integrity {
+                lsu: name.into(),
+                container: l.container,
+                offset: l.offset,
+                why: format!(
+                    "image {}: segment {i} is {} bytes in its recipe, {} in the index",
+                    img.path, r.len, l.plain
+                ),
+            };
+            tracing::error!("{e}");
+            return Err(e);
+        }
         let keks = msdp.catalog.keks(name)?;
         check_keys(msdp, &rec, &keks, &locs)?;
         let mut starts = Vec::with_capacity(recipe.len());
@@ -107,41 +132,66 @@ impl LsuReader {
 
     /// Up to `size` bytes from `offset`.
     pub fn read_at(&self, offset: u64, size: usize) -> Result<Vec<u8>, MsdpError> {
-        let end = (offset + size as u64).min(self.img.size);
-        if offset >= end {
-            return Ok(Vec::new());
-        }
-        let first = self.segment_at(offset);
-        let last = self.segment_at(end - 1);
-        self.prefetch(first, last);
-        let mut out = Vec::with_capacity((end - offset) as usize);
-        let mut pos = offset;
-        for i in first..=last {
-            let seg = self.segment(i)?;
-            let from = (pos - self.starts[i]) as usize;
-            let n = (seg.len() - from).min((end - pos) as usize);
-            out.extend_from_slice(&seg[from..from + n]);
-            pos += n as u64;
-        }
+        let mut out = vec![0u8; size];
+        let n = self.read_into(offset, &mut out)?;
+        out.truncate(n);
         Ok(out)
+    }
+
+    /// Fills `out` from `offset`; returns how many bytes the image had
+    /// (fewer than asked at its end). Segments the request covers whole
+    /// are decrypted straight into `out`, on every core at once; a segment
+    /// it covers in part is kept, so the next request finds it.
+    pub fn read_into(&self, offset: u64, out: &mut [u8]) -> Result<usize, MsdpError> {
+        let end = (offset + out.len() as u64).min(self.img.size);
+        if offset >= end {
+            return Ok(0);
+        }
+        let n = (end - offset) as usize;
+        let mut pieces = Vec::new();
+        let mut rest = &mut out[..n];
+        let mut pos = offset;
+        let mut i = self.segment_at(offset);
+        while !rest.is_empty() {
+            let from = (pos - self.starts[i]) as usize;
+            let len = (self.recipe[i].len as usize - from).min(rest.len());
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(len);
+            pieces.push((i, from, head));
+            rest = tail;
+            pos += len as u64;
+            i += 1;
+        }
+        use rayon::prelude::*;
+        pieces
+            .into_par_iter()
+            .try_for_each(|(i, from, out)| self.serve(i, from, out))?;
+        Ok(n)
     }
 
     fn segment_at(&self, pos: u64) -> usize {
         self.starts.partition_point(|&s| s <= pos) - 1
     }
 
-    fn prefetch(&self, first: usize, last: usize) {
-        if last <= first {
-            return;
+    /// Part of segment `i` from `from` into `out`: a whole segment
+    /// straight into place, a part through the cache.
+    fn serve(&self, i: usize, from: usize, out: &mut [u8]) -> Result<(), MsdpError> {
+        if from == 0 && out.len() == self.recipe[i].len as usize {
+            return SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut record) => self.load(i, &mut record, Some(out)).map(drop),
+                Err(_) => self.load(i, &mut Vec::new(), Some(out)).map(drop),
+            });
         }
-        let mid = first + (last - first).div_ceil(2);
-        rayon::join(
-            || (mid..=last).for_each(|i| drop(self.segment(i))),
-            || (first..mid).for_each(|i| drop(self.segment(i))),
-        );
+        let seg = self.segment(i)?;
+        let n = out.len();
+        let part = seg.get(from..from + n).ok_or_else(|| {
+            let loc = self.locs.lock()[i].clone();
+            self.damaged(&loc, format!("segment {i} shorter than its recipe says"))
+        })?;
+        out.copy_from_slice(part);
+        Ok(())
     }
 
-    fn segment(&self, i: usize) -> Result<Arc<Vec<u8>>, MsdpError> {
+    fn segment(&self, i: usize) -> Result<Arc<Plain>, MsdpError> {
         let slot = {
             let mut cache = self.cache.lock();
             match cache.iter().find(|(j, _)| *j == i) {
@@ -160,33 +210,51 @@ impl LsuReader {
         if let Some(d) = data.as_ref() {
             return Ok(d.clone());
         }
-        let d = Arc::new(self.load(i)?);
+        let plain = self
+            .load(i, &mut Vec::new(), None)?
+            .expect("opened in place");
+        let d = Arc::new(plain);
         *data = Some(d.clone());
         Ok(d)
     }
 
-    /// Reads and opens segment `i`; if its container is gone (a reclaim
-    /// moved it), looks its place up again once.
-    fn load(&self, i: usize) -> Result<Vec<u8>, MsdpError> {
+    /// Reads segment `i` into `record` and opens it: into `out` if given
+    /// (returns `None`), else in place (returns the plaintext). If its
+    /// container is gone (a reclaim moved it), looks its place up again once.
+    fn load(
+        &self,
+        i: usize,
+        record: &mut Vec<u8>,
+        mut out: Option<&mut [u8]>,
+    ) -> Result<Option<Plain>, MsdpError> {
         let fp = self.recipe[i].fp;
         let loc = self.locs.lock()[i].clone();
-        match self.load_from(&loc, &fp) {
+        match self.load_from(&loc, &fp, record, out.as_deref_mut()) {
             Err(Retry) => {
                 self.state.forget_file(loc.container);
                 let now = self.msdp.catalog.segments(&self.rec.name, &[fp])?[0]
                     .clone()
                     .ok_or_else(|| self.damaged(&loc, "segment no longer in the index".into()))?;
+                if now.plain != self.recipe[i].len {
+                    return Err(self.damaged(&now, "segment moved with another length".into()));
+                }
                 self.locs.lock()[i] = now.clone();
-                self.load_from(&now, &fp)
+                self.load_from(&now, &fp, record, out)
                     .map_err(|_| self.damaged(&now, "container missing or not readable".into()))?
             }
             Ok(r) => r,
         }
     }
 
-    fn load_from(&self, loc: &SegRec, fp: &[u8; 32]) -> Result<Result<Vec<u8>, MsdpError>, Retry> {
-        let (h, buf) = match read_record(&self.state, loc.container, loc.offset, loc.len) {
-            Ok(x) => x,
+    fn load_from(
+        &self,
+        loc: &SegRec,
+        fp: &[u8; 32],
+        record: &mut Vec<u8>,
+        out: Option<&mut [u8]>,
+    ) -> Result<Result<Option<Plain>, MsdpError>, Retry> {
+        let h = match read_record_with(&self.state, loc.container, loc.offset, loc.len, record) {
+            Ok(h) => h,
             Err(RecordError::Missing(_)) => return Err(Retry),
             Err(RecordError::Io(e)) => return Ok(Err(self.damaged(loc, format!("read: {e}")))),
             Err(RecordError::Damaged(why)) => return Ok(Err(self.damaged(loc, why))),
@@ -198,13 +266,18 @@ impl LsuReader {
             Ok(k) => k,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(
-            match open_record(&self.msdp, &self.rec, &keks, fp, loc, &h, buf) {
-                Ok(p) => Ok(p),
-                Err(OpenError::Key(e)) => Err(e),
-                Err(OpenError::Damaged(why)) => Err(self.damaged(loc, why)),
-            },
-        )
+        let (msdp, rec) = (&self.msdp, &self.rec);
+        let opened = match out {
+            Some(out) => {
+                open_record_into(msdp, rec, &keks, fp, loc, &h, record, out).map(|()| None)
+            }
+            None => open_record(msdp, rec, &keks, fp, loc, &h, std::mem::take(record)).map(Some),
+        };
+        Ok(match opened {
+            Ok(p) => Ok(p),
+            Err(OpenError::Key(e)) => Err(e),
+            Err(OpenError::Damaged(why)) => Err(self.damaged(loc, why)),
+        })
     }
 
     /// The key dictionary that holds the KEK of `loc`: a segment a

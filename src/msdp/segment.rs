@@ -98,12 +98,26 @@ pub fn seal_to(
     Ok(())
 }
 
+/// A segment's plaintext, decrypted where its record was read (after the
+/// record header): opening a segment copies nothing.
+pub struct Plain {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl std::ops::Deref for Plain {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
 /// Opens a record read from a container: checks that it is the segment
 /// `fp` sealed the way the index entry `loc` says, authenticates and
-/// decrypts it. Returns the plaintext. How a segment is sealed (kind, KEK,
-/// legacy key) is taken from the index and the LSU record, never from the
-/// container alone: a forged header cannot make the reader ask the KMS
-/// for a key of its choosing or skip authentication.
+/// decrypts it in place. Returns the plaintext. How a segment is sealed
+/// (kind, KEK, legacy key) is taken from the index and the LSU record,
+/// never from the container alone: a forged header cannot make the reader
+/// ask the KMS for a key of its choosing or skip authentication.
 pub fn open_record(
     msdp: &Msdp,
     rec: &LsuRec,
@@ -112,23 +126,94 @@ pub fn open_record(
     loc: &SegRec,
     h: &SegmentHeader,
     mut buf: Vec<u8>,
-) -> Result<Vec<u8>, OpenError> {
+) -> Result<Plain, OpenError> {
+    let start = SEGMENT_HEADER_LEN;
+    match record_key(msdp, rec, keks, fp, loc, h)? {
+        None => check_plain(msdp, rec, fp, &buf[start..])?,
+        Some(key) => {
+            let n = buf.len() - TAG_LEN;
+            let tag: [u8; TAG_LEN] = buf[n..].try_into().expect("tag");
+            buf.truncate(n);
+            crypto::open_in_place(
+                &key,
+                &h.nonce,
+                &segment_aad(&rec.id, h),
+                &mut buf[start..],
+                &tag,
+            )
+            .map_err(|_| failed_authentication())?;
+        }
+    }
+    Ok(Plain { buf, start })
+}
+
+/// [`open_record`] into `out` (the segment's length): the plaintext goes
+/// straight where the reader wants it, `record` is left as read.
+#[allow(clippy::too_many_arguments)]
+pub fn open_record_into(
+    msdp: &Msdp,
+    rec: &LsuRec,
+    keks: &[KekRec],
+    fp: &[u8; 32],
+    loc: &SegRec,
+    h: &SegmentHeader,
+    record: &[u8],
+    out: &mut [u8],
+) -> Result<(), OpenError> {
+    let body = &record[SEGMENT_HEADER_LEN..];
+    let key = record_key(msdp, rec, keks, fp, loc, h)?;
+    let ct_len = body.len() - if key.is_some() { TAG_LEN } else { 0 };
+    if ct_len != out.len() {
+        return Err(OpenError::Damaged(format!(
+            "record holds {ct_len} bytes, the reader expects {}",
+            out.len()
+        )));
+    }
+    match key {
+        None => {
+            out.copy_from_slice(body);
+            check_plain(msdp, rec, fp, out)
+        }
+        Some(key) => {
+            let (ct, tag) = body.split_at(ct_len);
+            let tag: [u8; TAG_LEN] = tag.try_into().expect("tag");
+            crypto::open_to(&key, &h.nonce, &segment_aad(&rec.id, h), ct, &tag, out)
+                .map_err(|_| failed_authentication())
+        }
+    }
+}
+
+fn failed_authentication() -> OpenError {
+    OpenError::Damaged("segment data fails authentication".into())
+}
+
+/// A segment stored in clear is checked against its fingerprint.
+fn check_plain(msdp: &Msdp, rec: &LsuRec, fp: &[u8; 32], data: &[u8]) -> Result<(), OpenError> {
+    let fk = msdp.fp_key(rec).map_err(OpenError::Key)?;
+    if &crypto::fingerprint(&fk, data) != fp {
+        return Err(OpenError::Damaged(
+            "data does not match its fingerprint".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The key a record opens with (`None` for a segment stored in clear),
+/// after checking that the record is the segment the index says.
+fn record_key(
+    msdp: &Msdp,
+    rec: &LsuRec,
+    keks: &[KekRec],
+    fp: &[u8; 32],
+    loc: &SegRec,
+    h: &SegmentHeader,
+) -> Result<Option<Arc<SecretKey>>, OpenError> {
     if &h.fp != fp {
         return Err(OpenError::Damaged("record holds another segment".into()));
     }
     check_sealing(rec, loc, h).map_err(OpenError::Damaged)?;
-    buf.drain(..SEGMENT_HEADER_LEN);
-    let aad = segment_aad(&rec.id, h);
-    let key = match h.kind {
-        SegKind::Plain => {
-            let fk = msdp.fp_key(rec).map_err(OpenError::Key)?;
-            if &crypto::fingerprint(&fk, &buf) != fp {
-                return Err(OpenError::Damaged(
-                    "data does not match its fingerprint".into(),
-                ));
-            }
-            return Ok(buf);
-        }
+    Ok(Some(match h.kind {
+        SegKind::Plain => return Ok(None),
         SegKind::Legacy => msdp
             .legacy_key(&hex::encode(h.key_tag))
             .map_err(OpenError::Key)?,
@@ -145,13 +230,7 @@ pub fn open_record(
                     .map_err(|_| OpenError::Damaged("wrapped DEK fails authentication".into()))?,
             )
         }
-    };
-    let n = buf.len() - TAG_LEN;
-    let tag: [u8; TAG_LEN] = buf[n..].try_into().expect("tag");
-    buf.truncate(n);
-    crypto::open_in_place(&key, &h.nonce, &aad, &mut buf, &tag)
-        .map_err(|_| OpenError::Damaged("segment data fails authentication".into()))?;
-    Ok(buf)
+    }))
 }
 
 /// The record's header agrees with the index entry and the LSU record.

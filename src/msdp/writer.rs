@@ -12,6 +12,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use parking_lot::Mutex;
 
 use super::chunker::{BATCH, Chunker, Gear};
 use super::container::{CONTAINER_TARGET, ContainerWriter};
@@ -51,14 +55,15 @@ struct Segments {
     retired: Vec<ContainerPin>,
     sealed: (u64, u64),
     stored_bytes: u64,
+    /// Keyed digest of the plaintext (`image verify`), fed batch by batch
+    /// in stream order.
+    digest: crypto::ImageDigest,
 }
 
 /// An image being written into an LSU.
 pub struct LsuWriter {
     chunker: Chunker,
-    /// Keyed digest of the plaintext (`image verify`).
-    digest: crypto::ImageDigest,
-    seg: Segments,
+    stage: Stage,
     target: WriteTarget,
     id: u128,
     size: u64,
@@ -80,27 +85,29 @@ impl LsuWriter {
         let fp_key = msdp.fp_key(&rec)?;
         let (sealer, kek_tag, key_pin) = sealer(msdp, &state, &rec)?;
         let gear = gear(&rec, &fp_key)?;
-        Ok(Self {
-            chunker: Chunker::new(rec.chunking, gear),
+        let chunker = Chunker::new(rec.chunking, gear);
+        let seg = Segments {
+            msdp: msdp.clone(),
+            state,
+            rec,
+            fp_key,
+            sealer,
+            kek_tag,
+            _key_pin: key_pin,
+            recipe: Vec::new(),
+            new: HashMap::new(),
+            known: HashSet::new(),
+            pinned: Vec::new(),
+            container: None,
+            touched: Vec::new(),
+            retired: Vec::new(),
+            sealed: (0, 0),
+            stored_bytes: 0,
             digest: crypto::ImageDigest::new(&msdp.digest_key),
-            seg: Segments {
-                msdp: msdp.clone(),
-                state,
-                rec,
-                fp_key,
-                sealer,
-                kek_tag,
-                _key_pin: key_pin,
-                recipe: Vec::new(),
-                new: HashMap::new(),
-                known: HashSet::new(),
-                pinned: Vec::new(),
-                container: None,
-                touched: Vec::new(),
-                retired: Vec::new(),
-                sealed: (0, 0),
-                stored_bytes: 0,
-            },
+        };
+        Ok(Self {
+            chunker,
+            stage: Stage::start(seg)?,
             target,
             id: u128::from_le_bytes(crypto::random_array()?),
             size: 0,
@@ -110,7 +117,7 @@ impl LsuWriter {
     }
 
     fn append(&mut self, data: &[u8]) -> Result<(), MsdpError> {
-        self.digest.update(data);
+        self.stage.check()?;
         self.chunker.push(data);
         self.size += data.len() as u64;
         self.dirty = true;
@@ -129,12 +136,16 @@ impl LsuWriter {
         if ranges.is_empty() {
             return Ok(());
         }
-        self.seg.store_batch(self.chunker.data(), &ranges)
+        let data = self.chunker.take_consumed(self.stage.spare());
+        self.stage.send(Job::Batch(data, ranges))
     }
 
     fn commit(&mut self) -> Result<(ImageRec, Option<ImageRec>), MsdpError> {
         self.cut(true)?;
-        self.seg.sync()?;
+        self.stage.drain()?;
+        let seg = self.stage.seg.clone();
+        let mut seg = seg.lock();
+        seg.sync()?;
         let t = &self.target;
         let img = ImageRec {
             id: self.id,
@@ -144,11 +155,11 @@ impl LsuWriter {
             block_size: 0,
             key_tag: None,
             kcv: None,
-            digest: Some(self.digest.finalize()),
+            digest: Some(seg.digest.finalize()),
             created_ns: now_ns(),
             fragments: Vec::new(),
         };
-        let s = &self.seg;
+        let s = &*seg;
         let replaced = s.msdp.catalog.commit_lsu_image(
             Commit {
                 ino: t.ino,
@@ -175,15 +186,15 @@ impl LsuWriter {
                 },
             },
         )?;
-        self.seg.touched.clear();
+        seg.touched.clear();
         // Now in the catalog: no longer in need of the pin.
-        self.seg.retired.clear();
-        self.seg.sealed = (0, 0);
+        seg.retired.clear();
+        seg.sealed = (0, 0);
         self.dirty = false;
         self.committed_once = true;
         tracing::info!(image = %format!("{}/{}", img.pool, img.path), size = img.size,
-            segments = self.seg.recipe.len(), new_bytes = self.seg.stored_bytes,
-            kek = self.seg.sealer.kek_id(), "LSU image committed");
+            segments = seg.recipe.len(), new_bytes = seg.stored_bytes,
+            kek = seg.sealer.kek_id(), "LSU image committed");
         Ok((img, replaced))
     }
 }
@@ -270,7 +281,14 @@ impl Segments {
     /// References or stores a batch of segments (`ranges` of `data`).
     fn store_batch(&mut self, data: &[u8], ranges: &[Range]) -> Result<(), MsdpError> {
         let key = &self.fp_key;
-        let fps = par_map(ranges, |r| crypto::fingerprint(key, &data[r.clone()]));
+        let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
+            return Ok(());
+        };
+        let digest = &mut self.digest;
+        let (fps, ()) = rayon::join(
+            || par_map(ranges, |r| crypto::fingerprint(key, &data[r.clone()])),
+            || digest.update(&data[first.start..last.end]),
+        );
         let mut candidates: Vec<(Fp, Range)> = Vec::new();
         for (fp, r) in fps.iter().zip(ranges) {
             self.recipe.push(SegRef {
@@ -382,6 +400,140 @@ impl Segments {
 /// `f` over `items` on rayon's pool (every core), results in order. A
 /// pool, not threads per batch: on a VM a thread start costs about as
 /// much as sealing a segment.
+/// The second half of an LSU write, on a thread of its own so that the
+/// next batch is cut (content-defined chunking is sequential) while this
+/// one is fingerprinted, looked up, sealed and written: the two halves
+/// keep two cores busy. Batches are handled in the order they are cut;
+/// the first failure is kept and returned by the next write or commit,
+/// and no batch after it is stored.
+struct Stage {
+    tx: Option<SyncSender<Job>>,
+    /// Batch buffers the stage is done with, for the chunker to reuse.
+    spare: Receiver<Vec<u8>>,
+    seg: Arc<Mutex<Segments>>,
+    failed: Arc<Mutex<Option<MsdpError>>>,
+    poisoned: bool,
+    /// Set when the writer is dropped: batches still queued are not stored.
+    abandoned: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+enum Job {
+    /// A buffer and the segments cut in it, in stream order.
+    Batch(Vec<u8>, Vec<Range>),
+    /// Answered once every batch before it is stored.
+    Barrier(SyncSender<()>),
+}
+
+impl Stage {
+    fn start(seg: Segments) -> Result<Self, MsdpError> {
+        let seg = Arc::new(Mutex::new(seg));
+        let failed = Arc::new(Mutex::new(None));
+        // One batch queued while one is stored and the next is cut.
+        let (tx, rx) = sync_channel(1);
+        let (spare_tx, spare) = sync_channel(1);
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let (s, f, a) = (seg.clone(), failed.clone(), abandoned.clone());
+        let thread = std::thread::Builder::new()
+            .name("kmsfs-sealer".into())
+            .spawn(move || Self::run(&rx, &spare_tx, &s, &f, &a))
+            .map_err(|e| MsdpError::io("LSU sealing thread", e))?;
+        Ok(Self {
+            tx: Some(tx),
+            spare,
+            seg,
+            failed,
+            poisoned: false,
+            abandoned,
+            thread: Some(thread),
+        })
+    }
+
+    fn run(
+        rx: &Receiver<Job>,
+        spare: &SyncSender<Vec<u8>>,
+        seg: &Mutex<Segments>,
+        failed: &Mutex<Option<MsdpError>>,
+        abandoned: &AtomicBool,
+    ) {
+        // Once a batch failed, no later one is stored (the failure itself
+        // is handed to the writer once, through `failed`).
+        let mut stopped = false;
+        for job in rx {
+            match job {
+                Job::Batch(data, ranges) => {
+                    stopped |= abandoned.load(Ordering::Relaxed);
+                    if !stopped && let Err(e) = seg.lock().store_batch(&data, &ranges) {
+                        stopped = true;
+                        *failed.lock() = Some(e);
+                    }
+                    let _ = spare.try_send(data);
+                }
+                Job::Barrier(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    /// A buffer for the chunker: one the stage is done with, or a new one.
+    fn spare(&self) -> Vec<u8> {
+        self.spare.try_recv().unwrap_or_default()
+    }
+
+    /// The first failure of the stage, once; [`MsdpError::Poisoned`] after.
+    fn check(&mut self) -> Result<(), MsdpError> {
+        if self.poisoned {
+            return Err(MsdpError::Poisoned);
+        }
+        match self.failed.lock().take() {
+            Some(e) => {
+                self.poisoned = true;
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn send(&mut self, job: Job) -> Result<(), MsdpError> {
+        self.check()?;
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(job).is_ok());
+        if !sent {
+            self.poisoned = true;
+            return Err(MsdpError::Refused(
+                "the LSU sealing thread ended (image not committed)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits until every batch sent is stored; its failure if one failed.
+    fn drain(&mut self) -> Result<(), MsdpError> {
+        let (done_tx, done) = sync_channel(1);
+        self.send(Job::Barrier(done_tx))?;
+        if done.recv().is_err() {
+            self.poisoned = true;
+            return Err(MsdpError::Refused(
+                "the LSU sealing thread ended (image not committed)".into(),
+            ));
+        }
+        self.check()
+    }
+}
+
+impl Drop for Stage {
+    /// Ends the thread (batches still queued are dropped, not stored) and
+    /// waits for it, so the segments and containers the writer pinned are
+    /// released when the writer is gone.
+    fn drop(&mut self) {
+        self.abandoned.store(true, Ordering::Relaxed);
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync + Send) -> Vec<R> {
     use rayon::prelude::*;
     items.par_iter().map(f).collect()
@@ -406,7 +558,7 @@ impl ImageSink for LsuWriter {
     type Error = MsdpError;
 
     fn key_tag(&self) -> Option<String> {
-        self.seg.kek_tag.clone()
+        self.stage.seg.lock().kek_tag.clone()
     }
 
     /// The pipeline in front refuses writes before the end (ESPIPE), fills

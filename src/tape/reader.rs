@@ -1,15 +1,21 @@
-//! Reading an image at random offsets: each block read takes a drive, loads
-//! the volume, registers the key by the tag recorded for the image (the
-//! KAD), authenticates and decrypts the block, and returns the drive clean.
-//! The last block read is kept per reader so sequential reads decrypt once.
+//! Reading an image at random offsets: each request takes a drive (on the
+//! caller's thread), loads the volumes it touches, registers the key by
+//! the tag recorded for the image (the KAD), authenticates and decrypts
+//! the blocks, and returns the drive clean.
+//!
+//! Blocks a request covers whole are read with one `preadv` straight into
+//! the caller's buffer (the FUSE reply) and decrypted there, on every core
+//! at once; a block a request covers in part is kept per reader, so the
+//! next request does not decrypt it again.
 
+use std::io::IoSliceMut;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use super::format;
-use super::{Library, TapeError};
+use super::{DriveGuard, Library, TapeError};
 use crate::catalog::{Fragment, ImageRec};
 use crate::crypto::{self, BlockCipher};
 
@@ -18,10 +24,21 @@ use crate::crypto::{self, BlockCipher};
 type Slot = Arc<Mutex<Option<Arc<Vec<u8>>>>>;
 type CachedBlock = (usize, u64, Slot);
 
-const HDR: usize = format::BLOCK_HEADER_LEN as usize;
+/// The block cipher of each fragment a request touches (`None`: clear).
+type Ciphers = Vec<(usize, Option<Arc<BlockCipher>>)>;
 
-/// Blocks kept per open image: covers the kernel's parallel readahead.
+/// Blocks kept per open image: the parts of blocks the kernel's requests
+/// share.
 const CACHED_BLOCKS: usize = 8;
+
+/// The part of a request one block serves: fragment, block, offset in the
+/// block's plaintext, and its part of the caller's buffer.
+struct Piece<'a> {
+    fi: usize,
+    bi: u64,
+    from: usize,
+    out: &'a mut [u8],
+}
 
 /// An open image.
 pub struct ImageReader {
@@ -49,46 +66,119 @@ impl ImageReader {
 
     /// Up to `size` bytes from `offset`.
     pub fn read_at(&self, offset: u64, size: usize) -> Result<Vec<u8>, TapeError> {
-        let end = (offset + size as u64).min(self.img.size);
-        self.prefetch(offset, end);
-        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
-        let mut pos = offset;
-        while pos < end {
-            let (fi, frag) = self.fragment_at(pos)?;
-            let within = pos - frag.image_offset;
-            let bi = within / u64::from(self.img.block_size);
-            let block = self.block(fi, bi)?;
-            let start = (within % u64::from(self.img.block_size)) as usize;
-            let data = &block[HDR..];
-            let n = (data.len() - start).min((end - pos) as usize);
-            out.extend_from_slice(&data[start..start + n]);
-            pos += n as u64;
-        }
+        let mut out = vec![0u8; size];
+        let n = self.read_into(offset, &mut out)?;
+        out.truncate(n);
         Ok(out)
     }
 
-    /// Loads the second half of the blocks of a large request on another
-    /// thread while this one loads the first half (two cores decrypt).
-    fn prefetch(&self, offset: u64, end: u64) {
+    /// Fills `out` from `offset`; returns how many bytes the image had
+    /// (fewer than asked at its end).
+    pub fn read_into(&self, offset: u64, out: &mut [u8]) -> Result<usize, TapeError> {
+        let end = (offset + out.len() as u64).min(self.img.size);
+        if offset >= end {
+            return Ok(0);
+        }
+        let n = (end - offset) as usize;
+        let pieces = self.pieces(offset, &mut out[..n])?;
+        let (drive, ciphers) = self.ciphers(&pieces)?;
+        use rayon::prelude::*;
+        pieces
+            .into_par_iter()
+            .try_for_each(|p| self.serve(p, &ciphers))?;
+        drop(drive);
+        Ok(n)
+    }
+
+    /// Takes a drive for one request (waiting here, on the caller's
+    /// thread, never on the pool that decrypts), loads each volume the
+    /// request touches and registers the image's key, and returns the
+    /// block cipher of each fragment touched (`None` in a clear pool), with
+    /// the drive, held until the request is served. The key is fetched
+    /// before the drive is taken, so a slow KMS never holds a drive.
+    fn ciphers(&self, pieces: &[Piece<'_>]) -> Result<(DriveGuard, Ciphers), TapeError> {
+        let key = match &self.img.key_tag {
+            Some(tag) => Some((
+                tag,
+                self.lib
+                    .kms
+                    .key_by_tag(tag)
+                    .map_err(|source| TapeError::Kms {
+                        subject: format!("tag {tag}"),
+                        source,
+                    })?,
+            )),
+            None => None,
+        };
+        let drive = self.lib.drives.acquire("reading")?;
+        if let Some((tag, key)) = key {
+            drive.register_key(tag, key);
+        }
+        let mut ciphers: Ciphers = Vec::new();
+        for p in pieces {
+            if ciphers.iter().any(|(fi, _)| *fi == p.fi) {
+                continue;
+            }
+            let frag = &self.img.fragments[p.fi];
+            drive.load(&frag.volume, &self.img.pool);
+            let cipher = drive.with_key(|k| {
+                k.map(|k| {
+                    BlockCipher::new(&crypto::derive_subkey(
+                        k,
+                        &frag.salt,
+                        crypto::labels::TAPE_BLOCK_KEY,
+                    ))
+                })
+            });
+            ciphers.push((p.fi, cipher.map(Arc::new)));
+        }
+        Ok((drive, ciphers))
+    }
+
+    /// Cuts `out` (which starts at image offset `offset`) at block boundaries.
+    fn pieces<'a>(&self, offset: u64, mut out: &'a mut [u8]) -> Result<Vec<Piece<'a>>, TapeError> {
         let bs = u64::from(self.img.block_size);
-        let mut blocks = Vec::new();
+        let mut pieces = Vec::new();
         let mut pos = offset;
-        while pos < end {
-            let Ok((fi, f)) = self.fragment_at(pos) else {
-                return;
-            };
-            let bi = (pos - f.image_offset) / bs;
-            blocks.push((fi, bi));
-            pos = (f.image_offset + (bi + 1) * bs).min(f.image_offset + f.len);
+        while !out.is_empty() {
+            let (fi, frag) = self.fragment_at(pos)?;
+            let within = pos - frag.image_offset;
+            let bi = within / bs;
+            let from = (within % bs) as usize;
+            let block_len = (frag.len - bi * bs).min(bs) as usize;
+            let n = (block_len - from).min(out.len());
+            let (head, rest) = std::mem::take(&mut out).split_at_mut(n);
+            pieces.push(Piece {
+                fi,
+                bi,
+                from,
+                out: head,
+            });
+            out = rest;
+            pos += n as u64;
         }
-        if blocks.len() < 2 {
-            return;
+        Ok(pieces)
+    }
+
+    /// One piece: a whole block straight into its place, a part through
+    /// the cache.
+    fn serve(&self, p: Piece<'_>, ciphers: &Ciphers) -> Result<(), TapeError> {
+        let cipher = ciphers
+            .iter()
+            .find(|(fi, _)| *fi == p.fi)
+            .and_then(|(_, c)| c.as_deref());
+        if p.from == 0 && p.out.len() == self.block_len(p.fi, p.bi) {
+            return self.load_block_into(p.fi, p.bi, p.out, cipher);
         }
-        let (first, second) = blocks.split_at(blocks.len() / 2);
-        std::thread::scope(|s| {
-            s.spawn(|| second.iter().for_each(|&(fi, bi)| drop(self.block(fi, bi))));
-            first.iter().for_each(|&(fi, bi)| drop(self.block(fi, bi)));
-        });
+        let block = self.block(p.fi, p.bi, cipher)?;
+        let n = p.out.len();
+        p.out.copy_from_slice(&block[p.from..p.from + n]);
+        Ok(())
+    }
+
+    fn block_len(&self, fi: usize, bi: u64) -> usize {
+        let bs = u64::from(self.img.block_size);
+        (self.img.fragments[fi].len - bi * bs).min(bs) as usize
     }
 
     fn fragment_at(&self, pos: u64) -> Result<(usize, &Fragment), TapeError> {
@@ -107,7 +197,14 @@ impl ImageReader {
         format!("{}/{}", self.img.pool, self.img.path)
     }
 
-    fn block(&self, fi: usize, bi: u64) -> Result<Arc<Vec<u8>>, TapeError> {
+    /// Block `bi` of fragment `fi`, decrypted once for every request that
+    /// needs it.
+    fn block(
+        &self,
+        fi: usize,
+        bi: u64,
+        cipher: Option<&BlockCipher>,
+    ) -> Result<Arc<Vec<u8>>, TapeError> {
         let slot = {
             let mut cache = self.cache.lock();
             match cache.iter().find(|(f, b, _)| *f == fi && *b == bi) {
@@ -126,43 +223,41 @@ impl ImageReader {
         if let Some(d) = data.as_ref() {
             return Ok(d.clone());
         }
-        let d = Arc::new(self.load_block(fi, bi)?);
+        let mut d = vec![0u8; self.block_len(fi, bi)];
+        self.load_block_into(fi, bi, &mut d, cipher)?;
+        let d = Arc::new(d);
         *data = Some(d.clone());
         Ok(d)
     }
 
-    /// Reads and authenticates block (returned as `[block header | plaintext]`) `bi` of fragment `fi` through a drive.
-    fn load_block(&self, fi: usize, bi: u64) -> Result<Vec<u8>, TapeError> {
+    /// Reads block `bi` of fragment `fi` into `data` (the block's length),
+    /// authenticated and decrypted in place with the fragment's `cipher`
+    /// (checked against its clear trailer without one).
+    fn load_block_into(
+        &self,
+        fi: usize,
+        bi: u64,
+        data: &mut [u8],
+        cipher: Option<&BlockCipher>,
+    ) -> Result<(), TapeError> {
         let frag = &self.img.fragments[fi];
-        let bs = u64::from(self.img.block_size);
-        let len = (frag.len - bi * bs).min(bs) as usize;
+        let len = data.len();
         let flags = if bi + 1 == frag.blocks {
             frag.last_flags
         } else {
             0
         };
-        let drive = self.lib.drives.acquire("reading")?;
-        drive.load(&frag.volume, &self.img.pool);
-        if let Some(tag) = &self.img.key_tag {
-            let key = self
-                .lib
-                .kms
-                .key_by_tag(tag)
-                .map_err(|source| TapeError::Kms {
-                    subject: format!("tag {tag}"),
-                    source,
-                })?;
-            drive.register_key(tag, key);
+        if self.img.key_tag.is_some() && cipher.is_none() {
+            return Err(self.integrity(frag, bi, "no key registered to read it".into()));
         }
         let file = self.lib.reader(&frag.volume)?;
-        let mut raw =
-            vec![0u8; format::BLOCK_HEADER_LEN as usize + len + format::BLOCK_TRAILER_LEN as usize];
+        let mut hdr = [0u8; format::BLOCK_HEADER_LEN as usize];
+        let mut trailer = [0u8; format::BLOCK_TRAILER_LEN as usize];
         let at = frag.data_offset + bi * format::block_stride(self.img.block_size);
-        file.read_exact_at(&mut raw, at)
+        read_parts(&file, at, &mut hdr, data, &mut trailer)
             .map_err(|e| self.integrity(frag, bi, format!("read at offset {at}: {e}")))?;
-        let (hdr, rest) = raw.split_at_mut(format::BLOCK_HEADER_LEN as usize);
-        if format::block_header(len as u32, flags) != *hdr {
-            let why = match format::parse_block_header(hdr) {
+        if format::block_header(len as u32, flags) != hdr {
+            let why = match format::parse_block_header(&hdr) {
                 Ok((l, f)) => {
                     format!("block header says {l} bytes, flags {f}; expected {len}, flags {flags}")
                 }
@@ -170,7 +265,7 @@ impl ImageReader {
             };
             return Err(self.integrity(frag, bi, why));
         }
-        let (data, trailer) = rest.split_at_mut(len);
+        let bs = u64::from(self.img.block_size);
         let place = format::BlockPlace {
             version: frag.format,
             barcode: &frag.volume,
@@ -181,24 +276,14 @@ impl ImageReader {
         };
         let (aad, n) = format::block_aad(&place, len as u32, flags);
         let aad = &aad[..n];
-        let trailer: [u8; 16] = (&*trailer).try_into().expect("16 bytes");
-        let ok = drive.with_key(|k| match k {
-            Some(k) => BlockCipher::new(&crypto::derive_subkey(
-                k,
-                &frag.salt,
-                crypto::labels::TAPE_BLOCK_KEY,
-            ))
-            .open_block(bi, aad, data, &trailer)
-            .is_ok(),
+        let ok = match cipher {
+            Some(c) => c.open_block(bi, aad, data, &trailer).is_ok(),
             None => format::clear_trailer(aad, data) == trailer,
-        });
-        drop(drive);
+        };
         if !ok {
             return Err(self.integrity(frag, bi, "authentication failed".into()));
         }
-        // The plaintext stays where it was decrypted, after the block header.
-        raw.truncate(HDR + len);
-        Ok(raw)
+        Ok(())
     }
 
     fn integrity(&self, frag: &Fragment, block: u64, why: String) -> TapeError {
@@ -212,6 +297,37 @@ impl ImageReader {
         tracing::error!("{e}");
         e
     }
+}
+
+/// Reads a block's header, data and trailer from `at` with one `preadv`
+/// (several if the kernel returns less).
+fn read_parts(
+    file: &std::fs::File,
+    at: u64,
+    hdr: &mut [u8],
+    data: &mut [u8],
+    trailer: &mut [u8],
+) -> std::io::Result<()> {
+    let total = hdr.len() + data.len() + trailer.len();
+    let n = {
+        let mut bufs = [
+            IoSliceMut::new(hdr),
+            IoSliceMut::new(data),
+            IoSliceMut::new(trailer),
+        ];
+        rustix::io::preadv(file, &mut bufs, at)?
+    };
+    if n == total {
+        return Ok(());
+    }
+    // A short read: the rest, part by part (an error names what is missing).
+    let mut pos = at;
+    for part in [hdr, data, trailer] {
+        let skip = n.saturating_sub((pos - at) as usize).min(part.len());
+        file.read_exact_at(&mut part[skip..], pos + skip as u64)?;
+        pos += part.len() as u64;
+    }
+    Ok(())
 }
 
 /// The fragments of an image cover it from 0 to its size, one after the

@@ -84,6 +84,12 @@ pub fn store_with(adjust: impl FnOnce(&mut crate::store::Config)) -> (tempfile::
 /// [`store`] with a KMS-mode LSU `L` in key group `KG`.
 pub fn store_with_lsu(policy: KekPolicy) -> (tempfile::TempDir, Store) {
     let (t, s) = store();
+    add_lsu(&s, policy);
+    (t, s)
+}
+
+/// Creates the KMS-mode LSU `L` in key group `KG` of a [`store`].
+pub fn add_lsu(s: &Store, policy: KekPolicy) {
     s.msdp
         .create(
             CreateLsu {
@@ -95,5 +101,4 @@ pub fn store_with_lsu(policy: KekPolicy) -> (tempfile::TempDir, Store) {
             dir_attrs(),
         )
         .unwrap();
-    (t, s)
 }
