@@ -307,9 +307,11 @@ def pair(i, work, res, null):
         if "lsu" in ONLY:
             lsu_pair(i, work, src, k, g, res)
     finally:
-        k.destroy()
-        g.destroy()
-        os.remove(src)
+        try:
+            k.destroy()
+        finally:
+            g.destroy()
+            os.remove(src)
 
 
 def tape_pair(i, src, k, g, res):
@@ -521,9 +523,9 @@ def main():
     added = {}
     peaks = {}
     null = None
-    if "aead" in ONLY:
-        subprocess.run([AEAD], check=True)
     try:
+        if "aead" in ONLY:
+            subprocess.run([AEAD], check=True)
         # This VM maps guest memory lazily: touch what the runs will use once.
         warm = os.path.join(work, "warm")
         run("dd", "if=/dev/zero", f"of={warm}", "bs=1M", f"count={SIZE_MB * 4}", "status=none")

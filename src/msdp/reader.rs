@@ -12,6 +12,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::container::{RecordError, read_record_with};
+use super::format::{SEGMENT_HEADER_LEN, TAG_LEN};
 use super::segment::{OpenError, Plain, open_record, open_record_into};
 use super::state::LsuState;
 use super::{Msdp, MsdpError};
@@ -95,15 +96,15 @@ impl LsuReader {
             .iter()
             .zip(&recipe)
             .enumerate()
-            .find(|(_, (l, r))| l.plain != r.len)
+            .find(|(_, (l, r))| l.plain != r.len || !record_fits(l))
         {
             let e = MsdpError::Integrity {
                 lsu: name.into(),
                 container: l.container,
                 offset: l.offset,
                 why: format!(
-                    "image {}: segment {i} is {} bytes in its recipe, {} in the index",
-                    img.path, r.len, l.plain
+                    "image {}: segment {i} is {} bytes in its recipe, {} in the index (a record of {})",
+                    img.path, r.len, l.plain, l.len
                 ),
             };
             tracing::error!("{e}");
@@ -143,7 +144,7 @@ impl LsuReader {
     /// are decrypted straight into `out`, on every core at once; a segment
     /// it covers in part is kept, so the next request finds it.
     pub fn read_into(&self, offset: u64, out: &mut [u8]) -> Result<usize, MsdpError> {
-        let end = (offset + out.len() as u64).min(self.img.size);
+        let end = offset.saturating_add(out.len() as u64).min(self.img.size);
         if offset >= end {
             return Ok(0);
         }
@@ -235,7 +236,7 @@ impl LsuReader {
                 let now = self.msdp.catalog.segments(&self.rec.name, &[fp])?[0]
                     .clone()
                     .ok_or_else(|| self.damaged(&loc, "segment no longer in the index".into()))?;
-                if now.plain != self.recipe[i].len {
+                if now.plain != self.recipe[i].len || !record_fits(&now) {
                     return Err(self.damaged(&now, "segment moved with another length".into()));
                 }
                 self.locs.lock()[i] = now.clone();
@@ -309,6 +310,13 @@ impl LsuReader {
         tracing::error!("{e}");
         e
     }
+}
+
+/// An index entry's record length is what its segment's length and kind
+/// make (so a forged length cannot make a reader allocate gigabytes).
+fn record_fits(l: &SegRec) -> bool {
+    let tag = if l.kind == SegKind::Plain { 0 } else { TAG_LEN };
+    l.len as usize == SEGMENT_HEADER_LEN + l.plain as usize + tag
 }
 
 /// The place of a segment changed under the reader.

@@ -172,7 +172,7 @@ pub fn open_record_into(
     match key {
         None => {
             out.copy_from_slice(body);
-            check_plain(msdp, rec, fp, out)
+            check_plain(msdp, rec, fp, out).inspect_err(|_| out.fill(0))
         }
         Some(key) => {
             let (ct, tag) = body.split_at(ct_len);

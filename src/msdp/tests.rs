@@ -302,3 +302,22 @@ fn a_tape_read_waiting_for_a_drive_does_not_hold_up_lsu_reads() {
     let order: Vec<_> = order.try_iter().collect();
     assert_eq!(order, [("lsu", true), ("tape", true)]);
 }
+
+/// An index entry whose record length does not match its segment (a
+/// forged catalog asking for a 4 GiB record) is refused at open, before
+/// any reader sizes a buffer by it.
+#[test]
+fn an_index_entry_with_a_forged_record_length_is_refused_at_open() {
+    use crate::catalog::Move;
+    let (_t, s) = store_with_lsu(KekPolicy::default());
+    let a = write(&s, "a", &pseudo_random(1 << 20, 10));
+    let recipe = s.catalog.recipe(a.id).unwrap().unwrap();
+    let fp = recipe[0].fp;
+    let mut to = s.catalog.segments("L", &[fp]).unwrap()[0].clone().unwrap();
+    to.len = u32::MAX;
+    s.catalog
+        .relocate("L", &[Move { fp, to }], &[], &[])
+        .unwrap();
+    let e = LsuReader::open(&s.msdp, a).err().expect("refused at open");
+    assert!(e.to_string().contains("segment 0"), "{e}");
+}

@@ -75,7 +75,7 @@ impl ImageReader {
     /// Fills `out` from `offset`; returns how many bytes the image had
     /// (fewer than asked at its end).
     pub fn read_into(&self, offset: u64, out: &mut [u8]) -> Result<usize, TapeError> {
-        let end = (offset + out.len() as u64).min(self.img.size);
+        let end = offset.saturating_add(out.len() as u64).min(self.img.size);
         if offset >= end {
             return Ok(0);
         }
@@ -83,9 +83,11 @@ impl ImageReader {
         let pieces = self.pieces(offset, &mut out[..n])?;
         let (drive, ciphers) = self.ciphers(&pieces)?;
         use rayon::prelude::*;
-        pieces
-            .into_par_iter()
-            .try_for_each(|p| self.serve(p, &ciphers))?;
+        decrypting_pool().install(|| {
+            pieces
+                .into_par_iter()
+                .try_for_each(|p| self.serve(p, &ciphers))
+        })?;
         drop(drive);
         Ok(n)
     }
@@ -110,27 +112,25 @@ impl ImageReader {
             )),
             None => None,
         };
-        let drive = self.lib.drives.acquire("reading")?;
-        if let Some((tag, key)) = key {
-            drive.register_key(tag, key);
-        }
+        // Each fragment's subkey from the key in hand: no lock held.
         let mut ciphers: Ciphers = Vec::new();
         for p in pieces {
             if ciphers.iter().any(|(fi, _)| *fi == p.fi) {
                 continue;
             }
             let frag = &self.img.fragments[p.fi];
-            drive.load(&frag.volume, &self.img.pool);
-            let cipher = drive.with_key(|k| {
-                k.map(|k| {
-                    BlockCipher::new(&crypto::derive_subkey(
-                        k,
-                        &frag.salt,
-                        crypto::labels::TAPE_BLOCK_KEY,
-                    ))
-                })
+            let cipher = key.as_ref().map(|(_, k)| {
+                let sub = crypto::derive_subkey(k, &frag.salt, crypto::labels::TAPE_BLOCK_KEY);
+                Arc::new(BlockCipher::new(&sub))
             });
-            ciphers.push((p.fi, cipher.map(Arc::new)));
+            ciphers.push((p.fi, cipher));
+        }
+        let drive = self.lib.drives.acquire("reading")?;
+        for (fi, _) in &ciphers {
+            drive.load(&self.img.fragments[*fi].volume, &self.img.pool);
+        }
+        if let Some((tag, key)) = key {
+            drive.register_key(tag, key);
         }
         Ok((drive, ciphers))
     }
@@ -281,6 +281,7 @@ impl ImageReader {
             None => format::clear_trailer(aad, data) == trailer,
         };
         if !ok {
+            data.fill(0);
             return Err(self.integrity(frag, bi, "authentication failed".into()));
         }
         Ok(())
@@ -299,6 +300,19 @@ impl ImageReader {
     }
 }
 
+/// The threads that decrypt tape blocks: their own, not the pool LSU work
+/// shares, so a tape request holding a drive never waits behind LSU work
+/// that waits for the KMS.
+fn decrypting_pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("kmsfs-tape-{i}"))
+            .build()
+            .expect("a thread pool for tape reads")
+    })
+}
+
 /// Reads a block's header, data and trailer from `at` with one `preadv`
 /// (several if the kernel returns less).
 fn read_parts(
@@ -315,7 +329,12 @@ fn read_parts(
             IoSliceMut::new(data),
             IoSliceMut::new(trailer),
         ];
-        rustix::io::preadv(file, &mut bufs, at)?
+        loop {
+            match rustix::io::preadv(file, &mut bufs, at) {
+                Err(rustix::io::Errno::INTR) => continue,
+                r => break r?,
+            }
+        }
     };
     if n == total {
         return Ok(());
