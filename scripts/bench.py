@@ -108,11 +108,11 @@ def umount(path):
 
 
 def raise_readahead(path):
-    """What kmsfs and nullfs do for their mounts (4 MiB), for gocryptfs
-    too: the kernel caps a FUSE mount's readahead at 128 KiB unless raised."""
+    """What kmsfs and nullfs do for their mounts, for gocryptfs too: the
+    kernel caps a FUSE mount's readahead at 128 KiB unless raised."""
     dev = os.stat(path).st_dev
     with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb", "w") as f:
-        f.write("4096")
+        f.write("1024")
 
 
 class Kmsfs:
