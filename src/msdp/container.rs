@@ -162,6 +162,11 @@ pub fn read_record_with(
     len: u32,
     buf: &mut Vec<u8>,
 ) -> Result<SegmentHeader, RecordError> {
+    if u64::from(len) > CONTAINER_TARGET {
+        return Err(RecordError::Damaged(format!(
+            "record of {len} bytes is longer than any container holds"
+        )));
+    }
     let f = state.file(container).map_err(RecordError::Missing)?;
     buf.resize(len as usize, 0);
     f.read_exact_at(buf, offset).map_err(RecordError::Io)?;

@@ -321,3 +321,23 @@ fn an_index_entry_with_a_forged_record_length_is_refused_at_open() {
     let e = LsuReader::open(&s.msdp, a).err().expect("refused at open");
     assert!(e.to_string().contains("segment 0"), "{e}");
 }
+
+/// Every path that reads a record by its index entry (reads, gc,
+/// conversion, audit) refuses a record length no container holds before
+/// it sizes a buffer by it: a forged index cannot make kmsfs allocate and
+/// clear gigabytes.
+#[test]
+fn a_record_longer_than_any_container_is_refused_before_it_is_read() {
+    let (_t, s) = store_with_lsu(KekPolicy::default());
+    let a = write(&s, "a", &pseudo_random(1 << 20, 11));
+    let fp = s.catalog.recipe(a.id).unwrap().unwrap()[0].fp;
+    let loc = s.catalog.segments("L", &[fp]).unwrap()[0].clone().unwrap();
+    let state = s.msdp.state("L").unwrap();
+    match super::container::read_record(&state, loc.container, loc.offset, u32::MAX) {
+        Err(super::container::RecordError::Damaged(why)) => {
+            assert!(why.contains("longer than"), "{why}")
+        }
+        Err(e) => panic!("refused, but not as damage: {e:?}"),
+        Ok(_) => panic!("a 4 GiB record was read"),
+    }
+}
