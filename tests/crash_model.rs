@@ -145,6 +145,7 @@ enum Op {
     Replace,
     Rename,
     Delete,
+    DeleteTape,
     CreateKey,
     Rotate,
     Rewrap,
@@ -174,6 +175,7 @@ impl Op {
                 ),
             ],
             Op::Delete => vec![("msdp/L/l1", None)],
+            Op::DeleteTape => vec![("pools/ENCR_A/base1", None)],
             Op::Import => vec![
                 ("pools/Vault", Some(DIR.to_string())),
                 ("pools/Vault/far", Some(t.foreign_sha.clone())),
@@ -234,6 +236,8 @@ impl Op {
                 p("pools/ENCR_A/moved")
             ),
             Op::Delete => format!("rm '{}'", p("msdp/L/l1")),
+            // The last image of its volume: the volume goes back to scratch.
+            Op::DeleteTape => format!("rm '{}'", p("pools/ENCR_A/base1")),
             Op::CreateKey => kmsfs(s, "kms createkey --kg ENCR_A --name k2 --activate"),
             Op::Rotate => kmsfs(s, "lsu rotate-kek L"),
             Op::Rewrap => kmsfs(s, "lsu rewrap L"),
@@ -252,6 +256,7 @@ const ALL_OPS: &[Op] = &[
     Op::Replace,
     Op::Rename,
     Op::Delete,
+    Op::DeleteTape,
     Op::CreateKey,
     Op::Rotate,
     Op::Rewrap,
@@ -552,7 +557,7 @@ points! {
     container_write: "container.write" => [WriteLsu];
     container_fsync: "container.fsync" => [WriteLsu];
     dir_fsync: "dir.fsync" => [WriteNewPool, CreateKey];
-    catalog_commit: "catalog.commit" => [WriteTape, WriteLsu, Rename, Delete, Rotate, Gc, Import];
+    catalog_commit: "catalog.commit" => [WriteTape, WriteLsu, Rename, Delete, DeleteTape, Rotate, Gc, Import];
     keystore_save: "keystore.save" => [CreateKey];
     gc_relocate: "gc.relocate" => [Gc];
     gc_unlink: "gc.unlink" => [Gc];

@@ -43,6 +43,9 @@ pub const FIRST_DYNAMIC_INO: u64 = 16;
 pub enum CatalogError {
     #[error("catalog database: {0}")]
     Db(String),
+    /// The catalog's file system is full: nothing changed, free space and retry.
+    #[error("catalog database: no space left on its file system ({0})")]
+    NoSpace(String),
     #[error("catalog record does not decode: {0}")]
     Decode(String),
     #[error("'{0}' not found")]
@@ -66,13 +69,36 @@ macro_rules! db_err {
         }
     )*};
 }
-db_err!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+db_err!(redb::DatabaseError, redb::TableError);
+
+impl From<redb::StorageError> for CatalogError {
+    fn from(e: redb::StorageError) -> Self {
+        match &e {
+            redb::StorageError::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => {
+                CatalogError::NoSpace(e.to_string())
+            }
+            _ => CatalogError::Db(e.to_string()),
+        }
+    }
+}
+
+impl From<redb::TransactionError> for CatalogError {
+    fn from(e: redb::TransactionError) -> Self {
+        match e {
+            redb::TransactionError::Storage(s) => s.into(),
+            e => CatalogError::Db(e.to_string()),
+        }
+    }
+}
+
+impl From<redb::CommitError> for CatalogError {
+    fn from(e: redb::CommitError) -> Self {
+        match e {
+            redb::CommitError::Storage(s) => s.into(),
+            e => CatalogError::Db(e.to_string()),
+        }
+    }
+}
 
 /// The open catalog.
 pub struct Catalog {

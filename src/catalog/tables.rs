@@ -77,7 +77,7 @@ pub fn init(db: &redb::Database) -> Result<u64, CatalogError> {
 /// ends (a failpoint stands before it; an error drops the transaction).
 pub(super) fn commit(tx: redb::WriteTransaction) -> Result<(), CatalogError> {
     crate::util::failpoint::hit(crate::util::failpoint::CATALOG_COMMIT)
-        .map_err(|e| CatalogError::Db(format!("commit: {e}")))?;
+        .map_err(redb::StorageError::Io)?;
     tx.commit()?;
     Ok(())
 }

@@ -155,7 +155,9 @@ impl KmsFs {
             ));
         }
         let img = self.catalog.unlink(parent, name)?;
-        self.lib.recycle(&img)?;
+        // The image is gone once the catalog says so: a volume the recycle
+        // could not return to scratch now is recycled at the next open.
+        self.recycle_volumes_of(&img);
         tracing::info!(image = %format!("{}/{}", img.pool, img.path), "image removed");
         Ok(())
     }
@@ -182,7 +184,7 @@ impl KmsFs {
             ));
         }
         if let Some(old) = self.catalog.rename(parent, name, new_parent, new_name)? {
-            self.recycle_replaced(&old);
+            self.recycle_volumes_of(&old);
         }
         Ok(())
     }

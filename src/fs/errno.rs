@@ -51,6 +51,7 @@ pub fn catalog_errno(e: &CatalogError) -> i32 {
         CatalogError::NotEmpty(_) => libc::ENOTEMPTY,
         CatalogError::NotDir(_) => libc::ENOTDIR,
         CatalogError::IsDir(_) => libc::EISDIR,
+        CatalogError::NoSpace(_) => libc::ENOSPC,
         CatalogError::Db(_) | CatalogError::Decode(_) | CatalogError::UnknownVersion { .. } => {
             libc::EIO
         }
@@ -186,5 +187,22 @@ mod tests {
         assert_eq!(tape_errno(&TapeError::DriveBusy { secs: 1 }), libc::EBUSY);
         let io = TapeError::io("v", std::io::Error::from_raw_os_error(libc::ENOSPC));
         assert_eq!(tape_errno(&io), libc::ENOSPC);
+    }
+
+    /// A catalog commit that hits a full disk says ENOSPC, not EIO: the
+    /// operator frees space, nothing is damaged.
+    #[test]
+    fn a_full_disk_under_the_catalog_is_enospc() {
+        let full = || std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let commit = CatalogError::from(redb::CommitError::Storage(redb::StorageError::Io(full())));
+        assert_eq!(catalog_errno(&commit), libc::ENOSPC, "{commit}");
+        let begin = CatalogError::from(redb::TransactionError::Storage(redb::StorageError::Io(
+            full(),
+        )));
+        assert_eq!(catalog_errno(&begin), libc::ENOSPC, "{begin}");
+        let other = CatalogError::from(redb::StorageError::Io(std::io::Error::from_raw_os_error(
+            libc::EIO,
+        )));
+        assert_eq!(catalog_errno(&other), libc::EIO, "{other}");
     }
 }

@@ -166,7 +166,7 @@ impl KmsFs {
             Ok(Some((_, replaced))) => {
                 self.cached.lock().remove(&ino);
                 if let Some(old) = replaced {
-                    self.recycle_replaced(&old);
+                    self.recycle_volumes_of(&old);
                 }
                 Ok(())
             }

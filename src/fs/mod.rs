@@ -129,11 +129,13 @@ impl KmsFs {
             .ok_or_else(|| FsError::new(libc::EBADF, format!("file handle {fh}")))
     }
 
-    /// Recycles the volumes of an image its replacement took out of the
-    /// catalog (in the replacement's own transaction).
-    fn recycle_replaced(&self, old: &crate::catalog::ImageRec) {
+    /// Recycles the volumes of an image already out of the catalog
+    /// (deleted, or replaced in its replacement's own transaction). A
+    /// failure is logged, not returned: the image's removal stands, and
+    /// the store's next open recycles what is left.
+    fn recycle_volumes_of(&self, old: &crate::catalog::ImageRec) {
         if let Err(e) = self.lib.recycle(old) {
-            tracing::warn!("recycling volumes of a replaced image: {e}");
+            tracing::warn!(image = %format!("{}/{}", old.pool, old.path), "recycling the volumes of a removed image: {e}");
         }
     }
 }

@@ -140,6 +140,9 @@ impl Store {
         };
         let library = Library::new(lib_cfg, catalog.clone(), kms.clone(), digest_key.clone());
         library.sweep_imports()?;
+        if let Err(e) = library.recycle_empty() {
+            tracing::warn!("recycling volumes that hold no image: {e}");
+        }
         let msdp = Msdp::new(
             dir.join("lsu"),
             catalog.clone(),

@@ -235,28 +235,52 @@ impl Library {
     pub fn recycle(&self, img: &ImageRec) -> Result<(), TapeError> {
         let loaded = self.loaded.lock();
         for f in &img.fragments {
-            let Some(mut v) = self.catalog.volume(&f.volume)? else {
-                continue;
-            };
-            let pinned = self.pinned.lock().contains_key(&v.barcode);
-            if v.images > 0
-                || loaded.contains(&v.barcode)
-                || pinned
-                || v.state != VolumeState::Active && v.state != VolumeState::Full
-            {
-                continue;
+            if let Some(v) = self.catalog.volume(&f.volume)? {
+                self.recycle_if_empty(&loaded, v)?;
             }
-            v.state = VolumeState::Scratch;
-            v.pool = String::new();
-            v.used = 0;
-            self.catalog.put_volume(&v)?;
-            self.files.lock().remove(&v.barcode);
-            if let Ok(p) = self.volume_path(&v.barcode) {
-                let _ = std::fs::remove_file(p);
-            }
-            tracing::info!(volume = %v.barcode, "volume holds no image any more: back to scratch");
         }
         Ok(())
+    }
+
+    /// Every volume that holds no committed image goes back to scratch: the
+    /// ones a recycle that failed, or a crash between an image's removal
+    /// and its volume's recycling, left labelled. Called when the store is
+    /// opened; returns how many it recycled.
+    pub fn recycle_empty(&self) -> Result<usize, TapeError> {
+        let loaded = self.loaded.lock();
+        let mut n = 0;
+        for v in self.catalog.volumes()? {
+            if self.recycle_if_empty(&loaded, v)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Recycles `v` when it holds no image and no writer or import has it.
+    fn recycle_if_empty(
+        &self,
+        loaded: &HashSet<String>,
+        mut v: VolumeRec,
+    ) -> Result<bool, TapeError> {
+        let pinned = self.pinned.lock().contains_key(&v.barcode);
+        if v.images > 0
+            || loaded.contains(&v.barcode)
+            || pinned
+            || v.state != VolumeState::Active && v.state != VolumeState::Full
+        {
+            return Ok(false);
+        }
+        v.state = VolumeState::Scratch;
+        v.pool = String::new();
+        v.used = 0;
+        self.catalog.put_volume(&v)?;
+        self.files.lock().remove(&v.barcode);
+        if let Ok(p) = self.volume_path(&v.barcode) {
+            let _ = std::fs::remove_file(p);
+        }
+        tracing::info!(volume = %v.barcode, "volume holds no image any more: back to scratch");
+        Ok(true)
     }
 }
 

@@ -322,3 +322,21 @@ fn reads_at_any_offset_and_size_give_the_bytes_written() {
     assert_eq!(buf[..100], bytes[bytes.len() - 100..]);
     assert!(buf[100..].iter().all(|&b| b == 0xAA));
 }
+
+/// An image removed from the catalog whose volume was not recycled (the
+/// recycle failed, or the daemon died between the two) leaves a labelled
+/// volume holding nothing: the next open returns it to scratch.
+#[test]
+fn a_volume_left_empty_by_an_interrupted_delete_is_recycled_at_open() {
+    let (d, s) = store(8 << 20);
+    let img = write(&s, "Clear", "v", &data(1000, 1));
+    let barcode = img.fragments[0].volume.clone();
+    let pool = s.catalog.lookup(POOLS_INO, "Clear").unwrap().unwrap().ino;
+    s.catalog.unlink(pool, "v").unwrap();
+    let vol = |s: &Store| s.catalog.volume(&barcode).unwrap().unwrap();
+    assert_eq!(vol(&s).state, crate::catalog::VolumeState::Active);
+    drop(s);
+    let s = Store::open(&d.path().join("s"), Unlock::default()).unwrap();
+    assert_eq!(vol(&s).state, crate::catalog::VolumeState::Scratch);
+    assert!(!s.library.volume_path(&barcode).unwrap().exists());
+}
