@@ -16,6 +16,9 @@ command -v sha256sum >/dev/null || need+=(coreutils)
 command -v automount >/dev/null || need+=(autofs)
 command -v strace >/dev/null || need+=(strace)
 command -v setpriv >/dev/null || need+=(util-linux)
+command -v setfattr >/dev/null || need+=(attr)
+command -v setfacl >/dev/null || need+=(acl)
+command -v tar >/dev/null || need+=(tar)
 [ -x /lib/systemd/system-generators/systemd-fstab-generator ] || need+=(systemd)
 [ -e /dev/fuse ] || { echo "test.sh: /dev/fuse is missing: FUSE tests cannot run here" >&2; exit 1; }
 if [ ${#need[@]} -gt 0 ]; then

@@ -129,23 +129,24 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Removes a file's namespace entry and its image; decrements the image
-    /// counts of its volumes. Returns the image so the caller can recycle
-    /// volumes that no longer hold anything.
-    pub fn unlink(&self, parent: u64, name: &str) -> Result<ImageRec, CatalogError> {
+    /// Removes the name of a file, symbolic link or special file. With the
+    /// last name of an image goes the image: its volumes' image counts are
+    /// decremented and it is returned, so the caller can recycle volumes
+    /// that no longer hold anything.
+    pub fn unlink(&self, parent: u64, name: &str) -> Result<Option<ImageRec>, CatalogError> {
         let tx = self.db.begin_write()?;
         let img = {
             let mut d = tx.open_table(DIRENTS)?;
             let mut t = tx.open_table(INODES)?;
             let node =
                 named(&d, &t, parent, name)?.ok_or_else(|| CatalogError::NotFound(name.into()))?;
-            let ino = node.ino;
-            let InodeKind::Image(id) = node.kind else {
+            if node.kind.is_dir() {
                 return Err(CatalogError::IsDir(name.into()));
-            };
-            d.remove((parent, name))?;
-            t.remove(ino)?;
-            drop_image(&tx, id)?
+            }
+            let id = super::links::remove_name(&tx, &mut d, &mut t, parent, name, node)?;
+            super::links::touch_dir(&mut t, parent, crate::util::clock::now_ns())?;
+            drop((d, t));
+            id.map(|id| drop_image(&tx, id)).transpose()?
         };
         super::tables::commit(tx)?;
         Ok(img)
@@ -162,22 +163,29 @@ pub(super) fn put_image(
     let mut d = tx.open_table(DIRENTS)?;
     let mut t = tx.open_table(INODES)?;
     let mut replaced = None;
+    // Where the inode's own name stays (a new version of an inode written
+    // through another of its hard links keeps the inode's first name).
+    let mut home = (c.parent, c.name.to_string());
     if let Some(old) = named(&d, &t, c.parent, c.name)? {
-        let old_ino = old.ino;
         match old.kind {
-            InodeKind::Image(id) if id == c.image.id => {}
-            InodeKind::Image(_) if !c.replace => {
-                return Err(CatalogError::Exists(c.name.into()));
+            InodeKind::Image(id) if id == c.image.id => home = (old.parent, old.name),
+            _ if old.kind.is_dir() => return Err(CatalogError::IsDir(c.name.into())),
+            _ if !c.replace => return Err(CatalogError::Exists(c.name.into())),
+            // A new version of the same inode (open with O_TRUNC): every
+            // name of it, and its attributes, see the new version.
+            InodeKind::Image(id) if old.ino == c.ino => {
+                replaced = Some(id);
+                home = (old.parent, old.name);
             }
-            InodeKind::Image(id) => replaced = Some(id),
-            _ => return Err(CatalogError::IsDir(c.name.into())),
+            // Another entry at the name: it loses this name.
+            _ => replaced = super::links::remove_name(tx, &mut d, &mut t, c.parent, c.name, old)?,
         }
-        t.remove(old_ino)?;
     }
+    super::links::touch_dir(&mut t, c.parent, crate::util::clock::now_ns())?;
     let node = Inode {
         ino: c.ino,
-        parent: c.parent,
-        name: c.name.into(),
+        parent: home.0,
+        name: home.1,
         pool: c.image.pool.clone(),
         kind: InodeKind::Image(c.image.id),
         attrs: c.attrs,

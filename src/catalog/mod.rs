@@ -9,6 +9,7 @@ mod files;
 pub(crate) mod fuzz;
 mod images;
 pub use images::{Commit, VolumeUpdate};
+mod links;
 mod lsu;
 mod lsu_records;
 pub use lsu::{LsuCommit, Move};
@@ -23,6 +24,8 @@ pub use segrefs::{Fp, lsu_of_pool, lsu_pool};
 mod tables;
 mod users;
 mod volumes;
+mod xattrs;
+pub use xattrs::{XATTR_NAME_MAX, XATTR_SIZE_MAX, XattrSet};
 
 use std::path::Path;
 
@@ -58,6 +61,16 @@ pub enum CatalogError {
     NotDir(String),
     #[error("'{0}' is a directory")]
     IsDir(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no extended attribute '{0}'")]
+    NoXattr(String),
+    #[error("extended attribute: {0}")]
+    XattrName(String),
+    #[error("extended attribute too large: {0}")]
+    XattrTooBig(String),
+    #[error("no room for extended attributes: {0}")]
+    XattrFull(String),
     #[error("catalog format version {found}; this kmsfs reads {supported}")]
     UnknownVersion { found: u64, supported: u64 },
 }

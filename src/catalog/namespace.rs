@@ -3,7 +3,8 @@
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::tables::{DIRENTS, INODES, dec, enc, named};
+use super::links::{remove_name, rename_link, touch_dir};
+use super::tables::{DIRENTS, INODES, Inodes, dec, enc, named};
 use super::{Catalog, CatalogError, FileAttrs, Inode, InodeKind};
 
 impl Catalog {
@@ -22,19 +23,30 @@ impl Catalog {
             return Ok(None);
         };
         let t = rx.open_table(INODES)?;
-        t.get(ino)?.map(|v| dec(v.value())).transpose()
+        let node: Option<Inode> = t.get(ino)?.map(|v| dec(v.value())).transpose()?;
+        // A hard-linked inode is seen under the name it was looked up by.
+        Ok(node.map(|n| Inode {
+            parent,
+            name: name.into(),
+            ..n
+        }))
     }
 
-    /// The children of `parent`, in name order.
+    /// The children of `parent`, in name order, each under the name it has
+    /// there (a hard-linked inode has several).
     pub fn children(&self, parent: u64) -> Result<Vec<Inode>, CatalogError> {
         let rx = self.db.begin_read()?;
         let d = rx.open_table(DIRENTS)?;
         let t = rx.open_table(INODES)?;
         let mut out = Vec::new();
         for entry in d.range((parent, "")..(parent + 1, ""))? {
-            let (_, ino) = entry?;
+            let (k, ino) = entry?;
             if let Some(v) = t.get(ino.value())? {
-                out.push(dec(v.value())?);
+                out.push(Inode {
+                    parent,
+                    name: k.value().1.to_string(),
+                    ..dec(v.value())?
+                });
             }
         }
         Ok(out)
@@ -42,6 +54,19 @@ impl Catalog {
 
     /// Makes a pool (under `pools/`) or a folder inside a pool.
     pub fn make_dir(
+        &self,
+        parent: u64,
+        name: &str,
+        pool: &str,
+        kind: InodeKind,
+        attrs: FileAttrs,
+    ) -> Result<Inode, CatalogError> {
+        self.make_entry(parent, name, pool, kind, attrs)
+    }
+
+    /// Makes an entry that holds no data: a pool, a folder, a symbolic
+    /// link or a special file.
+    pub fn make_entry(
         &self,
         parent: u64,
         name: &str,
@@ -64,8 +89,9 @@ impl Catalog {
                 attrs,
             };
             d.insert((parent, name), node.ino)?;
-            tx.open_table(INODES)?
-                .insert(node.ino, enc(&node).as_slice())?;
+            let mut t = tx.open_table(INODES)?;
+            t.insert(node.ino, enc(&node).as_slice())?;
+            touch_dir(&mut t, parent, attrs.ctime_ns)?;
             node
         };
         super::tables::commit(tx)?;
@@ -81,14 +107,14 @@ impl Catalog {
             let node =
                 named(&d, &t, parent, name)?.ok_or_else(|| CatalogError::NotFound(name.into()))?;
             let ino = node.ino;
-            if matches!(node.kind, InodeKind::Image(_)) {
+            if !node.kind.is_dir() {
                 return Err(CatalogError::NotDir(name.into()));
             }
             if d.range((ino, "")..(ino + 1, ""))?.next().is_some() {
                 return Err(CatalogError::NotEmpty(name.into()));
             }
-            d.remove((parent, name))?;
-            t.remove(ino)?;
+            remove_name(&tx, &mut d, &mut t, parent, name, node.clone())?;
+            touch_dir(&mut t, parent, crate::util::clock::now_ns())?;
             node
         };
         super::tables::commit(tx)?;
@@ -112,25 +138,39 @@ impl Catalog {
             let mut node =
                 named(&d, &t, parent, name)?.ok_or_else(|| CatalogError::NotFound(name.into()))?;
             let ino = node.ino;
+            if node.kind.is_dir() {
+                check_not_into_itself(&t, ino, new_parent, new_name)?;
+            }
             let mut replaced = None;
             if let Some(target) = named(&d, &t, new_parent, new_name)? {
+                if target.ino == ino {
+                    // Two names of one inode: POSIX says do nothing.
+                    return Ok(None);
+                }
                 let old = target.ino;
-                match (&target.kind, &node.kind) {
-                    (InodeKind::Image(id), InodeKind::Image(_)) => replaced = Some(*id),
-                    (InodeKind::Image(_), _) => return Err(CatalogError::NotDir(new_name.into())),
-                    (_, InodeKind::Image(_)) => return Err(CatalogError::IsDir(new_name.into())),
+                match (target.kind.is_dir(), node.kind.is_dir()) {
+                    (false, false) => {}
+                    (false, true) => return Err(CatalogError::NotDir(new_name.into())),
+                    (true, false) => return Err(CatalogError::IsDir(new_name.into())),
                     _ if d.range((old, "")..(old + 1, ""))?.next().is_some() => {
                         return Err(CatalogError::NotEmpty(new_name.into()));
                     }
                     _ => {}
                 }
-                t.remove(old)?;
+                replaced = remove_name(&tx, &mut d, &mut t, new_parent, new_name, target)?;
             }
             d.remove((parent, name))?;
             d.insert((new_parent, new_name), ino)?;
-            node.parent = new_parent;
-            node.name = new_name.into();
+            rename_link(&tx, ino, (parent, name), (new_parent, new_name))?;
+            if node.parent == parent && node.name == name {
+                node.parent = new_parent;
+                node.name = new_name.into();
+            }
+            let now = crate::util::clock::now_ns();
+            node.attrs.ctime_ns = now;
             t.insert(ino, enc(&node).as_slice())?;
+            touch_dir(&mut t, parent, now)?;
+            touch_dir(&mut t, new_parent, now)?;
             drop((d, t));
             replaced
                 .map(|id| super::images::drop_image(&tx, id))
@@ -169,4 +209,24 @@ impl Catalog {
         parts.reverse();
         Ok(parts.join("/"))
     }
+}
+
+/// A folder may not move into itself or below itself (EINVAL).
+fn check_not_into_itself(
+    t: &Inodes<'_>,
+    ino: u64,
+    new_parent: u64,
+    new_name: &str,
+) -> Result<(), CatalogError> {
+    let mut cur = new_parent;
+    while cur >= super::FIRST_DYNAMIC_INO {
+        if cur == ino {
+            return Err(CatalogError::Invalid(format!(
+                "cannot move a folder into itself ({new_name})"
+            )));
+        }
+        let Some(v) = t.get(cur)? else { break };
+        cur = dec::<Inode>(v.value())?.parent;
+    }
+    Ok(())
 }

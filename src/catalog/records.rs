@@ -24,6 +24,18 @@ pub enum InodeKind {
     Dir,
     /// A committed image.
     Image(u128),
+    /// A symbolic link: its target, stored as given (catalog version 4).
+    Symlink(String),
+    /// A fifo, a socket, or a character or block device: metadata only,
+    /// its type in `attrs.mode`; never opened as a device (catalog version 4).
+    Special { rdev: u64 },
+}
+
+impl InodeKind {
+    /// Whether the entry is a directory (a pool or a folder).
+    pub fn is_dir(&self) -> bool {
+        matches!(self, InodeKind::Pool | InodeKind::Dir)
+    }
 }
 
 /// A namespace entry.

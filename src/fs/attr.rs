@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{FileAttr, FileType, INodeNo};
 
-use crate::catalog::FileAttrs;
+use crate::catalog::{FileAttrs, InodeKind};
 
 /// How long the kernel may cache attributes and entries.
 pub const TTL: Duration = Duration::from_secs(1);
@@ -51,6 +51,35 @@ pub fn from_attrs(ino: u64, a: &FileAttrs, size: u64, dir: bool) -> FileAttr {
         blksize: 1 << 20,
         flags: 0,
     }
+}
+
+/// The type of a catalog entry as the kernel sees it.
+pub fn file_type(kind: &InodeKind, mode: u32) -> FileType {
+    match kind {
+        InodeKind::Pool | InodeKind::Dir => FileType::Directory,
+        InodeKind::Image(_) => FileType::RegularFile,
+        InodeKind::Symlink(_) => FileType::Symlink,
+        InodeKind::Special { .. } => match mode & libc::S_IFMT {
+            libc::S_IFIFO => FileType::NamedPipe,
+            libc::S_IFCHR => FileType::CharDevice,
+            libc::S_IFBLK => FileType::BlockDevice,
+            libc::S_IFSOCK => FileType::Socket,
+            _ => FileType::RegularFile,
+        },
+    }
+}
+
+/// Attributes of a stored entry of type `kind`, with `nlink` names.
+pub fn stored(ino: u64, a: &FileAttrs, kind: &InodeKind, size: u64, nlink: u32) -> FileAttr {
+    let mut f = from_attrs(ino, a, size, kind.is_dir());
+    f.kind = file_type(kind, a.mode);
+    if !kind.is_dir() {
+        f.nlink = nlink;
+    }
+    if let InodeKind::Special { rdev } = kind {
+        f.rdev = *rdev as u32;
+    }
+    f
 }
 
 /// Attributes of a synthetic node (root, pools/, drives/, status files).

@@ -1,7 +1,7 @@
 //! Directory operations: lookup, attributes, listing, mkdir/rmdir, unlink,
 //! rename, setattr on stored entries, statfs.
 
-use fuser::FileAttr;
+use fuser::{FileAttr, FileType};
 
 use super::attr::{from_attrs, ns, synthetic};
 use super::{Entry, FsError, KmsFs, Node, Res};
@@ -47,13 +47,18 @@ impl KmsFs {
                 synthetic(ino, n.is_dir(), size, self.started)
             }
             Entry::Pending(p) => from_attrs(ino, &p.attrs, p.size, false),
-            Entry::Stored(i) => match i.kind {
-                InodeKind::Image(id) => {
-                    let size = self.catalog.image(id)?.map(|r| r.size).unwrap_or(0);
-                    from_attrs(ino, &i.attrs, size, false)
-                }
-                _ => from_attrs(ino, &i.attrs, 0, true),
-            },
+            Entry::Stored(i) => {
+                let size = match &i.kind {
+                    InodeKind::Image(id) => self.catalog.image(*id)?.map(|r| r.size).unwrap_or(0),
+                    InodeKind::Symlink(target) => target.len() as u64,
+                    _ => 0,
+                };
+                let nlink = match i.kind {
+                    InodeKind::Pool | InodeKind::Dir => 2,
+                    _ => self.catalog.nlink(ino)?,
+                };
+                super::attr::stored(ino, &i.attrs, &i.kind, size, nlink)
+            }
         })
     }
 
@@ -88,9 +93,14 @@ impl KmsFs {
         }
     }
 
-    /// `(ino, is_dir, name)` of every child.
-    pub(super) fn do_readdir(&self, ino: u64) -> Res<Vec<(u64, bool, String)>> {
-        let mut out = vec![(ino, true, ".".to_string()), (ino, true, "..".to_string())];
+    /// `(ino, type, name)` of every child.
+    pub(super) fn do_readdir(&self, ino: u64) -> Res<Vec<(u64, FileType, String)>> {
+        use FileType::{Directory, RegularFile};
+        let kind = |dir: bool| if dir { Directory } else { RegularFile };
+        let mut out = vec![
+            (ino, Directory, ".".to_string()),
+            (ino, Directory, "..".to_string()),
+        ];
         match self.entry(ino)? {
             Entry::Synthetic(n) if !matches!(n, Node::Pools | Node::Msdp) => {
                 if !n.is_dir() {
@@ -99,11 +109,11 @@ impl KmsFs {
                 out.extend(
                     n.children(self.drives())
                         .into_iter()
-                        .map(|(name, c)| (c.ino(), c.is_dir(), name)),
+                        .map(|(name, c)| (c.ino(), kind(c.is_dir()), name)),
                 );
                 return Ok(out);
             }
-            Entry::Stored(i) if matches!(i.kind, InodeKind::Image(_)) => {
+            Entry::Stored(i) if !i.kind.is_dir() => {
                 return Err(FsError::new(libc::ENOTDIR, "not a directory"));
             }
             Entry::Pending(_) => return Err(FsError::new(libc::ENOTDIR, "not a directory")),
@@ -112,11 +122,12 @@ impl KmsFs {
         let mut names = std::collections::HashSet::new();
         for c in self.catalog.children(ino)? {
             names.insert(c.name.clone());
-            out.push((c.ino, !matches!(c.kind, InodeKind::Image(_)), c.name));
+            let t = super::attr::file_type(&c.kind, c.attrs.mode);
+            out.push((c.ino, t, c.name));
         }
         for p in self.sessions.children(ino) {
             if !names.contains(&p.name) {
-                out.push((p.ino, false, p.name));
+                out.push((p.ino, RegularFile, p.name));
             }
         }
         Ok(out)
@@ -154,11 +165,12 @@ impl KmsFs {
                 format!("{name} is being written"),
             ));
         }
-        let img = self.catalog.unlink(parent, name)?;
         // The image is gone once the catalog says so: a volume the recycle
         // could not return to scratch now is recycled at the next open.
-        self.recycle_volumes_of(&img);
-        tracing::info!(image = %format!("{}/{}", img.pool, img.path), "image removed");
+        if let Some(img) = self.catalog.unlink(parent, name)? {
+            self.recycle_volumes_of(&img);
+            tracing::info!(image = %format!("{}/{}", img.pool, img.path), "image removed");
+        }
         Ok(())
     }
 
@@ -213,16 +225,46 @@ impl KmsFs {
         let mut a = node.attrs;
         ch.apply(&mut a);
         self.catalog.set_attrs(ino, a)?;
+        if let Some(mode) = ch.mode {
+            self.chmod_acl(ino, mode)?;
+        }
         self.attr_of(ino)
     }
 
-    /// (blocks, free blocks) in 1 MiB units.
+    /// chmod moves an access ACL's owner, mask and other entries along.
+    fn chmod_acl(&self, ino: u64, mode: u32) -> Res<()> {
+        let Some(acl) = self.catalog.xattr(ino, super::acl::ACCESS)? else {
+            return Ok(());
+        };
+        if let Some(new) = super::acl::chmod(&acl, mode)
+            && new != acl
+        {
+            let any = crate::catalog::XattrSet::Any;
+            self.catalog.set_xattr(ino, super::acl::ACCESS, &new, any)?;
+        }
+        Ok(())
+    }
+
+    /// (blocks, free blocks) in 1 MiB units: the volume library's
+    /// capacity and what its volumes hold, plus the LSUs' containers (which
+    /// grow into the store's disk), so `df` shows what the store uses.
     pub(super) fn do_statfs(&self) -> Res<(u64, u64)> {
         let cfg = &self.store.config;
-        let total = u64::from(cfg.max_volumes) * cfg.volume_capacity;
-        let used: u64 = self.catalog.volumes()?.iter().map(|v| v.used).sum();
-        let disk_free = disk_free(&self.store.dir);
-        let free = total.saturating_sub(used).min(disk_free);
+        let library = u64::from(cfg.max_volumes) * cfg.volume_capacity;
+        let on_volumes: u64 = self.catalog.volumes()?.iter().map(|v| v.used).sum();
+        let mut in_lsus = 0;
+        for l in self.catalog.lsus()? {
+            in_lsus += self
+                .catalog
+                .containers(&l.name)?
+                .iter()
+                .map(|(_, c)| c.size)
+                .sum::<u64>();
+        }
+        let free = library
+            .saturating_sub(on_volumes)
+            .min(disk_free(&self.store.dir));
+        let total = (on_volumes + in_lsus + free).max(library);
         Ok((total >> 20, free >> 20))
     }
 }

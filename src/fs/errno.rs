@@ -51,7 +51,11 @@ pub fn catalog_errno(e: &CatalogError) -> i32 {
         CatalogError::NotEmpty(_) => libc::ENOTEMPTY,
         CatalogError::NotDir(_) => libc::ENOTDIR,
         CatalogError::IsDir(_) => libc::EISDIR,
-        CatalogError::NoSpace(_) => libc::ENOSPC,
+        CatalogError::NoSpace(_) | CatalogError::XattrFull(_) => libc::ENOSPC,
+        CatalogError::NoXattr(_) => libc::ENODATA,
+        CatalogError::Invalid(_) => libc::EINVAL,
+        CatalogError::XattrName(_) => libc::ERANGE,
+        CatalogError::XattrTooBig(_) => libc::E2BIG,
         CatalogError::Db(_) | CatalogError::Decode(_) | CatalogError::UnknownVersion { .. } => {
             libc::EIO
         }

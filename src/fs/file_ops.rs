@@ -43,7 +43,8 @@ impl KmsFs {
     ) -> Res<(FileAttr, u64)> {
         let ino = match self.catalog.lookup(parent, name)? {
             Some(i) if matches!(i.kind, InodeKind::Image(_)) => i.ino,
-            Some(_) => return Err(FsError::new(libc::EISDIR, name.to_string())),
+            Some(i) if i.kind.is_dir() => return Err(FsError::new(libc::EISDIR, name.to_string())),
+            Some(_) => return Err(FsError::new(libc::EEXIST, name.to_string())),
             None => self.catalog.alloc_ino(),
         };
         let fh = self.start_writer(ino, parent, name, attrs)?;
@@ -62,13 +63,30 @@ impl KmsFs {
                 ))
             }
             Entry::Synthetic(_) => Err(FsError::new(libc::EACCES, "read-only node")),
-            Entry::Pending(_) => Err(FsError::new(libc::EBUSY, "image is being written")),
+            Entry::Pending(_) if write => Err(FsError::new(libc::EBUSY, "image is being written")),
+            // A reader of a file being written sees the version last
+            // committed (nothing, for a new file) until a close commits.
+            Entry::Pending(_) => {
+                let committed = match self.catalog.inode(ino)?.map(|n| n.kind) {
+                    Some(InodeKind::Image(id)) => self.catalog.image(id)?,
+                    _ => None,
+                };
+                let h = match committed {
+                    Some(img) => Handle::Read(Box::new(Reader::open(&self.store, img)?)),
+                    None => Handle::Status(Vec::new()),
+                };
+                Ok((self.add_handle(h), FopenFlags::FOPEN_DIRECT_IO))
+            }
             Entry::Stored(node) => {
                 let InodeKind::Image(id) = node.kind else {
                     return Err(FsError::new(libc::EISDIR, node.name));
                 };
+                // An empty image has nothing to overwrite: a writer without
+                // O_TRUNC (tar --xattrs makes the file with mknod, sets its
+                // attributes, then opens it) writes its first version.
+                let empty = || matches!(self.catalog.image(id), Ok(Some(i)) if i.size == 0);
                 if write {
-                    if flags & libc::O_TRUNC == 0 {
+                    if flags & libc::O_TRUNC == 0 && !empty() {
                         tracing::warn!(image = %node.name, "write without O_TRUNC refused: images are immutable once closed");
                         return Err(FsError::new(
                             libc::EPERM,

@@ -6,12 +6,14 @@
 //! policy: the life of an image being written lives in the engine; keys,
 //! formats and crash safety live below it.
 
+mod acl;
 mod attr;
 mod dir_ops;
 mod errno;
 mod file_ops;
 mod handles;
 mod mount;
+mod node_ops;
 mod nodes;
 mod trait_impl;
 

@@ -5,13 +5,14 @@ use std::ffi::OsStr;
 use std::time::SystemTime;
 
 use fuser::{
-    FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use super::attr::{PENDING_TTL, TTL, ns};
 use super::dir_ops::AttrChange;
+use super::node_ops::XattrReply;
 use super::{FsError, KmsFs};
 use crate::catalog::FileAttrs;
 
@@ -254,13 +255,9 @@ impl Filesystem for KmsFs {
     ) {
         match self.do_readdir(ino.0) {
             Ok(entries) => {
-                for (i, (child, dir, name)) in entries.into_iter().enumerate().skip(offset as usize)
+                for (i, (child, kind, name)) in
+                    entries.into_iter().enumerate().skip(offset as usize)
                 {
-                    let kind = if dir {
-                        FileType::Directory
-                    } else {
-                        FileType::RegularFile
-                    };
                     if reply.add(INodeNo(child), (i + 1) as u64, kind, name) {
                         break;
                     }
@@ -300,6 +297,101 @@ impl Filesystem for KmsFs {
                 FileHandle(fh),
                 FopenFlags::FOPEN_DIRECT_IO,
             ),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let attrs = new_attrs(req, 0o777, 0, libc::S_IFLNK);
+        let r = name_of(link_name)
+            .and_then(|n| Ok((n, name_of(target.as_os_str())?)))
+            .and_then(|(n, t)| self.do_symlink(parent.0, n, t, attrs));
+        match r {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.do_readlink(ino.0) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let attrs = new_attrs(req, mode, umask, mode & libc::S_IFMT);
+        match name_of(name).and_then(|n| self.do_mknod(parent.0, n, attrs, rdev)) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        match name_of(newname).and_then(|n| self.do_link(ino.0, newparent.0, n)) {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        match name_of(name).and_then(|n| self.do_setxattr(ino.0, n, value, flags)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match name_of(name).and_then(|n| self.do_getxattr(ino.0, n, size)) {
+            Ok(XattrReply::Size(n)) => reply.size(n),
+            Ok(XattrReply::Data(v)) => reply.data(&v),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.do_listxattr(ino.0, size) {
+            Ok(XattrReply::Size(n)) => reply.size(n),
+            Ok(XattrReply::Data(v)) => reply.data(&v),
+            Err(e) => reply_err!(reply, e),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match name_of(name).and_then(|n| self.do_removexattr(ino.0, n)) {
+            Ok(()) => reply.ok(),
             Err(e) => reply_err!(reply, e),
         }
     }
