@@ -267,6 +267,15 @@ mod sys {
     }
 }
 
+/// A file held open for writing (some bytes written, not closed) until
+/// the returned guard drops.
+fn held_open(path: &Path) -> std::fs::File {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(b"in progress").unwrap();
+    f
+}
+
 /// The errno each operation gives, from POSIX and the Linux man pages.
 /// Where the write-once model answers differently it is said.
 #[test]
@@ -395,6 +404,17 @@ fn each_posix_operation_gives_the_errno_the_standard_names() {
         errno_of(sys::open(&p("ENCR_P/f2"), libc::O_WRONLY | libc::O_TRUNC)),
         0
     );
+    // Only the namespaces Linux file systems keep: user, trusted,
+    // security, and the two POSIX ACLs.
+    assert_eq!(
+        errno_of(sys::setxattr(&p("ENCR_P/f2"), "system.foo", b"1", 0)),
+        libc::EOPNOTSUPP
+    );
+    // A folder whose only child is still being written is not empty.
+    assert_eq!(errno_of(sys::mkdir(&p("ENCR_P/busy"))), 0);
+    let held = held_open(&m.p("pools/ENCR_P/busy/f"));
+    assert_eq!(errno_of(sys::rmdir(&p("ENCR_P/busy"))), libc::ENOTEMPTY);
+    drop(held);
     // A device node is kept, never opened as a device: the mount is nodev.
     sh_ok(&format!(
         "mknod '{}' c 1 3",
@@ -515,6 +535,19 @@ fn another_user_reads_and_writes_where_the_modes_allow_and_nowhere_else() {
             "{cmd}: {err}"
         );
     }
+    // A rewrite by a user other than root clears setuid and setgid, as a
+    // write on ext4 does.
+    sh_ok(&format!(
+        "echo x > '{pools}/Shared/suid' && chmod 6777 '{pools}/Shared/suid'"
+    ));
+    let (ok, _, err) = as_nobody(&format!("echo evil > {pools}/Shared/suid"));
+    assert!(ok, "{err}");
+    let mode = sh_ok(&format!("stat -c %a '{pools}/Shared/suid'"));
+    assert_eq!(
+        mode.trim(),
+        "777",
+        "setuid/setgid survived another user's rewrite"
+    );
     // Their own file in the sticky folder is theirs to remove.
     let (ok, _, err) = as_nobody(&format!("rm {pools}/Shared/n"));
     assert!(ok, "{err}");

@@ -162,36 +162,29 @@ pub(super) fn put_image(
 ) -> Result<Option<ImageRec>, CatalogError> {
     let mut d = tx.open_table(DIRENTS)?;
     let mut t = tx.open_table(INODES)?;
-    let mut replaced = None;
-    // Where the inode's own name stays (a new version of an inode written
-    // through another of its hard links keeps the inode's first name).
-    let mut home = (c.parent, c.name.to_string());
-    if let Some(old) = named(&d, &t, c.parent, c.name)? {
-        match old.kind {
-            InodeKind::Image(id) if id == c.image.id => home = (old.parent, old.name),
-            _ if old.kind.is_dir() => return Err(CatalogError::IsDir(c.name.into())),
-            _ if !c.replace => return Err(CatalogError::Exists(c.name.into())),
-            // A new version of the same inode (open with O_TRUNC): every
-            // name of it, and its attributes, see the new version.
-            InodeKind::Image(id) if old.ino == c.ino => {
-                replaced = Some(id);
-                home = (old.parent, old.name);
-            }
-            // Another entry at the name: it loses this name.
-            _ => replaced = super::links::remove_name(tx, &mut d, &mut t, c.parent, c.name, old)?,
+    let living: Option<Inode> = t.get(c.ino)?.map(|v| dec(v.value())).transpose()?;
+    let replaced = match living {
+        // The inode lives (a new version opened with O_TRUNC, or a
+        // checkpoint of this one): it takes the version under whatever
+        // names it has now, which an unlink or rename may have changed
+        // since the writer started; its links and extended attributes stay.
+        Some(
+            node @ Inode {
+                kind: InodeKind::Image(old_id),
+                ..
+            },
+        ) if c.replace || old_id == c.image.id => {
+            let node = Inode {
+                kind: InodeKind::Image(c.image.id),
+                attrs: c.attrs,
+                ..node
+            };
+            t.insert(c.ino, enc(&node).as_slice())?;
+            (old_id != c.image.id).then_some(old_id)
         }
-    }
-    super::links::touch_dir(&mut t, c.parent, crate::util::clock::now_ns())?;
-    let node = Inode {
-        ino: c.ino,
-        parent: home.0,
-        name: home.1,
-        pool: c.image.pool.clone(),
-        kind: InodeKind::Image(c.image.id),
-        attrs: c.attrs,
+        Some(_) => return Err(CatalogError::Exists(c.name.into())),
+        None => new_name(tx, &mut d, &mut t, c)?,
     };
-    d.insert((c.parent, c.name), c.ino)?;
-    t.insert(c.ino, enc(&node).as_slice())?;
     tx.open_table(IMAGES)?
         .insert(c.image.id, enc(c.image).as_slice())?;
     if let Some(files) = c.files {
@@ -200,6 +193,39 @@ pub(super) fn put_image(
     }
     drop((d, t));
     replaced.map(|id| drop_image(tx, id)).transpose()
+}
+
+/// An image under a new inode at `(c.parent, c.name)`; an entry already
+/// there (not a folder) loses the name when `c.replace`. Returns the image
+/// that entry held if it was its last name.
+fn new_name(
+    tx: &redb::WriteTransaction,
+    d: &mut super::tables::Dirents<'_>,
+    t: &mut super::tables::Inodes<'_>,
+    c: &Commit<'_>,
+) -> Result<Option<u128>, CatalogError> {
+    let mut replaced = None;
+    if let Some(old) = named(d, t, c.parent, c.name)? {
+        if old.kind.is_dir() {
+            return Err(CatalogError::IsDir(c.name.into()));
+        }
+        if !c.replace {
+            return Err(CatalogError::Exists(c.name.into()));
+        }
+        replaced = super::links::remove_name(tx, d, t, c.parent, c.name, old)?;
+    }
+    let node = Inode {
+        ino: c.ino,
+        parent: c.parent,
+        name: c.name.into(),
+        pool: c.image.pool.clone(),
+        kind: InodeKind::Image(c.image.id),
+        attrs: c.attrs,
+    };
+    d.insert((c.parent, c.name), c.ino)?;
+    t.insert(c.ino, enc(&node).as_slice())?;
+    super::links::touch_dir(t, c.parent, crate::util::clock::now_ns())?;
+    Ok(replaced)
 }
 
 pub(super) fn drop_image(tx: &redb::WriteTransaction, id: u128) -> Result<ImageRec, CatalogError> {

@@ -197,6 +197,36 @@ impl Catalog {
         Ok(node)
     }
 
+    /// Replaces the attributes of an inode and sets (or, with `None`,
+    /// removes) one of its extended attributes, in one transaction: a
+    /// mode and the ACL that shares its bits never disagree.
+    pub fn set_attrs_and_xattr(
+        &self,
+        ino: u64,
+        attrs: FileAttrs,
+        name: &str,
+        value: Option<&[u8]>,
+    ) -> Result<Inode, CatalogError> {
+        let tx = self.db.begin_write()?;
+        let node = {
+            let mut t = tx.open_table(INODES)?;
+            let mut node: Inode = dec(t
+                .get(ino)?
+                .ok_or_else(|| CatalogError::NotFound(format!("inode {ino}")))?
+                .value())?;
+            node.attrs = attrs;
+            t.insert(ino, enc(&node).as_slice())?;
+            let mut x = tx.open_table(super::tables::XATTRS)?;
+            match value {
+                Some(v) => x.insert((ino, name), v).map(|_| ())?,
+                None => x.remove((ino, name)).map(|_| ())?,
+            }
+            node
+        };
+        super::tables::commit(tx)?;
+        Ok(node)
+    }
+
     /// The path of an inode below `pools/` (for log lines and listings).
     pub fn path_of(&self, ino: u64) -> Result<String, CatalogError> {
         let mut parts = Vec::new();

@@ -79,6 +79,7 @@ pub fn init(db: &redb::Database) -> Result<u64, CatalogError> {
         tx.open_table(RECIPES)?;
         tx.open_table(XATTRS)?;
         tx.open_table(LINKS)?;
+        sweep_orphans(&tx)?;
     }
     tx.commit()?;
     let rx = db.begin_read()?;
@@ -93,6 +94,39 @@ pub(super) fn commit(tx: redb::WriteTransaction) -> Result<(), CatalogError> {
     crate::util::failpoint::hit(crate::util::failpoint::CATALOG_COMMIT)
         .map_err(redb::StorageError::Io)?;
     tx.commit()?;
+    Ok(())
+}
+
+/// Extended attributes and link rows of inodes that are not in the
+/// catalog: set on a file being written that never committed (inode
+/// numbers are handed out again after a restart, and a new file must not
+/// inherit them).
+fn sweep_orphans(tx: &redb::WriteTransaction) -> Result<(), CatalogError> {
+    let inodes = tx.open_table(INODES)?;
+    let mut xattrs = tx.open_table(XATTRS)?;
+    let mut dead = Vec::new();
+    for e in xattrs.iter()? {
+        let (k, _) = e?;
+        let (ino, name) = k.value();
+        if inodes.get(ino)?.is_none() {
+            dead.push((ino, name.to_string()));
+        }
+    }
+    for (ino, name) in &dead {
+        xattrs.remove((*ino, name.as_str()))?;
+    }
+    let mut links = tx.open_table(LINKS)?;
+    let mut dead = Vec::new();
+    for e in links.iter()? {
+        let (k, _) = e?;
+        let (ino, parent, name) = k.value();
+        if inodes.get(ino)?.is_none() {
+            dead.push((ino, parent, name.to_string()));
+        }
+    }
+    for (ino, parent, name) in &dead {
+        links.remove((*ino, *parent, name.as_str()))?;
+    }
     Ok(())
 }
 

@@ -6,6 +6,8 @@
 
 /// The xattr that holds an access ACL.
 pub const ACCESS: &str = "system.posix_acl_access";
+/// The xattr that holds a folder's default ACL.
+pub const DEFAULT: &str = "system.posix_acl_default";
 
 const VERSION: u32 = 2;
 const USER_OBJ: u16 = 0x01;

@@ -151,6 +151,14 @@ impl KmsFs {
         if parent != POOLS_INO {
             self.image_dir(parent)?;
         }
+        if let Some(dir) = self.catalog.lookup(parent, name)?
+            && !self.sessions.children(dir.ino).is_empty()
+        {
+            return Err(FsError::new(
+                libc::ENOTEMPTY,
+                format!("{name} holds a file being written"),
+            ));
+        }
         self.catalog.remove_dir(parent, name)?;
         Ok(())
     }
@@ -224,25 +232,23 @@ impl KmsFs {
         self.check_writable()?;
         let mut a = node.attrs;
         ch.apply(&mut a);
-        self.catalog.set_attrs(ino, a)?;
-        if let Some(mode) = ch.mode {
-            self.chmod_acl(ino, mode)?;
-        }
-        self.attr_of(ino)
-    }
-
-    /// chmod moves an access ACL's owner, mask and other entries along.
-    fn chmod_acl(&self, ino: u64, mode: u32) -> Res<()> {
-        let Some(acl) = self.catalog.xattr(ino, super::acl::ACCESS)? else {
-            return Ok(());
+        // chmod moves an access ACL's owner, mask and other entries along,
+        // in the same transaction.
+        let acl = match ch.mode {
+            Some(m) => self
+                .catalog
+                .xattr(ino, super::acl::ACCESS)?
+                .and_then(|acl| super::acl::chmod(&acl, m)),
+            None => None,
         };
-        if let Some(new) = super::acl::chmod(&acl, mode)
-            && new != acl
-        {
-            let any = crate::catalog::XattrSet::Any;
-            self.catalog.set_xattr(ino, super::acl::ACCESS, &new, any)?;
-        }
-        Ok(())
+        match acl {
+            Some(acl) => {
+                let name = super::acl::ACCESS;
+                self.catalog.set_attrs_and_xattr(ino, a, name, Some(&acl))?
+            }
+            None => self.catalog.set_attrs(ino, a)?,
+        };
+        self.attr_of(ino)
     }
 
     /// (blocks, free blocks) in 1 MiB units: the volume library's

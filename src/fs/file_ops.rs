@@ -12,6 +12,16 @@ use crate::engine::Reader;
 use crate::pipeline::Committed;
 use crate::pipeline::WriteTarget;
 
+/// A write by a user other than root clears setuid, and setgid where the
+/// group may execute (as the kernel does on a local file system).
+fn kill_suid(mode: u32) -> u32 {
+    let mut kill = libc::S_ISUID;
+    if mode & libc::S_IXGRP != 0 {
+        kill |= libc::S_ISGID;
+    }
+    mode & !kill
+}
+
 impl KmsFs {
     /// Starts a writer for `name` in directory `parent` (new image, or a new
     /// version of the image at `ino`). Returns the file handle.
@@ -51,7 +61,8 @@ impl KmsFs {
         Ok((self.attr_of(ino)?, fh))
     }
 
-    pub(super) fn do_open(&self, ino: u64, flags: i32) -> Res<(u64, FopenFlags)> {
+    /// Opens `ino` for `uid`.
+    pub(super) fn do_open(&self, ino: u64, flags: i32, uid: u32) -> Res<(u64, FopenFlags)> {
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         self.settle(ino);
         match self.entry(ino)? {
@@ -101,6 +112,9 @@ impl KmsFs {
                     let mut attrs = node.attrs;
                     attrs.mtime_ns = crate::util::clock::now_ns();
                     attrs.ctime_ns = attrs.mtime_ns;
+                    if uid != 0 {
+                        attrs.mode = kill_suid(attrs.mode);
+                    }
                     return Ok((
                         self.start_writer(ino, node.parent, &node.name, attrs)?,
                         FopenFlags::FOPEN_DIRECT_IO,

@@ -32,6 +32,17 @@ fn sized(bytes: Vec<u8>, size: u32) -> Res<XattrReply> {
     }
 }
 
+/// Whether an attribute name is in a namespace kmsfs keeps (the kernel
+/// checks `trusted.` and `security.` itself, and leaves `system.` to the
+/// file system).
+fn kept_namespace(name: &str) -> bool {
+    ["user.", "trusted.", "security."]
+        .iter()
+        .any(|p| name.starts_with(p) && name.len() > p.len())
+        || name == super::acl::ACCESS
+        || name == super::acl::DEFAULT
+}
+
 impl KmsFs {
     pub(super) fn do_symlink(
         &self,
@@ -188,6 +199,14 @@ impl KmsFs {
                 format!("attribute name of {} bytes", name.len()),
             ));
         }
+        if !kept_namespace(name) {
+            return Err(FsError::new(
+                libc::EOPNOTSUPP,
+                format!(
+                    "extended attribute {name}: kmsfs keeps user., trusted., security. and POSIX ACLs"
+                ),
+            ));
+        }
         let how = match flags {
             0 => XattrSet::Any,
             libc::XATTR_CREATE => XattrSet::Create,
@@ -202,8 +221,8 @@ impl KmsFs {
         Ok(())
     }
 
-    /// An access ACL sets the mode bits; one that says no more than they
-    /// do is not kept.
+    /// An access ACL sets the mode bits, in the same transaction; one that
+    /// says no more than they do is not kept.
     fn set_access_acl(&self, ino: u64, value: &[u8], how: XattrSet) -> Res<()> {
         let (bits, minimal) = super::acl::mode_of(value)
             .ok_or_else(|| FsError::new(libc::EINVAL, "malformed POSIX ACL"))?;
@@ -217,24 +236,39 @@ impl KmsFs {
             }
             _ => {}
         }
-        if minimal {
-            if exists {
-                self.catalog.remove_xattr(ino, super::acl::ACCESS)?;
+        let keep = (!minimal).then_some(value);
+        match self.entry(ino)? {
+            Entry::Stored(node) => {
+                let mut a = node.attrs;
+                a.mode = (a.mode & !0o777) | bits;
+                a.ctime_ns = crate::util::clock::now_ns();
+                let name = super::acl::ACCESS;
+                self.catalog.set_attrs_and_xattr(ino, a, name, keep)?;
             }
-        } else {
-            self.catalog
-                .set_xattr(ino, super::acl::ACCESS, value, XattrSet::Any)?;
+            _ => {
+                // A file being written: its mode lives in its session.
+                match keep {
+                    Some(v) => self
+                        .catalog
+                        .set_xattr(ino, super::acl::ACCESS, v, XattrSet::Any)?,
+                    None if exists => self.catalog.remove_xattr(ino, super::acl::ACCESS)?,
+                    None => {}
+                }
+                let special = u32::from(self.attr_of(ino)?.perm) & 0o7000;
+                let change = super::dir_ops::AttrChange {
+                    mode: Some(special | bits),
+                    ..Default::default()
+                };
+                self.do_setattr(ino, &change)?;
+            }
         }
-        let special = u32::from(self.attr_of(ino)?.perm) & 0o7000;
-        let change = super::dir_ops::AttrChange {
-            mode: Some(special | bits),
-            ..Default::default()
-        };
-        self.do_setattr(ino, &change)?;
         Ok(())
     }
 
     pub(super) fn do_removexattr(&self, ino: u64, name: &str) -> Res<()> {
+        if !kept_namespace(name) {
+            return Err(FsError::new(libc::EOPNOTSUPP, name.to_string()));
+        }
         let ino = self.xattr_ino(ino, true)?;
         self.catalog.remove_xattr(ino, name)?;
         Ok(())

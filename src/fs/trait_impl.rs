@@ -159,8 +159,8 @@ impl Filesystem for KmsFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.do_open(ino.0, flags.0) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.do_open(ino.0, flags.0, req.uid()) {
             Ok((fh, f)) => reply.opened(FileHandle(fh), f),
             Err(e) => reply_err!(reply, e),
         }

@@ -340,3 +340,59 @@ fn a_volume_left_empty_by_an_interrupted_delete_is_recycled_at_open() {
     assert_eq!(vol(&s).state, crate::catalog::VolumeState::Scratch);
     assert!(!s.library.volume_path(&barcode).unwrap().exists());
 }
+
+/// A new version written through a name that an unlink took away
+/// meanwhile (the writer started at name `a`, then `a` was unlinked and
+/// the inode lives on as `b`) lands on the inode under the names it has
+/// now: `b` reads the new version, `a` stays gone, the old image is
+/// dropped, and the link count is right.
+#[test]
+fn a_new_version_lands_on_the_inode_whatever_names_it_has_now() {
+    let (_d, s) = store(8 << 20);
+    let old = write(&s, "Clear", "a", &data(1000, 1));
+    let pool = s.catalog.lookup(POOLS_INO, "Clear").unwrap().unwrap().ino;
+    let x = s.catalog.lookup(pool, "a").unwrap().unwrap().ino;
+    s.catalog.link(x, pool, "b").unwrap();
+    // The writer of the new version targets the inode under name `a`...
+    let t = WriteTarget {
+        ino: x,
+        ..target(&s, "Clear", "a")
+    };
+    let mut w = ImageWriter::begin(&s.library, t).unwrap();
+    w.write_at(0, &data(500, 2)).unwrap();
+    // ... which is unlinked before it commits.
+    assert!(s.catalog.unlink(pool, "a").unwrap().is_none());
+    let (new, replaced) = w.finish().unwrap().unwrap();
+    assert_eq!(
+        replaced.map(|r| r.id),
+        Some(old.id),
+        "the old version is dropped"
+    );
+    assert!(
+        s.catalog.lookup(pool, "a").unwrap().is_none(),
+        "a stays gone"
+    );
+    let b = s.catalog.lookup(pool, "b").unwrap().unwrap();
+    assert_eq!((b.ino, b.kind), (x, InodeKind::Image(new.id)));
+    assert_eq!(s.catalog.nlink(x).unwrap(), 1);
+    assert!(
+        s.catalog.unlink(pool, "b").unwrap().is_some(),
+        "the last name frees it"
+    );
+    assert!(s.catalog.image(new.id).unwrap().is_none());
+}
+
+/// Attributes set on a file that was being written and never committed
+/// (the daemon died) do not outlive the store's next open: inode numbers
+/// are handed out again, and a new file must not inherit them.
+#[test]
+fn attributes_of_a_file_never_committed_are_swept_at_open() {
+    let (d, s) = store(8 << 20);
+    let ino = s.catalog.alloc_ino();
+    s.catalog
+        .set_xattr(ino, "user.secret", b"alice", crate::catalog::XattrSet::Any)
+        .unwrap();
+    drop(s);
+    let s = Store::open(&d.path().join("s"), Unlock::default()).unwrap();
+    assert!(s.catalog.xattr_names(ino).unwrap().is_empty());
+}
