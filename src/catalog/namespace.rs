@@ -183,16 +183,7 @@ impl Catalog {
     /// Replaces the attributes of an inode.
     pub fn set_attrs(&self, ino: u64, attrs: FileAttrs) -> Result<Inode, CatalogError> {
         let tx = self.db.begin_write()?;
-        let node = {
-            let mut t = tx.open_table(INODES)?;
-            let mut node: Inode = dec(t
-                .get(ino)?
-                .ok_or_else(|| CatalogError::NotFound(format!("inode {ino}")))?
-                .value())?;
-            node.attrs = attrs;
-            t.insert(ino, enc(&node).as_slice())?;
-            node
-        };
+        let node = put_attrs(&tx, ino, attrs)?;
         super::tables::commit(tx)?;
         Ok(node)
     }
@@ -208,21 +199,14 @@ impl Catalog {
         value: Option<&[u8]>,
     ) -> Result<Inode, CatalogError> {
         let tx = self.db.begin_write()?;
-        let node = {
-            let mut t = tx.open_table(INODES)?;
-            let mut node: Inode = dec(t
-                .get(ino)?
-                .ok_or_else(|| CatalogError::NotFound(format!("inode {ino}")))?
-                .value())?;
-            node.attrs = attrs;
-            t.insert(ino, enc(&node).as_slice())?;
+        let node = put_attrs(&tx, ino, attrs)?;
+        {
             let mut x = tx.open_table(super::tables::XATTRS)?;
             match value {
                 Some(v) => x.insert((ino, name), v).map(|_| ())?,
                 None => x.remove((ino, name)).map(|_| ())?,
             }
-            node
-        };
+        }
         super::tables::commit(tx)?;
         Ok(node)
     }
@@ -259,4 +243,20 @@ fn check_not_into_itself(
         cur = dec::<Inode>(v.value())?.parent;
     }
     Ok(())
+}
+
+/// Sets the attributes of inode `ino` inside `tx`.
+fn put_attrs(
+    tx: &redb::WriteTransaction,
+    ino: u64,
+    attrs: FileAttrs,
+) -> Result<Inode, CatalogError> {
+    let mut t = tx.open_table(INODES)?;
+    let mut node: Inode = dec(t
+        .get(ino)?
+        .ok_or_else(|| CatalogError::NotFound(format!("inode {ino}")))?
+        .value())?;
+    node.attrs = attrs;
+    t.insert(ino, enc(&node).as_slice())?;
+    Ok(node)
 }
