@@ -290,6 +290,13 @@ fn fuse_mounted(mp: &Path) -> bool {
 #[test]
 fn autofs_direct_map_mounts_on_access_and_unmounts_when_idle() {
     let _l = SYSTEM.lock().unwrap_or_else(|e| e.into_inner());
+    // automount needs the kernel's autofs file system; a kernel built
+    // without it (some VM kernels) cannot run this test at all.
+    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !fs.contains("autofs") {
+        eprintln!("SKIPPED: this kernel has no autofs file system (/proc/filesystems)");
+        return;
+    }
     if Command::new("automount").arg("-V").output().is_err() {
         let ok = Command::new("sh").arg("-c").arg("apt-get install -y -qq autofs >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq autofs >/dev/null)").status().unwrap();
         assert!(ok.success(), "autofs installs");

@@ -9,7 +9,7 @@ use super::{Catalog, CatalogError, FileAttrs, FileEntry, Inode, InodeKind, POOLS
 impl Catalog {
     /// Stores the file list of an image.
     pub fn put_files(&self, id: u128, files: &[FileEntry]) -> Result<(), CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         tx.open_table(FILES)?.insert(id, enc(&files).as_slice())?;
         super::tables::commit(tx)?;
         Ok(())

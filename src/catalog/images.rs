@@ -39,7 +39,7 @@ impl Catalog {
     /// at the same name, which leaves the catalog in the same transaction
     /// and is returned), volumes. Durable on return.
     pub fn commit_image(&self, c: Commit<'_>) -> Result<Option<ImageRec>, CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         let replaced = self.commit_in(&tx, &c)?;
         super::tables::commit(tx)?;
         Ok(replaced)
@@ -55,7 +55,7 @@ impl Catalog {
         dir_attrs: FileAttrs,
         mut c: Commit<'_>,
     ) -> Result<Option<ImageRec>, CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         c.parent = self.ensure_dirs_in(&tx, pool, dirs, dir_attrs)?;
         let replaced = self.commit_in(&tx, &c)?;
         super::tables::commit(tx)?;
@@ -81,6 +81,7 @@ impl Catalog {
             };
             drop(images);
             let replaced = put_image(tx, c)?;
+            super::retention::lock_new(tx, c.image)?;
             let mut vols = tx.open_table(VOLUMES)?;
             for u in c.volumes {
                 let cur = vols
@@ -134,7 +135,7 @@ impl Catalog {
     /// decremented and it is returned, so the caller can recycle volumes
     /// that no longer hold anything.
     pub fn unlink(&self, parent: u64, name: &str) -> Result<Option<ImageRec>, CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         let img = {
             let mut d = tx.open_table(DIRENTS)?;
             let mut t = tx.open_table(INODES)?;
@@ -234,6 +235,7 @@ pub(super) fn drop_image(tx: &redb::WriteTransaction, id: u128) -> Result<ImageR
         .remove(id)?
         .ok_or_else(|| CatalogError::NotFound(format!("image {id:032x}")))?
         .value())?;
+    super::retention::check_droppable(tx, &img)?;
     let mut vols = tx.open_table(VOLUMES)?;
     let mut seen = std::collections::BTreeSet::new();
     for f in &img.fragments {

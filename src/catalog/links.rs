@@ -119,7 +119,7 @@ fn drop_xattrs(tx: &redb::WriteTransaction, ino: u64) -> Result<(), CatalogError
 impl Catalog {
     /// Another name `(parent, name)` for the inode `ino` (not a directory).
     pub fn link(&self, ino: u64, parent: u64, name: &str) -> Result<Inode, CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         let node = {
             let mut d = tx.open_table(DIRENTS)?;
             let mut t = tx.open_table(INODES)?;

@@ -41,7 +41,7 @@ pub struct Move {
 impl Catalog {
     /// Creates an LSU and its directory `msdp/NAME`.
     pub fn create_lsu(&self, rec: &LsuRec, attrs: FileAttrs) -> Result<Inode, CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         let node = {
             let mut lsus = tx.open_table(LSUS)?;
             let mut d = tx.open_table(DIRENTS)?;
@@ -98,7 +98,7 @@ impl Catalog {
         name: &str,
         change: impl FnOnce(&mut LsuRec),
     ) -> Result<LsuRec, CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         let rec = {
             let mut lsus = tx.open_table(LSUS)?;
             let mut rec = read_lsu(&lsus, name)?;
@@ -130,7 +130,7 @@ impl Catalog {
         lsu: &str,
         make: impl FnOnce(u32) -> KekRec,
     ) -> Result<KekRec, CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         let kek = {
             let n = names(lsu);
             let mut t = tx.open_table(KekTable::new(&n.keks))?;
@@ -166,7 +166,7 @@ impl Catalog {
         fp_key: Option<StoredKey>,
         keks: &[(u32, WrappedKey)],
     ) -> Result<(), CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         {
             let n = names(lsu);
             let mut t = tx.open_table(KekTable::new(&n.keks))?;
@@ -251,10 +251,11 @@ impl Catalog {
         c: Commit<'_>,
         l: LsuCommit<'_>,
     ) -> Result<Option<ImageRec>, CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         let replaced = {
             release_recipe(&tx, l.lsu, c.image.id)?;
             let replaced = put_image(&tx, &c)?;
+            super::retention::lock_new(&tx, c.image)?;
             add_recipe(&tx, &l, c.image.id)?;
             let n = names(l.lsu);
             let mut ct = tx.open_table(U64Table::new(&n.containers))?;
@@ -286,7 +287,7 @@ impl Catalog {
         lsu: &str,
         keep: impl Fn(&Fp) -> bool,
     ) -> Result<Vec<(Fp, SegRec)>, CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         let dead = {
             let n = names(lsu);
             let mut t = tx.open_table(SegTable::new(&n.segments))?;
@@ -317,7 +318,7 @@ impl Catalog {
         new: &[(u64, ContainerRec)],
         retired: &[u64],
     ) -> Result<(), CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         {
             let n = names(lsu);
             let mut t = tx.open_table(SegTable::new(&n.segments))?;

@@ -5,8 +5,10 @@
 //! the transaction that commits it, after its data was fsynced, so a crash
 //! at any point leaves every committed image intact and no half image.
 
+mod clock;
 mod files;
 pub(crate) mod fuzz;
+pub use clock::ComplianceClock;
 mod images;
 pub use images::{Commit, VolumeUpdate};
 mod links;
@@ -19,6 +21,8 @@ pub use lsu_records::{
 mod namespace;
 mod records;
 mod records_v2;
+mod retention;
+pub use retention::{ImageLock, WormMode, WormPolicy};
 mod segrefs;
 pub use segrefs::{Fp, lsu_of_pool, lsu_pool};
 mod tables;
@@ -63,6 +67,9 @@ pub enum CatalogError {
     IsDir(String),
     #[error("{0}")]
     Invalid(String),
+    /// A retention lock or legal hold forbids it (EPERM).
+    #[error("{0}")]
+    Locked(String),
     #[error("no extended attribute '{0}'")]
     NoXattr(String),
     #[error("extended attribute: {0}")]
@@ -117,6 +124,8 @@ impl From<redb::CommitError> for CatalogError {
 pub struct Catalog {
     db: redb::Database,
     next_ino: std::sync::atomic::AtomicU64,
+    /// The compliance clock retention locks are judged by.
+    clock: ComplianceClock,
 }
 
 impl Catalog {
@@ -124,10 +133,32 @@ impl Catalog {
     pub fn open(path: &Path) -> Result<Self, CatalogError> {
         let db = redb::Database::create(path)?;
         let next = tables::init(&db)?;
+        let last = {
+            use redb::ReadableDatabase;
+            let rx = db.begin_read()?;
+            let meta = rx.open_table(tables::META)?;
+            meta.get("clock_ns")?.map(|v| v.value() as i64)
+        };
         Ok(Self {
             db,
             next_ino: std::sync::atomic::AtomicU64::new(next),
+            clock: ComplianceClock::start(last),
         })
+    }
+
+    /// A write transaction, the compliance clock's time stamped into it
+    /// (what retention locks are judged by inside it; the store's last
+    /// time, should it restart).
+    fn begin(&self) -> Result<redb::WriteTransaction, CatalogError> {
+        use redb::ReadableTable;
+        let tx = self.db.begin_write()?;
+        {
+            let mut meta = tx.open_table(tables::META)?;
+            let last = meta.get("clock_ns")?.map(|v| v.value()).unwrap_or(0);
+            let now = (self.clock.now_ns().max(0) as u64).max(last);
+            meta.insert("clock_ns", now)?;
+        }
+        Ok(tx)
     }
 
     /// A fresh inode number (persisted with the record that uses it).

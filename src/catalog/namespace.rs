@@ -74,7 +74,7 @@ impl Catalog {
         kind: InodeKind,
         attrs: FileAttrs,
     ) -> Result<Inode, CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         let node = {
             let mut d = tx.open_table(DIRENTS)?;
             if d.get((parent, name))?.is_some() {
@@ -100,7 +100,7 @@ impl Catalog {
 
     /// Removes an empty folder or pool.
     pub fn remove_dir(&self, parent: u64, name: &str) -> Result<Inode, CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         let node = {
             let mut d = tx.open_table(DIRENTS)?;
             let mut t = tx.open_table(INODES)?;
@@ -131,7 +131,7 @@ impl Catalog {
         new_parent: u64,
         new_name: &str,
     ) -> Result<Option<super::ImageRec>, CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         let replaced = {
             let mut d = tx.open_table(DIRENTS)?;
             let mut t = tx.open_table(INODES)?;
@@ -182,7 +182,7 @@ impl Catalog {
 
     /// Replaces the attributes of an inode.
     pub fn set_attrs(&self, ino: u64, attrs: FileAttrs) -> Result<Inode, CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         let node = put_attrs(&tx, ino, attrs)?;
         super::tables::commit(tx)?;
         Ok(node)
@@ -198,7 +198,7 @@ impl Catalog {
         name: &str,
         value: Option<&[u8]>,
     ) -> Result<Inode, CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         let node = put_attrs(&tx, ino, attrs)?;
         {
             let mut x = tx.open_table(super::tables::XATTRS)?;

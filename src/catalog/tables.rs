@@ -79,6 +79,8 @@ pub fn init(db: &redb::Database) -> Result<u64, CatalogError> {
         tx.open_table(RECIPES)?;
         tx.open_table(XATTRS)?;
         tx.open_table(LINKS)?;
+        tx.open_table(super::retention::WORM)?;
+        tx.open_table(super::retention::LOCKS)?;
         sweep_orphans(&tx)?;
     }
     tx.commit()?;

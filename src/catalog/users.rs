@@ -30,8 +30,49 @@ impl KeyUsers for CatalogUsers {
 
     /// LSUs whose KEKs or fingerprint key are wrapped under `tag`, or
     /// whose legacy segments are sealed under it (NetBackup's MSDP rule: the keys of
-    /// an LSU's key dictionary stay active or inactive).
+    /// an LSU's key dictionary stay active or inactive), and images under a
+    /// retention lock encrypted under it.
     fn pinning(&self, tag: &str) -> Vec<String> {
+        let mut users = self.lsus_pinning(tag);
+        users.extend(self.locked_needing(tag, false));
+        users
+    }
+
+    fn compliance_locked(&self, tag: &str) -> Vec<String> {
+        self.locked_needing(tag, true)
+    }
+}
+
+impl CatalogUsers {
+    /// Locked images whose data needs `tag` (a tape image encrypted under
+    /// it, an image of an LSU whose keys it wraps), with their unlock time;
+    /// only those under compliance retention when `compliance`.
+    fn locked_needing(&self, tag: &str, compliance: bool) -> Vec<String> {
+        let Ok(locks) = self.0.locks() else {
+            return vec!["the catalog (unreadable: refusing to be safe)".into()];
+        };
+        let lsus = self.lsus_pinning(tag);
+        let policies: std::collections::HashMap<_, _> =
+            self.0.worms().unwrap_or_default().into_iter().collect();
+        let now = self.0.clock().now_ns();
+        let mut out = Vec::new();
+        for (id, lock) in locks.iter().filter(|(_, l)| l.active(now)) {
+            let Ok(Some(img)) = self.0.image(*id) else {
+                continue;
+            };
+            let needs = img.key_tag.as_deref() == Some(tag)
+                || lsus.contains(&format!("LSU {}", img.pool.trim_start_matches("msdp/")));
+            let strict = policies
+                .get(&img.pool)
+                .is_some_and(|p| p.mode == super::WormMode::Compliance);
+            if needs && (!compliance || strict || lock.hold.is_some()) {
+                out.push(super::retention::describe(&img, lock));
+            }
+        }
+        out
+    }
+
+    fn lsus_pinning(&self, tag: &str) -> Vec<String> {
         let Ok(lsus) = self.0.lsus() else {
             return vec!["the catalog (unreadable: refusing to be safe)".into()];
         };

@@ -28,7 +28,7 @@ impl Catalog {
     /// unless a volume with that barcode exists and is not scratch, which
     /// is returned instead (a scratch volume's barcode is taken over).
     pub fn reserve_volume(&self, v: &VolumeRec) -> Result<Option<VolumeRec>, CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         let existing = {
             let mut t = tx.open_table(VOLUMES)?;
             let cur = t
@@ -50,7 +50,7 @@ impl Catalog {
     /// Removes the record of a volume still being imported (an import
     /// that failed, or died: its record is swept at the next open).
     pub fn unreserve_volume(&self, barcode: &str) -> Result<bool, CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         let removed = {
             let mut t = tx.open_table(VOLUMES)?;
             let importing = t
@@ -69,7 +69,7 @@ impl Catalog {
 
     /// Writes a volume record (new volume, state change, recycling).
     pub fn put_volume(&self, v: &VolumeRec) -> Result<(), CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         tx.open_table(VOLUMES)?
             .insert(v.barcode.as_str(), enc(v).as_slice())?;
         super::tables::commit(tx)?;

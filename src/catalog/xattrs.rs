@@ -64,7 +64,7 @@ impl Catalog {
                 value.len()
             )));
         }
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         {
             let mut x = tx.open_table(XATTRS)?;
             let mut total = 0;
@@ -96,7 +96,7 @@ impl Catalog {
 
     /// Removes attribute `name` of `ino`.
     pub fn remove_xattr(&self, ino: u64, name: &str) -> Result<(), CatalogError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.begin()?;
         {
             let mut x = tx.open_table(XATTRS)?;
             if x.remove((ino, name))?.is_none() {

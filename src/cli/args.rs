@@ -66,6 +66,10 @@ pub enum Cmd {
     /// Deduplicating pools (MSDP LSUs) and their keys.
     #[command(subcommand)]
     Lsu(LsuCmd),
+    /// Immutable backups: retention locks on pools and LSUs, legal holds,
+    /// the compliance clock.
+    #[command(subcommand)]
+    Worm(WormCmd),
     /// Print a shell completion script (scripts/install.sh installs them).
     #[serde(skip)]
     Completions {
@@ -345,6 +349,88 @@ pub enum VolumeCmd {
 
 #[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub enum WormCmd {
+    /// Set the retention of `pools/POOL` or `msdp/LSU`: every image
+    /// committed there is locked for the default retention. Only ever
+    /// stricter: governance may become compliance, never back; in
+    /// compliance the minimum and maximum only grow.
+    Set {
+        /// `pools/POOL` or `msdp/LSU`.
+        target: String,
+        /// governance (a lock may be released with the bypass credential)
+        /// or compliance (no one may shorten a lock).
+        #[arg(long)]
+        mode: String,
+        /// Shortest retention, e.g. 7d (s, m, h, d, y).
+        #[arg(long, value_parser = parse_duration)]
+        min: u64,
+        /// Longest retention.
+        #[arg(long, value_parser = parse_duration)]
+        max: u64,
+        /// Retention of each new image.
+        #[arg(long, value_parser = parse_duration)]
+        default: u64,
+        /// Governance mode: the file whose content releases a lock (keep
+        /// it away from the store and its keystore).
+        #[arg(long)]
+        bypass_key_file: Option<PathBuf>,
+    },
+    /// The policies, and every locked or held image with its unlock time.
+    Show(JsonArg),
+    /// Put an image on legal hold: it cannot be deleted whatever its retention.
+    Hold {
+        /// `pools/POOL/PATH`, `msdp/LSU/PATH` or the image id.
+        image: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a legal hold.
+    Unhold { image: String },
+    /// Lengthen an image's retention by a duration from now (never shortens).
+    Extend {
+        image: String,
+        #[arg(long, value_parser = parse_duration)]
+        by: u64,
+    },
+    /// Release a governance lock with the bypass credential.
+    Release {
+        image: String,
+        /// The bypass key file given to `worm set`.
+        #[arg(long)]
+        governance_bypass: PathBuf,
+    },
+    /// The compliance clock; --confirm believes a system clock that jumped
+    /// ahead by more than a day.
+    Clock {
+        #[arg(long)]
+        confirm: bool,
+    },
+}
+
+/// Seconds from `30s`, `15m`, `12h`, `7d`, `1y` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration"))?;
+    let mul = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "y" => 365 * 86400,
+        _ => return Err(format!("'{s}': units are s, m, h, d, y")),
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("'{s}' is too long"))
+}
+
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum ImageCmd {
     /// Every image: path, size, key tag, volumes.
     List(JsonArg),
@@ -407,6 +493,13 @@ fn file_args(cmd: &mut Cmd) -> Vec<&mut PathBuf> {
                 .collect(),
             _ => vec![],
         },
+        Cmd::Worm(WormCmd::Set {
+            bypass_key_file: Some(f),
+            ..
+        }) => vec![f],
+        Cmd::Worm(WormCmd::Release {
+            governance_bypass, ..
+        }) => vec![governance_bypass],
         Cmd::Image(ImageCmd::Verify { file, .. }) => vec![file],
         Cmd::Image(ImageCmd::Restore { to, .. }) => vec![to],
         Cmd::Import(a) => a.volumes.iter_mut().collect(),

@@ -13,6 +13,7 @@ pub mod mount_opts;
 mod out;
 mod progress;
 mod store_cmd;
+mod worm_cmd;
 
 use std::path::Path;
 
@@ -275,6 +276,7 @@ fn store_command(store: &Store, cmd: &Cmd, out: &mut Out) -> Result<(), CliError
         Cmd::Fsck(j) => store_cmd::fsck(store, j, out),
         Cmd::Import(a) => import_cmd::run(store, a, out),
         Cmd::Lsu(l) => lsu_cmd::run(store, l, out),
+        Cmd::Worm(w) => worm_cmd::run(store, w, out),
         Cmd::Init(_) | Cmd::Mount(_) | Cmd::Completions { .. } | Cmd::Man { .. } => Err(
             CliError::Usage("init, mount, completions and man do not run inside a daemon".into()),
         ),

@@ -424,7 +424,7 @@ fn top_dir(pool: &str) -> &'static str {
 }
 
 /// Finds an image by `pools/POOL/PATH`, `msdp/LSU/PATH`, `POOL/PATH` or id.
-fn find_image(store: &Store, what: &str) -> Result<u128, CliError> {
+pub(super) fn find_image(store: &Store, what: &str) -> Result<u128, CliError> {
     // `pools/…` names a tape image and `msdp/…` an LSU image: a pool and
     // an LSU may share a name. A bare `POOL/PATH` is a tape image.
     let (lsu, want) = match what.strip_prefix("msdp/") {

@@ -230,6 +230,7 @@ impl KmsFs {
             }
         }
         self.check_writable()?;
+        self.check_unlocked(&node)?;
         let mut a = node.attrs;
         ch.apply(&mut a);
         // chmod moves an access ACL's owner, mask and other entries along,
@@ -249,6 +250,21 @@ impl KmsFs {
             None => self.catalog.set_attrs(ino, a)?,
         };
         self.attr_of(ino)
+    }
+
+    /// EPERM, logged with the image and its unlock time, when `node` is an
+    /// image under a retention lock or legal hold.
+    pub(super) fn check_unlocked(&self, node: &crate::catalog::Inode) -> Res<()> {
+        let InodeKind::Image(id) = node.kind else {
+            return Ok(());
+        };
+        let Some(img) = self.catalog.image(id)? else {
+            return Ok(());
+        };
+        match self.catalog.locked(&img)? {
+            Some(why) => Err(crate::catalog::CatalogError::Locked(why).into()),
+            None => Ok(()),
+        }
     }
 
     /// (blocks, free blocks) in 1 MiB units: the volume library's

@@ -54,6 +54,7 @@ pub fn catalog_errno(e: &CatalogError) -> i32 {
         CatalogError::NoSpace(_) | CatalogError::XattrFull(_) => libc::ENOSPC,
         CatalogError::NoXattr(_) => libc::ENODATA,
         CatalogError::Invalid(_) => libc::EINVAL,
+        CatalogError::Locked(_) => libc::EPERM,
         CatalogError::XattrName(_) => libc::ERANGE,
         CatalogError::XattrTooBig(_) => libc::E2BIG,
         CatalogError::Db(_) | CatalogError::Decode(_) | CatalogError::UnknownVersion { .. } => {
@@ -146,8 +147,10 @@ impl From<MsdpError> for FsError {
 impl From<CatalogError> for FsError {
     fn from(e: CatalogError) -> Self {
         let errno = catalog_errno(&e);
-        if errno == libc::EIO {
-            tracing::error!("catalog: {e}");
+        match &e {
+            CatalogError::Locked(why) => tracing::warn!("refused: {why}"),
+            _ if errno == libc::EIO => tracing::error!("catalog: {e}"),
+            _ => {}
         }
         Self::new(errno, e.to_string())
     }

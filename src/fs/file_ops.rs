@@ -107,6 +107,7 @@ impl KmsFs {
                             ),
                         ));
                     }
+                    self.check_unlocked(&node)?;
                     crate::util::failpoint::hit(crate::util::failpoint::IMAGE_REPLACE)
                         .map_err(|e| FsError::io(&node.name, e))?;
                     let mut attrs = node.attrs;

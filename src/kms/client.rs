@@ -32,6 +32,9 @@ pub trait KeyUsers: Send + Sync {
     /// Users that pin this key to active/inactive (LSU root keys): it may
     /// not be deprecated, terminated or deleted.
     fn pinning(&self, tag: &str) -> Vec<String>;
+    /// Images under a compliance retention lock that need this key: not
+    /// even `modifykey --force` may take it away.
+    fn compliance_locked(&self, tag: &str) -> Vec<String>;
 }
 
 /// Nobody uses any key (a keystore outside a store, and tests).
@@ -42,6 +45,9 @@ impl KeyUsers for NoUsers {
         Vec::new()
     }
     fn pinning(&self, _: &str) -> Vec<String> {
+        Vec::new()
+    }
+    fn compliance_locked(&self, _: &str) -> Vec<String> {
         Vec::new()
     }
 }

@@ -290,6 +290,16 @@ impl Keystore {
     /// offline (ENOKEY) until the key is made usable again.
     pub fn force_state(&mut self, group: &str, name: &str, to: KeyState) -> Result<(), KmsError> {
         let i = self.key_index(group, name)?;
+        let tag = self.body.keys[i].tag.clone();
+        let locked = self.users.compliance_locked(&tag);
+        if !locked.is_empty() && to != KeyState::Active {
+            return Err(KmsError::InUse {
+                tag,
+                users: locked.join(", "),
+                hint: "compliance retention locks never let a key they need go,                        --force or not (kmsfs worm show)"
+                    .into(),
+            });
+        }
         let pinned = self.users.pinning(&self.body.keys[i].tag);
         self.transact(|ks| {
             ks.set_state_at(i, to, false)?;
@@ -591,6 +601,9 @@ mod tests {
             } else {
                 vec![]
             }
+        }
+        fn compliance_locked(&self, _: &str) -> Vec<String> {
+            vec![]
         }
     }
 

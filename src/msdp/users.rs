@@ -36,6 +36,10 @@ impl KeyUsers for StoreKeyUsers {
         }
         users
     }
+
+    fn compliance_locked(&self, tag: &str) -> Vec<String> {
+        self.catalog.compliance_locked(tag)
+    }
 }
 
 impl Msdp {

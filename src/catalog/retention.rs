@@ -1,0 +1,316 @@
+//! Retention locks (WORM): a pool's or LSU's retention policy, each
+//! committed image's unlock time and legal hold, and the one rule every
+//! path that drops an image passes through ([`check_droppable`]): a
+//! locked or held image is not dropped, whoever asks. Times are the
+//! compliance clock's ([`super::clock`]), stamped into each write
+//! transaction.
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::tables::{META, dec, enc};
+use super::{Catalog, CatalogError, ImageRec};
+
+/// Retention policy by pool (`NAME`, or `msdp/NAME` for an LSU).
+pub const WORM: TableDefinition<&str, &[u8]> = TableDefinition::new("worm");
+/// Lock of each image under retention, by image id.
+pub const LOCKS: TableDefinition<u128, &[u8]> = TableDefinition::new("locks");
+
+/// How strict a policy is: governance locks may be released by an
+/// explicit, separately authenticated action; compliance locks by no one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum WormMode {
+    Governance,
+    Compliance,
+}
+
+/// A pool's retention policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WormPolicy {
+    pub mode: WormMode,
+    pub min_secs: u64,
+    pub max_secs: u64,
+    pub default_secs: u64,
+    /// SHA-256 of the governance bypass credential (a file that is not
+    /// the keystore's); none in compliance mode.
+    pub bypass: Option<[u8; 32]>,
+}
+
+/// An image's lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageLock {
+    /// Compliance-clock time until which the image is immutable.
+    pub until_ns: i64,
+    /// A legal hold and its reason: no deletion whatever the time.
+    pub hold: Option<String>,
+}
+
+impl ImageLock {
+    /// Whether the lock holds at `now`.
+    pub fn active(&self, now: i64) -> bool {
+        self.hold.is_some() || self.until_ns > now
+    }
+}
+
+/// The compliance-clock time stamped into this transaction.
+pub(super) fn tx_now(tx: &redb::WriteTransaction) -> Result<i64, CatalogError> {
+    let meta = tx.open_table(META)?;
+    let v = meta.get("clock_ns")?.map(|v| v.value()).unwrap_or(0);
+    Ok(v as i64)
+}
+
+/// Refuses to drop `img` while it is locked or held.
+pub(super) fn check_droppable(
+    tx: &redb::WriteTransaction,
+    img: &ImageRec,
+) -> Result<(), CatalogError> {
+    let locks = tx.open_table(LOCKS)?;
+    let Some(lock) = locks
+        .get(img.id)?
+        .map(|v| dec::<ImageLock>(v.value()))
+        .transpose()?
+    else {
+        return Ok(());
+    };
+    drop(locks);
+    if !lock.active(tx_now(tx)?) {
+        tx.open_table(LOCKS)?.remove(img.id)?;
+        return Ok(());
+    }
+    Err(CatalogError::Locked(describe(img, &lock)))
+}
+
+/// `image POOL/PATH is locked until TIME` (or on legal hold: REASON).
+pub fn describe(img: &ImageRec, lock: &ImageLock) -> String {
+    let name = format!("{}/{}", img.pool, img.path);
+    match &lock.hold {
+        Some(r) => format!("image {name} is on legal hold ({r})"),
+        None => format!(
+            "image {name} is locked until {}",
+            crate::util::clock::iso_time((lock.until_ns.max(0) / 1_000_000_000) as u64)
+        ),
+    }
+}
+
+/// Locks a newly committed image when its pool has a policy.
+pub(super) fn lock_new(tx: &redb::WriteTransaction, img: &ImageRec) -> Result<(), CatalogError> {
+    let policy = tx
+        .open_table(WORM)?
+        .get(img.pool.as_str())?
+        .map(|v| dec::<WormPolicy>(v.value()))
+        .transpose()?;
+    let Some(p) = policy else { return Ok(()) };
+    let until = tx_now(tx)?.saturating_add((p.default_secs as i64).saturating_mul(1_000_000_000));
+    let mut locks = tx.open_table(LOCKS)?;
+    let hold = locks
+        .get(img.id)?
+        .map(|v| dec::<ImageLock>(v.value()))
+        .transpose()?
+        .and_then(|l| l.hold);
+    locks.insert(
+        img.id,
+        enc(&ImageLock {
+            until_ns: until,
+            hold,
+        })
+        .as_slice(),
+    )?;
+    Ok(())
+}
+
+/// Whether `new` is no weaker than `old`: the mode only goes stricter,
+/// and in compliance mode the bounds only grow.
+fn check_stricter(pool: &str, old: &WormPolicy, new: &WormPolicy) -> Result<(), CatalogError> {
+    let refuse = |why: &str| Err(CatalogError::Locked(format!("retention of {pool}: {why}")));
+    if new.mode < old.mode {
+        return refuse("compliance mode cannot go back to governance");
+    }
+    if old.mode == WormMode::Compliance
+        && (new.min_secs < old.min_secs || new.max_secs < old.max_secs)
+    {
+        return refuse("in compliance mode the minimum and maximum only grow");
+    }
+    Ok(())
+}
+
+impl Catalog {
+    /// Sets a pool's retention policy (only ever stricter).
+    pub fn set_worm(&self, pool: &str, mut p: WormPolicy) -> Result<WormPolicy, CatalogError> {
+        if !(p.min_secs <= p.default_secs && p.default_secs <= p.max_secs) {
+            return Err(CatalogError::Invalid(format!(
+                "retention of {pool}: the default must lie between the minimum and the maximum"
+            )));
+        }
+        let tx = self.begin()?;
+        {
+            let mut t = tx.open_table(WORM)?;
+            let old = t
+                .get(pool)?
+                .map(|v| dec::<WormPolicy>(v.value()))
+                .transpose()?;
+            if let Some(old) = &old {
+                check_stricter(pool, old, &p)?;
+                p.bypass = p.bypass.or(old.bypass);
+            }
+            if p.mode == WormMode::Compliance {
+                p.bypass = None;
+            }
+            t.insert(pool, enc(&p).as_slice())?;
+        }
+        super::tables::commit(tx)?;
+        Ok(p)
+    }
+
+    /// Every pool's policy.
+    pub fn worms(&self) -> Result<Vec<(String, WormPolicy)>, CatalogError> {
+        let rx = self.db.begin_read()?;
+        let t = rx.open_table(WORM)?;
+        t.iter()?
+            .map(|e| {
+                let (k, v) = e?;
+                Ok((k.value().to_string(), dec(v.value())?))
+            })
+            .collect()
+    }
+
+    /// The lock of an image, if any.
+    pub fn lock_of(&self, id: u128) -> Result<Option<ImageLock>, CatalogError> {
+        let rx = self.db.begin_read()?;
+        let t = rx.open_table(LOCKS)?;
+        t.get(id)?.map(|v| dec(v.value())).transpose()
+    }
+
+    /// Every lock.
+    pub fn locks(&self) -> Result<Vec<(u128, ImageLock)>, CatalogError> {
+        let rx = self.db.begin_read()?;
+        let t = rx.open_table(LOCKS)?;
+        t.iter()?
+            .map(|e| {
+                let (k, v) = e?;
+                Ok((k.value(), dec(v.value())?))
+            })
+            .collect()
+    }
+
+    /// Why `id` may not change now (locked or held), if it may not.
+    pub fn locked(&self, img: &ImageRec) -> Result<Option<String>, CatalogError> {
+        Ok(self
+            .lock_of(img.id)?
+            .filter(|l| l.active(self.clock.now_ns()))
+            .map(|l| describe(img, &l)))
+    }
+
+    /// Changes an image's lock with `f` in one transaction.
+    fn change_lock(
+        &self,
+        id: u128,
+        f: impl FnOnce(
+            Option<ImageLock>,
+            Option<WormPolicy>,
+            i64,
+        ) -> Result<Option<ImageLock>, CatalogError>,
+    ) -> Result<Option<ImageLock>, CatalogError> {
+        let tx = self.begin()?;
+        let out = {
+            let img: ImageRec = dec(tx
+                .open_table(super::tables::IMAGES)?
+                .get(id)?
+                .ok_or_else(|| CatalogError::NotFound(format!("image {id:032x}")))?
+                .value())?;
+            let policy = tx
+                .open_table(WORM)?
+                .get(img.pool.as_str())?
+                .map(|v| dec::<WormPolicy>(v.value()))
+                .transpose()?;
+            let mut locks = tx.open_table(LOCKS)?;
+            let cur = locks
+                .get(id)?
+                .map(|v| dec::<ImageLock>(v.value()))
+                .transpose()?;
+            let now = tx_now(&tx)?;
+            let new = f(cur, policy, now)?;
+            match &new {
+                Some(l) => locks.insert(id, enc(l).as_slice()).map(|_| ())?,
+                None => locks.remove(id).map(|_| ())?,
+            }
+            new
+        };
+        super::tables::commit(tx)?;
+        Ok(out)
+    }
+
+    /// Puts an image on legal hold.
+    pub fn hold(&self, id: u128, reason: &str) -> Result<(), CatalogError> {
+        self.change_lock(id, |cur, _, _| {
+            let until_ns = cur.map(|l| l.until_ns).unwrap_or(0);
+            Ok(Some(ImageLock {
+                until_ns,
+                hold: Some(reason.to_string()),
+            }))
+        })
+        .map(|_| ())
+    }
+
+    /// Lifts a legal hold (the retention time stays).
+    pub fn unhold(&self, id: u128) -> Result<(), CatalogError> {
+        self.change_lock(id, |cur, _, _| {
+            Ok(cur.map(|l| ImageLock { hold: None, ..l }))
+        })
+        .map(|_| ())
+    }
+
+    /// Extends an image's retention to `until_ns` (never shortens it).
+    pub fn extend(&self, id: u128, until_ns: i64) -> Result<(), CatalogError> {
+        self.change_lock(id, |cur, _, _| {
+            let cur = cur.unwrap_or(ImageLock {
+                until_ns: 0,
+                hold: None,
+            });
+            Ok(Some(ImageLock {
+                until_ns: cur.until_ns.max(until_ns),
+                ..cur
+            }))
+        })
+        .map(|_| ())
+    }
+
+    /// Releases a governance lock with the bypass credential whose SHA-256
+    /// is `proof`; refused in compliance mode or with a wrong credential.
+    pub fn release(&self, id: u128, proof: &[u8; 32]) -> Result<(), CatalogError> {
+        self.change_lock(id, |cur, policy, _| {
+            let refuse = |why: &str| Err(CatalogError::Locked(format!("image {id:032x}: {why}")));
+            match policy {
+                Some(WormPolicy {
+                    mode: WormMode::Governance,
+                    bypass: Some(b),
+                    ..
+                }) if bool::from(subtle::ConstantTimeEq::ct_eq(&b[..], &proof[..])) => {}
+                Some(WormPolicy {
+                    mode: WormMode::Compliance,
+                    ..
+                }) => return refuse("compliance locks are never released"),
+                _ => return refuse("the governance bypass credential does not match"),
+            }
+            Ok(cur.and_then(|l| {
+                l.hold.map(|h| ImageLock {
+                    until_ns: 0,
+                    hold: Some(h),
+                })
+            }))
+        })
+        .map(|_| ())
+    }
+
+    /// Believes the system clock from now on (`worm clock --confirm`).
+    pub fn confirm_clock(&self) -> Result<i64, CatalogError> {
+        let to = self.clock.confirm();
+        let tx = self.begin()?;
+        super::tables::commit(tx)?;
+        Ok(to)
+    }
+
+    /// The compliance clock.
+    pub fn clock(&self) -> &super::clock::ComplianceClock {
+        &self.clock
+    }
+}
