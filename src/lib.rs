@@ -10,6 +10,7 @@
 //! (`catalog`, `crypto`, `kms`, `pipeline`, `store`, `tape`); everything
 //! else is `pub(crate)`, so rustc reports its dead code.
 
+pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub(crate) mod control;

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["crypto"],
     &["util"],
+    &["audit"],
     &["kms"],
     &["kmip"],
     &["catalog"],

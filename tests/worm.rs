@@ -210,6 +210,21 @@ fn governance_yields_to_the_bypass_credential_and_compliance_to_no_one() {
     refused(&format!("rm '{}'", m.p("pools/G/a").display()));
     s.ok(&["worm", "release", "pools/G/a", "--governance-bypass", &by]);
     std::fs::remove_file(m.p("pools/G/a")).unwrap();
+    // Neither a new credential nor a looser policy without the current one.
+    let mine = wrong.display().to_string();
+    let mut a = worm_args("pools/G", "governance", ["1h", "1y", "1h"]);
+    a.extend(["--bypass-key-file", &mine]);
+    assert!(s.fails(&a).contains("needs the current one"));
+    let e = worm_set_fails(&s, "pools/G", "governance", ["0s", "1y", "1s"]);
+    assert!(e.contains("needs the current one"), "{e}");
+    // No retention so long that its unlock time wraps into the past.
+    let e = worm_set_fails(
+        &s,
+        "pools/G",
+        "compliance",
+        ["1h", "18446744073709551615", "1h"],
+    );
+    assert!(e.contains("thousand years"), "{e}");
     // Stricter only: compliance, then never back, never shorter.
     worm_set(&s, "pools/G", "compliance", ["1h", "1y", "1h"], None);
     let e = worm_set_fails(&s, "pools/G", "governance", ["1h", "1y", "1h"]);
@@ -253,5 +268,82 @@ fn a_clock_wound_ten_years_forward_expires_nothing() {
     refused(&format!("rm '{}'", m.p("pools/C/a").display()));
     let clock = s.ok(&["worm", "clock"]);
     assert!(clock.contains("not believed"), "{clock}");
+    // Confirming the jump moves the clock and every lock with it.
+    s.ok(&["worm", "clock", "--confirm"]);
+    refused(&format!("rm '{}'", m.p("pools/C/a").display()));
+    refused(&format!(
+        "setfattr -n user.x -v 1 '{}'",
+        m.p("pools/C/a").display()
+    ));
     m.unmount();
+    // Remounts a day at a time gain nothing within one boot.
+    for day in 1..=3 {
+        let ahead = (10 * 365 * 86400 + day * 86400 - 3600).to_string();
+        let env = [("KMSFS_TEST_CLOCK_OFFSET_SECS", ahead.as_str())];
+        let m = s.try_mount("", &env).unwrap();
+        refused(&format!("rm '{}'", m.p("pools/C/a").display()));
+        m.unmount();
+    }
+}
+
+/// Every key, retention and lock operation and every refusal is in the
+/// audit log; `audit verify` passes, and names the entry a flipped byte
+/// breaks.
+#[test]
+fn the_audit_log_records_every_operation_and_names_a_tampered_entry() {
+    let s = TestStore::new(&["--volume-capacity", "64M"]);
+    s.group_with_key("ENCR_A");
+    let m = s.mount("");
+    std::fs::create_dir(m.p("pools/ENCR_A")).unwrap();
+    worm_set(&s, "pools/ENCR_A", "governance", ["1h", "1y", "1h"], None);
+    std::fs::write(m.p("pools/ENCR_A/a"), b"a").unwrap();
+    refused(&format!("rm '{}'", m.p("pools/ENCR_A/a").display()));
+    s.ok(&["worm", "hold", "pools/ENCR_A/a", "--reason", "audit"]);
+    s.ok(&["worm", "unhold", "pools/ENCR_A/a"]);
+    s.fails(&[
+        "kms",
+        "modifykey",
+        "--kg",
+        "ENCR_A",
+        "--name",
+        "k1",
+        "--state",
+        "deprecated",
+    ]);
+    let shown = s.ok(&["audit", "show"]);
+    for want in [
+        "kms createkg",
+        "kms createkey",
+        "worm set",
+        "unlink",
+        "worm hold",
+        "worm unhold",
+        "kms modifykey",
+        "refused",
+    ] {
+        assert!(
+            shown.contains(want),
+            "{want} missing from the audit log:\n{shown}"
+        );
+    }
+    assert!(s.ok(&["audit", "verify"]).contains("intact"));
+    m.unmount();
+    let path = s.dir.join("audit.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let n = text.lines().count();
+    assert!(n >= 7, "{text}");
+    for line in [1, n / 2, n] {
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        let l = &mut lines[line - 1];
+        // Flip one byte inside the entry's target.
+        let at = l.find("\"target\":\"").unwrap() + 10;
+        let mut b = l.clone().into_bytes();
+        b[at] ^= 0x01;
+        *l = String::from_utf8_lossy(&b).into_owned();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let e = s.fails(&["audit", "verify"]);
+        assert!(e.contains(&format!("entry {line}:")), "line {line}: {e}");
+    }
+    std::fs::write(&path, text).unwrap();
+    assert!(s.ok(&["audit", "verify"]).contains("intact"));
 }

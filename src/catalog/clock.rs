@@ -3,15 +3,18 @@
 //! from the last time the store saw (kept in the catalog), believes the
 //! system clock only when it is ahead by less than [`SKEW`], and then
 //! advances by the monotonic clock. A larger jump forward waits for an
-//! explicit `kmsfs worm clock --confirm`.
+//! explicit `kmsfs worm clock --confirm`, which moves every active lock
+//! along with it, so no jump of the clock expires a lock.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
+use sha2::Digest;
 
 /// How far ahead of the store's last time the system clock may be and
-/// still be believed at open (a machine off for a weekend).
+/// still be believed at the first open after a reboot (a machine off over
+/// night); within one boot, only the real time that passed is believed.
 pub const SKEW_NS: i64 = 24 * 3600 * 1_000_000_000;
 
 /// The system clock as kmsfs reads it. Test builds (the `failpoints`
@@ -31,6 +34,43 @@ pub fn system_ns() -> i64 {
     now
 }
 
+/// Nanoseconds since boot, counting suspend (CLOCK_BOOTTIME), and this
+/// boot's id: together they say how much real time passed since the store
+/// last stamped its clock in the same boot, whatever the wall clock says.
+pub fn boot() -> (u64, i64) {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let id = u64::from_le_bytes(
+        sha2::Sha256::digest(id.trim().as_bytes())[..8]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    (id, boottime_ns())
+}
+
+#[allow(unsafe_code)]
+fn boottime_ns() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec)
+}
+
+/// Where the store's clock stood when it was last stamped.
+#[derive(Debug, Clone, Copy)]
+pub struct LastStamp {
+    pub clock_ns: i64,
+    pub boot_id: u64,
+    pub boottime_ns: i64,
+}
+
 /// The clock of one open store.
 pub struct ComplianceClock {
     base_ns: AtomicI64,
@@ -39,21 +79,36 @@ pub struct ComplianceClock {
     refused_ns: AtomicI64,
 }
 
+/// Where the clock starts: the store's last time, moved forward by the
+/// system clock only as far as real time can have passed (in the same
+/// boot: the boot clock's advance; after a reboot: at most [`SKEW_NS`]).
+fn starting_point(last: Option<LastStamp>, sys: i64, now_boot: (u64, i64)) -> (i64, i64) {
+    let Some(last) = last else { return (sys, 0) };
+    let room = if last.boot_id == now_boot.0 && now_boot.1 >= last.boottime_ns {
+        now_boot.1 - last.boottime_ns + 1_000_000_000
+    } else {
+        SKEW_NS
+    };
+    let believed = last.clock_ns.saturating_add(room);
+    if sys <= last.clock_ns {
+        (last.clock_ns, 0)
+    } else if sys <= believed {
+        (sys, 0)
+    } else {
+        (believed.min(sys).max(last.clock_ns), sys - believed)
+    }
+}
+
 impl ComplianceClock {
-    /// Starts from `last`, the store's last time (none: a new store).
-    pub fn start(last: Option<i64>) -> Self {
-        let sys = system_ns();
-        let (base, refused) = match last {
-            None => (sys, 0),
-            Some(last) if sys < last => (last, 0),
-            Some(last) if sys - last > SKEW_NS => (last, sys - last),
-            Some(_) => (sys, 0),
-        };
+    /// Starts from `last`, the store's last stamp (none: a new store).
+    pub fn start(last: Option<LastStamp>) -> Self {
+        let (base, refused) = starting_point(last, system_ns(), boot());
         if refused > 0 {
             tracing::warn!(
                 ahead_secs = refused / 1_000_000_000,
-                "the system clock is ahead of the store's compliance clock by more than a day: \
-                 not believed until `kmsfs worm clock --confirm`"
+                "the system clock is further ahead of the store's compliance clock than real \
+                 time can have passed: not believed (kmsfs worm clock --confirm moves the clock; \
+                 locks keep their remaining time)"
             );
         }
         Self {
@@ -75,19 +130,20 @@ impl ComplianceClock {
         self.refused_ns.load(Ordering::SeqCst)
     }
 
-    /// Believes the system clock from now on (an audited operator action);
-    /// never moves the clock backwards. Returns the new time.
-    pub fn confirm(&self) -> i64 {
+    /// Moves the clock to `to` (never backwards). Returns how far it moved:
+    /// the caller moves every active lock by as much, so a confirmed jump
+    /// expires nothing.
+    pub fn confirm_to(&self, to: i64) -> i64 {
         let mut base = self.base.lock();
         let now = self
             .base_ns
             .load(Ordering::SeqCst)
             .saturating_add(base.elapsed().as_nanos() as i64);
-        let to = system_ns().max(now);
+        let to = to.max(now);
         self.base_ns.store(to, Ordering::SeqCst);
         *base = Instant::now();
         self.refused_ns.store(0, Ordering::SeqCst);
-        to
+        to - now
     }
 }
 
@@ -96,25 +152,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_clock_never_goes_back_and_a_big_jump_forward_waits_for_confirmation() {
+    fn the_clock_believes_no_more_time_than_has_passed() {
         let sys = system_ns();
+        let boot = (7, 5_000_000_000_000);
+        let stamp = |clock_ns, boot_id, boottime_ns| {
+            Some(LastStamp {
+                clock_ns,
+                boot_id,
+                boottime_ns,
+            })
+        };
+        // Set back: the store's time stands.
         let future = sys + 10 * SKEW_NS;
-        let c = ComplianceClock::start(Some(future));
-        assert!(
-            c.now_ns() >= future,
-            "a clock behind the store's time is not believed"
-        );
-        let past = sys - 10 * SKEW_NS;
-        let c = ComplianceClock::start(Some(past));
-        assert!(
-            c.now_ns() < past + SKEW_NS,
-            "a jump of ten days is not believed"
-        );
-        assert!(c.refused_ns() > 9 * SKEW_NS);
-        assert!(c.confirm() >= sys);
-        assert_eq!(c.refused_ns(), 0);
-        let near = sys - 3_600_000_000_000;
-        let c = ComplianceClock::start(Some(near));
-        assert!(c.now_ns() >= sys, "an hour ahead is believed");
+        assert_eq!(starting_point(stamp(future, 7, 0), sys, boot).0, future);
+        // Same boot, an hour of real time: an hour ahead is believed, a
+        // day is not (winding forward a day at every open gains nothing).
+        let hour = 3_600_000_000_000;
+        let last = sys - hour;
+        let b = boot.1 - hour;
+        assert_eq!(starting_point(stamp(last, 7, b), sys, boot), (sys, 0));
+        let (at, refused) = starting_point(stamp(last, 7, b), sys + SKEW_NS, boot);
+        assert!(at <= sys + 1_000_000_000 && refused > SKEW_NS - hour - 2_000_000_000);
+        // Another boot: at most a day.
+        let (at, refused) = starting_point(stamp(last, 8, b), sys + 10 * SKEW_NS, boot);
+        assert_eq!(at, last + SKEW_NS);
+        assert!(refused > 9 * SKEW_NS);
+        let c = ComplianceClock::start(None);
+        let before = c.now_ns();
+        assert!(c.confirm_to(before + hour) >= hour - 1_000_000_000);
+        assert_eq!(c.confirm_to(0), 0, "never backwards");
     }
 }

@@ -22,7 +22,7 @@ mod namespace;
 mod records;
 mod records_v2;
 mod retention;
-pub use retention::{ImageLock, WormMode, WormPolicy};
+pub use retention::{ImageLock, MAX_RETENTION_SECS, WormMode, WormPolicy, secs_ns};
 mod segrefs;
 pub use segrefs::{Fp, lsu_of_pool, lsu_pool};
 mod tables;
@@ -137,7 +137,12 @@ impl Catalog {
             use redb::ReadableDatabase;
             let rx = db.begin_read()?;
             let meta = rx.open_table(tables::META)?;
-            meta.get("clock_ns")?.map(|v| v.value() as i64)
+            let get = |k: &str| meta.get(k).map(|v| v.map(|v| v.value()));
+            get("clock_ns")?.map(|c| clock::LastStamp {
+                clock_ns: c as i64,
+                boot_id: get("clock_boot").ok().flatten().unwrap_or(0),
+                boottime_ns: get("clock_boottime").ok().flatten().unwrap_or(0) as i64,
+            })
         };
         Ok(Self {
             db,
@@ -156,7 +161,10 @@ impl Catalog {
             let mut meta = tx.open_table(tables::META)?;
             let last = meta.get("clock_ns")?.map(|v| v.value()).unwrap_or(0);
             let now = (self.clock.now_ns().max(0) as u64).max(last);
+            let (boot_id, boottime) = clock::boot();
             meta.insert("clock_ns", now)?;
+            meta.insert("clock_boot", boot_id)?;
+            meta.insert("clock_boottime", boottime.max(0) as u64)?;
         }
         Ok(tx)
     }

@@ -5,16 +5,11 @@
 //! compliance clock's ([`super::clock`]), stamped into each write
 //! transaction.
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use super::tables::{META, dec, enc};
+use super::tables::{LOCKS, META, WORM, dec, enc};
 use super::{Catalog, CatalogError, ImageRec};
-
-/// Retention policy by pool (`NAME`, or `msdp/NAME` for an LSU).
-pub const WORM: TableDefinition<&str, &[u8]> = TableDefinition::new("worm");
-/// Lock of each image under retention, by image id.
-pub const LOCKS: TableDefinition<u128, &[u8]> = TableDefinition::new("locks");
 
 /// How strict a policy is: governance locks may be released by an
 /// explicit, separately authenticated action; compliance locks by no one.
@@ -50,6 +45,15 @@ impl ImageLock {
     pub fn active(&self, now: i64) -> bool {
         self.hold.is_some() || self.until_ns > now
     }
+}
+
+/// Longest retention kmsfs takes: a thousand years (times stay well
+/// inside the nanosecond range of an i64).
+pub const MAX_RETENTION_SECS: u64 = 1000 * 365 * 86400;
+
+/// A retention in nanoseconds (bounded by [`MAX_RETENTION_SECS`]).
+pub fn secs_ns(secs: u64) -> i64 {
+    (secs.min(MAX_RETENTION_SECS) as i64) * 1_000_000_000
 }
 
 /// The compliance-clock time stamped into this transaction.
@@ -100,21 +104,19 @@ pub(super) fn lock_new(tx: &redb::WriteTransaction, img: &ImageRec) -> Result<()
         .map(|v| dec::<WormPolicy>(v.value()))
         .transpose()?;
     let Some(p) = policy else { return Ok(()) };
-    let until = tx_now(tx)?.saturating_add((p.default_secs as i64).saturating_mul(1_000_000_000));
+    let until = tx_now(tx)?.saturating_add(secs_ns(p.default_secs));
     let mut locks = tx.open_table(LOCKS)?;
-    let hold = locks
+    let cur = locks
         .get(img.id)?
         .map(|v| dec::<ImageLock>(v.value()))
-        .transpose()?
-        .and_then(|l| l.hold);
-    locks.insert(
-        img.id,
-        enc(&ImageLock {
-            until_ns: until,
-            hold,
-        })
-        .as_slice(),
-    )?;
+        .transpose()?;
+    // A checkpoint re-commits the image: it keeps a later time (extended
+    // meanwhile) and its hold.
+    let (until_ns, hold) = match cur {
+        Some(l) => (l.until_ns.max(until), l.hold),
+        None => (until, None),
+    };
+    locks.insert(img.id, enc(&ImageLock { until_ns, hold }).as_slice())?;
     Ok(())
 }
 
@@ -134,8 +136,20 @@ fn check_stricter(pool: &str, old: &WormPolicy, new: &WormPolicy) -> Result<(), 
 }
 
 impl Catalog {
-    /// Sets a pool's retention policy (only ever stricter).
-    pub fn set_worm(&self, pool: &str, mut p: WormPolicy) -> Result<WormPolicy, CatalogError> {
+    /// Sets a pool's retention policy (only ever stricter, unless the
+    /// policy is governance and `proof` is the SHA-256 of its bypass
+    /// credential: then it may also be loosened or get a new credential).
+    pub fn set_worm(
+        &self,
+        pool: &str,
+        mut p: WormPolicy,
+        proof: Option<&[u8; 32]>,
+    ) -> Result<WormPolicy, CatalogError> {
+        if p.max_secs > MAX_RETENTION_SECS {
+            return Err(CatalogError::Invalid(format!(
+                "retention of {pool}: at most {MAX_RETENTION_SECS} s (a thousand years)"
+            )));
+        }
         if !(p.min_secs <= p.default_secs && p.default_secs <= p.max_secs) {
             return Err(CatalogError::Invalid(format!(
                 "retention of {pool}: the default must lie between the minimum and the maximum"
@@ -150,6 +164,19 @@ impl Catalog {
                 .transpose()?;
             if let Some(old) = &old {
                 check_stricter(pool, old, &p)?;
+                let proven = matches!((old.bypass, proof), (Some(b), Some(pr))
+                    if bool::from(subtle::ConstantTimeEq::ct_eq(&b[..], &pr[..])));
+                let looser = p.mode == WormMode::Governance
+                    && (p.min_secs < old.min_secs
+                        || p.max_secs < old.max_secs
+                        || p.default_secs < old.default_secs);
+                let new_credential = p.bypass.is_some() && p.bypass != old.bypass;
+                if (looser || new_credential) && old.bypass.is_some() && !proven {
+                    return Err(CatalogError::Locked(format!(
+                        "retention of {pool}: loosening a governance policy or changing its \
+                         bypass credential needs the current one (--governance-bypass)"
+                    )));
+                }
                 p.bypass = p.bypass.or(old.bypass);
             }
             if p.mode == WormMode::Compliance {
@@ -303,10 +330,35 @@ impl Catalog {
 
     /// Believes the system clock from now on (`worm clock --confirm`).
     pub fn confirm_clock(&self) -> Result<i64, CatalogError> {
-        let to = self.clock.confirm();
-        let tx = self.begin()?;
+        self.confirm_clock_to(super::clock::system_ns())
+    }
+
+    /// Moves the compliance clock to `to` (never back) and every active
+    /// lock by as much, in one transaction: a confirmed jump corrects the
+    /// clock and expires nothing.
+    pub fn confirm_clock_to(&self, to: i64) -> Result<i64, CatalogError> {
+        let before = self.clock.now_ns();
+        let tx = self.db.begin_write()?;
+        let moved = self.clock.confirm_to(to);
+        {
+            let mut locks = tx.open_table(LOCKS)?;
+            let mut active = Vec::new();
+            for e in locks.iter()? {
+                let (k, v) = e?;
+                let l: ImageLock = dec(v.value())?;
+                if l.until_ns > before {
+                    active.push((k.value(), l));
+                }
+            }
+            for (id, mut l) in active {
+                l.until_ns = l.until_ns.saturating_add(moved);
+                locks.insert(id, enc(&l).as_slice())?;
+            }
+            let now = self.clock.now_ns().max(0) as u64;
+            tx.open_table(META)?.insert("clock_ns", now)?;
+        }
         super::tables::commit(tx)?;
-        Ok(to)
+        Ok(self.clock.now_ns())
     }
 
     /// The compliance clock.

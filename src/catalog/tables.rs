@@ -28,6 +28,11 @@ pub const XATTRS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("xa
 /// parent, name)`. An inode with one name has no entry here.
 pub const LINKS: TableDefinition<(u64, u64, &str), ()> = TableDefinition::new("links");
 
+/// Retention policy by pool (`NAME`, or `msdp/NAME` for an LSU).
+pub const WORM: TableDefinition<&str, &[u8]> = TableDefinition::new("worm");
+/// Lock of each image under retention, by image id.
+pub const LOCKS: TableDefinition<u128, &[u8]> = TableDefinition::new("locks");
+
 /// Catalog format version (bump with a reader for the old one). Version 2
 /// added the LSU tables; version 3 keyed the image digest, recorded each
 /// fragment's volume format and each LSU's chunker; version 4 added
@@ -79,8 +84,8 @@ pub fn init(db: &redb::Database) -> Result<u64, CatalogError> {
         tx.open_table(RECIPES)?;
         tx.open_table(XATTRS)?;
         tx.open_table(LINKS)?;
-        tx.open_table(super::retention::WORM)?;
-        tx.open_table(super::retention::LOCKS)?;
+        tx.open_table(WORM)?;
+        tx.open_table(LOCKS)?;
         sweep_orphans(&tx)?;
     }
     tx.commit()?;

@@ -70,6 +70,9 @@ pub enum Cmd {
     /// the compliance clock.
     #[command(subcommand)]
     Worm(WormCmd),
+    /// The tamper-evident audit log of key, retention and lock operations.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Print a shell completion script (scripts/install.sh installs them).
     #[serde(skip)]
     Completions {
@@ -374,6 +377,10 @@ pub enum WormCmd {
         /// it away from the store and its keystore).
         #[arg(long)]
         bypass_key_file: Option<PathBuf>,
+        /// The current bypass credential: needed to loosen a governance
+        /// policy or to change its credential.
+        #[arg(long)]
+        governance_bypass: Option<PathBuf>,
     },
     /// The policies, and every locked or held image with its unlock time.
     Show(JsonArg),
@@ -407,6 +414,22 @@ pub enum WormCmd {
     },
 }
 
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum AuditCmd {
+    /// The entries, oldest first.
+    Show {
+        #[arg(long)]
+        json: bool,
+        /// Only entries at or after this time (`2026-12-01` or `2026-12-01T10:00:00Z`).
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Check the hash chain and every entry's MAC; exit 1 naming the first
+    /// entry that breaks.
+    Verify,
+}
+
 /// Seconds from `30s`, `15m`, `12h`, `7d`, `1y` or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -426,7 +449,8 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
         _ => return Err(format!("'{s}': units are s, m, h, d, y")),
     };
     n.checked_mul(mul)
-        .ok_or_else(|| format!("'{s}' is too long"))
+        .filter(|&secs| secs <= 1000 * 365 * 86400)
+        .ok_or_else(|| format!("'{s}' is longer than a thousand years"))
 }
 
 #[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
@@ -494,9 +518,13 @@ fn file_args(cmd: &mut Cmd) -> Vec<&mut PathBuf> {
             _ => vec![],
         },
         Cmd::Worm(WormCmd::Set {
-            bypass_key_file: Some(f),
+            bypass_key_file,
+            governance_bypass,
             ..
-        }) => vec![f],
+        }) => bypass_key_file
+            .iter_mut()
+            .chain(governance_bypass.iter_mut())
+            .collect(),
         Cmd::Worm(WormCmd::Release {
             governance_bypass, ..
         }) => vec![governance_bypass],
@@ -551,4 +579,33 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(mult))
         .ok_or_else(|| format!("'{s}' is not a size"))
+}
+
+impl KmsCmd {
+    /// Whether the command only reads (lists and status are not audited).
+    pub fn reads_only(&self) -> bool {
+        matches!(
+            self,
+            KmsCmd::Listkgs(_) | KmsCmd::Listkeys { .. } | KmsCmd::Status(_)
+        )
+    }
+}
+
+/// `(operation, target)` of a store command for the audit log: its name
+/// (`kms createkey`) and its arguments (names and paths; no secret is an
+/// argument: pass phrases and keys travel in files).
+pub fn describe(cmd: &Cmd) -> (String, String) {
+    let v = serde_json::to_value(cmd).unwrap_or_default();
+    let (top, inner) = match v.as_object().and_then(|o| o.iter().next()) {
+        Some((k, v)) => (k.to_lowercase(), v.clone()),
+        None => (
+            v.as_str().unwrap_or("?").to_lowercase(),
+            serde_json::Value::Null,
+        ),
+    };
+    let (sub, args) = match inner.as_object().and_then(|o| o.iter().next()) {
+        Some((k, v)) => (k.to_lowercase(), v.to_string()),
+        None => (inner.as_str().unwrap_or("").to_lowercase(), String::new()),
+    };
+    (format!("{top} {sub}").trim().to_string(), args)
 }

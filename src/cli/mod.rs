@@ -267,8 +267,25 @@ fn with_store(cli: &Cli) -> Result<i32, CliError> {
     r.map(|()| 0)
 }
 
+/// Records a key or retention command and its outcome in the audit log;
+/// a command that changed something fails if its entry cannot be written.
+fn audited(store: &Store, cmd: &Cmd, r: Result<(), CliError>) -> Result<(), CliError> {
+    if let Cmd::Worm(args::WormCmd::Show(_) | args::WormCmd::Clock { confirm: false }) = cmd {
+        return r;
+    }
+    let (op, target) = args::describe(cmd);
+    let outcome = match &r {
+        Ok(()) => "done".to_string(),
+        Err(e) => format!("refused: {e}"),
+    };
+    let logged = store.audit.record(&op, &target, &outcome);
+    r?;
+    logged.map_err(|e| CliError::Usage(format!("the audit log: {e}")))
+}
+
 fn store_command(store: &Store, cmd: &Cmd, out: &mut Out) -> Result<(), CliError> {
     match cmd {
+        Cmd::Kms(k) if !k.reads_only() => audited(store, cmd, kms_cmd::run(store, k, out)),
         Cmd::Kms(k) => kms_cmd::run(store, k, out),
         Cmd::Volume(v) => store_cmd::volumes(store, v, out),
         Cmd::Image(i) => store_cmd::images(store, i, out),
@@ -276,7 +293,8 @@ fn store_command(store: &Store, cmd: &Cmd, out: &mut Out) -> Result<(), CliError
         Cmd::Fsck(j) => store_cmd::fsck(store, j, out),
         Cmd::Import(a) => import_cmd::run(store, a, out),
         Cmd::Lsu(l) => lsu_cmd::run(store, l, out),
-        Cmd::Worm(w) => worm_cmd::run(store, w, out),
+        Cmd::Worm(w) => audited(store, cmd, worm_cmd::run(store, w, out)),
+        Cmd::Audit(a) => worm_cmd::audit(store, a, out),
         Cmd::Init(_) | Cmd::Mount(_) | Cmd::Completions { .. } | Cmd::Man { .. } => Err(
             CliError::Usage("init, mount, completions and man do not run inside a daemon".into()),
         ),

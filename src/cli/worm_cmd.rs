@@ -6,7 +6,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::CliError;
-use super::args::{JsonArg, WormCmd};
+use super::args::{AuditCmd, JsonArg, WormCmd};
 use super::out::{Out, iso_time};
 use super::store_cmd::find_image;
 use crate::catalog::{POOLS_INO, WormMode, WormPolicy};
@@ -28,7 +28,10 @@ pub fn run(store: &Store, cmd: &WormCmd, out: &mut Out) -> Result<(), CliError> 
             out.line(format!("{image}: legal hold lifted"));
         }
         WormCmd::Extend { image, by } => {
-            let until = c.clock().now_ns() + (*by as i64).saturating_mul(1_000_000_000);
+            let until = c
+                .clock()
+                .now_ns()
+                .saturating_add(crate::catalog::secs_ns(*by));
             c.extend(find_image(store, image)?, until)?;
             out.line(format!("{image}: retained at least until {}", when(until)));
         }
@@ -111,6 +114,7 @@ fn set(store: &Store, cmd: &WormCmd, out: &mut Out) -> Result<(), CliError> {
         max,
         default,
         bypass_key_file,
+        governance_bypass,
     } = cmd
     else {
         unreachable!("set")
@@ -133,7 +137,8 @@ fn set(store: &Store, cmd: &WormCmd, out: &mut Out) -> Result<(), CliError> {
         default_secs: *default,
         bypass,
     };
-    let set = store.catalog.set_worm(&pool, p)?;
+    let proof = governance_bypass.as_deref().map(digest_of).transpose()?;
+    let set = store.catalog.set_worm(&pool, p, proof.as_ref())?;
     tracing::warn!(target, mode = ?set.mode, default_secs = set.default_secs, "retention set");
     out.line(format!(
         "{target}: {:?} retention, default {} s (min {} s, max {} s)",
@@ -221,5 +226,40 @@ fn show(store: &Store, json: bool, out: &mut Out) -> Result<(), CliError> {
         })
         .collect();
     out.table(&["IMAGE", "UNTIL", "HOLD", "STATE"], &[], &rows);
+    Ok(())
+}
+
+/// `kmsfs audit show|verify`.
+pub fn audit(store: &Store, cmd: &AuditCmd, out: &mut Out) -> Result<(), CliError> {
+    let entries = store.audit.verify();
+    match cmd {
+        AuditCmd::Verify => {
+            let n = entries.map_err(|e| CliError::Usage(e.to_string()))?.len();
+            out.line(format!(
+                "audit log intact: {n} entries, chain and MACs verified"
+            ));
+        }
+        AuditCmd::Show { json, since } => {
+            let entries = entries.map_err(|e| CliError::Usage(e.to_string()))?;
+            let since = since.as_deref().unwrap_or("");
+            let shown: Vec<_> = entries
+                .into_iter()
+                .filter(|e| e.time.as_str() >= since)
+                .collect();
+            if *json {
+                out.json(&shown);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = shown
+                .into_iter()
+                .map(|e| vec![e.seq.to_string(), e.time, e.op, e.target, e.outcome])
+                .collect();
+            out.table(
+                &["SEQ", "TIME", "OPERATION", "TARGET", "OUTCOME"],
+                &[0],
+                &rows,
+            );
+        }
+    }
     Ok(())
 }

@@ -23,6 +23,8 @@ pub const CHUNKER_SEED: &[u8] = b"kmsfs chunker seed v1";
 pub const CHUNKER_GEAR: &[u8] = b"kmsfs chunker gear v2";
 /// The store's key for image digests (from the key protection key).
 pub const IMAGE_DIGEST_KEY: &[u8] = b"kmsfs image digest key v1";
+/// The MAC key of the store's audit log entries.
+pub const AUDIT_MAC_KEY: &[u8] = b"kmsfs audit mac key v1";
 
 // HMAC-SHA256 labels.
 /// Key check values.

@@ -175,7 +175,11 @@ impl KmsFs {
         }
         // The image is gone once the catalog says so: a volume the recycle
         // could not return to scratch now is recycled at the next open.
-        if let Some(img) = self.catalog.unlink(parent, name)? {
+        let removed = self
+            .catalog
+            .unlink(parent, name)
+            .map_err(|e| self.refusal("unlink", name, e))?;
+        if let Some(img) = removed {
             self.recycle_volumes_of(&img);
             tracing::info!(image = %format!("{}/{}", img.pool, img.path), "image removed");
         }
@@ -203,7 +207,11 @@ impl KmsFs {
                 "an image being written cannot be renamed or replaced",
             ));
         }
-        if let Some(old) = self.catalog.rename(parent, name, new_parent, new_name)? {
+        let replaced = self
+            .catalog
+            .rename(parent, name, new_parent, new_name)
+            .map_err(|e| self.refusal("rename", new_name, e))?;
+        if let Some(old) = replaced {
             self.recycle_volumes_of(&old);
         }
         Ok(())
@@ -262,7 +270,10 @@ impl KmsFs {
             return Ok(());
         };
         match self.catalog.locked(&img)? {
-            Some(why) => Err(crate::catalog::CatalogError::Locked(why).into()),
+            Some(why) => {
+                let what = format!("{}/{}", img.pool, img.path);
+                Err(self.refusal("change", &what, crate::catalog::CatalogError::Locked(why)))
+            }
             None => Ok(()),
         }
     }

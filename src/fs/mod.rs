@@ -131,6 +131,20 @@ impl KmsFs {
             .ok_or_else(|| FsError::new(libc::EBADF, format!("file handle {fh}")))
     }
 
+    /// A catalog error as an errno; a refusal by a retention lock is also
+    /// written to the audit log (op and the name it was asked of).
+    fn refusal(&self, op: &str, what: &str, e: crate::catalog::CatalogError) -> FsError {
+        if let crate::catalog::CatalogError::Locked(why) = &e
+            && let Err(a) = self
+                .store
+                .audit
+                .record(op, what, &format!("refused: {why}"))
+        {
+            tracing::error!("audit log: {a}");
+        }
+        e.into()
+    }
+
     /// Recycles the volumes of an image already out of the catalog
     /// (deleted, or replaced in its replacement's own transaction). A
     /// failure is logged, not returned: the image's removal stands, and

@@ -160,6 +160,11 @@ impl KmsFs {
         }
         self.settle(ino);
         match self.entry(ino)? {
+            // A locked image's attributes (and the mode an ACL sets) stay.
+            Entry::Stored(node) if write => {
+                self.check_unlocked(&node)?;
+                Ok(ino)
+            }
             Entry::Stored(_) | Entry::Pending(_) => Ok(ino),
             Entry::Synthetic(_) => Err(FsError::new(
                 libc::ENOTSUP,

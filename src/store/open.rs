@@ -36,6 +36,8 @@ pub struct Store {
     pub library: Arc<Library>,
     /// The deduplicating pools.
     pub msdp: Arc<Msdp>,
+    /// Key, retention and lock operations, tamper-evident.
+    pub audit: crate::audit::AuditLog,
     _lock: StoreLock,
 }
 
@@ -124,6 +126,8 @@ impl Store {
         let catalog = Arc::new(Catalog::open(&dir.join("catalog/catalog.redb"))?);
         ks.set_users(Box::new(CatalogUsers(catalog.clone())));
         let digest_key = Arc::new(ks.store_key(crate::crypto::labels::IMAGE_DIGEST_KEY));
+        let audit =
+            crate::audit::AuditLog::open(dir, ks.store_key(crate::crypto::labels::AUDIT_MAC_KEY));
         let keys = Keys::new(
             Arc::new(EmbeddedKms::new(ks)),
             &config.kms,
@@ -164,6 +168,7 @@ impl Store {
             catalog,
             library,
             msdp,
+            audit,
             _lock: lock,
         })
     }
