@@ -200,7 +200,7 @@ fn generate_golden() {
             Some(p) => p.ino,
             None => {
                 s.catalog
-                    .make_dir(POOLS_INO, pool, pool, InodeKind::Pool, attrs)
+                    .make_entry(POOLS_INO, pool, pool, InodeKind::Pool, attrs)
                     .unwrap()
                     .ino
             }

@@ -52,20 +52,8 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Makes a pool (under `pools/`) or a folder inside a pool.
-    pub fn make_dir(
-        &self,
-        parent: u64,
-        name: &str,
-        pool: &str,
-        kind: InodeKind,
-        attrs: FileAttrs,
-    ) -> Result<Inode, CatalogError> {
-        self.make_entry(parent, name, pool, kind, attrs)
-    }
-
-    /// Makes an entry that holds no data: a pool, a folder, a symbolic
-    /// link or a special file.
+    /// Makes an entry that holds no data: a pool (under `pools/`), a
+    /// folder inside a pool, a symbolic link or a special file.
     pub fn make_entry(
         &self,
         parent: u64,

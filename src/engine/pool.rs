@@ -55,7 +55,7 @@ pub fn create_pool(store: &Store, name: &str, attrs: FileAttrs) -> Result<Inode,
     }
     Ok(store
         .catalog
-        .make_dir(POOLS_INO, name, name, InodeKind::Pool, attrs)?)
+        .make_entry(POOLS_INO, name, name, InodeKind::Pool, attrs)?)
 }
 
 /// Whether an entry may move from directory `from` to directory `to`

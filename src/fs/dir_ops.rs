@@ -140,7 +140,7 @@ impl KmsFs {
         } else {
             let dir = self.image_dir(parent)?;
             self.catalog
-                .make_dir(parent, name, &dir.pool, InodeKind::Dir, attrs)?
+                .make_entry(parent, name, &dir.pool, InodeKind::Dir, attrs)?
         };
         tracing::info!(path = %self.catalog.path_of(node.ino).unwrap_or_default(), "directory created");
         self.attr_of(node.ino)

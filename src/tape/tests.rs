@@ -48,7 +48,7 @@ pub(crate) fn store(capacity: u64) -> (tempfile::TempDir, Store) {
     });
     for p in ["ENCR_F", "Clear"] {
         s.catalog
-            .make_dir(POOLS_INO, p, p, InodeKind::Pool, attrs())
+            .make_entry(POOLS_INO, p, p, InodeKind::Pool, attrs())
             .unwrap();
     }
     (d, s)
@@ -247,7 +247,7 @@ fn library_full_is_no_scratch() {
     .unwrap();
     let s = Arc::new(Store::open(&dir, Unlock::default()).unwrap());
     s.catalog
-        .make_dir(POOLS_INO, "P", "P", InodeKind::Pool, attrs())
+        .make_entry(POOLS_INO, "P", "P", InodeKind::Pool, attrs())
         .unwrap();
     let mut w = ImageWriter::begin(&s.library, target(&s, "P", "f")).unwrap();
     let e = w.write_at(0, &data(3 << 20, 9)).unwrap_err();

@@ -41,7 +41,7 @@ pub fn write_target(s: &Store, pool: &str, name: &str) -> crate::pipeline::Write
         Some(p) => p.ino,
         None => {
             s.catalog
-                .make_dir(POOLS_INO, pool, pool, InodeKind::Pool, dir_attrs())
+                .make_entry(POOLS_INO, pool, pool, InodeKind::Pool, dir_attrs())
                 .unwrap()
                 .ino
         }
