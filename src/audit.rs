@@ -4,7 +4,8 @@
 //! line before it (a hash chain: an entry removed, reordered or changed
 //! breaks the next one) and an HMAC under a key derived from the store's
 //! key in the KMS (an entry forged without the key does not verify).
-//! Each entry also goes to the daemon's log (syslog or the log file).
+//! Each entry also goes to the daemon's log (the log file) and to syslog
+//! (journald), as `kmsfs audit: OP TARGET: OUTCOME` under LOG_AUTHPRIV.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -122,6 +123,7 @@ impl AuditLog {
         f.sync_data().map_err(io)?;
         *tail = (tail.0 + 1, Sha256::digest(line.as_bytes()).into());
         tracing::info!(target: "kmsfs::audit", seq = e.seq, op, what = target, outcome, "audit");
+        to_syslog(&format!("kmsfs audit: {op} {target}: {outcome}"));
         Ok(())
     }
 
@@ -170,6 +172,22 @@ impl AuditLog {
         }
         Ok(out)
     }
+}
+
+/// Sends one line to syslog (dropped when no syslog daemon listens).
+#[allow(unsafe_code)]
+fn to_syslog(line: &str) {
+    let Ok(c) = std::ffi::CString::new(line.replace('\0', " ")) else {
+        return;
+    };
+    // SAFETY: a constant "%s" format and one NUL-terminated argument.
+    unsafe {
+        libc::syslog(
+            libc::LOG_AUTHPRIV | libc::LOG_NOTICE,
+            c"%s".as_ptr(),
+            c.as_ptr(),
+        )
+    };
 }
 
 #[cfg(test)]

@@ -58,14 +58,20 @@ fn a_locked_image_refuses_every_change_until_it_expires() {
         &s,
         "pools/Vault",
         "governance",
-        ["1s", "1d", "4s"],
+        ["1s", "1d", "8s"],
         Some(&by),
     );
     let src = s.path("src");
     random_file(&src, 2);
     let a = m.p("pools/Vault/a").display().to_string();
     cp(&src, std::path::Path::new(&a));
+    let committed = std::time::Instant::now();
     std::fs::write(m.p("pools/Vault/other"), b"other").unwrap();
+    // Its attributes may be set for a while after the commit (tar and
+    // rsync set them after they close a file); not by a later mount.
+    sh_ok(&format!("chmod 640 '{a}' && touch '{a}'"));
+    m.unmount();
+    let m = s.mount("");
     refused(&format!("rm '{a}'"));
     refused(&format!(
         "mv '{}' '{a}'",
@@ -93,7 +99,7 @@ fn a_locked_image_refuses_every_change_until_it_expires() {
         log.contains("image Vault/a is locked until"),
         "the refusal is logged with the image and its unlock time"
     );
-    std::thread::sleep(std::time::Duration::from_millis(4500));
+    std::thread::sleep(std::time::Duration::from_millis(8500).saturating_sub(committed.elapsed()));
     sh_ok(&format!("chmod 600 '{a}' && rm '{a}'"));
     m.unmount();
 }
@@ -268,6 +274,13 @@ fn a_clock_wound_ten_years_forward_expires_nothing() {
     refused(&format!("rm '{}'", m.p("pools/C/a").display()));
     let clock = s.ok(&["worm", "clock"]);
     assert!(clock.contains("not believed"), "{clock}");
+    // The skew after a reboot is a day at most, less if set so.
+    assert!(
+        s.fails(&["worm", "clock", "--skew", "2d"])
+            .contains("at most 86400 s")
+    );
+    let clock = s.ok(&["worm", "clock", "--skew", "1h"]);
+    assert!(clock.contains("up to 3600 s ahead"), "{clock}");
     // Confirming the jump moves the clock and every lock with it.
     s.ok(&["worm", "clock", "--confirm"]);
     refused(&format!("rm '{}'", m.p("pools/C/a").display()));
@@ -346,4 +359,153 @@ fn the_audit_log_records_every_operation_and_names_a_tampered_entry() {
     }
     std::fs::write(&path, text).unwrap();
     assert!(s.ok(&["audit", "verify"]).contains("intact"));
+}
+
+/// `date -u` of Unix seconds, as kmsfs writes times.
+fn iso(secs: u64) -> String {
+    sh_ok(&format!("date -u -d @{secs} +%Y-%m-%dT%H:%M:%SZ"))
+        .trim()
+        .to_string()
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A retention asked for one image through `user.kmsfs.retain_until`:
+/// on a committed image it extends the lock at once (never shortens it,
+/// never past the policy's maximum); written by `tar --xattrs` with the
+/// file, it locks the image from its commit. tar and rsync into a locked
+/// pool finish without an error (they set times and modes right after
+/// writing).
+#[test]
+fn a_retention_asked_at_write_time_holds_within_the_policy() {
+    let s = TestStore::new(&["--volume-capacity", "64M"]);
+    let m = s.mount("");
+    std::fs::create_dir(m.p("pools/Vault")).unwrap();
+    std::fs::create_dir(m.p("pools/Plain")).unwrap();
+    worm_set(&s, "pools/Vault", "compliance", ["1s", "30d", "2s"], None);
+    let day = now_secs() + 86400;
+    let set = |v: &str, f: &std::path::Path| {
+        try_sh(&format!(
+            "setfattr -n user.kmsfs.retain_until -v '{v}' '{}'",
+            f.display()
+        ))
+    };
+    let src = s.path("src");
+    random_file(&src, 1);
+    let a = m.p("pools/Vault/a");
+    cp(&src, &a);
+    assert_eq!(set(&day.to_string(), &a), (true, String::new()));
+    let shown = sh_ok(&format!(
+        "getfattr --only-values -n user.kmsfs.retain_until '{}'",
+        a.display()
+    ));
+    assert_eq!(shown.trim(), iso(day));
+    let (ok, err) = set(&(day - 3600).to_string(), &a);
+    assert!(!ok && err.contains("Operation not permitted"), "{err}");
+    let (ok, err) = set(&iso(day + 40 * 86400), &a);
+    assert!(
+        !ok && err.contains("Invalid argument"),
+        "past the maximum: {err}"
+    );
+    let (ok, err) = set("next tuesday", &a);
+    assert!(!ok && err.contains("Invalid argument"), "{err}");
+    std::fs::write(m.p("pools/Plain/p"), b"p").unwrap();
+    let (ok, err) = set(&day.to_string(), &m.p("pools/Plain/p"));
+    assert!(!ok && err.contains("Invalid argument"), "no policy: {err}");
+    refused(&format!(
+        "setfattr -x user.kmsfs.retain_until '{}'",
+        a.display()
+    ));
+
+    // With the file, through tar: each member under its own retention.
+    let t = s.path("tree");
+    std::fs::create_dir(&t).unwrap();
+    random_file(&t.join("kept"), 1);
+    random_file(&t.join("plain"), 1);
+    let kept_until = day + 7200;
+    sh_ok(&format!(
+        "setfattr -n user.kmsfs.retain_until -v {kept_until} '{}'",
+        t.join("kept").display()
+    ));
+    std::fs::create_dir(m.p("pools/Vault/in")).unwrap();
+    let into = m.p("pools/Vault/in");
+    sh_ok(&format!(
+        "tar --xattrs -C '{}' -cf - . | tar --xattrs -C '{}' -xf -",
+        t.display(),
+        into.display()
+    ));
+    // rsync writes a temporary name, sets its times and mode, renames it.
+    let r = m.p("pools/Vault/r");
+    std::fs::create_dir(&r).unwrap();
+    sh_ok(&format!("rsync -a '{}/' '{}/'", t.display(), r.display()));
+    assert_eq!(sha256(&r.join("kept")), sha256(&t.join("kept")));
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    std::fs::remove_file(into.join("plain")).unwrap();
+    std::fs::remove_file(r.join("plain")).unwrap();
+    refused(&format!("rm '{}'", into.join("kept").display()));
+    refused(&format!("rm '{}'", a.display()));
+    assert_eq!(sha256(&into.join("kept")), sha256(&t.join("kept")));
+    let shown = s.ok(&["worm", "show"]);
+    let line = shown.lines().find(|l| l.contains("in/kept")).unwrap_or("");
+    assert!(line.contains(&iso(kept_until)), "{shown}");
+    let audit = s.ok(&["audit", "show"]);
+    assert!(
+        audit.contains("retain") && audit.contains("Vault/in/kept"),
+        "{audit}"
+    );
+    m.unmount();
+}
+
+/// fsck reports a damaged image under a lock as critical, an unlocked
+/// one as damaged.
+#[test]
+fn fsck_reports_damage_to_a_locked_image_as_critical() {
+    let s = TestStore::new(&["--volume-capacity", "64M"]);
+    s.group_with_key("lsukg");
+    s.ok(&["lsu", "create", "L", "--kms", "--key-group", "lsukg"]);
+    let m = s.mount("");
+    std::fs::create_dir(m.p("pools/Open")).unwrap();
+    let src = s.path("src");
+    random_file(&src, 2);
+    cp(&src, &m.p("pools/Open/loose"));
+    worm_set(&s, "msdp/L", "compliance", ["1h", "1y", "1h"], None);
+    cp(&src, &m.p("msdp/L/locked"));
+    m.unmount();
+    let c = sh_ok(&format!(
+        "ls '{}'/*.kct",
+        s.dir.join("lsu/L/containers").display()
+    ));
+    let c = c.lines().next().unwrap().to_string();
+    let vol = sh_ok(&format!("ls '{}'/*.kvol", s.dir.join("volumes").display()));
+    for f in [c.as_str(), vol.lines().next().unwrap()] {
+        sh_ok(&format!(
+            "printf 'X' | dd of='{f}' bs=1 seek=1000000 conv=notrunc status=none"
+        ));
+    }
+    let o = s.cmd(&["fsck"]);
+    let (text, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(!o.status.success(), "{text}");
+    assert!(
+        text.contains("CRITICAL image msdp/L/locked") && text.contains("is locked until"),
+        "{text}"
+    );
+    assert!(text.contains("DAMAGED image pools/Open/loose"), "{text}");
+    assert!(err.contains("1 critical"), "{err}");
+    let j = s.cmd(&["fsck", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+    let critical: Vec<_> = v["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p.get("critical").is_some())
+        .collect();
+    assert_eq!(critical.len(), 1, "{v}");
 }

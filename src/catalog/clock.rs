@@ -14,7 +14,10 @@ use sha2::Digest;
 
 /// How far ahead of the store's last time the system clock may be and
 /// still be believed at the first open after a reboot (a machine off over
-/// night); within one boot, only the real time that passed is believed.
+/// night), unless the store is set to less (`kmsfs worm clock --skew`);
+/// within one boot, only the real time that passed is believed. It is
+/// also the most a store may be set to: a longer skew would let every
+/// reboot wind the locks' clock further forward.
 pub const SKEW_NS: i64 = 24 * 3600 * 1_000_000_000;
 
 /// The system clock as kmsfs reads it. Test builds (the `failpoints`
@@ -81,13 +84,18 @@ pub struct ComplianceClock {
 
 /// Where the clock starts: the store's last time, moved forward by the
 /// system clock only as far as real time can have passed (in the same
-/// boot: the boot clock's advance; after a reboot: at most [`SKEW_NS`]).
-fn starting_point(last: Option<LastStamp>, sys: i64, now_boot: (u64, i64)) -> (i64, i64) {
+/// boot: the boot clock's advance; after a reboot: at most `skew`).
+fn starting_point(
+    last: Option<LastStamp>,
+    sys: i64,
+    now_boot: (u64, i64),
+    skew: i64,
+) -> (i64, i64) {
     let Some(last) = last else { return (sys, 0) };
     let room = if last.boot_id == now_boot.0 && now_boot.1 >= last.boottime_ns {
         now_boot.1 - last.boottime_ns + 1_000_000_000
     } else {
-        SKEW_NS
+        skew
     };
     let believed = last.clock_ns.saturating_add(room);
     if sys <= last.clock_ns {
@@ -100,9 +108,11 @@ fn starting_point(last: Option<LastStamp>, sys: i64, now_boot: (u64, i64)) -> (i
 }
 
 impl ComplianceClock {
-    /// Starts from `last`, the store's last stamp (none: a new store).
-    pub fn start(last: Option<LastStamp>) -> Self {
-        let (base, refused) = starting_point(last, system_ns(), boot());
+    /// Starts from `last`, the store's last stamp (none: a new store),
+    /// believing after a reboot at most `skew` ns ahead of it.
+    pub fn start(last: Option<LastStamp>, skew: i64) -> Self {
+        let skew = skew.clamp(0, SKEW_NS);
+        let (base, refused) = starting_point(last, system_ns(), boot(), skew);
         if refused > 0 {
             tracing::warn!(
                 ahead_secs = refused / 1_000_000_000,
@@ -164,20 +174,29 @@ mod tests {
         };
         // Set back: the store's time stands.
         let future = sys + 10 * SKEW_NS;
-        assert_eq!(starting_point(stamp(future, 7, 0), sys, boot).0, future);
+        assert_eq!(
+            starting_point(stamp(future, 7, 0), sys, boot, SKEW_NS).0,
+            future
+        );
         // Same boot, an hour of real time: an hour ahead is believed, a
         // day is not (winding forward a day at every open gains nothing).
         let hour = 3_600_000_000_000;
         let last = sys - hour;
         let b = boot.1 - hour;
-        assert_eq!(starting_point(stamp(last, 7, b), sys, boot), (sys, 0));
-        let (at, refused) = starting_point(stamp(last, 7, b), sys + SKEW_NS, boot);
+        assert_eq!(
+            starting_point(stamp(last, 7, b), sys, boot, SKEW_NS),
+            (sys, 0)
+        );
+        let (at, refused) = starting_point(stamp(last, 7, b), sys + SKEW_NS, boot, SKEW_NS);
         assert!(at <= sys + 1_000_000_000 && refused > SKEW_NS - hour - 2_000_000_000);
         // Another boot: at most a day.
-        let (at, refused) = starting_point(stamp(last, 8, b), sys + 10 * SKEW_NS, boot);
+        let (at, refused) = starting_point(stamp(last, 8, b), sys + 10 * SKEW_NS, boot, SKEW_NS);
         assert_eq!(at, last + SKEW_NS);
         assert!(refused > 9 * SKEW_NS);
-        let c = ComplianceClock::start(None);
+        // A store set to believe an hour after a reboot: an hour.
+        let (at, _) = starting_point(stamp(last - hour, 8, b), sys, boot, hour);
+        assert_eq!(at, last);
+        let c = ComplianceClock::start(None, SKEW_NS);
         let before = c.now_ns();
         assert!(c.confirm_to(before + hour) >= hour - 1_000_000_000);
         assert_eq!(c.confirm_to(0), 0, "never backwards");

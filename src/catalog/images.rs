@@ -81,7 +81,7 @@ impl Catalog {
             };
             drop(images);
             let replaced = put_image(tx, c)?;
-            super::retention::lock_new(tx, c.image)?;
+            super::retention::lock_new(tx, c.image, c.ino)?;
             let mut vols = tx.open_table(VOLUMES)?;
             for u in c.volumes {
                 let cur = vols

@@ -255,7 +255,7 @@ impl Catalog {
         let replaced = {
             release_recipe(&tx, l.lsu, c.image.id)?;
             let replaced = put_image(&tx, &c)?;
-            super::retention::lock_new(&tx, c.image)?;
+            super::retention::lock_new(&tx, c.image, c.ino)?;
             add_recipe(&tx, &l, c.image.id)?;
             let n = names(l.lsu);
             let mut ct = tx.open_table(U64Table::new(&n.containers))?;

@@ -22,7 +22,10 @@ mod namespace;
 mod records;
 mod records_v2;
 mod retention;
-pub use retention::{ImageLock, MAX_RETENTION_SECS, WormMode, WormPolicy, secs_ns};
+pub use retention::{
+    ImageLock, MAX_RETENTION_SECS, RETAIN_XATTR, WormMode, WormPolicy, describe, parse_until,
+    secs_ns,
+};
 mod segrefs;
 pub use segrefs::{Fp, lsu_of_pool, lsu_pool};
 mod tables;
@@ -144,10 +147,11 @@ impl Catalog {
                 boottime_ns: get("clock_boottime").ok().flatten().unwrap_or(0) as i64,
             })
         };
+        let skew = Self::skew_in(&db)?;
         Ok(Self {
             db,
             next_ino: std::sync::atomic::AtomicU64::new(next),
-            clock: ComplianceClock::start(last),
+            clock: ComplianceClock::start(last, skew),
         })
     }
 

@@ -8,7 +8,7 @@
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use super::tables::{LOCKS, META, WORM, dec, enc};
+use super::tables::{LOCKS, META, WORM, XATTRS, dec, enc};
 use super::{Catalog, CatalogError, ImageRec};
 
 /// How strict a policy is: governance locks may be released by an
@@ -96,15 +96,59 @@ pub fn describe(img: &ImageRec, lock: &ImageLock) -> String {
     }
 }
 
-/// Locks a newly committed image when its pool has a policy.
-pub(super) fn lock_new(tx: &redb::WriteTransaction, img: &ImageRec) -> Result<(), CatalogError> {
-    let policy = tx
-        .open_table(WORM)?
-        .get(img.pool.as_str())?
+/// The extended attribute through which a retention is asked for one
+/// image at write time (`setfattr`, `tar --xattrs`, `rsync -X`): an unlock
+/// time, as Unix seconds or `2027-01-01T00:00:00Z`, within the pool's
+/// minimum and maximum. On a locked image it only extends the lock.
+pub const RETAIN_XATTR: &str = "user.kmsfs.retain_until";
+
+/// The unlock time asked for through [`RETAIN_XATTR`] on inode `ino`.
+fn requested(tx: &redb::WriteTransaction, ino: u64) -> Result<Option<i64>, CatalogError> {
+    let x = tx.open_table(XATTRS)?;
+    let v = x.get((ino, RETAIN_XATTR))?;
+    Ok(v.and_then(|v| std::str::from_utf8(v.value()).ok().and_then(parse_until)))
+}
+
+/// An unlock time in compliance-clock nanoseconds from the text of
+/// [`RETAIN_XATTR`].
+pub fn parse_until(text: &str) -> Option<i64> {
+    crate::util::clock::parse_time(text)
+        .filter(|s| *s <= i64::MAX as u64 / 1_000_000_000)
+        .map(|s| s as i64 * 1_000_000_000)
+}
+
+/// The pool's policy.
+fn policy_of(tx: &redb::WriteTransaction, pool: &str) -> Result<Option<WormPolicy>, CatalogError> {
+    tx.open_table(WORM)?
+        .get(pool)?
         .map(|v| dec::<WormPolicy>(v.value()))
-        .transpose()?;
-    let Some(p) = policy else { return Ok(()) };
-    let until = tx_now(tx)?.saturating_add(secs_ns(p.default_secs));
+        .transpose()
+}
+
+/// Locks a newly committed image (inode `ino`) when its pool has a
+/// policy: until the time asked for through [`RETAIN_XATTR`], held within
+/// the policy's bounds, or else the policy's default. An empty image is
+/// not locked: it holds no data, and `tar --xattrs` makes each file empty
+/// (mknod) before it writes it.
+pub(super) fn lock_new(
+    tx: &redb::WriteTransaction,
+    img: &ImageRec,
+    ino: u64,
+) -> Result<(), CatalogError> {
+    let Some(p) = policy_of(tx, &img.pool)? else {
+        return Ok(());
+    };
+    if img.size == 0 {
+        return Ok(());
+    }
+    let now = tx_now(tx)?;
+    let until = match requested(tx, ino)? {
+        Some(t) => t.clamp(
+            now.saturating_add(secs_ns(p.min_secs)),
+            now.saturating_add(secs_ns(p.max_secs)),
+        ),
+        None => now.saturating_add(secs_ns(p.default_secs)),
+    };
     let mut locks = tx.open_table(LOCKS)?;
     let cur = locks
         .get(img.id)?
@@ -117,6 +161,24 @@ pub(super) fn lock_new(tx: &redb::WriteTransaction, img: &ImageRec) -> Result<()
         None => (until, None),
     };
     locks.insert(img.id, enc(&ImageLock { until_ns, hold }).as_slice())?;
+    Ok(())
+}
+
+/// Whether `until` lies within `pool`'s bounds at `now`.
+fn check_bounds(pool: &str, p: &WormPolicy, now: i64, until: i64) -> Result<(), CatalogError> {
+    let at = |ns: i64| crate::util::clock::iso_time((ns.max(0) / 1_000_000_000) as u64);
+    let (lo, hi) = (
+        now.saturating_add(secs_ns(p.min_secs)),
+        now.saturating_add(secs_ns(p.max_secs)),
+    );
+    if until < lo || until > hi {
+        return Err(CatalogError::Invalid(format!(
+            "retention of an image in {pool}: {} is outside the policy's bounds, {} to {}",
+            at(until),
+            at(lo),
+            at(hi)
+        )));
+    }
     Ok(())
 }
 
@@ -326,6 +388,89 @@ impl Catalog {
             }))
         })
         .map(|_| ())
+    }
+
+    /// Asks that the image at inode `ino` in `pool` be kept until
+    /// `until_ns` ([`RETAIN_XATTR`]): within the pool's bounds; kept with
+    /// the inode for its next commit, and applied at once to `image`, its
+    /// committed non-empty image, if any. A lock is only extended: a time
+    /// before an active lock's is refused. Returns the unlock time in force.
+    pub fn request_retention(
+        &self,
+        ino: u64,
+        pool: &str,
+        image: Option<&ImageRec>,
+        until_ns: i64,
+    ) -> Result<i64, CatalogError> {
+        let tx = self.begin()?;
+        let out = {
+            let p = policy_of(&tx, pool)?.ok_or_else(|| {
+                CatalogError::Invalid(format!(
+                    "{pool} has no retention policy (kmsfs worm set): {RETAIN_XATTR} means nothing there"
+                ))
+            })?;
+            let now = tx_now(&tx)?;
+            check_bounds(pool, &p, now, until_ns)?;
+            let text = crate::util::clock::iso_time((until_ns / 1_000_000_000) as u64);
+            tx.open_table(XATTRS)?
+                .insert((ino, RETAIN_XATTR), text.as_bytes())?;
+            match image.filter(|i| i.size > 0) {
+                Some(img) => {
+                    let mut locks = tx.open_table(LOCKS)?;
+                    let cur = locks
+                        .get(img.id)?
+                        .map(|v| dec::<ImageLock>(v.value()))
+                        .transpose()?;
+                    let hold = match cur {
+                        Some(l) if l.active(now) && l.until_ns > until_ns => {
+                            return Err(CatalogError::Locked(format!(
+                                "{}: a retention is only extended",
+                                describe(img, &l)
+                            )));
+                        }
+                        Some(l) => l.hold,
+                        None => None,
+                    };
+                    let l = ImageLock { until_ns, hold };
+                    locks.insert(img.id, enc(&l).as_slice())?;
+                    until_ns
+                }
+                None => until_ns,
+            }
+        };
+        super::tables::commit(tx)?;
+        Ok(out)
+    }
+
+    /// The skew kept in `db` (the default if none was set).
+    pub(super) fn skew_in(db: &redb::Database) -> Result<i64, CatalogError> {
+        let rx = db.begin_read()?;
+        let meta = rx.open_table(META)?;
+        let secs = meta.get("clock_skew_secs")?.map(|v| v.value());
+        Ok(secs.map_or(super::clock::SKEW_NS, |s| {
+            secs_ns(s).min(super::clock::SKEW_NS)
+        }))
+    }
+
+    /// How far ahead of the store's last time the system clock is believed
+    /// after a reboot, in ns.
+    pub fn clock_skew(&self) -> Result<i64, CatalogError> {
+        Self::skew_in(&self.db)
+    }
+
+    /// Sets that skew (from the next open of the store): at most the
+    /// default, a day.
+    pub fn set_clock_skew(&self, secs: u64) -> Result<(), CatalogError> {
+        let most = super::clock::SKEW_NS / 1_000_000_000;
+        if secs > most as u64 {
+            return Err(CatalogError::Invalid(format!(
+                "a clock skew of {secs} s: at most {most} s (a day); a longer one would let \
+                 each reboot wind the retention clock further forward"
+            )));
+        }
+        let tx = self.begin()?;
+        tx.open_table(META)?.insert("clock_skew_secs", secs)?;
+        super::tables::commit(tx)
     }
 
     /// Believes the system clock from now on (`worm clock --confirm`).

@@ -407,10 +407,14 @@ pub enum WormCmd {
         governance_bypass: PathBuf,
     },
     /// The compliance clock; --confirm believes a system clock that jumped
-    /// ahead by more than a day.
+    /// ahead by more than the skew; --skew sets how far ahead of the
+    /// store's last time the clock is believed after a reboot (at most and
+    /// by default a day).
     Clock {
         #[arg(long)]
         confirm: bool,
+        #[arg(long, value_parser = parse_duration)]
+        skew: Option<u64>,
     },
 }
 

@@ -270,7 +270,14 @@ fn with_store(cli: &Cli) -> Result<i32, CliError> {
 /// Records a key or retention command and its outcome in the audit log;
 /// a command that changed something fails if its entry cannot be written.
 fn audited(store: &Store, cmd: &Cmd, r: Result<(), CliError>) -> Result<(), CliError> {
-    if let Cmd::Worm(args::WormCmd::Show(_) | args::WormCmd::Clock { confirm: false }) = cmd {
+    if let Cmd::Worm(
+        args::WormCmd::Show(_)
+        | args::WormCmd::Clock {
+            confirm: false,
+            skew: None,
+        },
+    ) = cmd
+    {
         return r;
     }
     let (op, target) = args::describe(cmd);

@@ -392,6 +392,7 @@ pub fn fsck(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError> {
         });
     })?;
     store.msdp.check_into(&mut r)?;
+    mark_locked(store, &mut r)?;
     if j.json {
         out.json(&r);
     } else {
@@ -402,16 +403,61 @@ pub fn fsck(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError> {
             super::out::count(r.volumes, "volume")
         ));
         for p in &r.damaged {
-            out.line(format!("DAMAGED {}: {}", p.subject, p.what));
+            match &p.critical {
+                Some(why) => out.line(format!("CRITICAL {}: {} ({why})", p.subject, p.what)),
+                None => out.line(format!("DAMAGED {}: {}", p.subject, p.what)),
+            }
         }
         for p in &r.unverified {
-            out.line(format!("not verified {}: {}", p.subject, p.what));
+            match &p.critical {
+                Some(why) => out.line(format!(
+                    "CRITICAL not verified {}: {} ({why})",
+                    p.subject, p.what
+                )),
+                None => out.line(format!("not verified {}: {}", p.subject, p.what)),
+            }
         }
     }
-    match r.damaged.len() {
-        0 => Ok(()),
-        n => Err(CliError::Damaged(format!("{n} problems found"))),
+    match (r.damaged.len(), r.critical()) {
+        (0, 0) => Ok(()),
+        (n, 0) => Err(CliError::Damaged(format!("{n} problems found"))),
+        (n, c) => Err(CliError::Damaged(format!(
+            "{n} problems found; {c} critical: images under a retention lock or legal hold \
+             are damaged or unreadable"
+        ))),
     }
+}
+
+/// Marks critical each problem of an image that is locked or held now,
+/// and of a volume that holds one.
+fn mark_locked(store: &Store, r: &mut crate::util::report::CheckReport) -> Result<(), CliError> {
+    let c = &store.catalog;
+    let now = c.clock().now_ns();
+    let locks: std::collections::HashMap<u128, crate::catalog::ImageLock> = c
+        .locks()?
+        .into_iter()
+        .filter(|(_, l)| l.active(now))
+        .collect();
+    if locks.is_empty() {
+        return Ok(());
+    }
+    let images: Vec<crate::catalog::ImageRec> = c
+        .images()?
+        .into_iter()
+        .filter(|i| locks.contains_key(&i.id))
+        .collect();
+    r.mark_critical(|p| {
+        let barcode = p.subject.strip_prefix("volume ");
+        images
+            .iter()
+            .filter(|i| match (p.image, barcode) {
+                (Some(id), _) => i.id == id,
+                (None, Some(b)) => i.fragments.iter().any(|f| f.volume == b),
+                (None, None) => false,
+            })
+            .find_map(|i| Some(crate::catalog::describe(i, locks.get(&i.id)?)))
+    });
+    Ok(())
 }
 
 /// The directory of the mount an image of `pool` is under.

@@ -52,13 +52,21 @@ pub fn run(store: &Store, cmd: &WormCmd, out: &mut Out) -> Result<(), CliError> 
                 }
             }
         }
-        WormCmd::Clock { confirm } => {
+        WormCmd::Clock { confirm, skew } => {
+            if let Some(secs) = skew {
+                c.set_clock_skew(*secs)?;
+                tracing::warn!(skew_secs = secs, "compliance clock skew set by an operator");
+            }
             if *confirm {
                 let to = c.confirm_clock()?;
                 tracing::warn!(to = %when(to), "compliance clock set to the system clock by an operator");
             }
             let ahead = c.clock().refused_ns();
             out.line(format!("compliance clock: {}", when(c.clock().now_ns())));
+            out.line(format!(
+                "believed after a reboot: up to {} s ahead of the store's last time",
+                c.clock_skew()? / 1_000_000_000
+            ));
             if ahead > 0 {
                 out.line(format!(
                     "the system clock is {} s ahead and not believed (kmsfs worm clock --confirm)",

@@ -79,6 +79,8 @@ pub struct Session {
 #[derive(Debug, Clone)]
 pub struct Pending {
     pub ino: u64,
+    /// The folder or pool it is being written in.
+    pub parent: u64,
     pub name: String,
     pub attrs: FileAttrs,
     pub size: u64,
@@ -88,6 +90,7 @@ impl Session {
     fn snapshot(&self) -> Pending {
         Pending {
             ino: self.ino,
+            parent: self.parent,
             name: self.name.clone(),
             attrs: *self.attrs.lock(),
             size: self.size.load(Ordering::SeqCst),

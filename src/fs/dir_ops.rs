@@ -238,7 +238,7 @@ impl KmsFs {
             }
         }
         self.check_writable()?;
-        self.check_unlocked(&node)?;
+        self.check_unlocked(&node, true)?;
         let mut a = node.attrs;
         ch.apply(&mut a);
         // chmod moves an access ACL's owner, mask and other entries along,
@@ -262,10 +262,22 @@ impl KmsFs {
 
     /// EPERM, logged with the image and its unlock time, when `node` is an
     /// image under a retention lock or legal hold.
-    pub(super) fn check_unlocked(&self, node: &crate::catalog::Inode) -> Res<()> {
+    /// Refuses a change to a locked image; `attrs`: a change of its
+    /// attributes only, allowed for [`super::ATTR_GRACE`] after a commit
+    /// through this mount.
+    pub(super) fn check_unlocked(&self, node: &crate::catalog::Inode, attrs: bool) -> Res<()> {
         let InodeKind::Image(id) = node.kind else {
             return Ok(());
         };
+        if attrs
+            && self
+                .fresh
+                .lock()
+                .get(&node.ino)
+                .is_some_and(|at| at.elapsed() < super::ATTR_GRACE)
+        {
+            return Ok(());
+        }
         let Some(img) = self.catalog.image(id)? else {
             return Ok(());
         };

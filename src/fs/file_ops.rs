@@ -107,7 +107,7 @@ impl KmsFs {
                             ),
                         ));
                     }
-                    self.check_unlocked(&node)?;
+                    self.check_unlocked(&node, false)?;
                     crate::util::failpoint::hit(crate::util::failpoint::IMAGE_REPLACE)
                         .map_err(|e| FsError::io(&node.name, e))?;
                     let mut attrs = node.attrs;
@@ -198,6 +198,10 @@ impl KmsFs {
         match result {
             Ok(Some((_, replaced))) => {
                 self.cached.lock().remove(&ino);
+                let mut fresh = self.fresh.lock();
+                fresh.retain(|_, at| at.elapsed() < super::ATTR_GRACE);
+                fresh.insert(ino, std::time::Instant::now());
+                drop(fresh);
                 if let Some(old) = replaced {
                     self.recycle_volumes_of(&old);
                 }

@@ -58,7 +58,17 @@ pub struct KmsFs {
     sessions: Sessions,
     /// Image id whose pages the kernel may keep cached, per inode.
     cached: Mutex<HashMap<u64, u128>>,
+    /// When each image was last committed through this mount, for
+    /// [`ATTR_GRACE`].
+    fresh: Mutex<HashMap<u64, std::time::Instant>>,
 }
+
+/// How long after its commit through the mount a locked image's
+/// attributes (times, mode, owner, extended attributes) may still be set:
+/// tar and rsync set them right after they close a file (rsync then
+/// renames it into place). Its data and its name are locked from the
+/// commit.
+pub const ATTR_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
 type Res<T> = Result<T, FsError>;
 
@@ -74,6 +84,7 @@ impl KmsFs {
             next_fh: AtomicU64::new(1),
             sessions: Sessions::default(),
             cached: Mutex::default(),
+            fresh: Mutex::default(),
         }
     }
 

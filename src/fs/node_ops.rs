@@ -6,7 +6,7 @@
 use fuser::FileAttr;
 
 use super::{Entry, FsError, KmsFs, Res};
-use crate::catalog::{FileAttrs, InodeKind, XATTR_NAME_MAX, XattrSet};
+use crate::catalog::{FileAttrs, InodeKind, RETAIN_XATTR, XATTR_NAME_MAX, XattrSet};
 
 /// Longest symbolic link target (PATH_MAX less its NUL).
 const SYMLINK_MAX: usize = libc::PATH_MAX as usize - 1;
@@ -162,7 +162,7 @@ impl KmsFs {
         match self.entry(ino)? {
             // A locked image's attributes (and the mode an ACL sets) stay.
             Entry::Stored(node) if write => {
-                self.check_unlocked(&node)?;
+                self.check_unlocked(&node, true)?;
                 Ok(ino)
             }
             Entry::Stored(_) | Entry::Pending(_) => Ok(ino),
@@ -175,6 +175,7 @@ impl KmsFs {
 
     pub(super) fn do_getxattr(&self, ino: u64, name: &str, size: u32) -> Res<XattrReply> {
         let value = match self.xattr_ino(ino, false) {
+            Ok(ino) if name == RETAIN_XATTR => self.retention_of(ino)?,
             Ok(ino) => self.catalog.xattr(ino, name)?,
             Err(e) if e.errno == fuser::Errno::ENOTSUP => None,
             Err(e) => return Err(e),
@@ -218,12 +219,87 @@ impl KmsFs {
             libc::XATTR_REPLACE => XattrSet::Replace,
             f => return Err(FsError::new(libc::EINVAL, format!("setxattr flags {f:#x}"))),
         };
+        if name == RETAIN_XATTR {
+            return self.set_retention(ino, value);
+        }
         let ino = self.xattr_ino(ino, true)?;
         if name == super::acl::ACCESS {
             return self.set_access_acl(ino, value, how);
         }
         self.catalog.set_xattr(ino, name, value, how)?;
         Ok(())
+    }
+
+    /// [`RETAIN_XATTR`] set: a retention asked for one image, within its
+    /// pool's bounds; on a locked image it only extends the lock. Audited.
+    fn set_retention(&self, ino: u64, value: &[u8]) -> Res<()> {
+        self.check_writable()?;
+        self.settle(ino);
+        let text = String::from_utf8_lossy(value);
+        let until = crate::catalog::parse_until(&text).ok_or_else(|| {
+            FsError::new(
+                libc::EINVAL,
+                format!(
+                    "{RETAIN_XATTR}: '{text}' is not a time (Unix seconds or 2027-01-01T00:00:00Z)"
+                ),
+            )
+        })?;
+        let (pool, image, what) = match self.entry(ino)? {
+            Entry::Stored(node) => {
+                let InodeKind::Image(id) = node.kind else {
+                    return Err(FsError::new(
+                        libc::EINVAL,
+                        format!(
+                            "{}: a retention is kept per image, not per folder",
+                            node.name
+                        ),
+                    ));
+                };
+                let img = self.catalog.image(id)?;
+                let what = format!("{}/{}", node.pool, self.catalog.path_of(ino)?);
+                (node.pool, img, what)
+            }
+            Entry::Pending(p) => {
+                let pool = self.image_dir(p.parent)?.pool;
+                let what = format!("{pool}/{}", p.name);
+                (pool, None, what)
+            }
+            Entry::Synthetic(_) => {
+                return Err(FsError::new(libc::ENOTSUP, "retention is kept per image"));
+            }
+        };
+        match self
+            .catalog
+            .request_retention(ino, &pool, image.as_ref(), until)
+        {
+            Ok(t) => {
+                let at = crate::util::clock::iso_time((t / 1_000_000_000) as u64);
+                tracing::info!(image = %what, until = %at, "retention set at write time");
+                if let Err(e) =
+                    self.store
+                        .audit
+                        .record("retain", &what, &format!("done: until {at}"))
+                {
+                    tracing::error!("audit log: {e}");
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.refusal("retain", &what, e)),
+        }
+    }
+
+    /// [`RETAIN_XATTR`] read: the unlock time in force on a locked image,
+    /// else the time asked for (if any).
+    fn retention_of(&self, ino: u64) -> Res<Option<Vec<u8>>> {
+        if let Entry::Stored(node) = self.entry(ino)?
+            && let InodeKind::Image(id) = node.kind
+            && let Some(l) = self.catalog.lock_of(id)?
+            && l.until_ns > 0
+        {
+            let at = crate::util::clock::iso_time((l.until_ns / 1_000_000_000) as u64);
+            return Ok(Some(at.into_bytes()));
+        }
+        Ok(self.catalog.xattr(ino, RETAIN_XATTR)?)
     }
 
     /// An access ACL sets the mode bits, in the same transaction; one that
@@ -275,6 +351,12 @@ impl KmsFs {
             return Err(FsError::new(libc::EOPNOTSUPP, name.to_string()));
         }
         let ino = self.xattr_ino(ino, true)?;
+        if name == RETAIN_XATTR
+            && let Entry::Stored(node) = self.entry(ino)?
+        {
+            // Not even in the attribute grace after a commit.
+            self.check_unlocked(&node, false)?;
+        }
         self.catalog.remove_xattr(ino, name)?;
         Ok(())
     }

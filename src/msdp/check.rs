@@ -27,7 +27,7 @@ impl Msdp {
                     r.images += 1;
                     let missing =
                         matches!(&e, MsdpError::Kms { source, .. } if source.is_missing_key());
-                    r.not_opened(subject, missing, e.to_string());
+                    r.not_opened(id, subject, missing, e.to_string());
                     continue;
                 }
             };
@@ -50,7 +50,7 @@ impl Msdp {
             r.images += 1;
             r.bytes += pos;
             if let Some(what) = damage {
-                r.damaged.push(Problem { subject, what });
+                r.damaged.push(Problem::of_image(id, subject, what));
             }
         }
         Ok(())

@@ -62,7 +62,7 @@ pub fn check_library(
         }
         r.volumes += 1;
         if let Some(what) = what {
-            r.damaged.push(Problem { subject, what });
+            r.damaged.push(Problem::new(subject, what));
         }
     }
     Ok(r)
@@ -113,14 +113,12 @@ fn check_image(
         Ok(rd) => rd,
         Err(e) => {
             let missing = matches!(&e, TapeError::Kms { source, .. } if source.is_missing_key());
-            return r.not_opened(subject, missing, e.to_string());
+            return r.not_opened(img.id, subject, missing, e.to_string());
         }
     };
     if let Err(what) = check_records(lib, img) {
-        r.damaged.push(Problem {
-            subject: subject.clone(),
-            what,
-        });
+        r.damaged
+            .push(Problem::of_image(img.id, subject.clone(), what));
     }
     let bs = u64::from(img.block_size);
     for f in &img.fragments {
@@ -131,10 +129,9 @@ fn check_image(
                     r.bytes += d.len() as u64;
                     progress(d.len() as u64);
                 }
-                Err(e) => r.damaged.push(Problem {
-                    subject: subject.clone(),
-                    what: e.to_string(),
-                }),
+                Err(e) => r
+                    .damaged
+                    .push(Problem::of_image(img.id, subject.clone(), e.to_string())),
             }
         }
     }
