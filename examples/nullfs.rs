@@ -2,7 +2,7 @@
 //! benchmark (`scripts/bench.sh`): a filesystem that discards every write
 //! and reads zeros, with the session settings kmsfs uses (1 MiB max_write
 //! and readahead, 8 threads with cloned fds, direct I/O for writes, the
-//! page cache for reads, the mount's readahead raised to 1 MiB). Whatever
+//! page cache for reads, the mount's readahead raised to 4 MiB). Whatever
 //! kmsfs does on top of FUSE, it cannot stream faster than this.
 //!
 //!     nullfs MOUNTPOINT SIZE_BYTES
@@ -222,7 +222,7 @@ fn raise_readahead(mountpoint: &str) {
     let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
     let _ = std::fs::write(
         format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb"),
-        "1024",
+        "4096",
     );
 }
 

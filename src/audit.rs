@@ -122,7 +122,9 @@ impl AuditLog {
         f.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
         f.sync_data().map_err(io)?;
         *tail = (tail.0 + 1, Sha256::digest(line.as_bytes()).into());
+        drop(tail);
         tracing::info!(target: "kmsfs::audit", seq = e.seq, op, what = target, outcome, "audit");
+        // After the lock: a stalled syslog holds up this caller only.
         to_syslog(&format!("kmsfs audit: {op} {target}: {outcome}"));
         Ok(())
     }
@@ -177,7 +179,7 @@ impl AuditLog {
 /// Sends one line to syslog (dropped when no syslog daemon listens).
 #[allow(unsafe_code)]
 fn to_syslog(line: &str) {
-    let Ok(c) = std::ffi::CString::new(line.replace('\0', " ")) else {
+    let Ok(c) = std::ffi::CString::new(crate::util::names::printable(line)) else {
         return;
     };
     // SAFETY: a constant "%s" format and one NUL-terminated argument.
@@ -193,6 +195,13 @@ fn to_syslog(line: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_reach_syslog_escaped() {
+        let p = crate::util::names::printable("unlink pools/P/a\nFeb 30 host kmsfs: forged\0\t");
+        assert!(!p.chars().any(|c| c.is_control()), "{p}");
+        assert!(p.contains("a\\nFeb"), "{p}");
+    }
 
     #[test]
     fn a_changed_or_removed_entry_is_named() {

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::path::Path;
 
-use common::{TestStore, cp, holds_any, random_file, read_fails, sh, sh_ok, sha256};
+use common::{TestStore, cp, flip_byte, holds_any, random_file, read_fails, sh, sh_ok, sha256};
 use kmsfs::kms::Unlock;
 use kmsfs::store::Store;
 
@@ -405,9 +405,7 @@ fn a_damaged_container_gives_eio_and_names_the_lsu() {
         s.dir.join("lsu/D/containers").display()
     ));
     let c = c.lines().next().unwrap();
-    sh_ok(&format!(
-        "printf 'X' | dd of='{c}' bs=1 seek=1000000 conv=notrunc status=none"
-    ));
+    flip_byte(Path::new(c), 1_000_000);
     let m = s.mount("");
     let err = read_fails(&m, "msdp/D/f");
     assert!(err.contains("Input/output error"), "{err}");

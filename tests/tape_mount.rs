@@ -619,10 +619,7 @@ fn a_restore_is_verified_by_a_keyed_digest_and_no_plain_hash_is_kept() {
         ]);
         assert!(out.contains("matches"), "{out}");
     }
-    sh_ok(&format!(
-        "printf 'X' | dd of='{}' bs=1 seek=1000 conv=notrunc status=none",
-        restored.display()
-    ));
+    flip_byte(&restored, 1000);
     let o = s.cmd(&[
         "image",
         "verify",

@@ -99,7 +99,8 @@ fn a_locked_image_refuses_every_change_until_it_expires() {
         log.contains("image Vault/a is locked until"),
         "the refusal is logged with the image and its unlock time"
     );
-    std::thread::sleep(std::time::Duration::from_millis(8500).saturating_sub(committed.elapsed()));
+    // 8 s of retention, rounded up to a whole second.
+    std::thread::sleep(std::time::Duration::from_millis(9100).saturating_sub(committed.elapsed()));
     sh_ok(&format!("chmod 600 '{a}' && rm '{a}'"));
     m.unmount();
 }
@@ -251,11 +252,15 @@ fn a_legal_hold_outlives_the_retention() {
     std::fs::create_dir(m.p("pools/H")).unwrap();
     worm_set(&s, "pools/H", "governance", ["1s", "1d", "1s"], None);
     std::fs::write(m.p("pools/H/a"), b"evidence").unwrap();
+    let written = std::time::Instant::now();
     s.ok(&["worm", "hold", "pools/H/a", "--reason", "case 42"]);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     refused(&format!("rm '{}'", m.p("pools/H/a").display()));
     assert!(s.ok(&["worm", "show"]).contains("case 42"));
     s.ok(&["worm", "unhold", "pools/H/a"]);
+    // Unlock times are whole seconds, rounded up: 1 s of retention ends
+    // within 2 s.
+    std::thread::sleep(std::time::Duration::from_millis(2100).saturating_sub(written.elapsed()));
     std::fs::remove_file(m.p("pools/H/a")).unwrap();
     m.unmount();
 }
@@ -281,6 +286,11 @@ fn a_clock_wound_ten_years_forward_expires_nothing() {
     );
     let clock = s.ok(&["worm", "clock", "--skew", "1h"]);
     assert!(clock.contains("up to 3600 s ahead"), "{clock}");
+    // Once lowered, never raised again.
+    assert!(
+        s.fails(&["worm", "clock", "--skew", "2h"])
+            .contains("only lowered")
+    );
     // Confirming the jump moves the clock and every lock with it.
     s.ok(&["worm", "clock", "--confirm"]);
     refused(&format!("rm '{}'", m.p("pools/C/a").display()));
@@ -483,9 +493,7 @@ fn fsck_reports_damage_to_a_locked_image_as_critical() {
     let c = c.lines().next().unwrap().to_string();
     let vol = sh_ok(&format!("ls '{}'/*.kvol", s.dir.join("volumes").display()));
     for f in [c.as_str(), vol.lines().next().unwrap()] {
-        sh_ok(&format!(
-            "printf 'X' | dd of='{f}' bs=1 seek=1000000 conv=notrunc status=none"
-        ));
+        flip_byte(std::path::Path::new(f), 1_000_000);
     }
     let o = s.cmd(&["fsck"]);
     let (text, err) = (
@@ -508,4 +516,78 @@ fn fsck_reports_damage_to_a_locked_image_as_critical() {
         .filter(|p| p.get("critical").is_some())
         .collect();
     assert_eq!(critical.len(), 1, "{v}");
+}
+
+/// The longest retention a policy takes locks for its whole length (a
+/// longer one was taken, and its unlock time wrapped into the past).
+#[test]
+fn the_longest_retention_locks_for_its_full_length() {
+    let s = TestStore::new(&["--volume-capacity", "64M"]);
+    let m = s.mount("");
+    std::fs::create_dir(m.p("pools/Long")).unwrap();
+    let e = worm_set_fails(&s, "pools/Long", "compliance", ["1d", "1000y", "1000y"]);
+    assert!(e.contains("two hundred years"), "{e}");
+    worm_set(&s, "pools/Long", "compliance", ["1d", "200y", "200y"], None);
+    std::fs::write(m.p("pools/Long/a"), b"kept").unwrap();
+    refused(&format!("rm '{}'", m.p("pools/Long/a").display()));
+    let shown = s.ok(&["worm", "show"]);
+    let year = &iso(now_secs() + 200 * 365 * 86400)[..4];
+    let line = shown.lines().find(|l| l.contains("Long/a")).unwrap_or("");
+    assert!(line.contains(&format!("{year}-")), "{shown}");
+    m.unmount();
+}
+
+/// A retention request is used by the commit it was made for and reaches
+/// the image committed now: a request left from an earlier version does
+/// not cut the next one down to the minimum; one made between a
+/// duplicate's close and the last close locks the committed image; the
+/// time `getfattr` shows can be written back; errors and refusals are
+/// audited under the image's name.
+#[test]
+fn a_retention_request_is_used_once_and_reaches_the_committed_image() {
+    let s = TestStore::new(&["--volume-capacity", "64M"]);
+    let m = s.mount("");
+    std::fs::create_dir(m.p("pools/Again")).unwrap();
+    worm_set(&s, "pools/Again", "compliance", ["1s", "1d", "1h"], None);
+    let f = m.p("pools/Again/f").display().to_string();
+    let get = |f: &str| {
+        sh_ok(&format!(
+            "getfattr --only-values -n user.kmsfs.retain_until '{f}'"
+        ))
+        .trim()
+        .to_string()
+    };
+    let set = |v: &str, f: &str| {
+        try_sh(&format!(
+            "setfattr -n user.kmsfs.retain_until -v '{v}' '{f}'"
+        ))
+    };
+    sh_ok(&format!("touch '{f}'"));
+    assert!(set(&(now_secs() + 2).to_string(), &f).0);
+    sh_ok(&format!("printf data >> '{f}'"));
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    sh_ok(&format!("printf v2 > '{f}'"));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    refused(&format!("rm '{f}'"));
+    // What getfattr shows is the lock's time; writing it back is no change.
+    let shown = get(&f);
+    assert_eq!(set(&shown, &f), (true, String::new()));
+
+    let day = now_secs() + 86400;
+    let g = m.p("pools/Again/g").display().to_string();
+    sh_ok(&format!(
+        "python3 -c \"import os; fd=os.open('{g}', os.O_WRONLY|os.O_CREAT|os.O_TRUNC, 0o644); \
+         os.write(fd, b'x'*100000); os.close(os.dup(fd)); \
+         os.setxattr('{g}', 'user.kmsfs.retain_until', b'{day}'); os.close(fd)\""
+    ));
+    assert_eq!(get(&g), iso(day));
+
+    assert!(!set("next tuesday", &g).0);
+    let audit = s.ok(&["audit", "show"]);
+    assert!(
+        audit.contains("Again/g") && !audit.contains("Again/Again"),
+        "{audit}"
+    );
+    assert!(audit.contains("not a time"), "{audit}");
+    m.unmount();
 }

@@ -41,13 +41,36 @@ pub fn system_ns() -> i64 {
 /// boot's id: together they say how much real time passed since the store
 /// last stamped its clock in the same boot, whatever the wall clock says.
 pub fn boot() -> (u64, i64) {
-    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let id = u64::from_le_bytes(
-        sha2::Sha256::digest(id.trim().as_bytes())[..8]
-            .try_into()
-            .expect("8 bytes"),
-    );
-    (id, boottime_ns())
+    static ID: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let id = ID.get_or_init(|| {
+        // In a time namespace of its own CLOCK_BOOTTIME can be offset at
+        // will: the boot clock is not believed (None).
+        if own_time_namespace() {
+            return None;
+        }
+        let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        Some(u64::from_le_bytes(
+            sha2::Sha256::digest(id.trim().as_bytes())[..8]
+                .try_into()
+                .expect("8 bytes"),
+        ))
+    });
+    match id {
+        Some(id) => (*id, boottime_ns()),
+        None => (0, 0),
+    }
+}
+
+/// Whether this process's time namespace is not init's (where the boot
+/// clock may be offset at will). Unknown (not root) counts as not.
+fn own_time_namespace() -> bool {
+    match (
+        std::fs::read_link("/proc/self/ns/time"),
+        std::fs::read_link("/proc/1/ns/time"),
+    ) {
+        (Ok(me), Ok(init)) => me != init,
+        _ => false,
+    }
 }
 
 #[allow(unsafe_code)]
@@ -92,8 +115,10 @@ fn starting_point(
     skew: i64,
 ) -> (i64, i64) {
     let Some(last) = last else { return (sys, 0) };
+    // Exactly the real time that passed: a slack added at every open
+    // would add up over many opens.
     let room = if last.boot_id == now_boot.0 && now_boot.1 >= last.boottime_ns {
-        now_boot.1 - last.boottime_ns + 1_000_000_000
+        now_boot.1 - last.boottime_ns
     } else {
         skew
     };
@@ -112,8 +137,14 @@ impl ComplianceClock {
     /// believing after a reboot at most `skew` ns ahead of it.
     pub fn start(last: Option<LastStamp>, skew: i64) -> Self {
         let skew = skew.clamp(0, SKEW_NS);
+        if own_time_namespace() {
+            tracing::warn!(
+                "kmsfs runs in a time namespace of its own: the boot clock is not believed, \
+                 and the compliance clock advances only while the daemon runs"
+            );
+        }
         let (base, refused) = starting_point(last, system_ns(), boot(), skew);
-        if refused > 0 {
+        if refused >= 1_000_000_000 {
             tracing::warn!(
                 ahead_secs = refused / 1_000_000_000,
                 "the system clock is further ahead of the store's compliance clock than real \

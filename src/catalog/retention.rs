@@ -47,13 +47,13 @@ impl ImageLock {
     }
 }
 
-/// Longest retention kmsfs takes: a thousand years (times stay well
-/// inside the nanosecond range of an i64).
-pub const MAX_RETENTION_SECS: u64 = 1000 * 365 * 86400;
+/// Longest retention kmsfs takes: two hundred years (an unlock time in
+/// nanoseconds stays well inside an i64, which ends in 2262).
+pub const MAX_RETENTION_SECS: u64 = 200 * 365 * 86400;
 
 /// A retention in nanoseconds (bounded by [`MAX_RETENTION_SECS`]).
 pub fn secs_ns(secs: u64) -> i64 {
-    (secs.min(MAX_RETENTION_SECS) as i64) * 1_000_000_000
+    (secs.min(MAX_RETENTION_SECS) as i64).saturating_mul(1_000_000_000)
 }
 
 /// The compliance-clock time stamped into this transaction.
@@ -142,13 +142,17 @@ pub(super) fn lock_new(
         return Ok(());
     }
     let now = tx_now(tx)?;
-    let until = match requested(tx, ino)? {
-        Some(t) => t.clamp(
-            now.saturating_add(secs_ns(p.min_secs)),
-            now.saturating_add(secs_ns(p.max_secs)),
-        ),
+    // A request is used by this commit and gone: one left from an earlier
+    // version would otherwise cut every later version to the minimum.
+    let asked = requested(tx, ino)?;
+    tx.open_table(XATTRS)?.remove((ino, RETAIN_XATTR))?;
+    let until = match asked.filter(|t| *t > now) {
+        Some(t) => t
+            .max(now.saturating_add(secs_ns(p.min_secs)))
+            .min(now.saturating_add(secs_ns(p.max_secs))),
         None => now.saturating_add(secs_ns(p.default_secs)),
     };
+    let until = ceil_secs(until);
     let mut locks = tx.open_table(LOCKS)?;
     let cur = locks
         .get(img.id)?
@@ -162,6 +166,14 @@ pub(super) fn lock_new(
     };
     locks.insert(img.id, enc(&ImageLock { until_ns, hold }).as_slice())?;
     Ok(())
+}
+
+/// `ns` rounded up to a whole second: unlock times are shown in seconds,
+/// and a time shown can be asked for again.
+fn ceil_secs(ns: i64) -> i64 {
+    ns.saturating_add(999_999_999)
+        .div_euclid(1_000_000_000)
+        .saturating_mul(1_000_000_000)
 }
 
 /// Whether `until` lies within `pool`'s bounds at `now`.
@@ -180,6 +192,55 @@ fn check_bounds(pool: &str, p: &WormPolicy, now: i64, until: i64) -> Result<(), 
         )));
     }
     Ok(())
+}
+
+/// The image committed at inode `ino`, if it is one.
+fn committed_image(
+    tx: &redb::WriteTransaction,
+    ino: u64,
+) -> Result<Option<ImageRec>, CatalogError> {
+    let inode = tx
+        .open_table(super::tables::INODES)?
+        .get(ino)?
+        .map(|v| dec::<super::Inode>(v.value()))
+        .transpose()?;
+    let Some(super::Inode {
+        kind: super::InodeKind::Image(id),
+        ..
+    }) = inode
+    else {
+        return Ok(None);
+    };
+    let images = tx.open_table(super::tables::IMAGES)?;
+    images.get(id)?.map(|v| dec(v.value())).transpose()
+}
+
+/// Extends `img`'s lock to `until_ns` (refused if an active lock ends
+/// later, to the second); returns the unlock time.
+fn extend_lock(
+    tx: &redb::WriteTransaction,
+    img: &ImageRec,
+    now: i64,
+    until_ns: i64,
+) -> Result<i64, CatalogError> {
+    let mut locks = tx.open_table(LOCKS)?;
+    let cur = locks
+        .get(img.id)?
+        .map(|v| dec::<ImageLock>(v.value()))
+        .transpose()?;
+    let secs = |ns: i64| ns.div_euclid(1_000_000_000);
+    let (until_ns, hold) = match cur {
+        Some(l) if l.active(now) && secs(l.until_ns) > secs(until_ns) => {
+            return Err(CatalogError::Locked(format!(
+                "{}: a retention is only extended",
+                describe(img, &l)
+            )));
+        }
+        Some(l) => (l.until_ns.max(until_ns), l.hold),
+        None => (until_ns, None),
+    };
+    locks.insert(img.id, enc(&ImageLock { until_ns, hold }).as_slice())?;
+    Ok(until_ns)
 }
 
 /// Whether `new` is no weaker than `old`: the mode only goes stricter,
@@ -209,7 +270,7 @@ impl Catalog {
     ) -> Result<WormPolicy, CatalogError> {
         if p.max_secs > MAX_RETENTION_SECS {
             return Err(CatalogError::Invalid(format!(
-                "retention of {pool}: at most {MAX_RETENTION_SECS} s (a thousand years)"
+                "retention of {pool}: at most {MAX_RETENTION_SECS} s (two hundred years)"
             )));
         }
         if !(p.min_secs <= p.default_secs && p.default_secs <= p.max_secs) {
@@ -392,14 +453,14 @@ impl Catalog {
 
     /// Asks that the image at inode `ino` in `pool` be kept until
     /// `until_ns` ([`RETAIN_XATTR`]): within the pool's bounds; kept with
-    /// the inode for its next commit, and applied at once to `image`, its
-    /// committed non-empty image, if any. A lock is only extended: a time
-    /// before an active lock's is refused. Returns the unlock time in force.
+    /// the inode for its next commit, and applied at once to the non-empty
+    /// image committed at the inode now, if any. A lock is only extended:
+    /// a time before an active lock's (to the second) is refused. Returns
+    /// the unlock time in force.
     pub fn request_retention(
         &self,
         ino: u64,
         pool: &str,
-        image: Option<&ImageRec>,
         until_ns: i64,
     ) -> Result<i64, CatalogError> {
         let tx = self.begin()?;
@@ -414,27 +475,8 @@ impl Catalog {
             let text = crate::util::clock::iso_time((until_ns / 1_000_000_000) as u64);
             tx.open_table(XATTRS)?
                 .insert((ino, RETAIN_XATTR), text.as_bytes())?;
-            match image.filter(|i| i.size > 0) {
-                Some(img) => {
-                    let mut locks = tx.open_table(LOCKS)?;
-                    let cur = locks
-                        .get(img.id)?
-                        .map(|v| dec::<ImageLock>(v.value()))
-                        .transpose()?;
-                    let hold = match cur {
-                        Some(l) if l.active(now) && l.until_ns > until_ns => {
-                            return Err(CatalogError::Locked(format!(
-                                "{}: a retention is only extended",
-                                describe(img, &l)
-                            )));
-                        }
-                        Some(l) => l.hold,
-                        None => None,
-                    };
-                    let l = ImageLock { until_ns, hold };
-                    locks.insert(img.id, enc(&l).as_slice())?;
-                    until_ns
-                }
+            match committed_image(&tx, ino)?.filter(|i| i.size > 0) {
+                Some(img) => extend_lock(&tx, &img, now, until_ns)?,
                 None => until_ns,
             }
         };
@@ -458,14 +500,21 @@ impl Catalog {
         Self::skew_in(&self.db)
     }
 
-    /// Sets that skew (from the next open of the store): at most the
-    /// default, a day.
+    /// Sets that skew (from the next open of the store): only ever lower,
+    /// from the default of a day.
     pub fn set_clock_skew(&self, secs: u64) -> Result<(), CatalogError> {
         let most = super::clock::SKEW_NS / 1_000_000_000;
         if secs > most as u64 {
             return Err(CatalogError::Invalid(format!(
                 "a clock skew of {secs} s: at most {most} s (a day); a longer one would let \
                  each reboot wind the retention clock further forward"
+            )));
+        }
+        let now = Self::skew_in(&self.db)? / 1_000_000_000;
+        if secs as i64 > now {
+            return Err(CatalogError::Locked(format!(
+                "the clock skew is {now} s: it is only lowered (a larger one would let a \
+                 reboot wind the retention clock further forward)"
             )));
         }
         let tx = self.begin()?;

@@ -96,21 +96,7 @@ pub fn human_size(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
-/// A name from an archive or a volume, safe to print: control characters
-/// (newlines, escape sequences) are shown escaped, so a name cannot forge
-/// a line or drive the terminal.
-pub fn printable(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let esc: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            esc
-        })
-        .collect()
-}
+pub use crate::util::names::printable;
 
 /// `1 image`, `2 images`, `0 keys`.
 pub fn count(n: usize, word: &str) -> String {

@@ -418,12 +418,14 @@ pub fn fsck(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError> {
             }
         }
     }
-    match (r.damaged.len(), r.critical()) {
-        (0, 0) => Ok(()),
+    let unverified_critical = r.unverified.iter().filter(|p| p.critical.is_some());
+    let n = r.damaged.len() + unverified_critical.count();
+    match (n, r.critical()) {
+        (0, _) => Ok(()),
         (n, 0) => Err(CliError::Damaged(format!("{n} problems found"))),
         (n, c) => Err(CliError::Damaged(format!(
-            "{n} problems found; {c} critical: images under a retention lock or legal hold \
-             are damaged or unreadable"
+            "{n} problems found, {c} critical: images under a retention lock or legal hold \
+             are damaged, missing or unreadable"
         ))),
     }
 }
@@ -446,7 +448,28 @@ fn mark_locked(store: &Store, r: &mut crate::util::report::CheckReport) -> Resul
         .into_iter()
         .filter(|i| locks.contains_key(&i.id))
         .collect();
+    // A lock in force whose image is gone: a locked image was removed.
+    for (id, l) in &locks {
+        if c.image(*id)?.is_none() {
+            let mut p = crate::util::report::Problem::of_image(
+                *id,
+                format!("image {id:032x}"),
+                "its lock is in the catalog, the image is not: a locked image was removed".into(),
+            );
+            p.critical = Some(match &l.hold {
+                Some(r) => format!("on legal hold ({r})"),
+                None => format!(
+                    "locked until {}",
+                    super::out::iso_time((l.until_ns.max(0) / 1_000_000_000) as u64)
+                ),
+            });
+            r.damaged.push(p);
+        }
+    }
     r.mark_critical(|p| {
+        if p.critical.is_some() {
+            return p.critical.clone();
+        }
         let barcode = p.subject.strip_prefix("volume ");
         images
             .iter()

@@ -61,7 +61,7 @@ pub fn run(store: &Store, cmd: &WormCmd, out: &mut Out) -> Result<(), CliError> 
                 let to = c.confirm_clock()?;
                 tracing::warn!(to = %when(to), "compliance clock set to the system clock by an operator");
             }
-            let ahead = c.clock().refused_ns();
+            let ahead = c.clock().refused_ns() / 1_000_000_000 * 1_000_000_000;
             out.line(format!("compliance clock: {}", when(c.clock().now_ns())));
             out.line(format!(
                 "believed after a reboot: up to {} s ahead of the store's last time",

@@ -52,7 +52,12 @@ impl KmsFs {
         attrs: FileAttrs,
     ) -> Res<(FileAttr, u64)> {
         let ino = match self.catalog.lookup(parent, name)? {
-            Some(i) if matches!(i.kind, InodeKind::Image(_)) => i.ino,
+            Some(i) if matches!(i.kind, InodeKind::Image(_)) => {
+                // A create that found the name taken (a lookup raced it) is
+                // an O_TRUNC rewrite: refused at once on a locked image.
+                self.check_unlocked(&i, false)?;
+                i.ino
+            }
             Some(i) if i.kind.is_dir() => return Err(FsError::new(libc::EISDIR, name.to_string())),
             Some(_) => return Err(FsError::new(libc::EEXIST, name.to_string())),
             None => self.catalog.alloc_ino(),

@@ -231,61 +231,52 @@ impl KmsFs {
     }
 
     /// [`RETAIN_XATTR`] set: a retention asked for one image, within its
-    /// pool's bounds; on a locked image it only extends the lock. Audited.
+    /// pool's bounds; on a locked image it only extends the lock. Every
+    /// request is audited, refused ones too.
     fn set_retention(&self, ino: u64, value: &[u8]) -> Res<()> {
         self.check_writable()?;
         self.settle(ino);
-        let text = String::from_utf8_lossy(value);
-        let until = crate::catalog::parse_until(&text).ok_or_else(|| {
-            FsError::new(
-                libc::EINVAL,
-                format!(
-                    "{RETAIN_XATTR}: '{text}' is not a time (Unix seconds or 2027-01-01T00:00:00Z)"
-                ),
-            )
-        })?;
-        let (pool, image, what) = match self.entry(ino)? {
-            Entry::Stored(node) => {
-                let InodeKind::Image(id) = node.kind else {
-                    return Err(FsError::new(
-                        libc::EINVAL,
-                        format!(
-                            "{}: a retention is kept per image, not per folder",
-                            node.name
-                        ),
-                    ));
-                };
-                let img = self.catalog.image(id)?;
-                let what = format!("{}/{}", node.pool, self.catalog.path_of(ino)?);
-                (node.pool, img, what)
+        let (pool, what) = match self.entry(ino)? {
+            Entry::Stored(node) if matches!(node.kind, InodeKind::Image(_)) => {
+                (node.pool, self.catalog.path_of(ino)?)
             }
             Entry::Pending(p) => {
-                let pool = self.image_dir(p.parent)?.pool;
-                let what = format!("{pool}/{}", p.name);
-                (pool, None, what)
+                let dir = self.image_dir(p.parent)?;
+                let path = self.catalog.path_of(dir.ino)?;
+                (dir.pool, format!("{path}/{}", p.name))
             }
-            Entry::Synthetic(_) => {
-                return Err(FsError::new(libc::ENOTSUP, "retention is kept per image"));
+            _ => {
+                return Err(FsError::new(
+                    libc::EINVAL,
+                    "a retention is kept per image, not per folder or pool",
+                ));
             }
         };
-        match self
-            .catalog
-            .request_retention(ino, &pool, image.as_ref(), until)
-        {
-            Ok(t) => {
-                let at = crate::util::clock::iso_time((t / 1_000_000_000) as u64);
-                tracing::info!(image = %what, until = %at, "retention set at write time");
-                if let Err(e) =
-                    self.store
-                        .audit
-                        .record("retain", &what, &format!("done: until {at}"))
-                {
-                    tracing::error!("audit log: {e}");
-                }
-                Ok(())
-            }
-            Err(e) => Err(self.refusal("retain", &what, e)),
+        let text = String::from_utf8_lossy(value);
+        let r = crate::catalog::parse_until(&text)
+            .ok_or_else(|| {
+                crate::catalog::CatalogError::Invalid(format!(
+                    "{RETAIN_XATTR} '{}' is not a time (Unix seconds or 2027-01-01T00:00:00Z)",
+                    text.escape_debug()
+                ))
+            })
+            .and_then(|until| self.catalog.request_retention(ino, &pool, until));
+        let outcome = match &r {
+            Ok(t) => format!(
+                "done: until {}",
+                crate::util::clock::iso_time((t / 1_000_000_000) as u64)
+            ),
+            Err(e) => format!("refused: {what}: {e}"),
+        };
+        tracing::info!(image = %what, "retention asked at write time: {outcome}");
+        if let Err(e) = self.store.audit.record("retain", &what, &outcome) {
+            tracing::error!("audit log: {e}");
         }
+        r.map(drop).map_err(|e| {
+            let mut fe = FsError::from(e);
+            fe.why = format!("{what}: {}", fe.why);
+            fe
+        })
     }
 
     /// [`RETAIN_XATTR`] read: the unlock time in force on a locked image,

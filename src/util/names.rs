@@ -78,6 +78,22 @@ pub fn check_path(path: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+/// A name from an archive or a volume, safe to print: control characters
+/// (newlines, escape sequences) are shown escaped, so a name cannot forge
+/// a line or drive the terminal.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let esc: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            esc
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -357,6 +357,20 @@ pub fn holds_any(
     None
 }
 
+/// Flips every bit of the byte at `offset` of `path` (writing a fixed
+/// byte instead leaves the file as it was one time in 256).
+pub fn flip_byte(path: &Path, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, offset).unwrap();
+    f.write_all_at(&[!b[0]], offset).unwrap();
+}
+
 /// A file of `mib` MiB of pseudo-random bytes made with dd and openssl-free means.
 pub fn random_file(path: &Path, mib: usize) {
     sh_ok(&format!(
