@@ -125,7 +125,7 @@ impl AuditLog {
         drop(tail);
         tracing::info!(target: "kmsfs::audit", seq = e.seq, op, what = target, outcome, "audit");
         // After the lock: a stalled syslog holds up this caller only.
-        to_syslog(&format!("kmsfs audit: {op} {target}: {outcome}"));
+        to_syslog(&format!("kmsfs audit {}: {op} {target}: {outcome}", e.seq));
         Ok(())
     }
 

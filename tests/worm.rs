@@ -582,6 +582,32 @@ fn a_retention_request_is_used_once_and_reaches_the_committed_image() {
     ));
     assert_eq!(get(&g), iso(day));
 
+    // A request made while a new version is written over an expired image
+    // is for the new version: the old one is not locked again (its
+    // replacement would be refused at close).
+    std::fs::create_dir(m.p("pools/Short")).unwrap();
+    worm_set(&s, "pools/Short", "compliance", ["1s", "1d", "1s"], None);
+    let h = m.p("pools/Short/h").display().to_string();
+    std::fs::write(&h, b"first").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    sh_ok(&format!(
+        "python3 -c \"import os; fd=os.open('{h}', os.O_WRONLY|os.O_TRUNC); \
+         os.write(fd, b'second'); os.setxattr('{h}', 'user.kmsfs.retain_until', b'{day}'); \
+         os.close(fd)\""
+    ));
+    assert_eq!(std::fs::read(&h).unwrap(), b"second");
+    assert_eq!(get(&h), iso(day));
+    // A request shorter than the default holds through a checkpoint.
+    let k = m.p("pools/Again/k").display().to_string();
+    let soon = now_secs() + 2;
+    sh_ok(&format!(
+        "python3 -c \"import os; fd=os.open('{k}', os.O_WRONLY|os.O_CREAT|os.O_TRUNC, 0o644); \
+         os.write(fd, b'x'*1000); os.setxattr('{k}', 'user.kmsfs.retain_until', b'{soon}'); \
+         os.close(os.dup(fd)); os.write(fd, b'y'*1000); os.close(fd)\""
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    std::fs::remove_file(&k).unwrap();
+
     assert!(!set("next tuesday", &g).0);
     let audit = s.ok(&["audit", "show"]);
     assert!(

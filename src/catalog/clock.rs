@@ -41,35 +41,32 @@ pub fn system_ns() -> i64 {
 /// boot's id: together they say how much real time passed since the store
 /// last stamped its clock in the same boot, whatever the wall clock says.
 pub fn boot() -> (u64, i64) {
-    static ID: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-    let id = ID.get_or_init(|| {
-        // In a time namespace of its own CLOCK_BOOTTIME can be offset at
-        // will: the boot clock is not believed (None).
-        if own_time_namespace() {
-            return None;
-        }
+    static ID: std::sync::OnceLock<(u64, bool)> = std::sync::OnceLock::new();
+    let (id, timens) = *ID.get_or_init(|| {
         let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-        Some(u64::from_le_bytes(
+        let id = u64::from_le_bytes(
             sha2::Sha256::digest(id.trim().as_bytes())[..8]
                 .try_into()
                 .expect("8 bytes"),
-        ))
+        );
+        (id, own_time_namespace())
     });
-    match id {
-        Some(id) => (*id, boottime_ns()),
-        None => (0, 0),
-    }
+    // In a time namespace of its own CLOCK_BOOTTIME can be offset at will:
+    // its reading is not given (0: unknown), and [`starting_point`]
+    // believes no time passed within the boot.
+    (id, if timens { 0 } else { boottime_ns() })
 }
 
-/// Whether this process's time namespace is not init's (where the boot
-/// clock may be offset at will). Unknown (not root) counts as not.
+/// The inode of the initial time namespace (PROC_TIME_INIT_INO).
+const TIME_INIT_INO: &str = "time:[4026531834]";
+
+/// Whether this process runs in a time namespace other than the initial
+/// one (where the boot clock may be offset at will). A kernel without
+/// time namespaces has none; any other doubt counts as one.
 fn own_time_namespace() -> bool {
-    match (
-        std::fs::read_link("/proc/self/ns/time"),
-        std::fs::read_link("/proc/1/ns/time"),
-    ) {
-        (Ok(me), Ok(init)) => me != init,
-        _ => false,
+    match std::fs::read_link("/proc/self/ns/time") {
+        Ok(link) => link.as_os_str() != TIME_INIT_INO,
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
     }
 }
 
@@ -117,7 +114,10 @@ fn starting_point(
     let Some(last) = last else { return (sys, 0) };
     // Exactly the real time that passed: a slack added at every open
     // would add up over many opens.
-    let room = if last.boot_id == now_boot.0 && now_boot.1 >= last.boottime_ns {
+    let same_boot = last.boot_id == now_boot.0;
+    let room = if same_boot && (now_boot.1 == 0 || last.boottime_ns == 0) {
+        0 // a boot clock not known on one side (a time namespace)
+    } else if same_boot && now_boot.1 >= last.boottime_ns {
         now_boot.1 - last.boottime_ns
     } else {
         skew
@@ -224,6 +224,16 @@ mod tests {
         let (at, refused) = starting_point(stamp(last, 8, b), sys + 10 * SKEW_NS, boot, SKEW_NS);
         assert_eq!(at, last + SKEW_NS);
         assert!(refused > 9 * SKEW_NS);
+        // The boot clock unknown on either side (a time namespace) within
+        // one boot: no time believed.
+        assert_eq!(
+            starting_point(stamp(last, 7, 0), sys, boot, SKEW_NS).0,
+            last
+        );
+        assert_eq!(
+            starting_point(stamp(last, 7, b), sys, (7, 0), SKEW_NS).0,
+            last
+        );
         // A store set to believe an hour after a reboot: an hour.
         let (at, _) = starting_point(stamp(last - hour, 8, b), sys, boot, hour);
         assert_eq!(at, last);

@@ -142,11 +142,10 @@ pub(super) fn lock_new(
         return Ok(());
     }
     let now = tx_now(tx)?;
-    // A request is used by this commit and gone: one left from an earlier
-    // version would otherwise cut every later version to the minimum.
-    let asked = requested(tx, ino)?;
-    tx.open_table(XATTRS)?.remove((ino, RETAIN_XATTR))?;
-    let until = match asked.filter(|t| *t > now) {
+    // A request stays for the re-commits of this version (checkpoints);
+    // a new version written over a non-empty image forgets it
+    // ([`Catalog::forget_retention`]). One already past means nothing.
+    let until = match requested(tx, ino)?.filter(|t| *t > now) {
         Some(t) => t
             .max(now.saturating_add(secs_ns(p.min_secs)))
             .min(now.saturating_add(secs_ns(p.max_secs))),
@@ -213,6 +212,25 @@ fn committed_image(
     };
     let images = tx.open_table(super::tables::IMAGES)?;
     images.get(id)?.map(|v| dec(v.value())).transpose()
+}
+
+/// The unlock time of `img`'s active lock if it already ends at
+/// `until_ns` (to the second): a request that changes nothing.
+fn covered(
+    tx: &redb::WriteTransaction,
+    img: &ImageRec,
+    now: i64,
+    until_ns: i64,
+) -> Result<Option<i64>, CatalogError> {
+    let locks = tx.open_table(LOCKS)?;
+    let cur = locks
+        .get(img.id)?
+        .map(|v| dec::<ImageLock>(v.value()))
+        .transpose()?;
+    let secs = |ns: i64| ns.div_euclid(1_000_000_000);
+    Ok(cur
+        .filter(|l| l.active(now) && secs(l.until_ns) == secs(until_ns))
+        .map(|l| l.until_ns))
 }
 
 /// Extends `img`'s lock to `until_ns` (refused if an active lock ends
@@ -453,14 +471,16 @@ impl Catalog {
 
     /// Asks that the image at inode `ino` in `pool` be kept until
     /// `until_ns` ([`RETAIN_XATTR`]): within the pool's bounds; kept with
-    /// the inode for its next commit, and applied at once to the non-empty
-    /// image committed at the inode now, if any. A lock is only extended:
-    /// a time before an active lock's (to the second) is refused. Returns
-    /// the unlock time in force.
+    /// the inode for its commits, and applied at once to image `image` if
+    /// it is the non-empty image committed at the inode now (not an older
+    /// version a writer is replacing). A lock is only extended: a time
+    /// before an active lock's (to the second) is refused, the same time
+    /// is no change. Returns the unlock time in force.
     pub fn request_retention(
         &self,
         ino: u64,
         pool: &str,
+        image: Option<u128>,
         until_ns: i64,
     ) -> Result<i64, CatalogError> {
         let tx = self.begin()?;
@@ -471,17 +491,32 @@ impl Catalog {
                 ))
             })?;
             let now = tx_now(&tx)?;
+            let img = committed_image(&tx, ino)?.filter(|i| i.size > 0 && Some(i.id) == image);
+            if let Some(img) = &img
+                && let Some(t) = covered(&tx, img, now, until_ns)?
+            {
+                return Ok(t);
+            }
             check_bounds(pool, &p, now, until_ns)?;
             let text = crate::util::clock::iso_time((until_ns / 1_000_000_000) as u64);
             tx.open_table(XATTRS)?
                 .insert((ino, RETAIN_XATTR), text.as_bytes())?;
-            match committed_image(&tx, ino)?.filter(|i| i.size > 0) {
+            match img {
                 Some(img) => extend_lock(&tx, &img, now, until_ns)?,
                 None => until_ns,
             }
         };
         super::tables::commit(tx)?;
         Ok(out)
+    }
+
+    /// Forgets the retention asked for the image at `ino`: a new version
+    /// is written over a non-empty one, and a request left from the old
+    /// one (or planted on it) must not cut the new one's retention.
+    pub fn forget_retention(&self, ino: u64) -> Result<(), CatalogError> {
+        let tx = self.begin()?;
+        tx.open_table(XATTRS)?.remove((ino, RETAIN_XATTR))?;
+        super::tables::commit(tx)
     }
 
     /// The skew kept in `db` (the default if none was set).
@@ -510,15 +545,20 @@ impl Catalog {
                  each reboot wind the retention clock further forward"
             )));
         }
-        let now = Self::skew_in(&self.db)? / 1_000_000_000;
-        if secs as i64 > now {
-            return Err(CatalogError::Locked(format!(
-                "the clock skew is {now} s: it is only lowered (a larger one would let a \
-                 reboot wind the retention clock further forward)"
-            )));
-        }
         let tx = self.begin()?;
-        tx.open_table(META)?.insert("clock_skew_secs", secs)?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let now = meta
+                .get("clock_skew_secs")?
+                .map_or(most as u64, |v| v.value().min(most as u64));
+            if secs > now {
+                return Err(CatalogError::Locked(format!(
+                    "the clock skew is {now} s: it is only lowered (a larger one would let a \
+                     reboot wind the retention clock further forward)"
+                )));
+            }
+            meta.insert("clock_skew_secs", secs)?;
+        }
         super::tables::commit(tx)
     }
 

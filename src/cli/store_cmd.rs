@@ -435,11 +435,22 @@ pub fn fsck(store: &Store, j: &JsonArg, out: &mut Out) -> Result<(), CliError> {
 fn mark_locked(store: &Store, r: &mut crate::util::report::CheckReport) -> Result<(), CliError> {
     let c = &store.catalog;
     let now = c.clock().now_ns();
-    let locks: std::collections::HashMap<u128, crate::catalog::ImageLock> = c
-        .locks()?
-        .into_iter()
-        .filter(|(_, l)| l.active(now))
-        .collect();
+    let all = c.locks()?;
+    // Unlock times before 1970: written by a kmsfs whose retentions over
+    // 292 years wrapped around; such an image looks unlocked.
+    for (id, _) in all.iter().filter(|(_, l)| l.until_ns < 0) {
+        let mut p = crate::util::report::Problem::of_image(
+            *id,
+            format!("image {id:032x}"),
+            "its unlock time wrapped into the past (a retention over 292 years, set before \
+             kmsfs capped them at 200): lock it again with kmsfs worm extend"
+                .into(),
+        );
+        p.critical = Some("its retention lock does not hold".into());
+        r.damaged.push(p);
+    }
+    let locks: std::collections::HashMap<u128, crate::catalog::ImageLock> =
+        all.into_iter().filter(|(_, l)| l.active(now)).collect();
     if locks.is_empty() {
         return Ok(());
     }

@@ -73,6 +73,8 @@ pub struct Session {
     catalog: Arc<Catalog>,
     /// Given back to the shared budget when the session is gone.
     _list_share: ListShare,
+    /// The image this session committed last (a checkpoint), if any.
+    committed: Mutex<Option<u128>>,
 }
 
 /// A snapshot of a session, for lookups and attributes.
@@ -84,6 +86,9 @@ pub struct Pending {
     pub name: String,
     pub attrs: FileAttrs,
     pub size: u64,
+    /// The image it committed last (a checkpoint: close of a duplicate,
+    /// fsync), if any.
+    pub committed: Option<u128>,
 }
 
 impl Session {
@@ -94,6 +99,7 @@ impl Session {
             name: self.name.clone(),
             attrs: *self.attrs.lock(),
             size: self.size.load(Ordering::SeqCst),
+            committed: *self.committed.lock(),
         }
     }
 
@@ -128,6 +134,7 @@ impl Session {
     /// cannot be stored is logged: the image itself is committed.
     fn record_files(&self, committed: &Committed) {
         let Some((img, _)) = committed else { return };
+        *self.committed.lock() = Some(img.id);
         let Some(files) = self.lister.lock().as_ref().and_then(Lister::current) else {
             return;
         };
@@ -241,6 +248,7 @@ impl Sessions {
             writer: Mutex::new(Some(Box::new(writer))),
             lister: Mutex::new(lister),
             _list_share: list_share,
+            committed: Mutex::default(),
             failure: Mutex::new(None),
             catalog: store.catalog.clone(),
         });

@@ -45,6 +45,18 @@ impl KmsFs {
         Ok(self.add_handle(Handle::Write(session)))
     }
 
+    /// A new version written over a non-empty image forgets the retention
+    /// asked for the old one (an empty one's request is for the data about
+    /// to be written: `tar --xattrs` sets it before writing).
+    fn forget_old_retention(&self, node: &crate::catalog::Inode) -> Res<()> {
+        if let InodeKind::Image(id) = node.kind
+            && self.catalog.image(id)?.is_some_and(|i| i.size > 0)
+        {
+            self.catalog.forget_retention(node.ino)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn do_create(
         &self,
         parent: u64,
@@ -56,6 +68,7 @@ impl KmsFs {
                 // A create that found the name taken (a lookup raced it) is
                 // an O_TRUNC rewrite: refused at once on a locked image.
                 self.check_unlocked(&i, false)?;
+                self.forget_old_retention(&i)?;
                 i.ino
             }
             Some(i) if i.kind.is_dir() => return Err(FsError::new(libc::EISDIR, name.to_string())),
@@ -113,6 +126,7 @@ impl KmsFs {
                         ));
                     }
                     self.check_unlocked(&node, false)?;
+                    self.forget_old_retention(&node)?;
                     crate::util::failpoint::hit(crate::util::failpoint::IMAGE_REPLACE)
                         .map_err(|e| FsError::io(&node.name, e))?;
                     let mut attrs = node.attrs;

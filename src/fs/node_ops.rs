@@ -236,14 +236,19 @@ impl KmsFs {
     fn set_retention(&self, ino: u64, value: &[u8]) -> Res<()> {
         self.check_writable()?;
         self.settle(ino);
-        let (pool, what) = match self.entry(ino)? {
-            Entry::Stored(node) if matches!(node.kind, InodeKind::Image(_)) => {
-                (node.pool, self.catalog.path_of(ino)?)
-            }
+        // The image a request may lock at once: the one committed at the
+        // inode, or the checkpoint of the session writing it (not the older
+        // version that session replaces).
+        let (pool, image, path) = match self.entry(ino)? {
+            Entry::Stored(crate::catalog::Inode {
+                pool,
+                kind: InodeKind::Image(id),
+                ..
+            }) => (pool, Some(id), self.catalog.path_of(ino)?),
             Entry::Pending(p) => {
                 let dir = self.image_dir(p.parent)?;
                 let path = self.catalog.path_of(dir.ino)?;
-                (dir.pool, format!("{path}/{}", p.name))
+                (dir.pool, p.committed, format!("{path}/{}", p.name))
             }
             _ => {
                 return Err(FsError::new(
@@ -252,6 +257,11 @@ impl KmsFs {
                 ));
             }
         };
+        let top = match crate::catalog::lsu_of_pool(&pool) {
+            Some(_) => "msdp",
+            None => "pools",
+        };
+        let what = format!("{top}/{path}");
         let text = String::from_utf8_lossy(value);
         let r = crate::catalog::parse_until(&text)
             .ok_or_else(|| {
@@ -260,15 +270,15 @@ impl KmsFs {
                     text.escape_debug()
                 ))
             })
-            .and_then(|until| self.catalog.request_retention(ino, &pool, until));
+            .and_then(|until| self.catalog.request_retention(ino, &pool, image, until));
         let outcome = match &r {
             Ok(t) => format!(
                 "done: until {}",
                 crate::util::clock::iso_time((t / 1_000_000_000) as u64)
             ),
-            Err(e) => format!("refused: {what}: {e}"),
+            Err(e) => format!("refused: {e}"),
         };
-        tracing::info!(image = %what, "retention asked at write time: {outcome}");
+        tracing::info!(image = %crate::util::names::printable(&what), "retention asked at write time: {outcome}");
         if let Err(e) = self.store.audit.record("retain", &what, &outcome) {
             tracing::error!("audit log: {e}");
         }
