@@ -414,7 +414,18 @@ fn each_posix_operation_gives_the_errno_the_standard_names() {
     assert_eq!(errno_of(sys::mkdir(&p("ENCR_P/busy"))), 0);
     let held = held_open(&m.p("pools/ENCR_P/busy/f"));
     assert_eq!(errno_of(sys::rmdir(&p("ENCR_P/busy"))), libc::ENOTEMPTY);
+    // Nor is it replaced by a rename (its file would be committed into a
+    // folder that is gone).
+    assert_eq!(errno_of(sys::mkdir(&p("ENCR_P/other"))), 0);
+    assert_eq!(
+        errno_of(sys::rename(&p("ENCR_P/other"), &p("ENCR_P/busy"))),
+        libc::ENOTEMPTY
+    );
     drop(held);
+    assert!(
+        m.p("pools/ENCR_P/busy/f").exists(),
+        "the file was committed in place"
+    );
     // A device node is kept, never opened as a device: the mount is nodev.
     sh_ok(&format!(
         "mknod '{}' c 1 3",

@@ -207,6 +207,17 @@ impl KmsFs {
                 "an image being written cannot be renamed or replaced",
             ));
         }
+        // A folder replaced by a rename must be empty: files being written
+        // in it count (as for rmdir).
+        if let Some(target) = self.catalog.lookup(new_parent, new_name)?
+            && target.kind.is_dir()
+            && !self.sessions.children(target.ino).is_empty()
+        {
+            return Err(FsError::new(
+                libc::ENOTEMPTY,
+                format!("{new_name} holds a file being written"),
+            ));
+        }
         let replaced = self
             .catalog
             .rename(parent, name, new_parent, new_name)

@@ -40,6 +40,9 @@ fn wrapped_digest(w: &WrappedKey) -> [u8; 32] {
 pub struct KeyCache {
     ttl: Duration,
     map: Mutex<HashMap<KeyId, (Arc<SecretKey>, Instant)>>,
+    /// One lock per key being fetched: many readers missing the same key
+    /// at once make one KMS call, not one each.
+    fetching: Mutex<HashMap<KeyId, Arc<Mutex<()>>>>,
 }
 
 impl KeyCache {
@@ -47,6 +50,7 @@ impl KeyCache {
         Self {
             ttl,
             map: Mutex::default(),
+            fetching: Mutex::default(),
         }
     }
 
@@ -55,16 +59,31 @@ impl KeyCache {
         id: KeyId,
         fetch: impl FnOnce() -> Result<SecretKey, MsdpError>,
     ) -> Result<Arc<SecretKey>, MsdpError> {
-        {
-            let mut m = self.map.lock();
-            m.retain(|_, (_, at)| at.elapsed() < self.ttl);
-            if let Some((k, _)) = m.get(&id) {
-                return Ok(k.clone());
-            }
+        if let Some(k) = self.cached(&id) {
+            return Ok(k);
         }
-        let k = Arc::new(fetch()?);
-        self.put(id, k.clone());
-        Ok(k)
+        let turn = self.fetching.lock().entry(id.clone()).or_default().clone();
+        let _turn = turn.lock();
+        // Whoever fetched while this caller waited left the key here.
+        let got = match self.cached(&id) {
+            Some(k) => Ok(k),
+            None => fetch().map(|k| {
+                let k = Arc::new(k);
+                self.put(id.clone(), k.clone());
+                k
+            }),
+        };
+        let mut f = self.fetching.lock();
+        if f.get(&id).is_some_and(|t| Arc::ptr_eq(t, &turn)) && Arc::strong_count(&turn) <= 2 {
+            f.remove(&id);
+        }
+        got
+    }
+
+    fn cached(&self, id: &KeyId) -> Option<Arc<SecretKey>> {
+        let mut m = self.map.lock();
+        m.retain(|_, (_, at)| at.elapsed() < self.ttl);
+        m.get(id).map(|(k, _)| k.clone())
     }
 
     fn put(&self, id: KeyId, k: Arc<SecretKey>) {
@@ -296,6 +315,35 @@ mod tests {
     use super::*;
     use crate::catalog::KekPolicy;
     use crate::testing::store_with_lsu;
+
+    /// Readers missing one key at once make one KMS call between them.
+    #[test]
+    fn one_fetch_serves_every_reader_waiting_for_the_same_key() {
+        let cache = Arc::new(KeyCache::new(Duration::from_secs(60)));
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (cache, calls) = (cache.clone(), calls.clone());
+                std::thread::spawn(move || {
+                    cache
+                        .get(KeyId::Legacy("K".into()), || {
+                            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(100));
+                            Ok(SecretKey::from_slice(&[7; 32]).expect("32 bytes"))
+                        })
+                        .map(drop)
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(
+            cache.fetching.lock().is_empty(),
+            "no fetch lock left behind"
+        );
+    }
 
     /// An unwrapped KEK is wiped when its cache time is over, even if
     /// nothing asks for a key again (a sweeper, not only the next lookup).
