@@ -62,19 +62,28 @@ impl KeyCache {
         if let Some(k) = self.cached(&id) {
             return Ok(k);
         }
+        if self.ttl.is_zero() {
+            // Nothing is kept: there is no fetch to share.
+            return fetch().map(Arc::new);
+        }
         let turn = self.fetching.lock().entry(id.clone()).or_default().clone();
-        let _turn = turn.lock();
-        // Whoever fetched while this caller waited left the key here.
-        let got = match self.cached(&id) {
-            Some(k) => Ok(k),
-            None => fetch().map(|k| {
-                let k = Arc::new(k);
-                self.put(id.clone(), k.clone());
-                k
-            }),
+        let got = {
+            let _turn = turn.lock();
+            // Whoever fetched while this caller waited left the key here.
+            match self.cached(&id) {
+                Some(k) => Ok(k),
+                None => fetch().map(|k| {
+                    let k = Arc::new(k);
+                    self.put(id.clone(), k.clone());
+                    k
+                }),
+            }
         };
+        // Copies of the turn are handed out under this lock only: once
+        // this caller's is dropped, a count of one (the map's) is exact.
         let mut f = self.fetching.lock();
-        if f.get(&id).is_some_and(|t| Arc::ptr_eq(t, &turn)) && Arc::strong_count(&turn) <= 2 {
+        drop(turn);
+        if f.get(&id).is_some_and(|t| Arc::strong_count(t) == 1) {
             f.remove(&id);
         }
         got
