@@ -567,6 +567,7 @@ points! {
     import_copy: "import.copy" => [Import];
     import_commit: "import.commit" => [Import];
     image_replace: "image.replace" => [Replace];
+    recipe_write: "recipe.write" => [WriteLsu];
 }
 
 /// Every failpoint the daemon has is in the table above.

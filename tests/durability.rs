@@ -107,25 +107,7 @@ fn new_volumes_and_containers_are_in_a_synced_directory_before_the_catalog_names
     )
     .unwrap();
     let b = TestStore::new(&[]);
-    let kex = s.path("k.kex");
-    let pp = s.path("pp");
-    std::fs::write(&pp, "pass").unwrap();
-    s.ok(&[
-        "kms",
-        "export",
-        "--out",
-        kex.to_str().unwrap(),
-        "--pass-phrase-file",
-        pp.to_str().unwrap(),
-    ]);
-    b.ok(&[
-        "kms",
-        "import",
-        "--in",
-        kex.to_str().unwrap(),
-        "--pass-phrase-file",
-        pp.to_str().unwrap(),
-    ]);
+    b.import_keys(&s.export_keys());
     let log = b.path("import.log");
     run_ok(
         Command::new("strace")

@@ -196,26 +196,9 @@ fn forge_path(vol: &std::path::Path, from: &str, to: &str) {
 
 /// A new store holding the keys of `a` (moved with a KMS export).
 fn store_with_keys_of(a: &TestStore) -> TestStore {
-    let pp = a.path("pp");
-    std::fs::write(&pp, "export pass").unwrap();
-    let kex = a.path("keys.kex");
-    a.ok(&[
-        "kms",
-        "export",
-        "--out",
-        kex.to_str().unwrap(),
-        "--pass-phrase-file",
-        pp.to_str().unwrap(),
-    ]);
+    let keys = a.export_keys();
     let b = TestStore::new(&[]);
-    b.ok(&[
-        "kms",
-        "import",
-        "--in",
-        kex.to_str().unwrap(),
-        "--pass-phrase-file",
-        pp.to_str().unwrap(),
-    ]);
+    b.import_keys(&keys);
     b
 }
 

@@ -247,26 +247,9 @@ fn dr_with_exported_keystore() {
     let SiteA {
         a, shipped, src, ..
     } = site_a();
-    let pp = a.path("export-pp");
-    std::fs::write(&pp, "export phrase").unwrap();
-    let kex = a.path("keys.kex");
-    a.ok(&[
-        "kms",
-        "export",
-        "--out",
-        kex.to_str().unwrap(),
-        "--pass-phrase-file",
-        pp.to_str().unwrap(),
-    ]);
+    let keys = a.export_keys();
     let c = TestStore::new(&[]);
-    c.ok(&[
-        "kms",
-        "import",
-        "--in",
-        kex.to_str().unwrap(),
-        "--pass-phrase-file",
-        pp.to_str().unwrap(),
-    ]);
+    c.import_keys(&keys);
     let out = c.ok(&["import"]
         .iter()
         .copied()
@@ -288,26 +271,9 @@ fn damaged_block_and_missing_volume_are_named_and_the_rest_imports() {
     let hdr_len = u32::from_le_bytes(b[frag + 12..frag + 16].try_into().unwrap()) as usize;
     b[frag + hdr_len + 8 + 1000] ^= 0x04;
     std::fs::write(first, &b).unwrap();
-    let kex = a.path("keys.kex");
-    let pp = a.path("pp2");
-    std::fs::write(&pp, "x phrase").unwrap();
-    a.ok(&[
-        "kms",
-        "export",
-        "--out",
-        kex.to_str().unwrap(),
-        "--pass-phrase-file",
-        pp.to_str().unwrap(),
-    ]);
+    let keys = a.export_keys();
     let d = TestStore::new(&[]);
-    d.ok(&[
-        "kms",
-        "import",
-        "--in",
-        kex.to_str().unwrap(),
-        "--pass-phrase-file",
-        pp.to_str().unwrap(),
-    ]);
+    d.import_keys(&keys);
     let o = import(&d, &[], &shipped);
     assert!(!o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);

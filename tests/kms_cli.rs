@@ -593,17 +593,7 @@ fn a_failed_keystore_save_changes_nothing_in_the_running_daemon() {
 fn argon2_costs_from_files_are_bounded() {
     let s = TestStore::new(&[]);
     s.group_with_key("G");
-    let pp = s.path("pp");
-    std::fs::write(&pp, "pass").unwrap();
-    let kex = s.path("k.kex");
-    s.ok(&[
-        "kms",
-        "export",
-        "--out",
-        kex.to_str().unwrap(),
-        "--pass-phrase-file",
-        pp.to_str().unwrap(),
-    ]);
+    let (kex, pp) = s.export_keys();
     let good = std::fs::read(&kex).unwrap();
     for (at, value, what) in [
         (12usize, u32::MAX, "memory"),

@@ -31,11 +31,28 @@ impl Catalog {
         dirs: &[&str],
         attrs: FileAttrs,
     ) -> Result<u64, CatalogError> {
+        let names: Vec<&str> = std::iter::once(pool).chain(dirs.iter().copied()).collect();
+        self.ensure_path_in(tx, POOLS_INO, pool, &names, attrs)
+    }
+
+    /// The folders `names` below `parent` (the first one a pool when
+    /// `parent` is `pools/`), made as needed inside `tx`, entries of `pool`.
+    pub(super) fn ensure_path_in(
+        &self,
+        tx: &redb::WriteTransaction,
+        mut parent: u64,
+        pool: &str,
+        names: &[&str],
+        attrs: FileAttrs,
+    ) -> Result<u64, CatalogError> {
         let mut d = tx.open_table(DIRENTS)?;
         let mut t = tx.open_table(INODES)?;
-        let mut parent = POOLS_INO;
-        let mut kind = InodeKind::Pool;
-        for name in std::iter::once(pool).chain(dirs.iter().copied()) {
+        let mut kind = if parent == POOLS_INO {
+            InodeKind::Pool
+        } else {
+            InodeKind::Dir
+        };
+        for &name in names {
             parent = match named(&d, &t, parent, name)? {
                 Some(Inode {
                     ino,

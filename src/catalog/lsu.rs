@@ -41,6 +41,19 @@ pub struct Move {
 impl Catalog {
     /// Creates an LSU and its directory `msdp/NAME`.
     pub fn create_lsu(&self, rec: &LsuRec, attrs: FileAttrs) -> Result<Inode, CatalogError> {
+        self.restore_lsu(rec, &[], &[], attrs)
+    }
+
+    /// Makes an LSU with its key dictionary and containers (rebuilt from
+    /// its files by `kmsfs lsu recover`; none for a new LSU) and its
+    /// directory `msdp/NAME`, in one transaction.
+    pub fn restore_lsu(
+        &self,
+        rec: &LsuRec,
+        keks: &[KekRec],
+        containers: &[(u64, ContainerRec)],
+        attrs: FileAttrs,
+    ) -> Result<Inode, CatalogError> {
         let tx = self.begin()?;
         let node = {
             let mut lsus = tx.open_table(LSUS)?;
@@ -64,12 +77,46 @@ impl Catalog {
             lsus.insert(rec.name.as_str(), enc(rec).as_slice())?;
             let n = names(&rec.name);
             tx.open_table(SegTable::new(&n.segments))?;
-            tx.open_table(U64Table::new(&n.containers))?;
-            tx.open_table(KekTable::new(&n.keks))?;
+            let mut ct = tx.open_table(U64Table::new(&n.containers))?;
+            for (id, c) in containers {
+                ct.insert(*id, enc(c).as_slice())?;
+            }
+            let mut kt = tx.open_table(KekTable::new(&n.keks))?;
+            for k in keks {
+                kt.insert(k.id, enc(k).as_slice())?;
+            }
             node
         };
         super::tables::commit(tx)?;
         Ok(node)
+    }
+
+    /// [`Catalog::commit_lsu_image`] under `msdp/LSU/DIRS…`, the folders
+    /// made in the same transaction; `c.parent` is set to the innermost.
+    pub fn commit_lsu_image_under(
+        &self,
+        dirs: &[&str],
+        dir_attrs: FileAttrs,
+        mut c: Commit<'_>,
+        l: LsuCommit<'_>,
+    ) -> Result<Option<ImageRec>, CatalogError> {
+        let tx = self.begin()?;
+        let replaced = {
+            let root = {
+                let d = tx.open_table(DIRENTS)?;
+                d.get((MSDP_INO, l.lsu))?
+                    .map(|v| v.value())
+                    .ok_or_else(|| CatalogError::NotFound(format!("LSU {}", l.lsu)))?
+            };
+            c.parent = self.ensure_path_in(&tx, root, &lsu_pool(l.lsu), dirs, dir_attrs)?;
+            release_recipe(&tx, l.lsu, c.image.id)?;
+            let replaced = put_image(&tx, &c)?;
+            super::retention::lock_new(&tx, c.image, c.ino)?;
+            add_recipe(&tx, &l, c.image.id)?;
+            replaced
+        };
+        super::tables::commit(tx)?;
+        Ok(replaced)
     }
 
     /// The LSU named `name`.

@@ -145,6 +145,16 @@ pub enum LsuCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild a lost LSU from its directory (a copy of STORE/lsu/NAME:
+    /// containers, recipes, key dictionary) and the KMS holding its root keys.
+    Recover {
+        name: String,
+        /// The LSU's directory, e.g. a replica of /old-store/lsu/NAME.
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
@@ -535,6 +545,7 @@ fn file_args(cmd: &mut Cmd) -> Vec<&mut PathBuf> {
         Cmd::Image(ImageCmd::Verify { file, .. }) => vec![file],
         Cmd::Image(ImageCmd::Restore { to, .. }) => vec![to],
         Cmd::Import(a) => a.volumes.iter_mut().collect(),
+        Cmd::Lsu(LsuCmd::Recover { from, .. }) => vec![from],
         _ => vec![],
     }
 }

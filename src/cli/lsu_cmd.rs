@@ -90,6 +90,7 @@ pub fn run(store: &Store, cmd: &LsuCmd, out: &mut Out) -> Result<(), CliError> {
             m.set_mode(name, mode)?;
             out.line(format!("LSU {name} is in {} mode", mode.as_str()));
         }
+        LsuCmd::Recover { name, from, json } => recover(store, name, from, *json, out)?,
         LsuCmd::Gc { name, json } => {
             let task = format!("reclaiming LSU {name}");
             let r = m.reclaim(name, |done, total| {
@@ -104,11 +105,13 @@ pub fn run(store: &Store, cmd: &LsuCmd, out: &mut Out) -> Result<(), CliError> {
                 out.json(&r);
             } else {
                 out.line(format!(
-                    "LSU {name}: {} unused segments dropped, {} containers removed, {} compacted, {} orphan files removed; {} -> {} bytes",
+                    "LSU {name}: {} unused segments dropped, {} containers removed, {} compacted, {} orphan files removed, {} recipe files removed, {} written; {} -> {} bytes",
                     r.dead_segments,
                     r.containers_removed,
                     r.containers_compacted,
                     r.orphans_removed,
+                    r.recipes_removed,
+                    r.recipes_written,
                     r.bytes_before,
                     r.bytes_after
                 ));
@@ -116,6 +119,66 @@ pub fn run(store: &Store, cmd: &LsuCmd, out: &mut Out) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+fn recover(
+    store: &Store,
+    name: &str,
+    from: &Path,
+    json: bool,
+    out: &mut Out,
+) -> Result<(), CliError> {
+    let attrs = dir_attrs();
+    let task = format!("recovering LSU {name}");
+    let r = store.msdp.recover(name, from, attrs, &mut |done, total| {
+        out.progress(Progress {
+            task: task.clone(),
+            done,
+            total,
+            unit: Unit::Bytes,
+        })
+    })?;
+    if json {
+        out.json(&r);
+    } else {
+        out.line(format!(
+            "LSU {name}: {} images ({} bytes) recovered{}; {} segments in {} containers",
+            r.images,
+            r.bytes,
+            if r.already > 0 {
+                format!(", {} were back already", r.already)
+            } else {
+                String::new()
+            },
+            r.segments,
+            r.containers
+        ));
+        for s in &r.skipped {
+            out.line(format!("not recovered: {s}"));
+        }
+    }
+    if r.skipped.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Damaged(format!(
+            "LSU {name}: {} images could not be recovered (listed above)",
+            r.skipped.len()
+        )))
+    }
+}
+
+/// A folder an LSU command makes (`msdp/NAME`, and the folders of
+/// recovered images): root's, mode 0755, made now.
+fn dir_attrs() -> FileAttrs {
+    let now = crate::util::clock::now_ns();
+    FileAttrs {
+        mode: libc::S_IFDIR | 0o755,
+        uid: 0,
+        gid: 0,
+        atime_ns: now,
+        mtime_ns: now,
+        ctime_ns: now,
+    }
 }
 
 fn parse_mode(s: &str) -> Result<LsuMode, CliError> {
@@ -158,15 +221,7 @@ fn create(store: &Store, cmd: &LsuCmd, out: &mut Out) -> Result<(), CliError> {
         max_bytes: kek_max_bytes.unwrap_or(d.max_bytes),
         max_age_secs: kek_max_age.unwrap_or(d.max_age_secs),
     };
-    let now = crate::util::clock::now_ns();
-    let attrs = FileAttrs {
-        mode: libc::S_IFDIR | 0o755,
-        uid: 0,
-        gid: 0,
-        atime_ns: now,
-        mtime_ns: now,
-        ctime_ns: now,
-    };
+    let attrs = dir_attrs();
     let rec = store.msdp.create(
         CreateLsu {
             name: name.clone(),

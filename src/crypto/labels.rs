@@ -25,6 +25,10 @@ pub const CHUNKER_GEAR: &[u8] = b"kmsfs chunker gear v2";
 pub const IMAGE_DIGEST_KEY: &[u8] = b"kmsfs image digest key v1";
 /// The MAC key of the store's audit log entries.
 pub const AUDIT_MAC_KEY: &[u8] = b"kmsfs audit mac key v1";
+/// The key that seals an LSU's recipe files (from its fingerprint key).
+pub const RECIPE_KEY: &[u8] = b"kmsfs recipe key v1";
+/// The MAC key of an LSU's key dictionary file (from its fingerprint key).
+pub const KEYDICT_MAC_KEY: &[u8] = b"kmsfs keydict mac key v1";
 
 // HMAC-SHA256 labels.
 /// Key check values.
@@ -35,6 +39,8 @@ pub const BOUND_CHECK_VALUE: &[u8] = b"kmsfs bound check value v1";
 pub const FRAGMENT_HEADER_MAC: &[u8] = b"KMSFSFH2";
 /// Input prefix of a file mark's MAC (format 2).
 pub const FILE_MARK_MAC: &[u8] = b"KMSFSFM2";
+/// Input prefix of an LSU key dictionary file's MAC.
+pub const KEYDICT_MAC: &[u8] = b"KMSFSKD1";
 
 // Associated data prefixes.
 /// Tape data blocks, format 1.
@@ -45,6 +51,8 @@ pub const BLOCK_AAD_V2: &[u8; 8] = b"KMSFSBK2";
 pub const SEGMENT_AAD: &[u8] = b"kmsfs seg v1";
 /// DEKs sealed under a KEK.
 pub const DEK_AAD: &[u8] = b"kmsfs dek v1";
+/// An LSU image's recipe file (followed by the file's 64-byte header).
+pub const RECIPE_AAD: &[u8] = b"kmsfs recipe v1";
 /// Keys wrapped by the embedded KMS.
 pub const WRAP_AAD: &[u8] = b"kmsfs wrap v1";
 /// Keys wrapped by a KMIP server, format 1 (context of the check value).

@@ -225,6 +225,13 @@ impl KmsFs {
         if let Some(old) = replaced {
             self.recycle_volumes_of(&old);
         }
+        // An LSU image's recipe file carries its name (`lsu recover`).
+        if let Ok(Some(n)) = self.catalog.lookup(new_parent, new_name)
+            && let crate::catalog::InodeKind::Image(id) = n.kind
+            && crate::catalog::lsu_of_pool(&n.pool).is_some()
+        {
+            self.store.msdp.refresh_recipe(id);
+        }
         Ok(())
     }
 

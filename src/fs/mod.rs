@@ -161,6 +161,7 @@ impl KmsFs {
     /// failure is logged, not returned: the image's removal stands, and
     /// the store's next open recycles what is left.
     fn recycle_volumes_of(&self, old: &crate::catalog::ImageRec) {
+        self.store.msdp.forget_recipe(old);
         if let Err(e) = self.lib.recycle(old) {
             tracing::warn!(image = %format!("{}/{}", old.pool, old.path), "recycling the volumes of a removed image: {e}");
         }

@@ -89,13 +89,14 @@ impl Msdp {
             let k = self.new_kek(&rec.name)?;
             rec.active_kek = Some(k.id);
         }
+        self.save_keydict(&rec.name, Some(&fp))?;
         tracing::info!(lsu = %rec.name, mode = rec.mode.as_str(), key_group = rec.key_group.as_deref().unwrap_or("-"), "LSU created");
         Ok(rec)
     }
 
     /// A new encrypted LSU uses the key group of the encrypted
     /// LSUs already there.
-    fn check_key_group(&self, name: &str, group: Option<&str>) -> Result<(), MsdpError> {
+    pub(super) fn check_key_group(&self, name: &str, group: Option<&str>) -> Result<(), MsdpError> {
         let group = group.ok_or_else(|| {
             MsdpError::Refused(format!("an encrypted LSU needs --key-group (LSU {name})"))
         })?;
@@ -216,6 +217,7 @@ impl Msdp {
         }
         self.catalog.rewrap_keys(name, fp_key, &keks)?;
         drop(pins);
+        self.save_keydict(name, None)?;
         tracing::info!(lsu = name, keks = done.keks, fingerprint_keys = done.fingerprint_keys, root_tag = %done.root, "keys rewrapped");
         Ok(done)
     }

@@ -75,6 +75,7 @@ impl Msdp {
                     r.converting = false;
                     r.legacy_tags.clear();
                 })?;
+                self.save_keydict(name, None)?;
                 tracing::info!(lsu = name, "conversion to KMS mode finished");
             }
             return Ok(ConvertProgress {

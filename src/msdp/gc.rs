@@ -32,6 +32,10 @@ pub struct GcReport {
     pub containers_removed: usize,
     pub containers_compacted: usize,
     pub orphans_removed: usize,
+    /// Recipe files of images gone, removed; of images without one (or
+    /// renamed with their folder), written.
+    pub recipes_removed: usize,
+    pub recipes_written: usize,
     pub bytes_before: u64,
     pub bytes_after: u64,
 }
@@ -51,6 +55,10 @@ impl Msdp {
             bytes_before: disk_bytes(&state)?,
             ..Default::default()
         };
+        // Before segments are dropped: no recipe file is left naming
+        // segments of an image that is gone.
+        (r.recipes_removed, r.recipes_written) = self.tidy_recipes(&state)?;
+        self.save_keydict(name, None)?;
         r.dead_segments = {
             let inflight = state.inflight.lock();
             self.catalog

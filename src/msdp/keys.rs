@@ -264,6 +264,7 @@ impl Msdp {
         let id = KeyId::Kek(name.into(), k.id, wrapped_digest(&k.wrapped));
         self.keys.put(id, Arc::new(key));
         tracing::info!(lsu = %name, kek = k.id, root_tag = %k.wrapped.root_tag, "new active KEK");
+        self.save_keydict(name, None)?;
         Ok(k)
     }
 

@@ -24,8 +24,11 @@ pub mod format;
 pub(crate) mod fuzz;
 pub mod gc;
 mod keys;
+pub mod manifest;
 mod reader;
+pub mod recover;
 mod segment;
+mod sidecar;
 mod state;
 #[cfg(test)]
 mod tests;

@@ -24,6 +24,9 @@ pub struct InFlight {
     /// (a legacy writer's key, the root key of a KEK being made): the KMS
     /// refuses to retire them, as it refuses keys the catalog names.
     pub tags: HashMap<String, u32>,
+    /// Images being written: their recipe files may be on disk before
+    /// the catalog names them.
+    pub images: HashSet<u128>,
 }
 
 /// Open container files kept for reads.
@@ -34,6 +37,10 @@ pub struct LsuState {
     pub id: [u8; 16],
     /// `STORE/lsu/NAME/containers`.
     pub dir: PathBuf,
+    /// `STORE/lsu/NAME`: the key dictionary and recipe files.
+    pub lsu_dir: PathBuf,
+    /// The key dictionary file as last written by this process.
+    pub keydict: Mutex<Option<Vec<u8>>>,
     next_container: AtomicU64,
     pub inflight: Mutex<InFlight>,
     files: Mutex<HashMap<u64, Arc<File>>>,
@@ -47,11 +54,13 @@ pub struct LsuState {
 
 impl LsuState {
     pub fn open(lsu_dir: &Path, rec: &LsuRec, catalog: &Catalog) -> Result<Self, MsdpError> {
-        let dir = lsu_dir.join(&rec.name).join("containers");
-        if !dir.is_dir() {
-            let io = |e| MsdpError::io(dir.display().to_string(), e);
+        let lsu = lsu_dir.join(&rec.name);
+        let dir = lsu.join("containers");
+        let recipes = recipes_dir(&lsu);
+        if !dir.is_dir() || !recipes.is_dir() {
+            let io = |e| MsdpError::io(lsu.display().to_string(), e);
             std::fs::create_dir_all(&dir).map_err(io)?;
-            let lsu = lsu_dir.join(&rec.name);
+            std::fs::create_dir_all(&recipes).map_err(io)?;
             crate::util::atomic::sync_dir(&lsu).map_err(io)?;
             crate::util::atomic::sync_dir(lsu_dir).map_err(io)?;
         }
@@ -62,6 +71,8 @@ impl LsuState {
             name: rec.name.clone(),
             id: rec.id,
             dir,
+            lsu_dir: lsu,
+            keydict: Mutex::new(None),
             next_container: AtomicU64::new(next),
             inflight: Mutex::default(),
             files: Mutex::default(),
@@ -146,6 +157,29 @@ impl Drop for ContainerPin {
     }
 }
 
+/// An image id kept in flight (reclaim leaves its recipe file alone) for
+/// as long as the guard lives: the image's writer.
+pub struct ImagePin {
+    state: Arc<LsuState>,
+    id: u128,
+}
+
+impl ImagePin {
+    pub fn new(state: &Arc<LsuState>, id: u128) -> Self {
+        state.inflight.lock().images.insert(id);
+        Self {
+            state: state.clone(),
+            id,
+        }
+    }
+}
+
+impl Drop for ImagePin {
+    fn drop(&mut self) {
+        self.state.inflight.lock().images.remove(&self.id);
+    }
+}
+
 /// A KMS key tag held in flight for as long as the guard lives.
 pub struct TagPin {
     state: Arc<LsuState>,
@@ -177,6 +211,16 @@ impl Drop for TagPin {
             }
         }
     }
+}
+
+/// `STORE/lsu/NAME/keydict.kkd`.
+pub fn keydict_path(lsu_dir: &Path) -> PathBuf {
+    lsu_dir.join("keydict.kkd")
+}
+
+/// `STORE/lsu/NAME/recipes`.
+pub fn recipes_dir(lsu_dir: &Path) -> PathBuf {
+    lsu_dir.join("recipes")
 }
 
 /// `DIR/0000000000000007.kct`.

@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use super::chunker::{BATCH, Chunker, Gear};
 use super::container::{CONTAINER_TARGET, ContainerWriter};
 use super::segment::{Sealer, record_len, seal_to};
-use super::state::{ContainerPin, LsuState, TagPin};
+use super::state::{ContainerPin, ImagePin, LsuState, TagPin};
 use super::{Msdp, MsdpError};
 use crate::catalog::{
     Commit, ContainerRec, FileAttrs, Fp, ImageRec, LsuCommit, LsuMode, LsuRec, SegRec, SegRef,
@@ -37,6 +37,10 @@ struct Segments {
     state: Arc<LsuState>,
     rec: LsuRec,
     fp_key: Arc<SecretKey>,
+    /// Seals the image's recipe file.
+    recipe_key: SecretKey,
+    /// Keeps reclaim from taking the recipe file for an orphan.
+    _image_pin: ImagePin,
     sealer: Sealer,
     kek_tag: Option<String>,
     /// Keeps a legacy key from being retired while this writer lives.
@@ -86,9 +90,12 @@ impl LsuWriter {
         let (sealer, kek_tag, key_pin) = sealer(msdp, &state, &rec)?;
         let gear = gear(&rec, &fp_key)?;
         let chunker = Chunker::new(rec.chunking, gear);
+        let id = u128::from_le_bytes(crypto::random_array()?);
         let seg = Segments {
             msdp: msdp.clone(),
+            _image_pin: ImagePin::new(&state, id),
             state,
+            recipe_key: super::manifest::recipe_key(&fp_key),
             rec,
             fp_key,
             sealer,
@@ -109,7 +116,7 @@ impl LsuWriter {
             chunker,
             stage: Stage::start(seg)?,
             target,
-            id: u128::from_le_bytes(crypto::random_array()?),
+            id,
             size: 0,
             dirty: true,
             committed_once: false,
@@ -160,6 +167,16 @@ impl LsuWriter {
             fragments: Vec::new(),
         };
         let s = &*seg;
+        // What `lsu recover` needs, durable before the catalog names the image.
+        s.msdp.save_keydict(&s.rec.name, Some(&s.fp_key))?;
+        super::sidecar::write_recipe(
+            &s.state,
+            &s.recipe_key,
+            &img,
+            &t.path,
+            t.attrs,
+            s.recipe.clone(),
+        )?;
         let replaced = s.msdp.catalog.commit_lsu_image(
             Commit {
                 ino: t.ino,

@@ -34,6 +34,7 @@ pub const ALL: &[&str] = &[
     IMPORT_COPY,
     IMPORT_COMMIT,
     IMAGE_REPLACE,
+    RECIPE_WRITE,
 ];
 
 /// Writing blocks to a tape volume file.
@@ -68,6 +69,8 @@ pub const IMPORT_COPY: &str = "import.copy";
 pub const IMPORT_COMMIT: &str = "import.commit";
 /// Replacing an image through the mount (open with O_TRUNC).
 pub const IMAGE_REPLACE: &str = "image.replace";
+/// Renaming an LSU image's new recipe file into place before its commit.
+pub const RECIPE_WRITE: &str = "recipe.write";
 
 /// Reads `KMSFS_FAILPOINTS` now (a build with failpoints refuses a bad
 /// spec at start, exit code 2); nothing without the feature.

@@ -125,6 +125,35 @@ impl TestStore {
         ])
     }
 
+    /// `kms export` of the store's keys to `TMP/keys.kex`; returns the
+    /// file and its pass-phrase file.
+    pub fn export_keys(&self) -> (PathBuf, PathBuf) {
+        let pp = self.path("export-pp");
+        std::fs::write(&pp, "export phrase").unwrap();
+        let kex = self.path("keys.kex");
+        self.ok(&[
+            "kms",
+            "export",
+            "--out",
+            kex.to_str().unwrap(),
+            "--pass-phrase-file",
+            pp.to_str().unwrap(),
+        ]);
+        (kex, pp)
+    }
+
+    /// `kms import` of keys [`TestStore::export_keys`] wrote.
+    pub fn import_keys(&self, (kex, pp): &(PathBuf, PathBuf)) {
+        self.ok(&[
+            "kms",
+            "import",
+            "--in",
+            kex.to_str().unwrap(),
+            "--pass-phrase-file",
+            pp.to_str().unwrap(),
+        ]);
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.tmp.path().join(rel)
     }

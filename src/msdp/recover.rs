@@ -1,0 +1,471 @@
+//! `kmsfs lsu recover NAME --from DIR`: rebuilds a lost LSU from its
+//! directory alone (a copy of `STORE/lsu/NAME` kept elsewhere, or the one
+//! left behind by a store whose catalog is gone) and the KMS that holds its
+//! root keys.
+//!
+//! The key dictionary file gives the LSU record and its wrapped keys; its
+//! MAC is checked once the KMS has unwrapped the fingerprint key. Every
+//! container is scanned record by record to rebuild the index (a dead
+//! writer's tail ends the scan of its container). Every recipe file is
+//! opened with the LSU's recipe key, and each image is read back in full,
+//! every segment authenticated, before it is committed: an image that is
+//! not whole is reported and left out, never committed half. The image's
+//! digest is computed again under this store's key as it is read.
+//!
+//! Run again after an interruption, it goes on where it stopped: the LSU
+//! it made is recognised by its id and images already back are skipped.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::container::read_record;
+use super::format::{CONTAINER_HEADER_LEN, ContainerHeader, SEGMENT_HEADER_LEN, SegmentHeader};
+use super::manifest::{self, KeyDict, RecipeFile};
+use super::segment::{OpenError, open_record};
+use super::sidecar::recipe_files;
+use super::state::{container_files, container_path, keydict_path, recipes_dir};
+use super::{Msdp, MsdpError};
+use crate::catalog::{
+    Commit, ContainerRec, FileAttrs, Fp, ImageRec, KekRec, LsuCommit, LsuMode, LsuRec, SegRec,
+    lsu_pool,
+};
+use crate::crypto::{self, SecretKey};
+
+/// What a recovery did.
+#[derive(Debug, Default, Serialize)]
+pub struct RecoverReport {
+    pub lsu: String,
+    pub containers: usize,
+    pub segments: usize,
+    /// Bytes past the last whole record of a container (a writer that
+    /// died before its commit): not indexed.
+    pub tail_bytes: u64,
+    pub images: usize,
+    pub bytes: u64,
+    /// Images already in the LSU (an earlier, interrupted recovery).
+    pub already: usize,
+    /// Images that could not be recovered, each with the reason.
+    pub skipped: Vec<String>,
+    /// Older versions of names a newer image holds (replaced, not lost).
+    pub older: usize,
+}
+
+/// Where the recovery is, for a progress bar: bytes of images read back.
+pub type OnProgress<'a> = &'a mut dyn FnMut(u64, u64);
+
+impl Msdp {
+    /// Rebuilds LSU `name` from `from` (a directory laid out like
+    /// `STORE/lsu/NAME`). `dir_attrs`: the LSU's folder and the folders it
+    /// makes.
+    pub fn recover(
+        self: &Arc<Self>,
+        name: &str,
+        from: &Path,
+        dir_attrs: FileAttrs,
+        progress: OnProgress<'_>,
+    ) -> Result<RecoverReport, MsdpError> {
+        crate::kms::model_check_name(name).map_err(|e| MsdpError::Refused(e.to_string()))?;
+        let (rec, keks, fp_key) = self.recovered_keys(name, from)?;
+        let existing = self.catalog.lsu(name)?;
+        if let Some(e) = &existing
+            && e.id != rec.id
+        {
+            return Err(MsdpError::Refused(format!(
+                "LSU {name} exists and is another LSU; recover under a name not in use"
+            )));
+        }
+        let dest = self.dir.join(name);
+        let in_place = same_dir(from, &dest);
+        if !in_place {
+            copy_containers(&from.join("containers"), &dest.join("containers"))?;
+        }
+        let mut report = RecoverReport {
+            lsu: name.into(),
+            ..Default::default()
+        };
+        let scan = scan_containers(&dest.join("containers"), &rec, &keks, &mut report)?;
+        if existing.is_none() {
+            let containers: Vec<(u64, ContainerRec)> =
+                scan.containers.iter().map(|(k, v)| (*k, *v)).collect();
+            self.catalog
+                .restore_lsu(&rec, &keks, &containers, dir_attrs)?;
+        }
+        let recipe_key = manifest::recipe_key(&fp_key);
+        let recipes = read_recipes(&recipes_dir(from), &rec, &recipe_key, &mut report)?;
+        let total: u64 = recipes.iter().map(|r| r.size).sum();
+        let mut done = 0;
+        progress(0, total);
+        for r in recipes {
+            let size = r.size;
+            match self.recover_image(&rec, &keks, &scan.index, &recipe_key, &r, dir_attrs)? {
+                Restored::Yes => {
+                    report.images += 1;
+                    report.bytes += size;
+                }
+                Restored::Already => report.already += 1,
+                Restored::No(why) => {
+                    tracing::warn!(lsu = name, image = %r.path, "not recovered: {why}");
+                    report.skipped.push(format!("{}: {why}", r.path));
+                }
+            }
+            done += size;
+            progress(done, total);
+        }
+        self.save_keydict(name, Some(&fp_key))?;
+        tracing::info!(
+            lsu = name,
+            images = report.images,
+            skipped = report.skipped.len(),
+            segments = report.segments,
+            "LSU recovered"
+        );
+        Ok(report)
+    }
+
+    /// The LSU record (under its new name) and key dictionary from the
+    /// key dictionary file, every key unwrapped once by the KMS (so a
+    /// missing root key fails here, named), the file authenticated.
+    fn recovered_keys(
+        &self,
+        name: &str,
+        from: &Path,
+    ) -> Result<(LsuRec, Vec<KekRec>, Arc<SecretKey>), MsdpError> {
+        let path = keydict_path(from);
+        let bytes = read_bounded(&path, manifest::MAX_KEYDICT)?;
+        let bad = |e: manifest::ManifestError| {
+            MsdpError::Refused(format!("key dictionary {}: {e}", path.display()))
+        };
+        let d = KeyDict::decode_unverified(&bytes).map_err(bad)?;
+        let mut rec = d.lsu;
+        rec.name = name.to_string();
+        if rec.mode != LsuMode::None {
+            self.check_key_group(name, rec.key_group.as_deref())?;
+        }
+        let fp_key = self.fp_key(&rec)?;
+        KeyDict::authenticate(&bytes, &manifest::keydict_mac_key(&fp_key)).map_err(bad)?;
+        for k in &d.keks {
+            self.kek(name, k)?;
+        }
+        for t in &rec.legacy_tags {
+            self.legacy_key(t)?;
+        }
+        Ok((rec, d.keks, fp_key))
+    }
+
+    /// Reads image `r` back segment by segment and commits it if whole.
+    fn recover_image(
+        self: &Arc<Self>,
+        rec: &LsuRec,
+        keks: &[KekRec],
+        index: &HashMap<Fp, SegRec>,
+        recipe_key: &SecretKey,
+        r: &RecipeFile,
+        dir_attrs: FileAttrs,
+    ) -> Result<Restored, MsdpError> {
+        if self.catalog.image(r.image)?.is_some() {
+            return Ok(Restored::Already);
+        }
+        let digest = match self.read_back(rec, keks, index, r) {
+            Ok(d) => d,
+            Err(why) => return Ok(Restored::No(why)),
+        };
+        let img = ImageRec {
+            id: r.image,
+            pool: lsu_pool(&rec.name),
+            path: r.path.clone(),
+            size: r.size,
+            block_size: 0,
+            key_tag: None,
+            kcv: None,
+            digest: Some(digest),
+            created_ns: r.created_ns,
+            fragments: Vec::new(),
+        };
+        let parts: Vec<&str> = r.path.split('/').collect();
+        let (file, dirs) = parts.split_last().expect("a checked path has a name");
+        let commit = self.catalog.commit_lsu_image_under(
+            dirs,
+            dir_attrs,
+            Commit {
+                ino: self.catalog.alloc_ino(),
+                parent: 0,
+                name: file,
+                attrs: r.attrs,
+                image: &img,
+                volumes: &[],
+                replace: false,
+                files: None,
+            },
+            LsuCommit {
+                lsu: &rec.name,
+                recipe: &r.segments,
+                new_segments: index,
+                containers: &[],
+                kek_usage: None,
+                legacy_tag: None,
+            },
+        );
+        match commit {
+            Ok(_) => {}
+            Err(
+                e @ (crate::catalog::CatalogError::Exists(_)
+                | crate::catalog::CatalogError::NotDir(_)),
+            ) => {
+                return Ok(Restored::No(format!("its name is taken: {e}")));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let state = self.state(&rec.name)?;
+        super::sidecar::write_recipe(
+            &state,
+            recipe_key,
+            &img,
+            &r.path,
+            r.attrs,
+            r.segments.clone(),
+        )?;
+        Ok(Restored::Yes)
+    }
+
+    /// Every segment of `r` read, authenticated and digested under this
+    /// store's image digest key; why not, if one cannot be.
+    fn read_back(
+        self: &Arc<Self>,
+        rec: &LsuRec,
+        keks: &[KekRec],
+        index: &HashMap<Fp, SegRec>,
+        r: &RecipeFile,
+    ) -> Result<[u8; 32], String> {
+        let state = self.state(&rec.name).map_err(|e| e.to_string())?;
+        let mut digest = crypto::ImageDigest::new(&self.digest_key);
+        for (i, s) in r.segments.iter().enumerate() {
+            let what = || format!("segment {i} ({})", hex::encode(&s.fp[..8]));
+            let loc = index
+                .get(&s.fp)
+                .ok_or_else(|| format!("{} is in no container", what()))?;
+            if loc.plain != s.len {
+                return Err(format!(
+                    "{} is {} bytes, the recipe says {}",
+                    what(),
+                    loc.plain,
+                    s.len
+                ));
+            }
+            let (h, buf) = read_record(&state, loc.container, loc.offset, loc.len)
+                .map_err(|e| format!("{}: {e:?}", what()))?;
+            let plain = open_record(self, rec, keks, &s.fp, loc, &h, buf).map_err(|e| match e {
+                OpenError::Key(e) => format!("{}: {e}", what()),
+                OpenError::Damaged(why) => format!("{}: {why}", what()),
+            })?;
+            digest.update(&plain);
+        }
+        Ok(digest.finalize())
+    }
+}
+
+enum Restored {
+    Yes,
+    Already,
+    No(String),
+}
+
+/// Whether two paths name the same directory.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// A file read whole if it is not longer than `max`.
+fn read_bounded(path: &Path, max: usize) -> Result<Vec<u8>, MsdpError> {
+    let io = |e| MsdpError::io(path.display().to_string(), e);
+    let f = std::fs::File::open(path).map_err(io)?;
+    let mut b = Vec::new();
+    f.take(max as u64 + 1).read_to_end(&mut b).map_err(io)?;
+    if b.len() > max {
+        return Err(MsdpError::Refused(format!(
+            "{} is longer than {max} bytes",
+            path.display()
+        )));
+    }
+    Ok(b)
+}
+
+/// Copies the container files of `from` that `to` lacks, each durable
+/// under its final name only once whole.
+fn copy_containers(from: &Path, to: &Path) -> Result<(), MsdpError> {
+    let io = |what: &Path| {
+        let w = what.display().to_string();
+        move |e| MsdpError::io(w, e)
+    };
+    std::fs::create_dir_all(to).map_err(io(to))?;
+    for id in container_files(from)? {
+        let dst = container_path(to, id);
+        if dst.exists() {
+            continue;
+        }
+        let src = container_path(from, id);
+        let tmp: PathBuf = to.join(format!(".{id:016x}.kct.recover"));
+        std::fs::copy(&src, &tmp).map_err(io(&src))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
+    }
+    crate::util::atomic::sync_dir(to).map_err(io(to))
+}
+
+/// The index rebuilt from the containers, and each container's whole size.
+struct Scan {
+    index: HashMap<Fp, SegRec>,
+    containers: BTreeMap<u64, ContainerRec>,
+}
+
+fn scan_containers(
+    dir: &Path,
+    rec: &LsuRec,
+    keks: &[KekRec],
+    report: &mut RecoverReport,
+) -> Result<Scan, MsdpError> {
+    let mut ids = container_files(dir)?;
+    ids.sort_unstable();
+    let kek_ids: HashSet<u32> = keks.iter().map(|k| k.id).collect();
+    let mut scan = Scan {
+        index: HashMap::new(),
+        containers: BTreeMap::new(),
+    };
+    for id in ids {
+        let path = container_path(dir, id);
+        let Some((size, created_ns)) =
+            scan_container(&path, id, rec, &kek_ids, &mut scan.index, report)?
+        else {
+            continue;
+        };
+        report.containers += 1;
+        scan.containers
+            .insert(id, ContainerRec { size, created_ns });
+    }
+    report.segments = scan.index.len();
+    Ok(scan)
+}
+
+/// Indexes one container's records; its whole size and creation time,
+/// or nothing if it is not a container of this LSU.
+fn scan_container(
+    path: &Path,
+    id: u64,
+    rec: &LsuRec,
+    kek_ids: &HashSet<u32>,
+    index: &mut HashMap<Fp, SegRec>,
+    report: &mut RecoverReport,
+) -> Result<Option<(u64, i64)>, MsdpError> {
+    let io = |e| MsdpError::io(path.display().to_string(), e);
+    let f = std::fs::File::open(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+    let mut hb = [0u8; CONTAINER_HEADER_LEN];
+    if r.read_exact(&mut hb).is_err() {
+        tracing::warn!(container = %path.display(), "too short for a container: skipped");
+        return Ok(None);
+    }
+    let h = match ContainerHeader::decode(&hb) {
+        Ok(h) if h.lsu_id == rec.id && h.id == id => h,
+        Ok(_) => {
+            tracing::warn!(container = %path.display(), "a container of another LSU or under another name: skipped");
+            return Ok(None);
+        }
+        Err(e) => {
+            tracing::warn!(container = %path.display(), "container header: {e}: skipped");
+            return Ok(None);
+        }
+    };
+    let mut at = CONTAINER_HEADER_LEN as u64;
+    let mut sb = [0u8; SEGMENT_HEADER_LEN];
+    while at + SEGMENT_HEADER_LEN as u64 <= len {
+        if r.read_exact(&mut sb).is_err() {
+            break;
+        }
+        let Ok(s) = SegmentHeader::decode(&sb) else {
+            break;
+        };
+        let n = s.record_len() as u64;
+        if at + n > len || !fits_lsu(&s, rec, kek_ids) {
+            break;
+        }
+        let data = n - SEGMENT_HEADER_LEN as u64;
+        r.seek_relative(data as i64).map_err(io)?;
+        index.entry(s.fp).or_insert(SegRec {
+            container: id,
+            offset: at,
+            len: n as u32,
+            plain: s.plain_len,
+            refs: 0,
+            kind: s.kind,
+            kek: s.kek,
+        });
+        at += n;
+    }
+    report.tail_bytes += len - at;
+    Ok(Some((at, h.created_ns)))
+}
+
+/// Whether a record is sealed the way this LSU seals (a KEK of its
+/// dictionary, a legacy key it names, or in clear in an unencrypted LSU).
+fn fits_lsu(s: &SegmentHeader, rec: &LsuRec, kek_ids: &HashSet<u32>) -> bool {
+    use crate::catalog::SegKind;
+    match s.kind {
+        SegKind::Plain => rec.mode == LsuMode::None,
+        SegKind::Kek => kek_ids.contains(&s.kek),
+        SegKind::Legacy => rec.legacy_tags.contains(&hex::encode(s.key_tag)),
+    }
+}
+
+/// The recipe files of `dir` that open, newest first at each path (older
+/// versions of a name are reported, not recovered).
+fn read_recipes(
+    dir: &Path,
+    rec: &LsuRec,
+    key: &SecretKey,
+    report: &mut RecoverReport,
+) -> Result<Vec<RecipeFile>, MsdpError> {
+    let mut by_path: BTreeMap<String, RecipeFile> = BTreeMap::new();
+    for id in recipe_files(dir)? {
+        let name = manifest::recipe_file_name(id);
+        let path = dir.join(&name);
+        let r = read_bounded(&path, manifest::MAX_RECIPE).and_then(|b| {
+            let (_, claimed) = RecipeFile::peek(&b)
+                .map_err(|e| MsdpError::Refused(format!("recipe file {name}: {e}")))?;
+            if claimed != id {
+                return Err(MsdpError::Refused(format!(
+                    "recipe file {name}: holds image {claimed:032x}"
+                )));
+            }
+            RecipeFile::decode(&b, &rec.id, key)
+                .map_err(|e| MsdpError::Refused(format!("recipe file {name}: {e}")))
+        });
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(lsu = %rec.name, "{e}");
+                report.skipped.push(e.to_string());
+                continue;
+            }
+        };
+        match by_path.get(&r.path) {
+            Some(cur) if cur.created_ns >= r.created_ns => report.older += 1,
+            Some(_) => {
+                report.older += 1;
+                by_path.insert(r.path.clone(), r);
+            }
+            None => {
+                by_path.insert(r.path.clone(), r);
+            }
+        }
+    }
+    Ok(by_path.into_values().collect())
+}
