@@ -135,6 +135,12 @@ fn golden_key(tag: [u8; 16], kcv: [u8; 8]) -> Option<SecretKey> {
     .map(SecretKey::duplicate)
 }
 
+/// An LSU key dictionary file forged with its fingerprint key in clear
+/// (for the test that `lsu recover` refuses it; see `msdp::fuzz`).
+pub fn forged_keydict(file: &[u8], key: [u8; 32], legacy_tag: &str) -> Option<Vec<u8>> {
+    crate::msdp::fuzz::forged_keydict(file, key, legacy_tag)
+}
+
 /// An LSU container file, record by record (see `msdp::fuzz`).
 pub fn container(data: &[u8]) {
     let _ = crate::msdp::fuzz::container_file(data);

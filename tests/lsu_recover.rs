@@ -18,13 +18,31 @@ fn replicate(s: &TestStore, lsu: &str, to: &Path) {
     ));
 }
 
+/// A new store with a KMS-mode LSU `lsu1` in key group `KG`.
+fn store_with_lsu1() -> TestStore {
+    let s = TestStore::new(&[]);
+    s.group_with_key("KG");
+    s.ok(&["lsu", "create", "lsu1", "--kms", "--key-group", "KG"]);
+    s
+}
+
+/// A new store with the keys of `s` and its LSU `lsu` recovered from a
+/// replica of its directory.
+fn recovered_elsewhere(s: &TestStore, lsu: &str) -> TestStore {
+    let keys = s.export_keys();
+    let replica = s.path(&format!("replica-{lsu}"));
+    replicate(s, lsu, &replica);
+    let b = TestStore::new(&[]);
+    b.import_keys(&keys);
+    b.ok(&["lsu", "recover", lsu, "--from", replica.to_str().unwrap()]);
+    b
+}
+
 /// The site that is lost: an LSU written as a backup administrator would.
 /// Returns the store, the files' SHA-256 by path inside the LSU, and the
 /// source of the first file.
 fn site_a() -> (TestStore, Vec<(String, String)>, PathBuf) {
-    let a = TestStore::new(&[]);
-    a.group_with_key("KG");
-    a.ok(&["lsu", "create", "lsu1", "--kms", "--key-group", "KG"]);
+    let a = store_with_lsu1();
     let f1 = a.path("f1");
     random_file(&f1, 6);
     let f2 = a.path("f2");
@@ -95,10 +113,14 @@ fn an_lsu_comes_back_from_its_directory_and_the_keys_alone() {
         listed.split_whitespace().collect::<Vec<_>>(),
         ["b", "f2", "set.tar"]
     );
-    // Its key dictionary came back: both KEKs, wrapped by the imported root key.
+    // Its key dictionary came back (both KEKs), and a fresh KEK is active:
+    // the rotation counters did not travel.
     let kd = b.ok(&["lsu", "keydict", "lsu1", "--json"]);
     let kd: serde_json::Value = serde_json::from_str(&kd).unwrap();
-    assert_eq!(kd.as_array().unwrap().len(), 2, "{kd}");
+    let kd = kd.as_array().unwrap();
+    assert_eq!(kd.len(), 3, "{kd:?}");
+    assert!(kd[0]["segments"].as_u64().unwrap() > 0, "{kd:?}");
+    assert_eq!(kd[2]["state"], "active", "{kd:?}");
     // Writes go on, and deduplicate against what came back.
     let before = sh_ok(&format!("du -sb '{}'", b.dir.join("lsu").display()));
     cp(&f1, &m.p("msdp/lsu1/again"));
@@ -117,9 +139,7 @@ fn an_lsu_comes_back_from_its_directory_and_the_keys_alone() {
 
 #[test]
 fn damage_in_the_replica_is_reported_and_never_committed_half() {
-    let a = TestStore::new(&[]);
-    a.group_with_key("KG");
-    a.ok(&["lsu", "create", "lsu1", "--kms", "--key-group", "KG"]);
+    let a = store_with_lsu1();
     a.ok(&["lsu", "create", "lsu2", "--kms", "--key-group", "KG"]);
     let (x, y) = (a.path("x"), a.path("y"));
     random_file(&x, 2);
@@ -207,9 +227,7 @@ fn damage_in_the_replica_is_reported_and_never_committed_half() {
 
 #[test]
 fn gc_keeps_the_recipe_files_in_step_with_the_catalog() {
-    let s = TestStore::new(&[]);
-    s.group_with_key("KG");
-    s.ok(&["lsu", "create", "lsu1", "--kms", "--key-group", "KG"]);
+    let s = store_with_lsu1();
     let f = s.path("f");
     random_file(&f, 1);
     let m = s.mount("");
@@ -219,8 +237,8 @@ fn gc_keeps_the_recipe_files_in_step_with_the_catalog() {
     let count = || std::fs::read_dir(&recipes).unwrap().count();
     assert_eq!(count(), 2);
     // A file removed behind kmsfs's back (or an image written before
-    // kmsfs kept them) is written again by gc; a renamed folder's images
-    // get their new names.
+    // kmsfs kept them) is written again by gc; a renamed file or folder's
+    // images get their new names at once.
     for e in std::fs::read_dir(&recipes).unwrap() {
         std::fs::remove_file(e.unwrap().path()).unwrap();
     }
@@ -230,7 +248,7 @@ fn gc_keeps_the_recipe_files_in_step_with_the_catalog() {
     ));
     let out = s.ok(&["lsu", "gc", "lsu1", "--json"]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(r["recipes_written"], 2, "{out}");
+    assert_eq!(r["recipes_written"], 1, "{out}");
     assert_eq!(count(), 2);
     let out = s.ok(&["lsu", "gc", "lsu1", "--json"]);
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -242,20 +260,96 @@ fn gc_keeps_the_recipe_files_in_step_with_the_catalog() {
     assert_eq!(r["recipes_removed"], 1, "{out}");
     m.unmount();
     // And the names are the namespace's: recovered into a new store.
-    let keys = s.export_keys();
-    let dr = tempfile::tempdir_in(s.tmp.path()).unwrap();
-    replicate(&s, "lsu1", &dr.path().join("lsu1"));
+    let b = recovered_elsewhere(&s, "lsu1");
+    let m = b.mount("");
+    assert_eq!(sha256(&m.p("msdp/lsu1/e/new")), sha256(&f));
+    assert_eq!(sha256(&m.p("msdp/lsu1/keep")), sha256(&f));
+    m.unmount();
+}
+
+/// A key dictionary from outside that says "encrypted" but carries its
+/// fingerprint key in clear (so its MAC and recipes could be forged) is
+/// refused before anything is made or any key fetched.
+#[test]
+fn a_forged_key_dictionary_with_a_clear_key_is_refused() {
+    let a = store_with_lsu1();
+    let other = a.group_with_key("OTHER");
+    let keys = a.export_keys();
+    let dr = tempfile::tempdir_in(a.tmp.path()).unwrap();
+    let replica = dr.path().join("lsu1");
+    replicate(&a, "lsu1", &replica);
+    let path = replica.join("keydict.kkd");
+    let forged =
+        kmsfs::fuzzing::forged_keydict(&std::fs::read(&path).unwrap(), [7; 32], &other).unwrap();
+    std::fs::write(&path, forged).unwrap();
     let b = TestStore::new(&[]);
     b.import_keys(&keys);
-    b.ok(&[
+    let err = b.fails(&[
         "lsu",
         "recover",
         "lsu1",
         "--from",
+        replica.to_str().unwrap(),
+    ]);
+    assert!(err.contains("key dictionary"), "{err}");
+    assert!(!b.ok(&["lsu", "list"]).contains("lsu1"));
+}
+
+/// The same LSU recovered under a second name is refused (it would share
+/// the first one's id and keys, and hold nothing).
+#[test]
+fn an_lsu_the_store_holds_is_not_recovered_twice() {
+    let s = store_with_lsu1();
+    let f = s.path("f");
+    random_file(&f, 1);
+    let m = s.mount("");
+    cp(&f, &m.p("msdp/lsu1/x"));
+    let dr = tempfile::tempdir_in(s.tmp.path()).unwrap();
+    replicate(&s, "lsu1", &dr.path().join("lsu1"));
+    let err = s.fails(&[
+        "lsu",
+        "recover",
+        "copy",
+        "--from",
         dr.path().join("lsu1").to_str().unwrap(),
     ]);
+    assert!(err.contains("lsu1"), "{err}");
+    // In place (the store's own directory) is refused too: move it aside first.
+    let err = s.fails(&[
+        "lsu",
+        "recover",
+        "lsu1",
+        "--from",
+        s.dir.join("lsu/lsu1").to_str().unwrap(),
+    ]);
+    assert!(err.contains("aside") || err.contains("exists"), "{err}");
+    m.unmount();
+}
+
+/// An image whose recipe file still names the folder it was in before a
+/// folder rename, and a newer image at that old name: both come back.
+#[test]
+fn images_renamed_with_their_folder_keep_their_names() {
+    let s = store_with_lsu1();
+    let (f, g) = (s.path("f"), s.path("g"));
+    random_file(&f, 1);
+    random_file(&g, 1);
+    let m = s.mount("");
+    let root = m.p("msdp/lsu1");
+    sh_ok(&format!(
+        "mkdir '{0}/d' && cp '{1}' '{0}/d/f'",
+        root.display(),
+        f.display()
+    ));
+    sh_ok(&format!(
+        "mv '{0}/d' '{0}/e' && mkdir '{0}/d' && cp '{1}' '{0}/d/f'",
+        root.display(),
+        g.display()
+    ));
+    m.unmount();
+    let b = recovered_elsewhere(&s, "lsu1");
     let m = b.mount("");
-    assert_eq!(sha256(&m.p("msdp/lsu1/e/new")), sha256(&f));
-    assert_eq!(sha256(&m.p("msdp/lsu1/keep")), sha256(&f));
+    assert_eq!(sha256(&m.p("msdp/lsu1/e/f")), sha256(&f));
+    assert_eq!(sha256(&m.p("msdp/lsu1/d/f")), sha256(&g));
     m.unmount();
 }

@@ -91,6 +91,34 @@ impl Catalog {
         Ok(node)
     }
 
+    /// Adds the KEKs and containers an LSU lacks (a recovery resumed with
+    /// more of its files); entries it has are left as they are.
+    pub fn add_lsu_parts(
+        &self,
+        lsu: &str,
+        keks: &[KekRec],
+        containers: &[(u64, ContainerRec)],
+    ) -> Result<(), CatalogError> {
+        let tx = self.begin()?;
+        {
+            let n = names(lsu);
+            let mut ct = tx.open_table(U64Table::new(&n.containers))?;
+            for (id, c) in containers {
+                if ct.get(*id)?.is_none() {
+                    ct.insert(*id, enc(c).as_slice())?;
+                }
+            }
+            let mut kt = tx.open_table(KekTable::new(&n.keks))?;
+            for k in keks {
+                if kt.get(k.id)?.is_none() {
+                    kt.insert(k.id, enc(k).as_slice())?;
+                }
+            }
+        }
+        super::tables::commit(tx)?;
+        Ok(())
+    }
+
     /// [`Catalog::commit_lsu_image`] under `msdp/LSU/DIRS…`, the folders
     /// made in the same transaction; `c.parent` is set to the innermost.
     pub fn commit_lsu_image_under(

@@ -111,6 +111,8 @@ pub enum LsuCmd {
         /// … or is this many seconds old (0: no limit).
         #[arg(long)]
         kek_max_age: Option<u64>,
+        #[command(flatten)]
+        cloud: CloudArgs,
     },
     /// List the LSUs.
     List(JsonArg),
@@ -155,6 +157,27 @@ pub enum LsuCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Where a cloud LSU keeps its containers.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudArgs {
+    /// Keep the containers in an S3-compatible bucket: s3://BUCKET/PREFIX.
+    #[arg(long, requires_all = ["endpoint", "credentials_file"])]
+    pub cloud: Option<String>,
+    /// The object store's URL, e.g. https://s3.example.com:9000.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// AWS shared credentials file (aws_access_key_id, aws_secret_access_key);
+    /// read by the daemon, never copied into the store.
+    #[arg(long)]
+    pub credentials_file: Option<PathBuf>,
+    /// Most bytes of containers kept on local disk for reads, e.g. 4G.
+    #[arg(long, value_parser = parse_size)]
+    pub cache_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
@@ -546,6 +569,14 @@ fn file_args(cmd: &mut Cmd) -> Vec<&mut PathBuf> {
         Cmd::Image(ImageCmd::Restore { to, .. }) => vec![to],
         Cmd::Import(a) => a.volumes.iter_mut().collect(),
         Cmd::Lsu(LsuCmd::Recover { from, .. }) => vec![from],
+        Cmd::Lsu(LsuCmd::Create {
+            cloud:
+                CloudArgs {
+                    credentials_file: Some(f),
+                    ..
+                },
+            ..
+        }) => vec![f],
         _ => vec![],
     }
 }

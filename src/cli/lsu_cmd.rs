@@ -153,6 +153,12 @@ fn recover(
             r.segments,
             r.containers
         ));
+        if r.older > 0 {
+            out.line(format!(
+                "{} images found beside a newer one at the same name came back as NAME.~ID",
+                r.older
+            ));
+        }
         for s in &r.skipped {
             out.line(format!("not recovered: {s}"));
         }
@@ -165,6 +171,19 @@ fn recover(
             r.skipped.len()
         )))
     }
+}
+
+/// The settings of `--cloud …`, if given.
+fn cloud_config(a: &super::args::CloudArgs) -> Option<crate::msdp::backend::CloudConfig> {
+    Some(crate::msdp::backend::CloudConfig {
+        url: a.cloud.clone()?,
+        endpoint: a.endpoint.clone().unwrap_or_default(),
+        region: a.region.clone(),
+        credentials_file: a.credentials_file.clone().unwrap_or_default(),
+        cache_bytes: a
+            .cache_size
+            .unwrap_or(crate::msdp::backend::DEFAULT_CACHE_BYTES),
+    })
 }
 
 /// A folder an LSU command makes (`msdp/NAME`, and the folders of
@@ -201,6 +220,7 @@ fn create(store: &Store, cmd: &LsuCmd, out: &mut Out) -> Result<(), CliError> {
         kek_max_segments,
         kek_max_bytes,
         kek_max_age,
+        cloud,
     } = cmd
     else {
         unreachable!("called for create")
@@ -228,6 +248,7 @@ fn create(store: &Store, cmd: &LsuCmd, out: &mut Out) -> Result<(), CliError> {
             mode,
             key_group: key_group.clone(),
             policy,
+            cloud: cloud_config(cloud),
         },
         attrs,
     )?;

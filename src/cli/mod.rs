@@ -299,6 +299,9 @@ fn store_command(store: &Store, cmd: &Cmd, out: &mut Out) -> Result<(), CliError
         Cmd::Status(j) => store_cmd::status(store, j, out),
         Cmd::Fsck(j) => store_cmd::fsck(store, j, out),
         Cmd::Import(a) => import_cmd::run(store, a, out),
+        Cmd::Lsu(l @ args::LsuCmd::Recover { .. }) => {
+            audited(store, cmd, lsu_cmd::run(store, l, out))
+        }
         Cmd::Lsu(l) => lsu_cmd::run(store, l, out),
         Cmd::Worm(w) => audited(store, cmd, worm_cmd::run(store, w, out)),
         Cmd::Audit(a) => worm_cmd::audit(store, a, out),

@@ -227,10 +227,13 @@ impl KmsFs {
         }
         // An LSU image's recipe file carries its name (`lsu recover`).
         if let Ok(Some(n)) = self.catalog.lookup(new_parent, new_name)
-            && let crate::catalog::InodeKind::Image(id) = n.kind
             && crate::catalog::lsu_of_pool(&n.pool).is_some()
         {
-            self.store.msdp.refresh_recipe(id);
+            match n.kind {
+                crate::catalog::InodeKind::Image(id) => self.store.msdp.refresh_recipe(id),
+                ref k if k.is_dir() => self.store.msdp.refresh_recipes_below(n.ino),
+                _ => {}
+            }
         }
         Ok(())
     }

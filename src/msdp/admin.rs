@@ -18,6 +18,8 @@ pub struct CreateLsu {
     pub mode: LsuMode,
     pub key_group: Option<String>,
     pub policy: KekPolicy,
+    /// Containers in an S3-compatible bucket (`None`: the store's disk).
+    pub cloud: Option<super::backend::CloudConfig>,
 }
 
 /// The answer of `lsu getmode`.
@@ -65,6 +67,54 @@ impl Msdp {
             self.check_key_group(&c.name, c.key_group.as_deref())?;
         }
         let group = c.key_group.clone().filter(|_| c.mode != LsuMode::None);
+        if self.catalog.lsu(&c.name)?.is_some() {
+            return Err(MsdpError::Refused(format!("LSU {} exists", c.name)));
+        }
+        let cloud_file = match &c.cloud {
+            Some(cloud) => Some(self.place_in_cloud(&c.name, cloud)?),
+            None => None,
+        };
+        let made = self.create_in_catalog(&c, group, attrs);
+        if made.is_err()
+            && let Some(f) = cloud_file
+        {
+            let _ = std::fs::remove_file(f);
+        }
+        made
+    }
+
+    /// Checks the bucket is reachable with the credentials and holds no
+    /// LSU at the prefix, and writes `lsu/NAME/cloud.json`.
+    fn place_in_cloud(
+        &self,
+        name: &str,
+        cloud: &super::backend::CloudConfig,
+    ) -> Result<std::path::PathBuf, MsdpError> {
+        use super::backend::Backend;
+        let s3 = super::backend::S3::open(cloud)?;
+        if s3.holds_lsu()? {
+            return Err(MsdpError::Refused(format!(
+                "{} holds an LSU already: bring it back with `kmsfs lsu recover {name} --from {}`",
+                s3.describe(),
+                cloud.url
+            )));
+        }
+        let dir = self.dir.join(name);
+        let io = |e| MsdpError::io(dir.display().to_string(), e);
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let p = super::backend::cloud_config_path(&dir);
+        let json = serde_json::to_vec_pretty(cloud).expect("config serializes");
+        crate::util::atomic::write_atomic(&p, &json, 0o600)
+            .map_err(|e| MsdpError::io(p.display().to_string(), e))?;
+        Ok(p)
+    }
+
+    fn create_in_catalog(
+        &self,
+        c: &CreateLsu,
+        group: Option<String>,
+        attrs: FileAttrs,
+    ) -> Result<LsuRec, MsdpError> {
         let fp = SecretKey::random()?;
         let fp_key = match &group {
             None => StoredKey::Clear(fp.expose_secret().to_vec()),

@@ -91,3 +91,14 @@ pub(crate) fn sample_container() -> Vec<u8> {
     }
     out
 }
+
+/// A key dictionary file rewritten as a forger would: the fingerprint key
+/// put in clear (`key`), `legacy_tag` named, and the MAC made under the
+/// key derived from it (for the hostile-replica test of `lsu recover`).
+pub(crate) fn forged_keydict(file: &[u8], key: [u8; 32], legacy_tag: &str) -> Option<Vec<u8>> {
+    let mut d = super::manifest::KeyDict::decode_unverified(file).ok()?;
+    d.lsu.fp_key = crate::catalog::StoredKey::Clear(key.to_vec());
+    d.lsu.legacy_tags = vec![legacy_tag.to_string()];
+    let k = SecretKey::from_slice(&key)?;
+    Some(d.encode(&super::manifest::keydict_mac_key(&k)))
+}

@@ -16,8 +16,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use super::backend::container_files;
 use super::container::{ContainerWriter, RecordError, read_record};
-use super::state::{LsuState, container_files};
+use super::state::LsuState;
 use super::{Msdp, MsdpError};
 use crate::catalog::{ContainerRec, Fp, Move, SegRec};
 
@@ -58,7 +59,9 @@ impl Msdp {
         // Before segments are dropped: no recipe file is left naming
         // segments of an image that is gone.
         (r.recipes_removed, r.recipes_written) = self.tidy_recipes(&state)?;
-        self.save_keydict(name, None)?;
+        if let Err(e) = self.save_keydict(name, None) {
+            tracing::warn!(lsu = name, "key dictionary file not written: {e}");
+        }
         r.dead_segments = {
             let inflight = state.inflight.lock();
             self.catalog
@@ -154,6 +157,9 @@ fn compact(
         });
     }
     let rec: ContainerRec = out.sync()?;
+    state
+        .backend
+        .publish_container(out.id, &state.path(out.id))?;
     failpoint::hit(failpoint::GC_RELOCATE).map_err(|e| {
         MsdpError::io(
             format!("LSU {} reclaim of container {id:016x}", state.name),
@@ -181,7 +187,11 @@ fn damaged(state: &LsuState, id: u64, s: &SegRec, e: RecordError) -> MsdpError {
 /// Deletes a container file the catalog no longer refers to.
 pub(super) fn remove(state: &LsuState, id: u64) -> Result<(), MsdpError> {
     state.forget_file(id);
-    match failpoint::hit(failpoint::GC_UNLINK).and_then(|()| std::fs::remove_file(state.path(id))) {
+    failpoint::hit(failpoint::GC_UNLINK)
+        .map_err(|e| MsdpError::io(format!("removing {}", state.path(id).display()), e))?;
+    // The object first: a local copy is only a cache of it.
+    state.backend.remove_container(id)?;
+    match std::fs::remove_file(state.path(id)) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(MsdpError::io(
@@ -201,7 +211,13 @@ fn remove_orphans(msdp: &Msdp, state: &LsuState) -> Result<usize, MsdpError> {
         .collect();
     let busy = state.inflight.lock().containers.clone();
     let mut n = 0;
-    for id in container_files(&state.dir)? {
+    let mut ids = container_files(&state.dir)?;
+    if state.backend.is_cloud() {
+        ids.extend(state.backend.container_ids(&state.dir)?);
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    for id in ids {
         if !known.contains(&id) && !busy.contains(&id) {
             tracing::info!(lsu = %state.name, container = id, "removing a container no commit refers to");
             remove(state, id)?;

@@ -264,7 +264,11 @@ impl Msdp {
         let id = KeyId::Kek(name.into(), k.id, wrapped_digest(&k.wrapped));
         self.keys.put(id, Arc::new(key));
         tracing::info!(lsu = %name, kek = k.id, root_tag = %k.wrapped.root_tag, "new active KEK");
-        self.save_keydict(name, None)?;
+        // The KEK is recorded: a file that cannot be written now is
+        // written by the next commit (before it) or gc.
+        if let Err(e) = self.save_keydict(name, None) {
+            tracing::warn!(lsu = %name, "key dictionary file not written: {e}");
+        }
         Ok(k)
     }
 

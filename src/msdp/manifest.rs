@@ -22,10 +22,10 @@ pub const RECIPE_HEADER_LEN: usize = 64;
 /// The key dictionary file is never larger (a KEK record is about 120 bytes).
 pub const MAX_KEYDICT: usize = 16 << 20;
 /// Nor is a recipe file: 36 bytes a segment, 64 KiB segments at least:
-/// about 32 TiB of image.
-pub const MAX_RECIPE: usize = 1 << 34;
+/// about 1.9 TiB of image (3.7 TiB at the average segment).
+pub const MAX_RECIPE: usize = 1 << 30;
 const SEGREF_LEN: usize = 36;
-const PATH_MAX: usize = 4096;
+const PATH_MAX: usize = 32 << 10;
 
 /// Why a key dictionary or recipe file cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,9 +56,15 @@ pub fn keydict_mac_key(fp_key: &SecretKey) -> SecretKey {
     crypto::derive_subkey(fp_key, b"", labels::KEYDICT_MAC_KEY)
 }
 
-/// The key that seals an LSU's recipe files.
+/// The key recipe files of an LSU are sealed under keys derived from.
 pub fn recipe_key(fp_key: &SecretKey) -> SecretKey {
     crypto::derive_subkey(fp_key, b"", labels::RECIPE_KEY)
+}
+
+/// The key one image's recipe file is sealed under (a key per image: its
+/// random nonces never meet another image's).
+fn image_recipe_key(key: &SecretKey, image: u128) -> SecretKey {
+    crypto::derive_subkey(key, &image.to_le_bytes(), labels::RECIPE_KEY)
 }
 
 impl KeyDict {
@@ -162,10 +168,11 @@ fn recipe_aad(header: &[u8]) -> Vec<u8> {
 impl RecipeFile {
     /// The file's bytes: header, then the body sealed under `key`.
     pub fn encode(&self, lsu_id: &[u8; 16], key: &SecretKey) -> Result<Vec<u8>, ManifestError> {
+        check_path(&self.path)?;
         let body = self.body();
         let sealed_len = body.len() + 12 + crypto::TAG_LEN;
         let h = recipe_header(lsu_id, self.image, sealed_len as u64);
-        let sealed = crypto::seal(key, &recipe_aad(&h), &body)
+        let sealed = crypto::seal(&image_recipe_key(key, self.image), &recipe_aad(&h), &body)
             .map_err(|e| ManifestError::Field(e.to_string()))?;
         Ok([&h[..], &sealed].concat())
     }
@@ -228,8 +235,8 @@ impl RecipeFile {
             return Err(ManifestError::Field("recipe of another LSU".into()));
         }
         let (h, sealed) = b.split_at(RECIPE_HEADER_LEN);
-        let body =
-            crypto::open(key, &recipe_aad(h), sealed).map_err(|_| ManifestError::Authentication)?;
+        let body = crypto::open(&image_recipe_key(key, image), &recipe_aad(h), sealed)
+            .map_err(|_| ManifestError::Authentication)?;
         parse_body(&body, image)
     }
 }
@@ -323,7 +330,7 @@ fn parse_body(b: &[u8], image: u128) -> Result<RecipeFile, ManifestError> {
 pub fn check_path(p: &str) -> Result<(), ManifestError> {
     let bad = |why: &str| Err(ManifestError::Field(format!("image path {p:?}: {why}")));
     if p.is_empty() || p.len() > PATH_MAX {
-        return bad("empty or longer than 4096 bytes");
+        return bad("empty or longer than 32 KiB");
     }
     if p.contains('\0') {
         return bad("holds a NUL byte");
@@ -509,11 +516,17 @@ mod tests {
         }
         let long = "x".repeat(256);
         assert!(check_path(&long).is_err());
+        let deep = "x/".repeat(20_000) + "y";
+        assert!(check_path(&deep).is_err());
+        let mut r = recipe();
+        r.path = deep;
+        assert!(r.encode(&[0xAB; 16], &key(1)).is_err());
         check_path("a/b c/d.tar").unwrap();
+        // Refused when written, and when read (a body made by another hand).
         let mut r = recipe();
         r.path = "../../escape".into();
-        let b = r.encode(&[0xAB; 16], &key(1)).unwrap();
-        assert!(RecipeFile::decode(&b, &[0xAB; 16], &key(1)).is_err());
+        assert!(r.encode(&[0xAB; 16], &key(1)).is_err());
+        assert!(parse_body(&r.body(), r.image).is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 pub mod admin;
 mod audit;
+pub mod backend;
 mod check;
 mod chunker;
 mod container;
@@ -180,8 +181,8 @@ impl Msdp {
             return Ok(0);
         }
         let mut total = 0;
-        for id in state::container_files(&dir)? {
-            let p = state::container_path(&dir, id);
+        for id in backend::container_files(&dir)? {
+            let p = backend::container_path(&dir, id);
             total += std::fs::metadata(&p)
                 .map_err(|e| MsdpError::io(p.display().to_string(), e))?
                 .len();

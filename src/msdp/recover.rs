@@ -17,21 +17,23 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::backend::{container_files, container_path};
 use super::container::read_record;
 use super::format::{CONTAINER_HEADER_LEN, ContainerHeader, SEGMENT_HEADER_LEN, SegmentHeader};
 use super::manifest::{self, KeyDict, RecipeFile};
 use super::segment::{OpenError, open_record};
 use super::sidecar::recipe_files;
-use super::state::{container_files, container_path, keydict_path, recipes_dir};
+use super::state::{keydict_path, recipes_dir};
 use super::{Msdp, MsdpError};
 use crate::catalog::{
     Commit, ContainerRec, FileAttrs, Fp, ImageRec, KekRec, LsuCommit, LsuMode, LsuRec, SegRec,
-    lsu_pool,
+    StoredKey, lsu_pool,
 };
 use crate::crypto::{self, SecretKey};
 
@@ -50,7 +52,7 @@ pub struct RecoverReport {
     pub already: usize,
     /// Images that could not be recovered, each with the reason.
     pub skipped: Vec<String>,
-    /// Older versions of names a newer image holds (replaced, not lost).
+    /// Images recovered beside a newer one at the same name (`NAME.~ID`).
     pub older: usize,
 }
 
@@ -69,6 +71,14 @@ impl Msdp {
         progress: OnProgress<'_>,
     ) -> Result<RecoverReport, MsdpError> {
         crate::kms::model_check_name(name).map_err(|e| MsdpError::Refused(e.to_string()))?;
+        let dest = self.dir.join(name);
+        if same_dir(from, &dest) {
+            // gc and writers would work on the only copy while it is read.
+            return Err(MsdpError::Refused(format!(
+                "{} is LSU {name}'s own directory in this store: move it aside (mv) and recover from there",
+                from.display()
+            )));
+        }
         let (rec, keks, fp_key) = self.recovered_keys(name, from)?;
         let existing = self.catalog.lsu(name)?;
         if let Some(e) = &existing
@@ -78,22 +88,37 @@ impl Msdp {
                 "LSU {name} exists and is another LSU; recover under a name not in use"
             )));
         }
-        let dest = self.dir.join(name);
-        let in_place = same_dir(from, &dest);
-        if !in_place {
-            copy_containers(&from.join("containers"), &dest.join("containers"))?;
+        if let Some(o) = self
+            .catalog
+            .lsus()?
+            .into_iter()
+            .find(|l| l.id == rec.id && l.name != name)
+        {
+            return Err(MsdpError::Refused(format!(
+                "{} holds LSU {}, which this store has already",
+                from.display(),
+                o.name
+            )));
         }
+        copy_containers(&from.join("containers"), &dest.join("containers"))?;
         let mut report = RecoverReport {
             lsu: name.into(),
             ..Default::default()
         };
         let scan = scan_containers(&dest.join("containers"), &rec, &keks, &mut report)?;
+        let containers: Vec<(u64, ContainerRec)> =
+            scan.containers.iter().map(|(k, v)| (*k, *v)).collect();
         if existing.is_none() {
-            let containers: Vec<(u64, ContainerRec)> =
-                scan.containers.iter().map(|(k, v)| (*k, *v)).collect();
             self.catalog
                 .restore_lsu(&rec, &keks, &containers, dir_attrs)?;
+        } else {
+            // Resumed: what this run found that the last one did not.
+            self.catalog.add_lsu_parts(name, &keks, &containers)?;
         }
+        // No reclaim while images are being brought back: their segments
+        // are in containers the index does not name yet.
+        let state = self.state(name)?;
+        let _admin = state.admin.lock();
         let recipe_key = manifest::recipe_key(&fp_key);
         let recipes = read_recipes(&recipes_dir(from), &rec, &recipe_key, &mut report)?;
         let total: u64 = recipes.iter().map(|r| r.size).sum();
@@ -116,6 +141,11 @@ impl Msdp {
             progress(done, total);
         }
         self.save_keydict(name, Some(&fp_key))?;
+        drop(_admin);
+        if rec.mode == LsuMode::Kms && existing.is_none() {
+            // The rotation counters did not travel: a fresh KEK from here.
+            self.new_kek(name)?;
+        }
         tracing::info!(
             lsu = name,
             images = report.images,
@@ -140,6 +170,9 @@ impl Msdp {
             MsdpError::Refused(format!("key dictionary {}: {e}", path.display()))
         };
         let d = KeyDict::decode_unverified(&bytes).map_err(bad)?;
+        check_shape(&d).map_err(|why| {
+            MsdpError::Refused(format!("key dictionary {}: {why}", path.display()))
+        })?;
         let mut rec = d.lsu;
         rec.name = name.to_string();
         if rec.mode != LsuMode::None {
@@ -167,6 +200,8 @@ impl Msdp {
         dir_attrs: FileAttrs,
     ) -> Result<Restored, MsdpError> {
         if self.catalog.image(r.image)?.is_some() {
+            // Committed by an interrupted run, perhaps before its file.
+            self.refresh_recipe(r.image);
             return Ok(Restored::Already);
         }
         let digest = match self.read_back(rec, keks, index, r) {
@@ -267,6 +302,42 @@ impl Msdp {
     }
 }
 
+/// What kmsfs writes, and nothing else: an encrypted LSU's fingerprint
+/// key is wrapped by the KMS (one in clear would let anyone who wrote the
+/// file make its MAC and recipes), and only an encrypted LSU names keys.
+fn check_shape(d: &KeyDict) -> Result<(), String> {
+    let r = &d.lsu;
+    match (r.mode, &r.fp_key) {
+        (LsuMode::None, StoredKey::Clear(_)) => {
+            if !d.keks.is_empty() || !r.legacy_tags.is_empty() || r.key_group.is_some() {
+                return Err("an unencrypted LSU with keys".into());
+            }
+        }
+        (LsuMode::None, StoredKey::Wrapped(_)) => {
+            return Err("an unencrypted LSU with a wrapped fingerprint key".into());
+        }
+        (_, StoredKey::Clear(_)) => {
+            return Err("an encrypted LSU whose fingerprint key is in clear".into());
+        }
+        (mode, StoredKey::Wrapped(_)) => {
+            if r.key_group.is_none() {
+                return Err("an encrypted LSU without a key group".into());
+            }
+            if mode == LsuMode::Legacy && !d.keks.is_empty() {
+                return Err("a legacy-mode LSU with KEKs".into());
+            }
+            if mode == LsuMode::Kms && !r.converting && !r.legacy_tags.is_empty() {
+                return Err("a KMS-mode LSU with legacy keys, not converting".into());
+            }
+        }
+    }
+    let mut ids = HashSet::new();
+    if !d.keks.iter().all(|k| ids.insert(k.id)) {
+        return Err("a KEK id twice".into());
+    }
+    Ok(())
+}
+
 enum Restored {
     Yes,
     Already,
@@ -281,10 +352,28 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// A regular file of the replica, opened without following a symbolic
+/// link (a link, a device or a FIFO there is refused).
+fn open_regular(path: &Path) -> Result<std::fs::File, MsdpError> {
+    let io = |e| MsdpError::io(path.display().to_string(), e);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    if !f.metadata().map_err(io)?.file_type().is_file() {
+        return Err(MsdpError::Refused(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
 /// A file read whole if it is not longer than `max`.
 fn read_bounded(path: &Path, max: usize) -> Result<Vec<u8>, MsdpError> {
     let io = |e| MsdpError::io(path.display().to_string(), e);
-    let f = std::fs::File::open(path).map_err(io)?;
+    let f = open_regular(path)?;
     let mut b = Vec::new();
     f.take(max as u64 + 1).read_to_end(&mut b).map_err(io)?;
     if b.len() > max {
@@ -310,11 +399,17 @@ fn copy_containers(from: &Path, to: &Path) -> Result<(), MsdpError> {
             continue;
         }
         let src = container_path(from, id);
+        let mut input = open_regular(&src)?;
         let tmp: PathBuf = to.join(format!(".{id:016x}.kct.recover"));
-        std::fs::copy(&src, &tmp).map_err(io(&src))?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
             .map_err(io(&tmp))?;
+        std::io::copy(&mut input, &mut out).map_err(io(&src))?;
+        out.sync_all().map_err(io(&tmp))?;
         std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
     }
     crate::util::atomic::sync_dir(to).map_err(io(to))
@@ -394,11 +489,18 @@ fn scan_container(
             break;
         };
         let n = s.record_len() as u64;
-        if at + n > len || !fits_lsu(&s, rec, kek_ids) {
+        if at + n > len {
             break;
         }
         let data = n - SEGMENT_HEADER_LEN as u64;
         r.seek_relative(data as i64).map_err(io)?;
+        if !fits_lsu(&s, rec, kek_ids) {
+            // A whole record sealed under a key the LSU no longer names
+            // (a legacy segment no image uses after a conversion): skipped,
+            // the records after it are still read.
+            at += n;
+            continue;
+        }
         index.entry(s.fp).or_insert(SegRec {
             container: id,
             offset: at,
@@ -433,7 +535,7 @@ fn read_recipes(
     key: &SecretKey,
     report: &mut RecoverReport,
 ) -> Result<Vec<RecipeFile>, MsdpError> {
-    let mut by_path: BTreeMap<String, RecipeFile> = BTreeMap::new();
+    let mut by_path: BTreeMap<String, Vec<RecipeFile>> = BTreeMap::new();
     for id in recipe_files(dir)? {
         let name = manifest::recipe_file_name(id);
         let path = dir.join(&name);
@@ -456,16 +558,22 @@ fn read_recipes(
                 continue;
             }
         };
-        match by_path.get(&r.path) {
-            Some(cur) if cur.created_ns >= r.created_ns => report.older += 1,
-            Some(_) => {
+        by_path.entry(r.path.clone()).or_default().push(r);
+    }
+    // Two images at one name: a version whose replacement could not
+    // remove its recipe file, or an image whose recipe still names a
+    // folder renamed since. Neither is dropped: the newest keeps the
+    // name, the others come back beside it as NAME.~ID.
+    let mut out = Vec::new();
+    for (_, mut v) in by_path {
+        v.sort_by_key(|r| std::cmp::Reverse(r.created_ns));
+        for (i, mut r) in v.into_iter().enumerate() {
+            if i > 0 {
+                r.path = format!("{}.~{:032x}", r.path, r.image);
                 report.older += 1;
-                by_path.insert(r.path.clone(), r);
             }
-            None => {
-                by_path.insert(r.path.clone(), r);
-            }
+            out.push(r);
         }
     }
-    Ok(by_path.into_values().collect())
+    Ok(out)
 }

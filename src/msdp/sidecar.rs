@@ -63,6 +63,7 @@ impl Msdp {
         let path = keydict_path(&state.lsu_dir);
         write_atomic(&path, &bytes, 0o600)
             .map_err(|e| MsdpError::io(format!("writing {}", path.display()), e))?;
+        state.backend.publish_file(KEYDICT_FILE, &bytes)?;
         *last = Some(bytes);
         Ok(())
     }
@@ -85,6 +86,9 @@ impl Msdp {
                 tracing::warn!(file = %p.display(), "removing the recipe file of a removed image: {e}")
             }
         }
+        if let Err(e) = state.backend.remove_file(&recipe_rel(img.id)) {
+            tracing::warn!("removing the recipe of a removed image: {e} (lsu gc removes it)");
+        }
     }
 
     /// Recipe files of images the catalog does not hold and no writer is
@@ -93,6 +97,9 @@ impl Msdp {
     pub(super) fn tidy_recipes(&self, state: &LsuState) -> Result<(usize, usize), MsdpError> {
         let dir = recipes_dir(&state.lsu_dir);
         let pool = crate::catalog::lsu_pool(&state.name);
+        // Writers in flight before the catalog is read: one that commits
+        // and ends in between is in `images` or in `busy`, never neither.
+        let busy = state.inflight.lock().images.clone();
         let images: Vec<ImageRec> = self
             .catalog
             .images()?
@@ -101,23 +108,57 @@ impl Msdp {
             .collect();
         let known: HashSet<u128> = images.iter().map(|i| i.id).collect();
         let on_disk: HashSet<u128> = recipe_files(&dir)?.into_iter().collect();
-        let busy = state.inflight.lock().images.clone();
+        // A cloud LSU's bucket holds them too (a local copy may be gone).
+        let in_bucket: HashSet<u128> = state
+            .backend
+            .list_files("recipes")?
+            .iter()
+            .filter_map(|n| manifest::recipe_id_of(n))
+            .collect();
         let mut removed = 0;
-        for id in &on_disk {
-            if !known.contains(id) && !busy.contains(id) {
-                let p = dir.join(manifest::recipe_file_name(*id));
-                std::fs::remove_file(&p)
-                    .map_err(|e| MsdpError::io(format!("removing {}", p.display()), e))?;
-                removed += 1;
+        for id in on_disk.union(&in_bucket) {
+            if known.contains(id) || busy.contains(id) {
+                continue;
             }
+            let p = dir.join(manifest::recipe_file_name(*id));
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(MsdpError::io(format!("removing {}", p.display()), e)),
+            }
+            state.backend.remove_file(&recipe_rel(*id))?;
+            removed += 1;
         }
         // Images without a file, and files whose name or attributes are
-        // not the namespace's now (an image renamed with its folder).
+        // not the namespace's now (an image renamed with its folder). Best
+        // effort: without the KMS this part waits for the next gc.
+        let written = match self.rewrite_recipes(state, &images, &on_disk, &busy) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(lsu = %state.name, "recipe files not brought up to date: {e}");
+                0
+            }
+        };
+        crate::util::atomic::sync_dir(&dir)
+            .map_err(|e| MsdpError::io(dir.display().to_string(), e))?;
+        Ok((removed, written))
+    }
+
+    /// Writes the recipe files that are missing or differ from the
+    /// catalog (not those of images being written: their writer does).
+    fn rewrite_recipes(
+        &self,
+        state: &LsuState,
+        images: &[ImageRec],
+        on_disk: &HashSet<u128>,
+        busy: &HashSet<u128>,
+    ) -> Result<usize, MsdpError> {
         let mut written = 0;
         let rec = self.lsu_rec(&state.name)?;
         let fk = self.fp_key(&rec)?;
         let key = manifest::recipe_key(&fk);
-        for img in &images {
+        let dir = recipes_dir(&state.lsu_dir);
+        for img in images.iter().filter(|i| !busy.contains(&i.id)) {
             let Some(now) = self.recipe_now(img)? else {
                 continue;
             };
@@ -134,9 +175,25 @@ impl Msdp {
             put_recipe(state, &key, &now)?;
             written += 1;
         }
-        crate::util::atomic::sync_dir(&dir)
-            .map_err(|e| MsdpError::io(dir.display().to_string(), e))?;
-        Ok((removed, written))
+        Ok(written)
+    }
+
+    /// Rewrites the recipe files of every LSU image below folder `ino`
+    /// (after the folder was renamed). Best effort, like a file's.
+    pub fn refresh_recipes_below(&self, ino: u64) {
+        let mut todo = vec![ino];
+        while let Some(dir) = todo.pop() {
+            let Ok(children) = self.catalog.children(dir) else {
+                return;
+            };
+            for c in children {
+                match c.kind {
+                    crate::catalog::InodeKind::Image(id) => self.refresh_recipe(id),
+                    k if k.is_dir() => todo.push(c.ino),
+                    _ => {}
+                }
+            }
+        }
     }
 
     /// Rewrites the recipe file of image `id` from the catalog (after a
@@ -232,5 +289,14 @@ fn put_recipe(state: &LsuState, key: &SecretKey, r: &RecipeFile) -> Result<(), M
         0o600,
         Some(crate::util::failpoint::RECIPE_WRITE),
     )
-    .map_err(|e| MsdpError::io(format!("writing {}", p.display()), e))
+    .map_err(|e| MsdpError::io(format!("writing {}", p.display()), e))?;
+    state.backend.publish_file(&recipe_rel(r.image), &bytes)
+}
+
+/// The key dictionary file's name in the LSU's directory or bucket prefix.
+pub const KEYDICT_FILE: &str = "keydict.kkd";
+
+/// `recipes/ID.krc`: a recipe file's name in the LSU's directory or prefix.
+pub fn recipe_rel(id: u128) -> String {
+    format!("recipes/{}", manifest::recipe_file_name(id))
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use super::MsdpError;
+use super::backend::{Backend, container_files, container_path};
 use crate::catalog::{Catalog, Fp, LsuRec};
 
 /// Segments, containers and KMS keys in use by writers that have not
@@ -41,9 +42,16 @@ pub struct LsuState {
     pub lsu_dir: PathBuf,
     /// The key dictionary file as last written by this process.
     pub keydict: Mutex<Option<Vec<u8>>>,
+    /// Where the containers are kept (this directory, or a bucket).
+    pub backend: Arc<dyn Backend>,
+    /// Most bytes of fetched containers kept here (a cloud LSU).
+    cache_bytes: u64,
     next_container: AtomicU64,
     pub inflight: Mutex<InFlight>,
     files: Mutex<HashMap<u64, Arc<File>>>,
+    /// One container fetched at a time (two readers of one container
+    /// fetch it once).
+    fetching: Mutex<()>,
     /// Serializes reclaim and conversion of this LSU.
     pub admin: Mutex<()>,
     /// Serializes changes of the key dictionary (new KEK, rewrap): a
@@ -64,18 +72,29 @@ impl LsuState {
             crate::util::atomic::sync_dir(&lsu).map_err(io)?;
             crate::util::atomic::sync_dir(lsu_dir).map_err(io)?;
         }
+        let backend = super::backend::open(&lsu)?;
+        let cache_bytes = super::backend::cache_bytes(&lsu);
         let in_table = catalog.containers(&rec.name)?.iter().map(|c| c.0).max();
         let on_disk = container_files(&dir)?.into_iter().max();
-        let next = in_table.max(on_disk).map_or(1, |m| m + 1);
+        // A cloud LSU's objects too: an id is never used twice.
+        let remote = if backend.is_cloud() {
+            backend.container_ids(&dir)?.into_iter().max()
+        } else {
+            None
+        };
+        let next = in_table.max(on_disk).max(remote).map_or(1, |m| m + 1);
         Ok(Self {
             name: rec.name.clone(),
             id: rec.id,
             dir,
+            backend,
+            cache_bytes,
             lsu_dir: lsu,
             keydict: Mutex::new(None),
             next_container: AtomicU64::new(next),
             inflight: Mutex::default(),
             files: Mutex::default(),
+            fetching: Mutex::new(()),
             admin: Mutex::new(()),
             keys: Mutex::new(()),
         })
@@ -113,18 +132,64 @@ impl LsuState {
         container_path(&self.dir, id)
     }
 
-    /// An open container file for reading.
+    /// An open container file for reading (a cloud LSU's fetched into
+    /// the cache first if it is not here).
     pub fn file(&self, id: u64) -> Result<Arc<File>, std::io::Error> {
         if let Some(f) = self.files.lock().get(&id) {
             return Ok(f.clone());
         }
-        let f = Arc::new(File::open(self.path(id))?);
+        let f = match File::open(self.path(id)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.backend.is_cloud() => {
+                let _one = self.fetching.lock();
+                match File::open(self.path(id)) {
+                    Ok(f) => f,
+                    Err(_) => {
+                        self.backend.fetch_container(id, &self.path(id))?;
+                        self.trim_cache(id);
+                        File::open(self.path(id))?
+                    }
+                }
+            }
+            r => r?,
+        };
+        let f = Arc::new(f);
         let mut g = self.files.lock();
         if g.len() >= OPEN_FILES {
             g.clear();
         }
         g.insert(id, f.clone());
         Ok(f)
+    }
+
+    /// Removes fetched containers, oldest first, until the cache is within
+    /// its size (never `keep`, nor one a writer or reclaim holds: those
+    /// are not in the bucket yet, or being moved).
+    fn trim_cache(&self, keep: u64) {
+        let Ok(ids) = container_files(&self.dir) else {
+            return;
+        };
+        let busy = self.inflight.lock().containers.clone();
+        let mut local: Vec<(std::time::SystemTime, u64, u64)> = ids
+            .into_iter()
+            .filter_map(|id| {
+                let m = std::fs::metadata(self.path(id)).ok()?;
+                Some((m.modified().ok()?, m.len(), id))
+            })
+            .collect();
+        let mut total: u64 = local.iter().map(|l| l.1).sum();
+        local.sort();
+        for (_, len, id) in local {
+            if total <= self.cache_bytes {
+                break;
+            }
+            if id == keep || busy.contains(&id) {
+                continue;
+            }
+            if std::fs::remove_file(self.path(id)).is_ok() {
+                self.forget_file(id);
+                total -= len;
+            }
+        }
     }
 
     /// Drops a cached descriptor (the container was removed or replaced).
@@ -221,25 +286,4 @@ pub fn keydict_path(lsu_dir: &Path) -> PathBuf {
 /// `STORE/lsu/NAME/recipes`.
 pub fn recipes_dir(lsu_dir: &Path) -> PathBuf {
     lsu_dir.join("recipes")
-}
-
-/// `DIR/0000000000000007.kct`.
-pub fn container_path(dir: &Path, id: u64) -> PathBuf {
-    dir.join(format!("{id:016x}.kct"))
-}
-
-/// Ids of the container files in `dir`.
-pub fn container_files(dir: &Path) -> Result<Vec<u64>, MsdpError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| MsdpError::io(dir.display().to_string(), e))?;
-    let mut out = Vec::new();
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if let Some(hex) = name.strip_suffix(".kct")
-            && let Ok(id) = u64::from_str_radix(hex, 16)
-        {
-            out.push(id);
-        }
-    }
-    Ok(out)
 }

@@ -54,6 +54,8 @@ struct Segments {
     container: Option<ContainerWriter>,
     /// Containers written since the last commit, with their synced size.
     touched: Vec<(u64, ContainerRec)>,
+    /// Containers uploaded (a cloud LSU).
+    published: HashSet<u64>,
     /// Full containers this writer left, kept in flight until the commit
     /// that records them (a reclaim would take them for orphans).
     retired: Vec<ContainerPin>,
@@ -107,6 +109,7 @@ impl LsuWriter {
             pinned: Vec::new(),
             container: None,
             touched: Vec::new(),
+            published: HashSet::new(),
             retired: Vec::new(),
             sealed: (0, 0),
             stored_bytes: 0,
@@ -152,7 +155,7 @@ impl LsuWriter {
         self.stage.drain()?;
         let seg = self.stage.seg.clone();
         let mut seg = seg.lock();
-        seg.sync()?;
+        seg.seal_for_commit()?;
         let t = &self.target;
         let img = ImageRec {
             id: self.id,
@@ -398,6 +401,25 @@ impl Segments {
             let r = c.sync()?;
             self.touched.push((c.id, r));
             self.retired.push(c.into_pin());
+        }
+        Ok(())
+    }
+
+    /// Makes every record durable where the LSU keeps it before the
+    /// commit: fsynced here, and for a cloud LSU, the container ended and
+    /// uploaded (objects are written once).
+    fn seal_for_commit(&mut self) -> Result<(), MsdpError> {
+        if !self.state.backend.is_cloud() {
+            return self.sync();
+        }
+        self.retire_container()?;
+        for (id, _) in &self.touched {
+            if !self.published.contains(id) {
+                self.state
+                    .backend
+                    .publish_container(*id, &self.state.path(*id))?;
+                self.published.insert(*id);
+            }
         }
         Ok(())
     }

@@ -97,6 +97,7 @@ pub fn add_lsu(s: &Store, policy: KekPolicy) {
                 mode: LsuMode::Kms,
                 key_group: Some("KG".into()),
                 policy,
+                cloud: None,
             },
             dir_attrs(),
         )

@@ -16,21 +16,7 @@ fn kmip_dir() -> PathBuf {
 /// The virtualenv with PyKMIP, made on first use (pinned versions).
 pub fn venv() -> &'static Path {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
-    VENV.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/kmip-venv");
-        let ready = dir.join(".ready");
-        if !ready.exists() {
-            let _ = std::fs::remove_dir_all(&dir);
-            super::run_ok(Command::new("python3").args(["-m", "venv"]).arg(&dir));
-            super::run_ok(
-                Command::new(dir.join("bin/pip"))
-                    .args(["install", "-q", "--disable-pip-version-check", "-r"])
-                    .arg(kmip_dir().join("requirements.txt")),
-            );
-            std::fs::write(&ready, b"").unwrap();
-        }
-        dir
-    })
+    VENV.get_or_init(|| super::venv_at("kmip-venv", &kmip_dir().join("requirements.txt")))
 }
 
 /// A port nothing listens on (now).

@@ -5,10 +5,31 @@
 
 pub mod forge;
 pub mod kmip;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+/// A virtualenv under `target/NAME` with the pinned `requirements`
+/// installed, made once (a `.ready` file marks it whole).
+pub fn venv_at(name: &str, requirements: &Path) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(name);
+    let ready = dir.join(".ready");
+    if !ready.exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        run_ok(Command::new("python3").args(["-m", "venv"]).arg(&dir));
+        run_ok(
+            Command::new(dir.join("bin/pip"))
+                .args(["install", "-q", "--disable-pip-version-check", "-r"])
+                .arg(requirements),
+        );
+        std::fs::write(&ready, b"").unwrap();
+    }
+    dir
+}
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_kmsfs")

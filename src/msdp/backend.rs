@@ -1,0 +1,476 @@
+//! Where an LSU's containers, recipe files and key dictionary are kept:
+//! the LSU's local directory (the store's disk), or an S3-compatible
+//! bucket, with the local directory as staging for containers being
+//! written and as a bounded cache of containers read.
+//!
+//! Everything above this goes through [`Backend`]: a container is
+//! *published* once sealed (a cloud LSU uploads it, never over an object
+//! that exists), before the catalog transaction that refers to it; a
+//! container missing locally is *fetched*; removing one removes the object.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::MsdpError;
+
+/// How an LSU's files are kept.
+pub trait Backend: Send + Sync {
+    /// For messages: `local` or `s3://BUCKET/PREFIX at ENDPOINT`.
+    fn describe(&self) -> String;
+    fn is_cloud(&self) -> bool;
+    /// Makes sealed container `id` (the whole file at `local`) durable
+    /// where the LSU keeps it. Never replaces an existing object.
+    fn publish_container(&self, id: u64, local: &Path) -> Result<(), MsdpError>;
+    /// Makes a recipe or key dictionary file (`rel`, e.g.
+    /// `recipes/ID.krc`; already written locally) durable where the LSU
+    /// keeps it.
+    fn publish_file(&self, rel: &str, bytes: &[u8]) -> Result<(), MsdpError>;
+    fn remove_file(&self, rel: &str) -> Result<(), MsdpError>;
+    /// Brings container `id` into `local` (NotFound for a local LSU: the
+    /// file is the container).
+    fn fetch_container(&self, id: u64, local: &Path) -> std::io::Result<()>;
+    /// Removes container `id` where the LSU keeps it (the local file is
+    /// the caller's).
+    fn remove_container(&self, id: u64) -> Result<(), MsdpError>;
+    /// Ids of the containers kept (a cloud LSU: the objects).
+    fn container_ids(&self, local_dir: &Path) -> Result<Vec<u64>, MsdpError>;
+    /// Downloads `rel` (a cloud LSU), if it exists.
+    fn fetch_file(&self, rel: &str) -> Result<Option<Vec<u8>>, MsdpError>;
+    /// Names of the files under `rel/` (a cloud LSU).
+    fn list_files(&self, rel: &str) -> Result<Vec<String>, MsdpError>;
+}
+
+/// The store's own disk: the local directory is everything.
+pub struct LocalDir;
+
+impl Backend for LocalDir {
+    fn describe(&self) -> String {
+        "local".into()
+    }
+    fn is_cloud(&self) -> bool {
+        false
+    }
+    fn publish_container(&self, _: u64, _: &Path) -> Result<(), MsdpError> {
+        Ok(())
+    }
+    fn publish_file(&self, _: &str, _: &[u8]) -> Result<(), MsdpError> {
+        Ok(())
+    }
+    fn remove_file(&self, _: &str) -> Result<(), MsdpError> {
+        Ok(())
+    }
+    fn fetch_container(&self, _: u64, local: &Path) -> std::io::Result<()> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} is gone", local.display()),
+        ))
+    }
+    fn remove_container(&self, _: u64) -> Result<(), MsdpError> {
+        Ok(())
+    }
+    fn container_ids(&self, local_dir: &Path) -> Result<Vec<u64>, MsdpError> {
+        container_files(local_dir)
+    }
+    fn fetch_file(&self, _: &str) -> Result<Option<Vec<u8>>, MsdpError> {
+        Ok(None)
+    }
+    fn list_files(&self, _: &str) -> Result<Vec<String>, MsdpError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A cloud LSU's settings (`STORE/lsu/NAME/cloud.json`). The credentials
+/// stay in their own file, named here, read when the LSU is opened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudConfig {
+    /// `s3://BUCKET/PREFIX`.
+    pub url: String,
+    pub endpoint: String,
+    pub region: String,
+    /// An AWS shared credentials file (`aws_access_key_id = …`,
+    /// `aws_secret_access_key = …`), absolute.
+    pub credentials_file: PathBuf,
+    /// Most bytes of containers kept locally for reads.
+    pub cache_bytes: u64,
+}
+
+/// The default read cache of a cloud LSU.
+pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
+
+impl CloudConfig {
+    /// (bucket, prefix) of `s3://BUCKET/PREFIX`, checked.
+    pub fn bucket_prefix(&self) -> Result<(String, String), MsdpError> {
+        let bad = |why: &str| MsdpError::Refused(format!("cloud location {}: {why}", self.url));
+        let rest = self
+            .url
+            .strip_prefix("s3://")
+            .ok_or_else(|| bad("not an s3:// URL"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !bucket_ok {
+            return Err(bad("the bucket name must be 3 to 63 of a-z 0-9 . -"));
+        }
+        let prefix = prefix.trim_end_matches('/');
+        if prefix
+            .split('/')
+            .any(|c| c == "." || c == ".." || (c.is_empty() && !prefix.is_empty()))
+            || prefix.len() > 512
+        {
+            return Err(bad("the prefix must be a plain path"));
+        }
+        if !self.endpoint.starts_with("http://") && !self.endpoint.starts_with("https://") {
+            return Err(MsdpError::Refused(format!(
+                "endpoint {}: not an http:// or https:// URL",
+                self.endpoint
+            )));
+        }
+        if !self.credentials_file.is_absolute() {
+            return Err(MsdpError::Refused(format!(
+                "credentials file {}: give an absolute path",
+                self.credentials_file.display()
+            )));
+        }
+        Ok((bucket.to_string(), prefix.to_string()))
+    }
+}
+
+/// The access key and secret of an AWS shared credentials file (its
+/// `[default]` section, or the only one).
+fn read_credentials(path: &Path) -> Result<(String, Zeroizing<String>), MsdpError> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| MsdpError::io(format!("credentials file {}", path.display()), e))?,
+    );
+    let (mut id, mut secret) = (None, None);
+    let mut section_ok = true;
+    for line in text.lines().map(str::trim) {
+        if let Some(s) = line.strip_prefix('[') {
+            section_ok = s.trim_end_matches(']').trim() == "default";
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        if !section_ok && id.is_some() {
+            continue;
+        }
+        match k.trim() {
+            "aws_access_key_id" => id = Some(v.trim().to_string()),
+            "aws_secret_access_key" => secret = Some(Zeroizing::new(v.trim().to_string())),
+            _ => {}
+        }
+    }
+    match (id, secret) {
+        (Some(i), Some(s)) if !i.is_empty() && !s.is_empty() => Ok((i, s)),
+        _ => Err(MsdpError::Refused(format!(
+            "credentials file {}: needs aws_access_key_id and aws_secret_access_key",
+            path.display()
+        ))),
+    }
+}
+
+/// One runtime for every cloud LSU of the process (two threads: the
+/// requests wait on the network, not on the CPU).
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("kmsfs-s3")
+            .enable_all()
+            .build()
+            .expect("the S3 runtime starts")
+    })
+}
+
+/// An S3-compatible bucket.
+pub struct S3 {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    describe: String,
+}
+
+impl S3 {
+    pub fn open(c: &CloudConfig) -> Result<Self, MsdpError> {
+        let (bucket, prefix) = c.bucket_prefix()?;
+        // The HTTP client's TLS takes the process's provider: AWS-LC, as
+        // everywhere else in kmsfs (set once; a second call is a no-op).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let (id, secret) = read_credentials(&c.credentials_file)?;
+        let describe = format!("{} at {}", c.url.trim_end_matches('/'), c.endpoint);
+        let store = AmazonS3Builder::new()
+            .with_bucket_name(&bucket)
+            .with_region(&c.region)
+            .with_endpoint(&c.endpoint)
+            .with_access_key_id(id)
+            .with_secret_access_key(secret.as_str())
+            .with_retry(RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(30),
+                ..Default::default()
+            })
+            // Client options carry allow_http too: set with them.
+            .with_client_options(
+                ClientOptions::new()
+                    .with_allow_http(c.endpoint.starts_with("http://"))
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(120)),
+            )
+            .build()
+            .map_err(|e| MsdpError::Refused(format!("{describe}: {e}")))?;
+        Ok(Self {
+            store: Arc::new(store),
+            prefix,
+            describe,
+        })
+    }
+
+    fn key(&self, rel: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(rel)
+        } else {
+            ObjectPath::from(format!("{}/{rel}", self.prefix))
+        }
+    }
+
+    fn err(&self, what: &str, e: object_store::Error) -> MsdpError {
+        MsdpError::io(
+            format!("{} ({what})", self.describe),
+            std::io::Error::other(e.to_string()),
+        )
+    }
+
+    /// Whether the prefix holds an LSU already (its key dictionary).
+    pub fn holds_lsu(&self) -> Result<bool, MsdpError> {
+        Ok(self.fetch_file("keydict.kkd")?.is_some())
+    }
+}
+
+fn container_rel(id: u64) -> String {
+    format!("containers/{id:016x}.kct")
+}
+
+impl Backend for S3 {
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+    fn is_cloud(&self) -> bool {
+        true
+    }
+
+    fn publish_container(&self, id: u64, local: &Path) -> Result<(), MsdpError> {
+        let bytes = std::fs::read(local)
+            .map_err(|e| MsdpError::io(format!("container {}", local.display()), e))?;
+        let key = self.key(&container_rel(id));
+        let len = bytes.len() as u64;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let r = runtime().block_on(self.store.put_opts(&key, PutPayload::from(bytes), opts));
+        match r {
+            Ok(_) => Ok(()),
+            // Uploaded before a failure that came after (a retry): the same
+            // container if it is as long; never replaced.
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                let head = runtime()
+                    .block_on(self.store.head(&key))
+                    .map_err(|e| self.err(&format!("object {key}"), e))?;
+                if head.size == len {
+                    Ok(())
+                } else {
+                    Err(MsdpError::Refused(format!(
+                        "{}: object {key} exists with {} bytes, not the {len} of this container: another writer uses this bucket prefix",
+                        self.describe, head.size
+                    )))
+                }
+            }
+            Err(e) => Err(self.err(&format!("uploading object {key}"), e)),
+        }
+    }
+
+    fn publish_file(&self, rel: &str, bytes: &[u8]) -> Result<(), MsdpError> {
+        let key = self.key(rel);
+        runtime()
+            .block_on(self.store.put(&key, PutPayload::from(bytes.to_vec())))
+            .map(|_| ())
+            .map_err(|e| self.err(&format!("uploading object {key}"), e))
+    }
+
+    fn remove_file(&self, rel: &str) -> Result<(), MsdpError> {
+        let key = self.key(rel);
+        match runtime().block_on(self.store.delete(&key)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err(&format!("deleting object {key}"), e)),
+        }
+    }
+
+    fn fetch_container(&self, id: u64, local: &Path) -> std::io::Result<()> {
+        let key = self.key(&container_rel(id));
+        let bytes = runtime()
+            .block_on(async { self.store.get(&key).await?.bytes().await })
+            .map_err(|e| match e {
+                object_store::Error::NotFound { .. } => std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{}: no object {key}", self.describe),
+                ),
+                e => {
+                    std::io::Error::other(format!("{}: fetching object {key}: {e}", self.describe))
+                }
+            })?;
+        let tmp = local.with_extension("kct.fetch");
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, local)
+    }
+
+    fn remove_container(&self, id: u64) -> Result<(), MsdpError> {
+        self.remove_file(&container_rel(id))
+    }
+
+    fn container_ids(&self, _: &Path) -> Result<Vec<u64>, MsdpError> {
+        Ok(self
+            .list_files("containers")?
+            .iter()
+            .filter_map(|n| n.strip_suffix(".kct"))
+            .filter_map(|h| u64::from_str_radix(h, 16).ok())
+            .collect())
+    }
+
+    fn fetch_file(&self, rel: &str) -> Result<Option<Vec<u8>>, MsdpError> {
+        let key = self.key(rel);
+        match runtime().block_on(async { self.store.get(&key).await?.bytes().await }) {
+            Ok(b) => Ok(Some(b.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(&format!("fetching object {key}"), e)),
+        }
+    }
+
+    fn list_files(&self, rel: &str) -> Result<Vec<String>, MsdpError> {
+        let dir = self.key(rel);
+        let objects: Vec<_> = runtime()
+            .block_on(self.store.list(Some(&dir)).try_collect())
+            .map_err(|e| self.err(&format!("listing {dir}"), e))?;
+        Ok(objects
+            .into_iter()
+            .filter_map(|m| m.location.filename().map(str::to_string))
+            .collect())
+    }
+}
+
+/// `DIR/0000000000000007.kct`.
+pub fn container_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:016x}.kct"))
+}
+
+/// Ids of the container files in `dir`.
+pub fn container_files(dir: &Path) -> Result<Vec<u64>, MsdpError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| MsdpError::io(dir.display().to_string(), e))?;
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if let Some(hex) = name.strip_suffix(".kct")
+            && let Ok(id) = u64::from_str_radix(hex, 16)
+        {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// `STORE/lsu/NAME/cloud.json`.
+pub fn cloud_config_path(lsu_dir: &Path) -> PathBuf {
+    lsu_dir.join("cloud.json")
+}
+
+/// The read cache size of the LSU whose directory is `lsu_dir`.
+pub fn cache_bytes(lsu_dir: &Path) -> u64 {
+    std::fs::read(cloud_config_path(lsu_dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<CloudConfig>(&b).ok())
+        .map_or(DEFAULT_CACHE_BYTES, |c| c.cache_bytes)
+}
+
+/// The backend of the LSU whose directory is `lsu_dir`.
+pub fn open(lsu_dir: &Path) -> Result<Arc<dyn Backend>, MsdpError> {
+    let p = cloud_config_path(lsu_dir);
+    match std::fs::read(&p) {
+        Ok(b) => {
+            let c: CloudConfig = serde_json::from_slice(&b)
+                .map_err(|e| MsdpError::Refused(format!("{}: {e}", p.display())))?;
+            Ok(Arc::new(S3::open(&c)?))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Arc::new(LocalDir)),
+        Err(e) => Err(MsdpError::io(p.display().to_string(), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str) -> CloudConfig {
+        CloudConfig {
+            url: url.into(),
+            endpoint: "http://127.0.0.1:9000".into(),
+            region: "us-east-1".into(),
+            credentials_file: "/etc/kmsfs/s3.creds".into(),
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
+
+    #[test]
+    fn cloud_urls_are_checked() {
+        assert_eq!(
+            config("s3://backups-1/site/a").bucket_prefix().unwrap(),
+            ("backups-1".into(), "site/a".into())
+        );
+        assert_eq!(
+            config("s3://backups-1").bucket_prefix().unwrap(),
+            ("backups-1".into(), String::new())
+        );
+        for bad in [
+            "backups",
+            "s3://B",
+            "s3://ab",
+            "s3://b1/../x",
+            "s3://b1/a//b",
+            "http://b1",
+        ] {
+            assert!(config(bad).bucket_prefix().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_come_from_the_default_section() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c");
+        std::fs::write(
+            &p,
+            "[other]\naws_access_key_id = X\naws_secret_access_key = Y\n[default]\naws_access_key_id = AK\naws_secret_access_key = SK\n",
+        )
+        .unwrap();
+        let (id, s) = read_credentials(&p).unwrap();
+        assert_eq!((id.as_str(), s.as_str()), ("AK", "SK"));
+        std::fs::write(&p, "aws_access_key_id = AK\n").unwrap();
+        let e = read_credentials(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("aws_secret_access_key") && !e.contains("AK"),
+            "{e}"
+        );
+    }
+}
