@@ -150,3 +150,58 @@ fn a_bucket_prefix_holding_an_lsu_is_not_taken_twice() {
     // Nothing is left behind by the refusal: c2 is not a cloud LSU now.
     assert!(!s.dir.join("lsu/c2/cloud.json").exists());
 }
+
+/// A legacy-mode cloud LSU converted to KMS mode: the converted
+/// containers are in the bucket before the index names them (a cold cache
+/// reads everything back), and backups leave no more on local disk than
+/// the cache holds.
+#[test]
+fn conversion_uploads_and_the_local_cache_stays_within_its_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(tmp.path());
+    s3.make_bucket("backups-three");
+    let s = TestStore::new(&[]);
+    s.group_with_key("KG");
+    let creds = S3Server::credentials_file(s.tmp.path());
+    s.ok(&[
+        "lsu",
+        "create",
+        "c1",
+        "--legacy-kms",
+        "--key-group",
+        "KG",
+        "--cloud",
+        "s3://backups-three/x",
+        "--endpoint",
+        &s3.endpoint(),
+        "--credentials-file",
+        creds.to_str().unwrap(),
+        "--cache-size",
+        "1M",
+    ]);
+    let f = s.path("f");
+    random_file(&f, 6);
+    let m = s.mount("");
+    cp(&f, &m.p("msdp/c1/a"));
+    let local = || -> u64 {
+        std::fs::read_dir(s.dir.join("lsu/c1/containers"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    };
+    assert!(
+        local() <= 1 << 20,
+        "{} bytes of containers kept locally",
+        local()
+    );
+    s.ok(&["lsu", "convert", "c1"]);
+    assert!(s.ok(&["lsu", "getmode", "c1"]).contains("KMS mode"));
+    m.unmount();
+    sh_ok(&format!(
+        "rm -f '{}'/*.kct",
+        s.dir.join("lsu/c1/containers").display()
+    ));
+    let m = s.mount("");
+    assert_eq!(sha256(&m.p("msdp/c1/a")), sha256(&f));
+    m.unmount();
+}

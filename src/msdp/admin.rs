@@ -75,8 +75,10 @@ impl Msdp {
             None => None,
         };
         let made = self.create_in_catalog(&c, group, attrs);
+        // Only while no LSU was recorded: one that was is a cloud LSU.
         if made.is_err()
             && let Some(f) = cloud_file
+            && matches!(self.catalog.lsu(&c.name), Ok(None))
         {
             let _ = std::fs::remove_file(f);
         }
@@ -94,11 +96,13 @@ impl Msdp {
         let s3 = super::backend::S3::open(cloud)?;
         if s3.holds_lsu()? {
             return Err(MsdpError::Refused(format!(
-                "{} holds an LSU already: bring it back with `kmsfs lsu recover {name} --from {}`",
-                s3.describe(),
-                cloud.url
+                "{} holds an LSU already: use another prefix, or copy the prefix to a directory and bring it back with `kmsfs lsu recover {name} --from DIR`",
+                s3.describe()
             )));
         }
+        // The credentials may write and delete, not only read.
+        s3.publish_file(".kmsfs-probe", b"kmsfs write probe")?;
+        s3.remove_file(".kmsfs-probe")?;
         let dir = self.dir.join(name);
         let io = |e| MsdpError::io(dir.display().to_string(), e);
         std::fs::create_dir_all(&dir).map_err(io)?;

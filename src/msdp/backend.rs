@@ -8,6 +8,7 @@
 //! that exists), before the catalog transaction that refers to it; a
 //! container missing locally is *fetched*; removing one removes the object.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -132,6 +133,11 @@ impl CloudConfig {
         {
             return Err(bad("the prefix must be a plain path"));
         }
+        if self.endpoint.contains('@') {
+            return Err(MsdpError::Refused(
+                "the endpoint URL may not carry credentials (user@): use --credentials-file".into(),
+            ));
+        }
         if !self.endpoint.starts_with("http://") && !self.endpoint.starts_with("https://") {
             return Err(MsdpError::Refused(format!(
                 "endpoint {}: not an http:// or https:// URL",
@@ -155,29 +161,43 @@ fn read_credentials(path: &Path) -> Result<(String, Zeroizing<String>), MsdpErro
         std::fs::read_to_string(path)
             .map_err(|e| MsdpError::io(format!("credentials file {}", path.display()), e))?,
     );
-    let (mut id, mut secret) = (None, None);
-    let mut section_ok = true;
+    // Each section's pair; `[default]` wins, else the only section.
+    let mut sections: Vec<(String, Option<String>, Option<Zeroizing<String>>)> =
+        vec![(String::new(), None, None)];
     for line in text.lines().map(str::trim) {
         if let Some(s) = line.strip_prefix('[') {
-            section_ok = s.trim_end_matches(']').trim() == "default";
+            sections.push((s.trim_end_matches(']').trim().to_string(), None, None));
             continue;
         }
         let Some((k, v)) = line.split_once('=') else {
             continue;
         };
-        if !section_ok && id.is_some() {
-            continue;
-        }
+        let cur = sections.last_mut().expect("one section at least");
         match k.trim() {
-            "aws_access_key_id" => id = Some(v.trim().to_string()),
-            "aws_secret_access_key" => secret = Some(Zeroizing::new(v.trim().to_string())),
+            "aws_access_key_id" => cur.1 = Some(v.trim().to_string()),
+            "aws_secret_access_key" => cur.2 = Some(Zeroizing::new(v.trim().to_string())),
             _ => {}
         }
     }
-    match (id, secret) {
-        (Some(i), Some(s)) if !i.is_empty() && !s.is_empty() => Ok((i, s)),
-        _ => Err(MsdpError::Refused(format!(
-            "credentials file {}: needs aws_access_key_id and aws_secret_access_key",
+    let whole: Vec<_> = sections
+        .into_iter()
+        .filter_map(|(name, id, secret)| match (id, secret) {
+            (Some(i), Some(s)) if !i.is_empty() && !s.is_empty() => Some((name, i, s)),
+            _ => None,
+        })
+        .collect();
+    let pick = match whole.iter().position(|w| w.0 == "default") {
+        Some(i) => Some(i),
+        None if whole.len() == 1 => Some(0),
+        None => None,
+    };
+    match pick {
+        Some(i) => {
+            let (_, id, secret) = whole.into_iter().nth(i).expect("picked");
+            Ok((id, secret))
+        }
+        None => Err(MsdpError::Refused(format!(
+            "credentials file {}: needs aws_access_key_id and aws_secret_access_key (in [default], or in its only section)",
             path.display()
         ))),
     }
@@ -332,9 +352,22 @@ impl Backend for S3 {
                     std::io::Error::other(format!("{}: fetching object {key}: {e}", self.describe))
                 }
             })?;
+        // Durable under its name only once whole: a torn cache file would
+        // read as damage, not as missing.
         let tmp = local.with_extension("kct.fetch");
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::rename(&tmp, local)
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        std::io::Write::write_all(&mut f, &bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, local)?;
+        if let Some(dir) = local.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     fn remove_container(&self, id: u64) -> Result<(), MsdpError> {
@@ -466,6 +499,20 @@ mod tests {
         .unwrap();
         let (id, s) = read_credentials(&p).unwrap();
         assert_eq!((id.as_str(), s.as_str()), ("AK", "SK"));
+        std::fs::write(
+            &p,
+            "[backup]\naws_access_key_id = B\naws_secret_access_key = BS\n",
+        )
+        .unwrap();
+        let (id, s) = read_credentials(&p).unwrap();
+        assert_eq!((id.as_str(), s.as_str()), ("B", "BS"));
+        // A key id of one section never goes with another's secret.
+        std::fs::write(
+            &p,
+            "[a]\naws_access_key_id = A\n[default]\naws_secret_access_key = S\n",
+        )
+        .unwrap();
+        assert!(read_credentials(&p).is_err());
         std::fs::write(&p, "aws_access_key_id = AK\n").unwrap();
         let e = read_credentials(&p).unwrap_err().to_string();
         assert!(

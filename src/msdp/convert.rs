@@ -176,6 +176,10 @@ fn convert_container(
         });
     }
     let c = out.sync()?;
+    // A cloud LSU's container is in the bucket before the index names it.
+    state
+        .backend
+        .publish_container(out.id, &state.path(out.id))?;
     let retired: &[u64] = if busy { &[] } else { &[id] };
     msdp.catalog
         .relocate(&rec.name, &moves, &[(out.id, c)], retired)?;

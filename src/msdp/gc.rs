@@ -203,13 +203,17 @@ pub(super) fn remove(state: &LsuState, id: u64) -> Result<(), MsdpError> {
 
 /// Removes container files neither the catalog nor a writer knows.
 fn remove_orphans(msdp: &Msdp, state: &LsuState) -> Result<usize, MsdpError> {
+    // In this order: ids made from here on are a writer's (skipped); a
+    // container in flight now is in `busy`; one committed and released
+    // since is in `known`, read after. Never an id that is neither.
+    let limit = state.next_id();
+    let busy = state.inflight.lock().containers.clone();
     let known: HashSet<u64> = msdp
         .catalog
         .containers(&state.name)?
         .into_iter()
         .map(|c| c.0)
         .collect();
-    let busy = state.inflight.lock().containers.clone();
     let mut n = 0;
     let mut ids = container_files(&state.dir)?;
     if state.backend.is_cloud() {
@@ -218,7 +222,7 @@ fn remove_orphans(msdp: &Msdp, state: &LsuState) -> Result<usize, MsdpError> {
         ids.dedup();
     }
     for id in ids {
-        if !known.contains(&id) && !busy.contains(&id) {
+        if id < limit && !known.contains(&id) && !busy.contains(&id) {
             tracing::info!(lsu = %state.name, container = id, "removing a container no commit refers to");
             remove(state, id)?;
             n += 1;

@@ -183,9 +183,12 @@ impl Msdp {
         let mut total = 0;
         for id in backend::container_files(&dir)? {
             let p = backend::container_path(&dir, id);
-            total += std::fs::metadata(&p)
-                .map_err(|e| MsdpError::io(p.display().to_string(), e))?
-                .len();
+            total += match std::fs::metadata(&p) {
+                Ok(m) => m.len(),
+                // Evicted from a cloud LSU's cache meanwhile.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(MsdpError::io(p.display().to_string(), e)),
+            };
         }
         Ok(total)
     }

@@ -117,7 +117,7 @@ impl Msdp {
             .collect();
         let mut removed = 0;
         for id in on_disk.union(&in_bucket) {
-            if known.contains(id) || busy.contains(id) {
+            if known.contains(id) || busy.contains(id) || self.still_wanted(state, *id)? {
                 continue;
             }
             let p = dir.join(manifest::recipe_file_name(*id));
@@ -142,6 +142,17 @@ impl Msdp {
         crate::util::atomic::sync_dir(&dir)
             .map_err(|e| MsdpError::io(dir.display().to_string(), e))?;
         Ok((removed, written))
+    }
+
+    /// Whether image `id`'s recipe is needed after all: a writer that began
+    /// after the snapshots pins it (its file may be on disk before its
+    /// commit), or it committed since. In this order: pinned now, or
+    /// committed before it let go.
+    fn still_wanted(&self, state: &LsuState, id: u128) -> Result<bool, MsdpError> {
+        if state.inflight.lock().images.contains(&id) {
+            return Ok(true);
+        }
+        Ok(self.catalog.image(id)?.is_some())
     }
 
     /// Writes the recipe files that are missing or differ from the

@@ -100,6 +100,11 @@ impl LsuState {
         })
     }
 
+    /// The id the next container will get (every id below it is taken).
+    pub fn next_id(&self) -> u64 {
+        self.next_container.load(Ordering::SeqCst)
+    }
+
     /// A new container id, marked in flight until [`LsuState::release_container`].
     pub fn new_container(&self) -> u64 {
         let id = self.next_container.fetch_add(1, Ordering::SeqCst);
@@ -145,7 +150,7 @@ impl LsuState {
                     Ok(f) => f,
                     Err(_) => {
                         self.backend.fetch_container(id, &self.path(id))?;
-                        self.trim_cache(id);
+                        self.trim_cache(Some(id));
                         File::open(self.path(id))?
                     }
                 }
@@ -164,7 +169,7 @@ impl LsuState {
     /// Removes fetched containers, oldest first, until the cache is within
     /// its size (never `keep`, nor one a writer or reclaim holds: those
     /// are not in the bucket yet, or being moved).
-    fn trim_cache(&self, keep: u64) {
+    pub fn trim_cache(&self, keep: Option<u64>) {
         let Ok(ids) = container_files(&self.dir) else {
             return;
         };
@@ -182,7 +187,7 @@ impl LsuState {
             if total <= self.cache_bytes {
                 break;
             }
-            if id == keep || busy.contains(&id) {
+            if Some(id) == keep || busy.contains(&id) {
                 continue;
             }
             if std::fs::remove_file(self.path(id)).is_ok() {

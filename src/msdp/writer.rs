@@ -209,6 +209,10 @@ impl LsuWriter {
         seg.touched.clear();
         // Now in the catalog: no longer in need of the pin.
         seg.retired.clear();
+        if seg.state.backend.is_cloud() {
+            // Uploaded and committed: the local copies are only a cache now.
+            seg.state.trim_cache(None);
+        }
         seg.sealed = (0, 0);
         self.dirty = false;
         self.committed_once = true;
