@@ -148,15 +148,41 @@ pub enum LsuCmd {
         json: bool,
     },
     /// Rebuild a lost LSU from its directory (a copy of STORE/lsu/NAME:
-    /// containers, recipes, key dictionary) and the KMS holding its root keys.
+    /// containers, recipes, key dictionary) or from its bucket, and the KMS
+    /// holding its root keys.
     Recover {
         name: String,
-        /// The LSU's directory, e.g. a replica of /old-store/lsu/NAME.
+        /// The LSU's directory, e.g. a replica of /old-store/lsu/NAME; or a
+        /// cloud LSU's s3://BUCKET/PREFIX (with --endpoint and
+        /// --credentials-file): the LSU stays in the bucket.
         #[arg(long)]
         from: PathBuf,
+        #[command(flatten)]
+        bucket: BucketArgs,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// How to reach the bucket a cloud LSU is recovered from.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketArgs {
+    /// The object store's URL, e.g. https://s3.example.com:9000.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// AWS shared credentials file (aws_access_key_id, aws_secret_access_key).
+    #[arg(long)]
+    pub credentials_file: Option<PathBuf>,
+    /// Most bytes of containers kept on local disk for reads, e.g. 4G.
+    #[arg(long, value_parser = parse_size)]
+    pub cache_size: Option<u64>,
+    /// Seconds a request to the object store may take (retries within
+    /// it); an operation gives up after about twice this. Default 30.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: Option<u64>,
 }
 
 /// Where a cloud LSU keeps its containers.
@@ -178,6 +204,10 @@ pub struct CloudArgs {
     /// Most bytes of containers kept on local disk for reads, e.g. 4G.
     #[arg(long, value_parser = parse_size)]
     pub cache_size: Option<u64>,
+    /// Seconds a request to the object store may take (retries within
+    /// it); an operation gives up after about twice this. Default 30.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
@@ -568,7 +598,13 @@ fn file_args(cmd: &mut Cmd) -> Vec<&mut PathBuf> {
         Cmd::Image(ImageCmd::Verify { file, .. }) => vec![file],
         Cmd::Image(ImageCmd::Restore { to, .. }) => vec![to],
         Cmd::Import(a) => a.volumes.iter_mut().collect(),
-        Cmd::Lsu(LsuCmd::Recover { from, .. }) => vec![from],
+        Cmd::Lsu(LsuCmd::Recover { from, bucket, .. }) => {
+            let mut v: Vec<&mut PathBuf> = bucket.credentials_file.iter_mut().collect();
+            if !is_bucket_url(from) {
+                v.push(from);
+            }
+            v
+        }
         Cmd::Lsu(LsuCmd::Create {
             cloud:
                 CloudArgs {
@@ -579,6 +615,11 @@ fn file_args(cmd: &mut Cmd) -> Vec<&mut PathBuf> {
         }) => vec![f],
         _ => vec![],
     }
+}
+
+/// Whether `--from` names a bucket (`s3://…`), not a directory.
+pub fn is_bucket_url(p: &std::path::Path) -> bool {
+    p.to_str().is_some_and(|s| s.starts_with("s3://"))
 }
 
 /// Makes every file argument of a store command absolute, relative to

@@ -90,7 +90,12 @@ pub fn run(store: &Store, cmd: &LsuCmd, out: &mut Out) -> Result<(), CliError> {
             m.set_mode(name, mode)?;
             out.line(format!("LSU {name} is in {} mode", mode.as_str()));
         }
-        LsuCmd::Recover { name, from, json } => recover(store, name, from, *json, out)?,
+        LsuCmd::Recover {
+            name,
+            from,
+            bucket,
+            json,
+        } => recover(store, name, &recover_from(from, bucket)?, *json, out)?,
         LsuCmd::Gc { name, json } => {
             let task = format!("reclaiming LSU {name}");
             let r = m.reclaim(name, |done, total| {
@@ -121,10 +126,54 @@ pub fn run(store: &Store, cmd: &LsuCmd, out: &mut Out) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `--from DIR` or `--from s3://…` with the bucket's settings.
+fn recover_from(
+    from: &Path,
+    b: &super::args::BucketArgs,
+) -> Result<crate::msdp::recover::RecoverFrom, CliError> {
+    use crate::msdp::recover::RecoverFrom;
+    if !super::args::is_bucket_url(from) {
+        if b.endpoint.is_some()
+            || b.credentials_file.is_some()
+            || b.cache_size.is_some()
+            || b.timeout.is_some()
+        {
+            return Err(CliError::Usage(format!(
+                "--endpoint, --credentials-file, --cache-size and --timeout go with --from s3://BUCKET/PREFIX, not a directory ({})",
+                from.display()
+            )));
+        }
+        return Ok(RecoverFrom::Dir(from.into()));
+    }
+    let from = from.to_str().expect("an s3:// URL is UTF-8");
+    let (Some(endpoint), Some(credentials_file)) = (&b.endpoint, &b.credentials_file) else {
+        return Err(CliError::Usage(format!(
+            "recovering from {from} needs --endpoint URL and --credentials-file FILE"
+        )));
+    };
+    let c = crate::msdp::backend::CloudConfig {
+        url: from.to_string(),
+        endpoint: endpoint.clone(),
+        region: b.region.clone(),
+        credentials_file: std::path::absolute(credentials_file).map_err(|e| CliError::Io {
+            path: credentials_file.display().to_string(),
+            source: e,
+        })?,
+        cache_bytes: b
+            .cache_size
+            .unwrap_or(crate::msdp::backend::DEFAULT_CACHE_BYTES),
+        timeout_secs: b
+            .timeout
+            .unwrap_or(crate::msdp::backend::DEFAULT_TIMEOUT_SECS),
+    };
+    c.bucket_prefix()?;
+    Ok(RecoverFrom::Bucket(c))
+}
+
 fn recover(
     store: &Store,
     name: &str,
-    from: &Path,
+    from: &crate::msdp::recover::RecoverFrom,
     json: bool,
     out: &mut Out,
 ) -> Result<(), CliError> {
@@ -183,6 +232,9 @@ fn cloud_config(a: &super::args::CloudArgs) -> Option<crate::msdp::backend::Clou
         cache_bytes: a
             .cache_size
             .unwrap_or(crate::msdp::backend::DEFAULT_CACHE_BYTES),
+        timeout_secs: a
+            .timeout
+            .unwrap_or(crate::msdp::backend::DEFAULT_TIMEOUT_SECS),
     })
 }
 

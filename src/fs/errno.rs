@@ -89,6 +89,8 @@ pub fn msdp_errno(e: &MsdpError) -> i32 {
         MsdpError::NoLsu(_) => libc::ENOENT,
         MsdpError::Refused(_) => libc::EPERM,
         MsdpError::NotSequential { .. } => libc::ESPIPE,
+        // As an NFS mount with softerr: a timeout, not damage.
+        MsdpError::Unreachable { .. } => libc::ETIMEDOUT,
         MsdpError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         MsdpError::Catalog(c) => catalog_errno(c),
         MsdpError::Crypto(_) | MsdpError::Poisoned => libc::EIO,

@@ -103,14 +103,7 @@ impl Msdp {
         // The credentials may write and delete, not only read.
         s3.publish_file(".kmsfs-probe", b"kmsfs write probe")?;
         s3.remove_file(".kmsfs-probe")?;
-        let dir = self.dir.join(name);
-        let io = |e| MsdpError::io(dir.display().to_string(), e);
-        std::fs::create_dir_all(&dir).map_err(io)?;
-        let p = super::backend::cloud_config_path(&dir);
-        let json = serde_json::to_vec_pretty(cloud).expect("config serializes");
-        crate::util::atomic::write_atomic(&p, &json, 0o600)
-            .map_err(|e| MsdpError::io(p.display().to_string(), e))?;
-        Ok(p)
+        super::backend::write_config(&self.dir.join(name), cloud)
     }
 
     fn create_in_catalog(

@@ -45,8 +45,9 @@ pub trait Backend: Send + Sync {
     fn remove_container(&self, id: u64) -> Result<(), MsdpError>;
     /// Ids of the containers kept (a cloud LSU: the objects).
     fn container_ids(&self, local_dir: &Path) -> Result<Vec<u64>, MsdpError>;
-    /// Downloads `rel` (a cloud LSU), if it exists.
-    fn fetch_file(&self, rel: &str) -> Result<Option<Vec<u8>>, MsdpError>;
+    /// Downloads `rel` (a cloud LSU), if it exists; refused if it is
+    /// longer than `max` bytes (nothing read from the bucket is trusted).
+    fn fetch_file(&self, rel: &str, max: usize) -> Result<Option<Vec<u8>>, MsdpError>;
     /// Names of the files under `rel/` (a cloud LSU).
     fn list_files(&self, rel: &str) -> Result<Vec<String>, MsdpError>;
 }
@@ -82,7 +83,7 @@ impl Backend for LocalDir {
     fn container_ids(&self, local_dir: &Path) -> Result<Vec<u64>, MsdpError> {
         container_files(local_dir)
     }
-    fn fetch_file(&self, _: &str) -> Result<Option<Vec<u8>>, MsdpError> {
+    fn fetch_file(&self, _: &str, _: usize) -> Result<Option<Vec<u8>>, MsdpError> {
         Ok(None)
     }
     fn list_files(&self, _: &str) -> Result<Vec<String>, MsdpError> {
@@ -104,10 +105,22 @@ pub struct CloudConfig {
     pub credentials_file: PathBuf,
     /// Most bytes of containers kept locally for reads.
     pub cache_bytes: u64,
+    /// Seconds one request may take, and retries are made within; an
+    /// operation gives up after about twice this (a hung store costs a
+    /// reader or writer no more).
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
 }
 
 /// The default read cache of a cloud LSU.
 pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
+
+/// The default request timeout of a cloud LSU, in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+
+fn default_timeout() -> u64 {
+    DEFAULT_TIMEOUT_SECS
+}
 
 impl CloudConfig {
     /// (bucket, prefix) of `s3://BUCKET/PREFIX`, checked.
@@ -232,6 +245,7 @@ impl S3 {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let (id, secret) = read_credentials(&c.credentials_file)?;
         let describe = format!("{} at {}", c.url.trim_end_matches('/'), c.endpoint);
+        let timeout = Duration::from_secs(c.timeout_secs.clamp(1, 3600));
         let store = AmazonS3Builder::new()
             .with_bucket_name(&bucket)
             .with_region(&c.region)
@@ -240,15 +254,15 @@ impl S3 {
             .with_secret_access_key(secret.as_str())
             .with_retry(RetryConfig {
                 max_retries: 3,
-                retry_timeout: Duration::from_secs(30),
+                retry_timeout: timeout,
                 ..Default::default()
             })
             // Client options carry allow_http too: set with them.
             .with_client_options(
                 ClientOptions::new()
                     .with_allow_http(c.endpoint.starts_with("http://"))
-                    .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout(Duration::from_secs(120)),
+                    .with_connect_timeout(timeout.min(Duration::from_secs(5)))
+                    .with_timeout(timeout),
             )
             .build()
             .map_err(|e| MsdpError::Refused(format!("{describe}: {e}")))?;
@@ -267,16 +281,28 @@ impl S3 {
         }
     }
 
+    /// A failed request: credentials refused, or the store not answering
+    /// (after the retries), named with the endpoint and the object.
     fn err(&self, what: &str, e: object_store::Error) -> MsdpError {
-        MsdpError::io(
-            format!("{} ({what})", self.describe),
-            std::io::Error::other(e.to_string()),
-        )
+        match e {
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => MsdpError::Refused(format!(
+                "{}: {what}: the credentials are refused: {e}",
+                self.describe
+            )),
+            e => MsdpError::Unreachable {
+                store: self.describe.clone(),
+                what: what.to_string(),
+                why: e.to_string(),
+            },
+        }
     }
 
     /// Whether the prefix holds an LSU already (its key dictionary).
     pub fn holds_lsu(&self) -> Result<bool, MsdpError> {
-        Ok(self.fetch_file("keydict.kkd")?.is_some())
+        Ok(self
+            .fetch_file(super::sidecar::KEYDICT_FILE, super::manifest::MAX_KEYDICT)?
+            .is_some())
     }
 }
 
@@ -341,16 +367,35 @@ impl Backend for S3 {
 
     fn fetch_container(&self, id: u64, local: &Path) -> std::io::Result<()> {
         let key = self.key(&container_rel(id));
+        let max = super::container::CONTAINER_MAX;
         let bytes = runtime()
-            .block_on(async { self.store.get(&key).await?.bytes().await })
+            .block_on(async {
+                let r = self.store.get(&key).await?;
+                if r.meta.size > max {
+                    return Ok(Err(r.meta.size));
+                }
+                r.bytes().await.map(Ok)
+            })
             .map_err(|e| match e {
                 object_store::Error::NotFound { .. } => std::io::Error::new(
                     std::io::ErrorKind::NotFound,
                     format!("{}: no object {key}", self.describe),
                 ),
-                e => {
-                    std::io::Error::other(format!("{}: fetching object {key}: {e}", self.describe))
-                }
+                // The error itself rides in the io::Error (see
+                // RecordError::Unreachable).
+                e => std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    self.err(&format!("fetching object {key}"), e),
+                ),
+            })?
+            .map_err(|size| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: object {key} is {size} bytes, longer than any container ({max})",
+                        self.describe
+                    ),
+                )
             })?;
         // Durable under its name only once whole: a torn cache file would
         // read as damage, not as missing.
@@ -383,10 +428,21 @@ impl Backend for S3 {
             .collect())
     }
 
-    fn fetch_file(&self, rel: &str) -> Result<Option<Vec<u8>>, MsdpError> {
+    fn fetch_file(&self, rel: &str, max: usize) -> Result<Option<Vec<u8>>, MsdpError> {
         let key = self.key(rel);
-        match runtime().block_on(async { self.store.get(&key).await?.bytes().await }) {
-            Ok(b) => Ok(Some(b.to_vec())),
+        let got = runtime().block_on(async {
+            let r = self.store.get(&key).await?;
+            if r.meta.size > max as u64 {
+                return Ok(Err(r.meta.size));
+            }
+            r.bytes().await.map(Ok)
+        });
+        match got {
+            Ok(Ok(b)) => Ok(Some(b.to_vec())),
+            Ok(Err(size)) => Err(MsdpError::Refused(format!(
+                "{}: object {key} is {size} bytes, longer than the {max} it may be",
+                self.describe
+            ))),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.err(&format!("fetching object {key}"), e)),
         }
@@ -430,6 +486,17 @@ pub fn cloud_config_path(lsu_dir: &Path) -> PathBuf {
     lsu_dir.join("cloud.json")
 }
 
+/// Writes `LSU_DIR/cloud.json` (made durable); its path.
+pub fn write_config(lsu_dir: &Path, c: &CloudConfig) -> Result<PathBuf, MsdpError> {
+    let io = |e| MsdpError::io(lsu_dir.display().to_string(), e);
+    std::fs::create_dir_all(lsu_dir).map_err(io)?;
+    let p = cloud_config_path(lsu_dir);
+    let json = serde_json::to_vec_pretty(c).expect("config serializes");
+    crate::util::atomic::write_atomic(&p, &json, 0o600)
+        .map_err(|e| MsdpError::io(p.display().to_string(), e))?;
+    Ok(p)
+}
+
 /// The read cache size of the LSU whose directory is `lsu_dir`.
 pub fn cache_bytes(lsu_dir: &Path) -> u64 {
     std::fs::read(cloud_config_path(lsu_dir))
@@ -463,7 +530,16 @@ mod tests {
             region: "us-east-1".into(),
             credentials_file: "/etc/kmsfs/s3.creds".into(),
             cache_bytes: DEFAULT_CACHE_BYTES,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
         }
+    }
+
+    #[test]
+    fn settings_written_before_the_timeout_existed_still_read() {
+        let old = r#"{"url":"s3://b-1/p","endpoint":"http://h:1","region":"r",
+            "credentials_file":"/c","cache_bytes":7}"#;
+        let c: CloudConfig = serde_json::from_str(old).unwrap();
+        assert_eq!((c.cache_bytes, c.timeout_secs), (7, DEFAULT_TIMEOUT_SECS));
     }
 
     #[test]

@@ -15,6 +15,9 @@ use crate::catalog::ContainerRec;
 
 /// A container grows to about this size, then the next one starts.
 pub const CONTAINER_TARGET: u64 = 64 << 20;
+/// No container is longer: the target and the largest record past it,
+/// with room to spare (a longer object in a bucket is not one of ours).
+pub const CONTAINER_MAX: u64 = 2 * CONTAINER_TARGET;
 const WRITE_BUFFER: usize = 8 << 20;
 
 /// A container being appended to.
@@ -167,7 +170,11 @@ pub fn read_record_with(
             "record of {len} bytes is longer than any container holds"
         )));
     }
-    let f = state.file(container).map_err(RecordError::Missing)?;
+    let f = state.file(container).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => RecordError::Missing(e),
+        std::io::ErrorKind::TimedOut => RecordError::unreachable(e),
+        _ => RecordError::Io(e),
+    })?;
     buf.resize(len as usize, 0);
     f.read_exact_at(buf, offset).map_err(RecordError::Io)?;
     let h = SegmentHeader::decode(&buf[..SEGMENT_HEADER_LEN.min(buf.len())])
@@ -188,4 +195,37 @@ pub enum RecordError {
     Missing(std::io::Error),
     Io(std::io::Error),
     Damaged(String),
+    /// A cloud LSU's object store did not answer (the error names it).
+    Unreachable(MsdpError),
+}
+
+impl RecordError {
+    /// The store's error a failed fetch carries (or the fetch's own).
+    fn unreachable(e: std::io::Error) -> Self {
+        let what = e.to_string();
+        match e.into_inner().map(|b| b.downcast::<MsdpError>()) {
+            Some(Ok(m)) => Self::Unreachable(*m),
+            _ => Self::Unreachable(MsdpError::Unreachable {
+                store: "object store".into(),
+                what: "fetching a container".into(),
+                why: what,
+            }),
+        }
+    }
+
+    /// What a reader reports: the object store that did not answer, or
+    /// damage of segment `offset` of `container` (`context` says who read).
+    pub fn report(self, lsu: &str, container: u64, offset: u64, context: &str) -> MsdpError {
+        let why = match self {
+            Self::Unreachable(e) => return e,
+            Self::Missing(e) | Self::Io(e) => e.to_string(),
+            Self::Damaged(w) => w,
+        };
+        MsdpError::Integrity {
+            lsu: lsu.to_string(),
+            container,
+            offset,
+            why: format!("{context}{why}"),
+        }
+    }
 }

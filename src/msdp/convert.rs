@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::container::{ContainerWriter, RecordError, read_record};
+use super::container::{ContainerWriter, read_record};
 use super::segment::{OpenError, Sealer, open_record, seal_into};
 use super::state::LsuState;
 use super::{Msdp, MsdpError};
@@ -138,11 +138,12 @@ fn convert_container(
     let mut moves = Vec::with_capacity(segs.len());
     for (fp, s) in segs.iter().map(|x| (&x.0, &x.1)) {
         let (h, buf) = read_record(state, id, s.offset, s.len).map_err(|e| {
-            let why = match e {
-                RecordError::Missing(e) | RecordError::Io(e) => e.to_string(),
-                RecordError::Damaged(w) => w,
-            };
-            damaged(state, id, s, why)
+            e.report(
+                &state.name,
+                id,
+                s.offset,
+                "conversion cannot read this segment: ",
+            )
         })?;
         let before = out.size();
         let offset = if s.kind == SegKind::Legacy {

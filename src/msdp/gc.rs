@@ -172,16 +172,12 @@ fn compact(
 }
 
 fn damaged(state: &LsuState, id: u64, s: &SegRec, e: RecordError) -> MsdpError {
-    let why = match e {
-        RecordError::Missing(e) | RecordError::Io(e) => e.to_string(),
-        RecordError::Damaged(w) => w,
-    };
-    MsdpError::Integrity {
-        lsu: state.name.clone(),
-        container: id,
-        offset: s.offset,
-        why: format!("reclaim cannot move this segment: {why}"),
-    }
+    e.report(
+        &state.name,
+        id,
+        s.offset,
+        "reclaim cannot move this segment: ",
+    )
 }
 
 /// Deletes a container file the catalog no longer refers to.

@@ -86,6 +86,14 @@ pub enum MsdpError {
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
+    /// The object store of a cloud LSU did not answer (after retries), or
+    /// answered with a server error.
+    #[error("object store {store} unreachable ({what}): {why}")]
+    Unreachable {
+        store: String,
+        what: String,
+        why: String,
+    },
     #[error("{0} (image not committed)")]
     Deferred(Arc<MsdpError>),
     #[error("an earlier write failed")]

@@ -23,12 +23,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::backend::{Backend, CloudConfig, S3};
 use super::backend::{container_files, container_path};
 use super::container::read_record;
 use super::format::{CONTAINER_HEADER_LEN, ContainerHeader, SEGMENT_HEADER_LEN, SegmentHeader};
 use super::manifest::{self, KeyDict, RecipeFile};
 use super::segment::{OpenError, open_record};
-use super::sidecar::recipe_files;
+use super::sidecar::{KEYDICT_FILE, recipe_files};
 use super::state::{keydict_path, recipes_dir};
 use super::{Msdp, MsdpError};
 use crate::catalog::{
@@ -59,27 +60,77 @@ pub struct RecoverReport {
 /// Where the recovery is, for a progress bar: bytes of images read back.
 pub type OnProgress<'a> = &'a mut dyn FnMut(u64, u64);
 
+/// Where a lost LSU is recovered from.
+#[derive(Debug, Clone)]
+pub enum RecoverFrom {
+    /// A directory laid out like `STORE/lsu/NAME` (a replica of it).
+    Dir(PathBuf),
+    /// The bucket prefix of a cloud LSU: the recovered LSU keeps its
+    /// containers there.
+    Bucket(CloudConfig),
+}
+
+/// An open source: the directory, or the bucket and a scratch folder the
+/// containers are scanned in.
+enum Source {
+    Dir(PathBuf),
+    Bucket(CloudConfig, S3),
+}
+
+impl Source {
+    fn open(from: &RecoverFrom) -> Result<Self, MsdpError> {
+        Ok(match from {
+            RecoverFrom::Dir(d) => Self::Dir(d.clone()),
+            RecoverFrom::Bucket(c) => Self::Bucket(c.clone(), S3::open(c)?),
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Dir(d) => d.display().to_string(),
+            Self::Bucket(_, s3) => s3.describe(),
+        }
+    }
+
+    /// The key dictionary file's bytes.
+    fn keydict(&self) -> Result<Vec<u8>, MsdpError> {
+        match self {
+            Self::Dir(d) => read_bounded(&keydict_path(d), manifest::MAX_KEYDICT),
+            Self::Bucket(_, s3) => s3
+                .fetch_file(KEYDICT_FILE, manifest::MAX_KEYDICT)?
+                .ok_or_else(|| {
+                    MsdpError::Refused(format!(
+                        "{}: no key dictionary ({KEYDICT_FILE}): no LSU was written here",
+                        s3.describe()
+                    ))
+                }),
+        }
+    }
+}
+
 impl Msdp {
-    /// Rebuilds LSU `name` from `from` (a directory laid out like
-    /// `STORE/lsu/NAME`). `dir_attrs`: the LSU's folder and the folders it
-    /// makes.
+    /// Rebuilds LSU `name` from `from`. `dir_attrs`: the LSU's folder and
+    /// the folders it makes.
     pub fn recover(
         self: &Arc<Self>,
         name: &str,
-        from: &Path,
+        from: &RecoverFrom,
         dir_attrs: FileAttrs,
         progress: OnProgress<'_>,
     ) -> Result<RecoverReport, MsdpError> {
         crate::kms::model_check_name(name).map_err(|e| MsdpError::Refused(e.to_string()))?;
         let dest = self.dir.join(name);
-        if same_dir(from, &dest) {
+        if let RecoverFrom::Dir(from) = from
+            && same_dir(from, &dest)
+        {
             // gc and writers would work on the only copy while it is read.
             return Err(MsdpError::Refused(format!(
                 "{} is LSU {name}'s own directory in this store: move it aside (mv) and recover from there",
                 from.display()
             )));
         }
-        let (rec, keks, fp_key) = self.recovered_keys(name, from)?;
+        let src = Source::open(from)?;
+        let (rec, keks, fp_key) = self.recovered_keys(name, &src)?;
         let existing = self.catalog.lsu(name)?;
         if let Some(e) = &existing
             && e.id != rec.id
@@ -96,31 +147,61 @@ impl Msdp {
         {
             return Err(MsdpError::Refused(format!(
                 "{} holds LSU {}, which this store has already",
-                from.display(),
+                src.describe(),
                 o.name
             )));
         }
-        copy_containers(&from.join("containers"), &dest.join("containers"))?;
         let mut report = RecoverReport {
             lsu: name.into(),
             ..Default::default()
         };
-        let scan = scan_containers(&dest.join("containers"), &rec, &keks, &mut report)?;
+        let containers_dir = dest.join("containers");
+        let scan = match &src {
+            Source::Dir(from) => {
+                copy_containers(&from.join("containers"), &containers_dir)?;
+                scan_containers(&containers_dir, &rec, &keks, &mut report, None)?
+            }
+            Source::Bucket(c, s3) => {
+                let fetch = Fetch {
+                    s3,
+                    budget: c.cache_bytes,
+                };
+                scan_containers(&containers_dir, &rec, &keks, &mut report, Some(&fetch))?
+            }
+        };
         let containers: Vec<(u64, ContainerRec)> =
             scan.containers.iter().map(|(k, v)| (*k, *v)).collect();
-        if existing.is_none() {
+        // A bucket's LSU stays there: the recovered LSU is a cloud LSU of
+        // the same prefix (its settings written before it is opened).
+        let cloud_file = match &src {
+            Source::Bucket(c, _) => Some(super::backend::write_config(&dest, c)?),
+            Source::Dir(_) => None,
+        };
+        let recorded = if existing.is_none() {
             self.catalog
-                .restore_lsu(&rec, &keks, &containers, dir_attrs)?;
+                .restore_lsu(&rec, &keks, &containers, dir_attrs)
+                .map(|_| ())
         } else {
             // Resumed: what this run found that the last one did not.
-            self.catalog.add_lsu_parts(name, &keks, &containers)?;
+            self.catalog.add_lsu_parts(name, &keks, &containers)
+        };
+        if let Err(e) = recorded {
+            if existing.is_none()
+                && let Some(f) = cloud_file
+            {
+                let _ = std::fs::remove_file(f);
+            }
+            return Err(e.into());
         }
         // No reclaim while images are being brought back: their segments
         // are in containers the index does not name yet.
         let state = self.state(name)?;
         let _admin = state.admin.lock();
         let recipe_key = manifest::recipe_key(&fp_key);
-        let recipes = read_recipes(&recipes_dir(from), &rec, &recipe_key, &mut report)?;
+        let recipes = match &src {
+            Source::Dir(from) => read_recipes(&recipes_dir(from), &rec, &recipe_key, &mut report)?,
+            Source::Bucket(_, s3) => read_bucket_recipes(s3, &rec, &recipe_key, &mut report)?,
+        };
         let total: u64 = recipes.iter().map(|r| r.size).sum();
         let mut done = 0;
         progress(0, total);
@@ -162,17 +243,15 @@ impl Msdp {
     fn recovered_keys(
         &self,
         name: &str,
-        from: &Path,
+        src: &Source,
     ) -> Result<(LsuRec, Vec<KekRec>, Arc<SecretKey>), MsdpError> {
-        let path = keydict_path(from);
-        let bytes = read_bounded(&path, manifest::MAX_KEYDICT)?;
-        let bad = |e: manifest::ManifestError| {
-            MsdpError::Refused(format!("key dictionary {}: {e}", path.display()))
-        };
+        let bytes = src.keydict()?;
+        let at = src.describe();
+        let bad =
+            |e: manifest::ManifestError| MsdpError::Refused(format!("key dictionary in {at}: {e}"));
         let d = KeyDict::decode_unverified(&bytes).map_err(bad)?;
-        check_shape(&d).map_err(|why| {
-            MsdpError::Refused(format!("key dictionary {}: {why}", path.display()))
-        })?;
+        check_shape(&d)
+            .map_err(|why| MsdpError::Refused(format!("key dictionary in {at}: {why}")))?;
         let mut rec = d.lsu;
         rec.name = name.to_string();
         if rec.mode != LsuMode::None {
@@ -421,14 +500,30 @@ struct Scan {
     containers: BTreeMap<u64, ContainerRec>,
 }
 
+/// A bucket's containers, each fetched into the scan folder; kept there
+/// (as the LSU's read cache) while they fit in `budget` bytes.
+struct Fetch<'a> {
+    s3: &'a S3,
+    budget: u64,
+}
+
 fn scan_containers(
     dir: &Path,
     rec: &LsuRec,
     keks: &[KekRec],
     report: &mut RecoverReport,
+    fetch: Option<&Fetch<'_>>,
 ) -> Result<Scan, MsdpError> {
-    let mut ids = container_files(dir)?;
+    let mut ids = match fetch {
+        None => container_files(dir)?,
+        Some(f) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| MsdpError::io(dir.display().to_string(), e))?;
+            f.s3.container_ids(dir)?
+        }
+    };
     ids.sort_unstable();
+    let mut cached = 0u64;
     let kek_ids: HashSet<u32> = keks.iter().map(|k| k.id).collect();
     let mut scan = Scan {
         index: HashMap::new(),
@@ -436,9 +531,23 @@ fn scan_containers(
     };
     for id in ids {
         let path = container_path(dir, id);
-        let Some((size, created_ns)) =
-            scan_container(&path, id, rec, &kek_ids, &mut scan.index, report)?
-        else {
+        if let Some(f) = fetch
+            && !path.exists()
+        {
+            f.s3.fetch_container(id, &path)
+                .map_err(|e| MsdpError::io(format!("container {id:016x}"), e))?;
+        }
+        let scanned = scan_container(&path, id, rec, &kek_ids, &mut scan.index, report)?;
+        if let Some(f) = fetch {
+            let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+            if scanned.is_none() || cached + len > f.budget {
+                // Not ours, or past the cache: read again when needed.
+                let _ = std::fs::remove_file(&path);
+            } else {
+                cached += len;
+            }
+        }
+        let Some((size, created_ns)) = scanned else {
             continue;
         };
         report.containers += 1;
@@ -527,19 +636,57 @@ fn fits_lsu(s: &SegmentHeader, rec: &LsuRec, kek_ids: &HashSet<u32>) -> bool {
     }
 }
 
-/// The recipe files of `dir` that open, newest first at each path (older
-/// versions of a name are reported, not recovered).
+/// The recipe files of `dir` that open, newest first at each path.
 fn read_recipes(
     dir: &Path,
     rec: &LsuRec,
     key: &SecretKey,
     report: &mut RecoverReport,
 ) -> Result<Vec<RecipeFile>, MsdpError> {
+    let files = recipe_files(dir)?.into_iter().map(|id| {
+        let bytes = read_bounded(
+            &dir.join(manifest::recipe_file_name(id)),
+            manifest::MAX_RECIPE,
+        );
+        (id, bytes)
+    });
+    Ok(pick_recipes(files, rec, key, report))
+}
+
+/// The recipe objects of a bucket that open, newest first at each path.
+fn read_bucket_recipes(
+    s3: &S3,
+    rec: &LsuRec,
+    key: &SecretKey,
+    report: &mut RecoverReport,
+) -> Result<Vec<RecipeFile>, MsdpError> {
+    let ids: Vec<u128> = s3
+        .list_files("recipes")?
+        .iter()
+        .filter_map(|n| manifest::recipe_id_of(n))
+        .collect();
+    let files = ids.into_iter().map(|id| {
+        let rel = format!("recipes/{}", manifest::recipe_file_name(id));
+        let bytes = s3.fetch_file(&rel, manifest::MAX_RECIPE).and_then(|b| {
+            b.ok_or_else(|| MsdpError::Refused(format!("{}: object {rel} is gone", s3.describe())))
+        });
+        (id, bytes)
+    });
+    Ok(pick_recipes(files, rec, key, report))
+}
+
+/// The recipes that open (each reported if not), newest first at each
+/// path; older versions of a name come back as `NAME.~ID`.
+fn pick_recipes(
+    files: impl Iterator<Item = (u128, Result<Vec<u8>, MsdpError>)>,
+    rec: &LsuRec,
+    key: &SecretKey,
+    report: &mut RecoverReport,
+) -> Vec<RecipeFile> {
     let mut by_path: BTreeMap<String, Vec<RecipeFile>> = BTreeMap::new();
-    for id in recipe_files(dir)? {
+    for (id, bytes) in files {
         let name = manifest::recipe_file_name(id);
-        let path = dir.join(&name);
-        let r = read_bounded(&path, manifest::MAX_RECIPE).and_then(|b| {
+        let r = bytes.and_then(|b| {
             let (_, claimed) = RecipeFile::peek(&b)
                 .map_err(|e| MsdpError::Refused(format!("recipe file {name}: {e}")))?;
             if claimed != id {
@@ -575,5 +722,5 @@ fn read_recipes(
             out.push(r);
         }
     }
-    Ok(out)
+    out
 }

@@ -92,6 +92,22 @@ impl S3Server {
         p
     }
 
+    /// The server stops answering (SIGSTOP): connections are accepted by
+    /// the kernel and hang, as behind a dead link or an overloaded store.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// The server answers again (SIGCONT), with everything it held.
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("the server runs").id();
+        super::sh_ok(&format!("kill -{sig} {pid}"));
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
