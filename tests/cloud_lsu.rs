@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use common::s3::S3Server;
 use common::{TestStore, cp, holds_any, random_file, sh_ok, sha256, tree_contains};
@@ -16,22 +17,53 @@ fn cloud_store(s3: &S3Server, bucket: &str) -> TestStore {
     let s = TestStore::new(&[]);
     s3.make_bucket(bucket);
     s.group_with_key("KG");
-    let creds = S3Server::credentials_file(s.tmp.path());
-    s.ok(&[
-        "lsu",
-        "create",
+    s.ok(&args(&create_args(
+        &s,
+        s3,
         "c1",
         "--kms",
+        &format!("s3://{bucket}/site1"),
+        &[],
+    )));
+    s
+}
+
+/// `lsu create NAME MODE --key-group KG --cloud URL …` on the server `s3`
+/// (credentials file made in the store's folder), then `extra`.
+fn create_args(
+    s: &TestStore,
+    s3: &S3Server,
+    name: &str,
+    mode: &str,
+    url: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let creds = S3Server::credentials_file(s.tmp.path());
+    let mut v: Vec<String> = [
+        "lsu",
+        "create",
+        name,
+        mode,
         "--key-group",
         "KG",
         "--cloud",
-        &format!("s3://{bucket}/site1"),
-        "--endpoint",
-        &s3.endpoint(),
-        "--credentials-file",
-        creds.to_str().unwrap(),
-    ]);
-    s
+        url,
+    ]
+    .map(String::from)
+    .to_vec();
+    v.extend(bucket_args(s3, &creds));
+    v.extend(extra.iter().map(|e| e.to_string()));
+    v
+}
+
+/// `--endpoint URL --credentials-file FILE` of the server `s3`.
+fn bucket_args(s3: &S3Server, creds: &Path) -> Vec<String> {
+    vec![
+        "--endpoint".into(),
+        s3.endpoint(),
+        "--credentials-file".into(),
+        creds.to_str().unwrap().into(),
+    ]
 }
 
 #[test]
@@ -130,21 +162,14 @@ fn a_bucket_prefix_holding_an_lsu_is_not_taken_twice() {
     let m = s.mount("");
     cp(&s.dir.join("kmsfs.conf"), &m.p("msdp/c1/conf"));
     m.unmount();
-    let creds = S3Server::credentials_file(s.tmp.path());
-    let err = s.fails(&[
-        "lsu",
-        "create",
+    let err = s.fails(&args(&create_args(
+        &s,
+        &s3,
         "c2",
         "--kms",
-        "--key-group",
-        "KG",
-        "--cloud",
         "s3://backups-two/site1",
-        "--endpoint",
-        &s3.endpoint(),
-        "--credentials-file",
-        creds.to_str().unwrap(),
-    ]);
+        &[],
+    )));
     assert!(err.contains("holds an LSU already"), "{err}");
     assert!(!err.contains("testing-secret"), "{err}");
     // Nothing is left behind by the refusal: c2 is not a cloud LSU now.
@@ -162,23 +187,14 @@ fn conversion_uploads_and_the_local_cache_stays_within_its_size() {
     s3.make_bucket("backups-three");
     let s = TestStore::new(&[]);
     s.group_with_key("KG");
-    let creds = S3Server::credentials_file(s.tmp.path());
-    s.ok(&[
-        "lsu",
-        "create",
+    s.ok(&args(&create_args(
+        &s,
+        &s3,
         "c1",
         "--legacy-kms",
-        "--key-group",
-        "KG",
-        "--cloud",
         "s3://backups-three/x",
-        "--endpoint",
-        &s3.endpoint(),
-        "--credentials-file",
-        creds.to_str().unwrap(),
-        "--cache-size",
-        "1M",
-    ]);
+        &["--cache-size", "1M"],
+    )));
     let f = s.path("f");
     random_file(&f, 6);
     let m = s.mount("");
@@ -211,12 +227,7 @@ fn conversion_uploads_and_the_local_cache_stays_within_its_size() {
 /// the recovered LSU stays in the bucket and takes new backups there.
 #[test]
 fn the_bucket_and_the_keys_are_enough_after_the_server_is_lost() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(tmp.path());
-    let a = cloud_store(&s3, "backups-dr");
-    let (f1, f2) = (a.path("f1"), a.path("f2"));
-    random_file(&f1, 5);
-    random_file(&f2, 2);
+    let (_tmp, s3, a, f1, f2) = site("backups-dr", 5);
     let m = a.mount("");
     cp(&f1, &m.p("msdp/c1/a"));
     sh_ok(&format!("mkdir '{}'", m.p("msdp/c1/daily").display()));
@@ -243,21 +254,7 @@ fn the_bucket_and_the_keys_are_enough_after_the_server_is_lost() {
     std::fs::remove_dir_all(&a.dir).unwrap();
 
     let b = TestStore::new(&[]);
-    let from = |url: &str| -> Vec<String> {
-        [
-            "lsu",
-            "recover",
-            "c1",
-            "--from",
-            url,
-            "--endpoint",
-            &s3.endpoint(),
-            "--credentials-file",
-            creds.to_str().unwrap(),
-        ]
-        .map(String::from)
-        .to_vec()
-    };
+    let from = |url: &str| recover_args(&s3, &creds, url);
     // Without --endpoint: a usage error; a prefix holding no LSU: named.
     let err = b.fails(&["lsu", "recover", "c1", "--from", "s3://backups-dr/site1"]);
     assert!(err.contains("--endpoint"), "{err}");
@@ -313,23 +310,14 @@ fn an_unreachable_bucket_fails_cleanly_and_recovers_by_itself() {
     let s = TestStore::new(&[]);
     s.group_with_key("KG");
     s.ok(&["lsu", "create", "l1", "--kms", "--key-group", "KG"]);
-    let creds = S3Server::credentials_file(s.tmp.path());
-    s.ok(&[
-        "lsu",
-        "create",
+    s.ok(&args(&create_args(
+        &s,
+        &s3,
         "c1",
         "--kms",
-        "--key-group",
-        "KG",
-        "--cloud",
         "s3://backups-out/x",
-        "--endpoint",
-        &s3.endpoint(),
-        "--credentials-file",
-        creds.to_str().unwrap(),
-        "--timeout",
-        "2",
-    ]);
+        &["--timeout", "2"],
+    )));
     let (f, g, h) = (s.path("f"), s.path("g"), s.path("h"));
     random_file(&f, 3);
     random_file(&g, 2);
@@ -383,4 +371,72 @@ fn an_unreachable_bucket_fails_cleanly_and_recovers_by_itself() {
     assert_eq!(sha256(&m.p("msdp/c1/c")), sha256(&h));
     m.unmount();
     s.ok(&["fsck"]);
+}
+
+/// A prefix recovered into a new store while the old one still runs (a
+/// DR rehearsal, or a server thought lost): the new store owns it. The old
+/// one reads its images but no longer writes or deletes there, so neither
+/// its gc nor its key dictionary undoes the new owner's work.
+#[test]
+fn a_recovered_prefix_belongs_to_the_store_that_recovered_it() {
+    let (_tmp, s3, a, f1, f2) = site("backups-own", 2);
+    let ma = a.mount("");
+    cp(&f1, &ma.p("msdp/c1/a"));
+    let keys = a.export_keys();
+    let creds = S3Server::credentials_file(a.tmp.path());
+
+    let b = TestStore::new(&[]);
+    b.import_keys(&keys);
+    b.ok(&args(&recover_args(&s3, &creds, "s3://backups-own/site1")));
+    let mb = b.mount("");
+    cp(&f2, &mb.p("msdp/c1/b"));
+    let objects = s3.list("backups-own", "site1/");
+
+    // The old store: reads go on; writes, deletes and gc are refused.
+    assert_eq!(sha256(&ma.p("msdp/c1/a")), sha256(&f1));
+    let (ok, _, err) = common::sh(&format!(
+        "cp '{}' '{}'",
+        f2.display(),
+        ma.p("msdp/c1/late").display()
+    ));
+    assert!(!ok && err.contains("not permitted"), "{err}");
+    let err = a.fails(&["lsu", "rotate-kek", "c1"]);
+    assert!(err.contains("another store"), "{err}");
+    std::fs::remove_file(ma.p("msdp/c1/a")).unwrap_or(());
+    let err = a.fails(&["lsu", "gc", "c1"]);
+    assert!(err.contains("another store"), "{err}");
+    ma.unmount();
+    assert_eq!(
+        s3.list("backups-own", "site1/"),
+        objects,
+        "the old store changed the prefix"
+    );
+
+    // The new owner's images are whole; its gc works.
+    assert_eq!(sha256(&mb.p("msdp/c1/a")), sha256(&f1));
+    assert_eq!(sha256(&mb.p("msdp/c1/b")), sha256(&f2));
+    b.ok(&["lsu", "gc", "c1"]);
+    mb.unmount();
+    b.ok(&["fsck"]);
+}
+
+/// A moto server, a store with cloud LSU `c1` in `bucket`, and two random
+/// files of `mb1` and 2 MiB.
+fn site(bucket: &str, mb1: usize) -> (tempfile::TempDir, S3Server, TestStore, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(tmp.path());
+    let a = cloud_store(&s3, bucket);
+    let (f1, f2) = (a.path("f1"), a.path("f2"));
+    random_file(&f1, mb1);
+    random_file(&f2, 2);
+    (tmp, s3, a, f1, f2)
+}
+
+/// `lsu recover c1 --from URL` on the server `s3`.
+fn recover_args(s3: &S3Server, creds: &Path, url: &str) -> Vec<String> {
+    let mut v: Vec<String> = ["lsu", "recover", "c1", "--from", url]
+        .map(String::from)
+        .to_vec();
+    v.extend(bucket_args(s3, creds));
+    v
 }

@@ -165,6 +165,7 @@ fn recover_from(
         timeout_secs: b
             .timeout
             .unwrap_or(crate::msdp::backend::DEFAULT_TIMEOUT_SECS),
+        owner: None,
     };
     c.bucket_prefix()?;
     Ok(RecoverFrom::Bucket(c))
@@ -235,6 +236,7 @@ fn cloud_config(a: &super::args::CloudArgs) -> Option<crate::msdp::backend::Clou
         timeout_secs: a
             .timeout
             .unwrap_or(crate::msdp::backend::DEFAULT_TIMEOUT_SECS),
+        owner: None,
     })
 }
 

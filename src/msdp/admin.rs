@@ -93,6 +93,7 @@ impl Msdp {
         cloud: &super::backend::CloudConfig,
     ) -> Result<std::path::PathBuf, MsdpError> {
         use super::backend::Backend;
+        let cloud = &cloud.claimed()?;
         let s3 = super::backend::S3::open(cloud)?;
         if s3.holds_lsu()? {
             return Err(MsdpError::Refused(format!(
@@ -103,6 +104,7 @@ impl Msdp {
         // The credentials may write and delete, not only read.
         s3.publish_file(".kmsfs-probe", b"kmsfs write probe")?;
         s3.remove_file(".kmsfs-probe")?;
+        s3.claim()?;
         super::backend::write_config(&self.dir.join(name), cloud)
     }
 

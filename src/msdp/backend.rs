@@ -50,6 +50,9 @@ pub trait Backend: Send + Sync {
     fn fetch_file(&self, rel: &str, max: usize) -> Result<Option<Vec<u8>>, MsdpError>;
     /// Names of the files under `rel/` (a cloud LSU).
     fn list_files(&self, rel: &str) -> Result<Vec<String>, MsdpError>;
+    /// Refused if another store has taken the LSU's place over (a cloud
+    /// LSU recovered elsewhere): this one then only reads.
+    fn check_owner(&self) -> Result<(), MsdpError>;
 }
 
 /// The store's own disk: the local directory is everything.
@@ -89,6 +92,9 @@ impl Backend for LocalDir {
     fn list_files(&self, _: &str) -> Result<Vec<String>, MsdpError> {
         Ok(Vec::new())
     }
+    fn check_owner(&self) -> Result<(), MsdpError> {
+        Ok(())
+    }
 }
 
 /// A cloud LSU's settings (`STORE/lsu/NAME/cloud.json`). The credentials
@@ -110,6 +116,25 @@ pub struct CloudConfig {
     /// reader or writer no more).
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// This store's claim on the prefix (random, hex): the `owner` object
+    /// holds the claim of the store that writes there. None: an LSU made
+    /// before claims, which writes while no other store claims the prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// The object naming the store that writes a cloud LSU's prefix.
+pub const OWNER_FILE: &str = "owner";
+
+impl CloudConfig {
+    /// The same settings with a new claim of this store's.
+    pub fn claimed(&self) -> Result<Self, MsdpError> {
+        let token: [u8; 16] = crate::crypto::random_array()?;
+        Ok(Self {
+            owner: Some(hex::encode(token)),
+            ..self.clone()
+        })
+    }
 }
 
 /// The default read cache of a cloud LSU.
@@ -235,6 +260,7 @@ pub struct S3 {
     store: Arc<dyn ObjectStore>,
     prefix: String,
     describe: String,
+    owner: Option<String>,
 }
 
 impl S3 {
@@ -270,6 +296,7 @@ impl S3 {
             store: Arc::new(store),
             prefix,
             describe,
+            owner: c.owner.clone(),
         })
     }
 
@@ -298,6 +325,21 @@ impl S3 {
         }
     }
 
+    /// Makes this store the one that writes the prefix.
+    pub fn claim(&self) -> Result<(), MsdpError> {
+        let Some(o) = &self.owner else {
+            return Ok(());
+        };
+        let key = self.key(OWNER_FILE);
+        runtime()
+            .block_on(
+                self.store
+                    .put(&key, PutPayload::from(o.clone().into_bytes())),
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(&format!("uploading object {key}"), e))
+    }
+
     /// Whether the prefix holds an LSU already (its key dictionary).
     pub fn holds_lsu(&self) -> Result<bool, MsdpError> {
         Ok(self
@@ -319,6 +361,7 @@ impl Backend for S3 {
     }
 
     fn publish_container(&self, id: u64, local: &Path) -> Result<(), MsdpError> {
+        self.check_owner()?;
         let bytes = std::fs::read(local)
             .map_err(|e| MsdpError::io(format!("container {}", local.display()), e))?;
         let key = self.key(&container_rel(id));
@@ -350,6 +393,7 @@ impl Backend for S3 {
     }
 
     fn publish_file(&self, rel: &str, bytes: &[u8]) -> Result<(), MsdpError> {
+        self.check_owner()?;
         let key = self.key(rel);
         runtime()
             .block_on(self.store.put(&key, PutPayload::from(bytes.to_vec())))
@@ -358,6 +402,7 @@ impl Backend for S3 {
     }
 
     fn remove_file(&self, rel: &str) -> Result<(), MsdpError> {
+        self.check_owner()?;
         let key = self.key(rel);
         match runtime().block_on(self.store.delete(&key)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -448,6 +493,18 @@ impl Backend for S3 {
         }
     }
 
+    fn check_owner(&self) -> Result<(), MsdpError> {
+        let held = self.fetch_file(OWNER_FILE, 64)?;
+        match (held, &self.owner) {
+            (None, _) => Ok(()),
+            (Some(h), Some(o)) if h == o.as_bytes() => Ok(()),
+            (Some(_), _) => Err(MsdpError::Refused(format!(
+                "{}: another store took this prefix over (kmsfs lsu recover there): this store reads its images but no longer writes or deletes there",
+                self.describe
+            ))),
+        }
+    }
+
     fn list_files(&self, rel: &str) -> Result<Vec<String>, MsdpError> {
         let dir = self.key(rel);
         let objects: Vec<_> = runtime()
@@ -531,6 +588,7 @@ mod tests {
             credentials_file: "/etc/kmsfs/s3.creds".into(),
             cache_bytes: DEFAULT_CACHE_BYTES,
             timeout_secs: DEFAULT_TIMEOUT_SECS,
+            owner: None,
         }
     }
 

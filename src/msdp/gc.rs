@@ -51,6 +51,7 @@ impl Msdp {
     ) -> Result<GcReport, MsdpError> {
         let state = self.state(name)?;
         let _admin = state.admin.lock();
+        state.backend.check_owner()?;
         let mut r = GcReport {
             lsu: name.into(),
             bytes_before: disk_bytes(&state)?,

@@ -221,6 +221,9 @@ impl Msdp {
     /// Makes a new active KEK (`lsu rotate-kek`); the old ones stay, inactive.
     pub(crate) fn new_kek(&self, name: &str) -> Result<KekRec, MsdpError> {
         let state = self.state(name)?;
+        // Its key dictionary could not be published: a KEK nothing here
+        // may seal under (a cloud LSU another store took over).
+        state.backend.check_owner()?;
         let _keys = state.keys.lock();
         self.make_kek(name)
     }

@@ -174,7 +174,14 @@ impl Msdp {
         // A bucket's LSU stays there: the recovered LSU is a cloud LSU of
         // the same prefix (its settings written before it is opened).
         let cloud_file = match &src {
-            Source::Bucket(c, _) => Some(super::backend::write_config(&dest, c)?),
+            Source::Bucket(c, _) => {
+                // This store writes the prefix from now on (one that still
+                // runs elsewhere only reads it).
+                let c = c.claimed()?;
+                let f = super::backend::write_config(&dest, &c)?;
+                S3::open(&c)?.claim()?;
+                Some(f)
+            }
             Source::Dir(_) => None,
         };
         let recorded = if existing.is_none() {
