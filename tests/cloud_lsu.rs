@@ -440,3 +440,82 @@ fn recover_args(s3: &S3Server, creds: &Path, url: &str) -> Vec<String> {
     v.extend(bucket_args(s3, creds));
     v
 }
+
+/// A cloud LSU under a retention policy: each image's containers and
+/// recipe object are retained by the object store (S3 Object Lock, the
+/// policy's mode) until the image unlocks, extended with the lock; the
+/// bucket's own credentials cannot delete them, and gc leaves them.
+#[test]
+fn a_locked_lsu_has_its_objects_retained_by_the_object_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(tmp.path());
+    s3.make_locked_bucket("backups-worm");
+    let s = TestStore::new(&[]);
+    s.group_with_key("KG");
+    s.ok(&args(&create_args(
+        &s,
+        &s3,
+        "c1",
+        "--kms",
+        "s3://backups-worm/w",
+        &[],
+    )));
+    s.ok(&[
+        "worm",
+        "set",
+        "msdp/c1",
+        "--mode",
+        "compliance",
+        "--min",
+        "1d",
+        "--max",
+        "30d",
+        "--default",
+        "2d",
+    ]);
+    let f = s.path("f");
+    random_file(&f, 3);
+    let m = s.mount("");
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    cp(&f, &m.p("msdp/c1/a"));
+    let objects = s3.list("backups-worm", "w/");
+    let retained: Vec<&(String, u64)> = objects
+        .iter()
+        .filter(|(k, _)| k.starts_with("w/containers/") || k.starts_with("w/recipes/"))
+        .collect();
+    assert!(retained.len() >= 2, "{objects:?}");
+    let until = |key: &str| -> u64 {
+        let r = s3.retention("backups-worm", key);
+        let (mode, until) = r.split_once(' ').unwrap();
+        assert_eq!(mode, "COMPLIANCE", "{key}: {r}");
+        until.parse().unwrap()
+    };
+    for (k, _) in &retained {
+        let u = until(k);
+        assert!(
+            u >= t0 + 2 * 86400 - 60 && u <= t0 + 2 * 86400 + 600,
+            "{k}: {u}"
+        );
+    }
+    // The bucket's credentials cannot delete them.
+    let (k, _) = retained[0];
+    assert!(
+        s3.delete_version("backups-worm", k).starts_with("refused"),
+        "{k}"
+    );
+    // The lock extended: the objects with it.
+    s.ok(&["worm", "extend", "msdp/c1/a", "--by", "10d"]);
+    for (k, _) in &retained {
+        assert!(until(k) >= t0 + 10 * 86400 - 60, "{k}");
+    }
+    // gc leaves retained containers alone; the image reads back.
+    let gc = s.ok(&["lsu", "gc", "c1", "--json"]);
+    let gc: serde_json::Value = serde_json::from_str(&gc).unwrap();
+    assert_eq!(gc["images_retained"], 1, "{gc}");
+    assert_eq!(gc["containers_removed"], 0, "{gc}");
+    assert_eq!(sha256(&m.p("msdp/c1/a")), sha256(&f));
+    m.unmount();
+}

@@ -32,7 +32,12 @@ pub fn run(store: &Store, cmd: &WormCmd, out: &mut Out) -> Result<(), CliError> 
                 .clock()
                 .now_ns()
                 .saturating_add(crate::catalog::secs_ns(*by));
-            c.extend(find_image(store, image)?, until)?;
+            let id = find_image(store, image)?;
+            c.extend(id, until)?;
+            // A cloud LSU's objects: retained as long by the object store.
+            if let Some(img) = c.image(id)? {
+                store.msdp.retain_image(&img)?;
+            }
             out.line(format!("{image}: retained at least until {}", when(until)));
         }
         WormCmd::Release {

@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::MsdpError;
+use super::object_lock::ObjectLock;
+use crate::catalog::WormMode;
 
 /// How an LSU's files are kept.
 pub trait Backend: Send + Sync {
@@ -53,6 +55,11 @@ pub trait Backend: Send + Sync {
     /// Refused if another store has taken the LSU's place over (a cloud
     /// LSU recovered elsewhere): this one then only reads.
     fn check_owner(&self) -> Result<(), MsdpError>;
+    /// Has the object store retain `rel` (S3 Object Lock) in `mode` until
+    /// at least `until_ns` (a local LSU: the catalog's lock is all).
+    fn retain(&self, rel: &str, mode: WormMode, until_ns: i64) -> Result<(), MsdpError>;
+    /// Until when the object store retains `rel`, if it does.
+    fn retained_until(&self, rel: &str) -> Result<Option<i64>, MsdpError>;
 }
 
 /// The store's own disk: the local directory is everything.
@@ -94,6 +101,12 @@ impl Backend for LocalDir {
     }
     fn check_owner(&self) -> Result<(), MsdpError> {
         Ok(())
+    }
+    fn retain(&self, _: &str, _: WormMode, _: i64) -> Result<(), MsdpError> {
+        Ok(())
+    }
+    fn retained_until(&self, _: &str) -> Result<Option<i64>, MsdpError> {
+        Ok(None)
     }
 }
 
@@ -243,7 +256,7 @@ fn read_credentials(path: &Path) -> Result<(String, Zeroizing<String>), MsdpErro
 
 /// One runtime for every cloud LSU of the process (two threads: the
 /// requests wait on the network, not on the CPU).
-fn runtime() -> &'static tokio::runtime::Runtime {
+pub(super) fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -261,6 +274,7 @@ pub struct S3 {
     prefix: String,
     describe: String,
     owner: Option<String>,
+    lock: ObjectLock,
 }
 
 impl S3 {
@@ -270,6 +284,14 @@ impl S3 {
         // everywhere else in kmsfs (set once; a second call is a no-op).
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let (id, secret) = read_credentials(&c.credentials_file)?;
+        let lock = ObjectLock::new(
+            &c.endpoint,
+            &bucket,
+            &c.region,
+            (id.clone(), secret.clone()),
+            Duration::from_secs(c.timeout_secs.clamp(1, 3600)),
+            format!("{} at {}", c.url.trim_end_matches('/'), c.endpoint),
+        )?;
         let describe = format!("{} at {}", c.url.trim_end_matches('/'), c.endpoint);
         let timeout = Duration::from_secs(c.timeout_secs.clamp(1, 3600));
         let store = AmazonS3Builder::new()
@@ -297,6 +319,7 @@ impl S3 {
             prefix,
             describe,
             owner: c.owner.clone(),
+            lock,
         })
     }
 
@@ -348,7 +371,8 @@ impl S3 {
     }
 }
 
-fn container_rel(id: u64) -> String {
+/// A container's name under the prefix.
+pub fn container_rel(id: u64) -> String {
     format!("containers/{id:016x}.kct")
 }
 
@@ -503,6 +527,17 @@ impl Backend for S3 {
                 self.describe
             ))),
         }
+    }
+
+    fn retain(&self, rel: &str, mode: WormMode, until_ns: i64) -> Result<(), MsdpError> {
+        self.lock.retain(self.key(rel).as_ref(), mode, until_ns)
+    }
+
+    fn retained_until(&self, rel: &str) -> Result<Option<i64>, MsdpError> {
+        Ok(self
+            .lock
+            .retention(self.key(rel).as_ref())?
+            .map(|r| r.until_ns))
     }
 
     fn list_files(&self, rel: &str) -> Result<Vec<String>, MsdpError> {

@@ -37,6 +37,10 @@ pub struct GcReport {
     /// renamed with their folder), written.
     pub recipes_removed: usize,
     pub recipes_written: usize,
+    /// A WORM cloud LSU: locked images whose objects were retained, and
+    /// containers left alone because the object store retains them.
+    pub images_retained: usize,
+    pub containers_retained: usize,
     pub bytes_before: u64,
     pub bytes_after: u64,
 }
@@ -69,12 +73,27 @@ impl Msdp {
                 .drop_dead_segments(name, |fp| inflight.fps.contains_key(fp))?
                 .len()
         };
+        // A WORM cloud LSU: what an outage left unretained is retained
+        // now, and no container the object store retains is touched.
+        let worm = state.backend.is_cloud() && self.worm_mode(name)?.is_some();
+        if worm {
+            r.images_retained = self.retain_locked(name)?;
+        }
+        let now = self.catalog.clock().now_ns();
         let (live, containers) = live_by_container(self, name)?;
         let busy = state.inflight.lock().containers.clone();
         let total = containers.len() as u64;
         for (n, (id, c)) in containers.into_iter().enumerate() {
             progress(n as u64, total);
             if busy.contains(&id) {
+                continue;
+            }
+            let touched = match live.get(&id) {
+                None => true,
+                Some((bytes, _)) => (*bytes as f64) < c.size as f64 * COMPACT_BELOW,
+            };
+            if touched && worm && super::retention::retained(&state, id, now)? {
+                r.containers_retained += 1;
                 continue;
             }
             match live.get(&id) {

@@ -26,10 +26,13 @@ pub(crate) mod fuzz;
 pub mod gc;
 mod keys;
 pub mod manifest;
+pub mod object_lock;
 mod reader;
 pub mod recover;
+mod retention;
 mod segment;
 mod sidecar;
+pub mod sigv4;
 mod state;
 #[cfg(test)]
 mod tests;

@@ -74,14 +74,14 @@ pub enum RecoverFrom {
 /// containers are scanned in.
 enum Source {
     Dir(PathBuf),
-    Bucket(CloudConfig, S3),
+    Bucket(CloudConfig, Box<S3>),
 }
 
 impl Source {
     fn open(from: &RecoverFrom) -> Result<Self, MsdpError> {
         Ok(match from {
             RecoverFrom::Dir(d) => Self::Dir(d.clone()),
-            RecoverFrom::Bucket(c) => Self::Bucket(c.clone(), S3::open(c)?),
+            RecoverFrom::Bucket(c) => Self::Bucket(c.clone(), Box::new(S3::open(c)?)),
         })
     }
 

@@ -207,6 +207,14 @@ impl LsuWriter {
             },
         )?;
         seg.touched.clear();
+        // Committed: the object store retains it as long as it is locked
+        // (not done now, e.g. in an outage: lsu gc catches up).
+        if seg.state.backend.is_cloud()
+            && let Err(e) = seg.msdp.retain_image(&img)
+        {
+            tracing::error!(image = %format!("{}/{}", img.pool, img.path),
+                "objects not retained by the object store yet (lsu gc retries): {e}");
+        }
         // Now in the catalog: no longer in need of the pin.
         seg.retired.clear();
         if seg.state.backend.is_cloud() {

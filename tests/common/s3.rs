@@ -65,6 +65,24 @@ impl S3Server {
         self.admin(&["mkbucket", bucket]);
     }
 
+    /// A bucket with Object Lock enabled (versioned).
+    pub fn make_locked_bucket(&self, bucket: &str) {
+        self.admin(&["mkbucket-locked", bucket]);
+    }
+
+    /// `MODE UNTIL_SECS` of an object's retention (HeadObject), or `none`.
+    pub fn retention(&self, bucket: &str, key: &str) -> String {
+        self.admin(&["retention", bucket, key]).trim().to_string()
+    }
+
+    /// Tries to delete the newest version of `key`: `deleted` or
+    /// `refused CODE`.
+    pub fn delete_version(&self, bucket: &str, key: &str) -> String {
+        self.admin(&["delete-version", bucket, key])
+            .trim()
+            .to_string()
+    }
+
     /// (key, size) of every object under `prefix`.
     pub fn list(&self, bucket: &str, prefix: &str) -> Vec<(String, u64)> {
         self.admin(&["list", bucket, prefix])

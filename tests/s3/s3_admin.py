@@ -1,6 +1,8 @@
 """What the tests ask of the S3 server, through boto3 (a client no one
-here wrote): make a bucket, list the objects under a prefix with their
-sizes, dump every object's bytes into a directory."""
+here wrote): make a bucket (with Object Lock, if asked), list the objects
+under a prefix with their sizes, dump every object's bytes into a
+directory, print an object's retention, try to delete an object's
+version as an attacker holding the bucket's credentials would."""
 import os
 import sys
 
@@ -22,6 +24,22 @@ def main():
     s3 = client(port)
     if cmd == "mkbucket":
         s3.create_bucket(Bucket=bucket)
+    elif cmd == "mkbucket-locked":
+        s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    elif cmd == "retention":
+        h = s3.head_object(Bucket=bucket, Key=sys.argv[4])
+        if "ObjectLockRetainUntilDate" in h:
+            print(h["ObjectLockMode"], int(h["ObjectLockRetainUntilDate"].timestamp()))
+        else:
+            print("none")
+    elif cmd == "delete-version":
+        key = sys.argv[4]
+        version = s3.head_object(Bucket=bucket, Key=key)["VersionId"]
+        try:
+            s3.delete_object(Bucket=bucket, Key=key, VersionId=version)
+            print("deleted")
+        except s3.exceptions.ClientError as e:
+            print("refused", e.response["Error"]["Code"])
     elif cmd == "list":
         prefix = sys.argv[4] if len(sys.argv) > 4 else ""
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
