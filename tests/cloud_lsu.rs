@@ -185,16 +185,12 @@ fn conversion_uploads_and_the_local_cache_stays_within_its_size() {
     let tmp = tempfile::tempdir().unwrap();
     let s3 = S3Server::start(tmp.path());
     s3.make_bucket("backups-three");
-    let s = TestStore::new(&[]);
-    s.group_with_key("KG");
-    s.ok(&args(&create_args(
-        &s,
-        &s3,
-        "c1",
+    let s = store_with(
         "--legacy-kms",
+        &s3,
         "s3://backups-three/x",
         &["--cache-size", "1M"],
-    )));
+    );
     let f = s.path("f");
     random_file(&f, 6);
     let m = s.mount("");
@@ -270,6 +266,16 @@ fn the_bucket_and_the_keys_are_enough_after_the_server_is_lost() {
     for (n, want) in &sums {
         assert_eq!(&sha256(&m.p(&format!("msdp/c1/{n}"))), want, "{n}");
     }
+    // Run again (as after an interruption): nothing to do, and the LSU
+    // still writes (its claim is kept, not replaced under the daemon).
+    let again = b.ok(&args(&from("s3://backups-dr/site1")));
+    assert!(again.contains("4 were back already"), "{again}");
+    // Another prefix for the same name: refused.
+    let err = b.fails(&args(&from("s3://backups-dr/elsewhere")));
+    assert!(
+        err.contains("no key dictionary") || err.contains("s3://backups-dr/site1"),
+        "{err}"
+    );
     // A cloud LSU of the same prefix: new backups go to the bucket.
     let before = s3.list("backups-dr", "site1/containers/").len();
     cp(&f2, &m.p("msdp/c1/new"));
@@ -416,6 +422,22 @@ fn a_recovered_prefix_belongs_to_the_store_that_recovered_it() {
     assert_eq!(sha256(&mb.p("msdp/c1/a")), sha256(&f1));
     assert_eq!(sha256(&mb.p("msdp/c1/b")), sha256(&f2));
     b.ok(&["lsu", "gc", "c1"]);
+    // A cloud LSU's settings left behind in a folder (a recovery that
+    // failed before its commit) are not adopted by a new local LSU.
+    let objects = s3.list("backups-own", "site1/");
+    std::fs::create_dir_all(b.dir.join("lsu/c2")).unwrap();
+    std::fs::copy(
+        b.dir.join("lsu/c1/cloud.json"),
+        b.dir.join("lsu/c2/cloud.json"),
+    )
+    .unwrap();
+    b.ok(&["lsu", "create", "c2", "--kms", "--key-group", "KG"]);
+    cp(&f2, &mb.p("msdp/c2/x"));
+    assert_eq!(
+        s3.list("backups-own", "site1/"),
+        objects,
+        "a local LSU wrote to the bucket"
+    );
     mb.unmount();
     b.ok(&["fsck"]);
 }
@@ -450,16 +472,7 @@ fn a_locked_lsu_has_its_objects_retained_by_the_object_store() {
     let tmp = tempfile::tempdir().unwrap();
     let s3 = S3Server::start(tmp.path());
     s3.make_locked_bucket("backups-worm");
-    let s = TestStore::new(&[]);
-    s.group_with_key("KG");
-    s.ok(&args(&create_args(
-        &s,
-        &s3,
-        "c1",
-        "--kms",
-        "s3://backups-worm/w",
-        &[],
-    )));
+    let s = store_with("--kms", &s3, "s3://backups-worm/w", &[]);
     s.ok(&[
         "worm",
         "set",
@@ -517,5 +530,62 @@ fn a_locked_lsu_has_its_objects_retained_by_the_object_store() {
     assert_eq!(gc["images_retained"], 1, "{gc}");
     assert_eq!(gc["containers_removed"], 0, "{gc}");
     assert_eq!(sha256(&m.p("msdp/c1/a")), sha256(&f));
+    m.unmount();
+}
+
+/// A new store with key group KG and a cloud LSU `c1` (`mode`) at `url`.
+fn store_with(mode: &str, s3: &S3Server, url: &str, extra: &[&str]) -> TestStore {
+    let s = TestStore::new(&[]);
+    s.group_with_key("KG");
+    s.ok(&args(&create_args(&s, s3, "c1", mode, url, extra)));
+    s
+}
+
+/// A recovery from a bucket that misses an object recovers what it can,
+/// reports the rest (exit 1), and keeps gc from removing what the missing
+/// image still needs until a run brings it back.
+#[test]
+fn a_partial_recovery_from_a_bucket_keeps_gc_away() {
+    let (_tmp, s3, a, f1, f2) = site("backups-part", 2);
+    let m = a.mount("");
+    cp(&f1, &m.p("msdp/c1/a"));
+    cp(&f2, &m.p("msdp/c1/b"));
+    m.unmount();
+    let keys = a.export_keys();
+    let creds = S3Server::credentials_file(a.tmp.path());
+    let first = s3.list("backups-part", "site1/containers/")[0].0.clone();
+    let kept = a.path("kept");
+    std::fs::copy(
+        a.dir
+            .join("lsu/c1/containers")
+            .join(first.rsplit('/').next().unwrap()),
+        &kept,
+    )
+    .unwrap();
+    s3.delete("backups-part", &first);
+    std::fs::remove_dir_all(&a.dir).unwrap();
+
+    let b = TestStore::new(&[]);
+    b.import_keys(&keys);
+    let err = b.fails(&args(&recover_args(&s3, &creds, "s3://backups-part/site1")));
+    assert!(err.contains("could not be recovered"), "{err}");
+    assert!(b.dir.join("lsu/c1/recovery-incomplete").exists());
+    let err = b.fails(&["lsu", "gc", "c1"]);
+    assert!(err.contains("left images behind"), "{err}");
+    let m = b.mount("");
+    assert_eq!(sha256(&m.p("msdp/c1/b")), sha256(&f2));
+    m.unmount();
+    // The object comes back (from a copy): the next run finishes the job.
+    sh_ok(&format!(
+        "'{}/bin/python' -c \"import boto3; boto3.client('s3', endpoint_url='{}', aws_access_key_id='t', aws_secret_access_key='t', region_name='us-east-1').upload_file('{}', 'backups-part', '{first}')\"",
+        common::s3::venv().display(),
+        s3.endpoint(),
+        kept.display()
+    ));
+    b.ok(&args(&recover_args(&s3, &creds, "s3://backups-part/site1")));
+    assert!(!b.dir.join("lsu/c1/recovery-incomplete").exists());
+    b.ok(&["lsu", "gc", "c1"]);
+    let m = b.mount("");
+    assert_eq!(sha256(&m.p("msdp/c1/a")), sha256(&f1));
     m.unmount();
 }

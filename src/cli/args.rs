@@ -179,8 +179,9 @@ pub struct BucketArgs {
     /// Most bytes of containers kept on local disk for reads, e.g. 4G.
     #[arg(long, value_parser = parse_size)]
     pub cache_size: Option<u64>,
-    /// Seconds a request to the object store may take (retries within
-    /// it); an operation gives up after about twice this. Default 30.
+    /// Seconds a request to the object store may stall (no answer) before
+    /// it is retried; an operation gives up after about three times this.
+    /// Default 30.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: Option<u64>,
 }
@@ -204,8 +205,9 @@ pub struct CloudArgs {
     /// Most bytes of containers kept on local disk for reads, e.g. 4G.
     #[arg(long, value_parser = parse_size)]
     pub cache_size: Option<u64>,
-    /// Seconds a request to the object store may take (retries within
-    /// it); an operation gives up after about twice this. Default 30.
+    /// Seconds a request to the object store may stall (no answer) before
+    /// it is retried; an operation gives up after about three times this.
+    /// Default 30.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: Option<u64>,
 }

@@ -70,11 +70,24 @@ impl Msdp {
         if self.catalog.lsu(&c.name)?.is_some() {
             return Err(MsdpError::Refused(format!("LSU {} exists", c.name)));
         }
-        let cloud_file = match &c.cloud {
+        let cloud = match &c.cloud {
             Some(cloud) => Some(self.place_in_cloud(&c.name, cloud)?),
-            None => None,
+            None => {
+                let p = super::backend::cloud_config_path(&self.dir.join(&c.name));
+                super::recover::remove_stale(&p)?;
+                None
+            }
         };
         let made = self.create_in_catalog(&c, group, attrs);
+        // Claimed only once the LSU exists: a failed create leaves the
+        // prefix as it was.
+        if made.is_ok()
+            && let Some((_, s3)) = &cloud
+            && let Err(e) = s3.claim()
+        {
+            tracing::warn!(lsu = %c.name, "the bucket prefix is not claimed yet: {e}");
+        }
+        let cloud_file = cloud.map(|c| c.0);
         // Only while no LSU was recorded: one that was is a cloud LSU.
         if made.is_err()
             && let Some(f) = cloud_file
@@ -91,7 +104,7 @@ impl Msdp {
         &self,
         name: &str,
         cloud: &super::backend::CloudConfig,
-    ) -> Result<std::path::PathBuf, MsdpError> {
+    ) -> Result<(std::path::PathBuf, super::backend::S3), MsdpError> {
         use super::backend::Backend;
         let cloud = &cloud.claimed()?;
         let s3 = super::backend::S3::open(cloud)?;
@@ -104,8 +117,10 @@ impl Msdp {
         // The credentials may write and delete, not only read.
         s3.publish_file(".kmsfs-probe", b"kmsfs write probe")?;
         s3.remove_file(".kmsfs-probe")?;
-        s3.claim()?;
-        super::backend::write_config(&self.dir.join(name), cloud)
+        Ok((
+            super::backend::write_config(&self.dir.join(name), cloud)?,
+            s3,
+        ))
     }
 
     fn create_in_catalog(

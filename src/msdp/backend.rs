@@ -124,9 +124,9 @@ pub struct CloudConfig {
     pub credentials_file: PathBuf,
     /// Most bytes of containers kept locally for reads.
     pub cache_bytes: u64,
-    /// Seconds one request may take, and retries are made within; an
-    /// operation gives up after about twice this (a hung store costs a
-    /// reader or writer no more).
+    /// Seconds a request may stall (no byte answered); retries are made
+    /// within three times this, so a hung store costs a reader or writer
+    /// about that much, never a transfer that is merely slow.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
     /// This store's claim on the prefix (random, hex): the `owner` object
@@ -302,15 +302,19 @@ impl S3 {
             .with_secret_access_key(secret.as_str())
             .with_retry(RetryConfig {
                 max_retries: 3,
-                retry_timeout: timeout,
+                retry_timeout: timeout * 3,
                 ..Default::default()
             })
-            // Client options carry allow_http too: set with them.
+            // Client options carry allow_http too: set with them. The
+            // timeout is a stall (no byte for that long), not a transfer:
+            // a 64 MiB container on a slow link still arrives; the whole
+            // request is bounded far above it.
             .with_client_options(
                 ClientOptions::new()
                     .with_allow_http(c.endpoint.starts_with("http://"))
                     .with_connect_timeout(timeout.min(Duration::from_secs(5)))
-                    .with_timeout(timeout),
+                    .with_read_timeout(timeout)
+                    .with_timeout(Duration::from_secs(1800)),
             )
             .build()
             .map_err(|e| MsdpError::Refused(format!("{describe}: {e}")))?;

@@ -56,6 +56,14 @@ impl Msdp {
         let state = self.state(name)?;
         let _admin = state.admin.lock();
         state.backend.check_owner()?;
+        let marker = super::recover::incomplete_marker(&state.lsu_dir);
+        if marker.exists() {
+            return Err(MsdpError::Refused(format!(
+                "LSU {name}: its recovery from {} left images behind (listed in {}): gc would remove what they need; run kmsfs lsu recover again, or remove that file to give them up",
+                state.backend.describe(),
+                marker.display()
+            )));
+        }
         let mut r = GcReport {
             lsu: name.into(),
             bytes_before: disk_bytes(&state)?,

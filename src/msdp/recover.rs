@@ -151,6 +151,7 @@ impl Msdp {
                 o.name
             )));
         }
+        let claim = self.same_source(name, &dest, &src, existing.is_some())?;
         let mut report = RecoverReport {
             lsu: name.into(),
             ..Default::default()
@@ -176,8 +177,15 @@ impl Msdp {
         let cloud_file = match &src {
             Source::Bucket(c, _) => {
                 // This store writes the prefix from now on (one that still
-                // runs elsewhere only reads it).
-                let c = c.claimed()?;
+                // runs elsewhere only reads it); a resumed run keeps the
+                // claim the open LSU holds.
+                let c = match claim {
+                    Some(owner) => CloudConfig {
+                        owner: Some(owner),
+                        ..c.clone()
+                    },
+                    None => c.claimed()?,
+                };
                 let f = super::backend::write_config(&dest, &c)?;
                 S3::open(&c)?.claim()?;
                 Some(f)
@@ -228,6 +236,17 @@ impl Msdp {
             done += size;
             progress(done, total);
         }
+        // Recovered in place from a bucket: what was skipped is still only
+        // there, so gc (which would remove it as unused) waits for a run
+        // that brings everything back.
+        let marker = incomplete_marker(&dest);
+        if matches!(src, Source::Bucket(..)) && !report.skipped.is_empty() {
+            crate::util::atomic::write_atomic(&marker, report.skipped.join("\n").as_bytes(), 0o600)
+                .map_err(|e| MsdpError::io(marker.display().to_string(), e))?;
+        } else if marker.exists() {
+            std::fs::remove_file(&marker)
+                .map_err(|e| MsdpError::io(marker.display().to_string(), e))?;
+        }
         self.save_keydict(name, Some(&fp_key))?;
         drop(_admin);
         if rec.mode == LsuMode::Kms && existing.is_none() {
@@ -242,6 +261,45 @@ impl Msdp {
             "LSU recovered"
         );
         Ok(report)
+    }
+
+    /// A resumed run recovers from what the first one did (a bucket's
+    /// LSU from the same prefix, a directory's into a local LSU): the
+    /// claim the cloud LSU holds, if it is one. A new LSU's folder keeps
+    /// no settings of an earlier, failed attempt.
+    fn same_source(
+        &self,
+        name: &str,
+        dest: &Path,
+        src: &Source,
+        resumed: bool,
+    ) -> Result<Option<String>, MsdpError> {
+        let p = super::backend::cloud_config_path(dest);
+        if !resumed {
+            remove_stale(&p)?;
+            return Ok(None);
+        }
+        let held: Option<CloudConfig> = match std::fs::read(&p) {
+            Ok(b) => Some(
+                serde_json::from_slice(&b)
+                    .map_err(|e| MsdpError::Refused(format!("{}: {e}", p.display())))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(MsdpError::io(p.display().to_string(), e)),
+        };
+        match (src, held) {
+            (Source::Dir(_), None) => Ok(None),
+            (Source::Bucket(c, _), Some(h)) if h.url == c.url && h.endpoint == c.endpoint => {
+                Ok(h.owner)
+            }
+            (_, Some(h)) => Err(MsdpError::Refused(format!(
+                "LSU {name} is being recovered from {} at {}: run again from there",
+                h.url, h.endpoint
+            ))),
+            (Source::Bucket(..), None) => Err(MsdpError::Refused(format!(
+                "LSU {name} is a local LSU of this store: recover the bucket under another name"
+            ))),
+        }
     }
 
     /// The LSU record (under its new name) and key dictionary from the
@@ -730,4 +788,23 @@ fn pick_recipes(
         }
     }
     out
+}
+
+/// `LSU_DIR/recovery-incomplete`: images a recovery in place (from a
+/// bucket) could not bring back, one per line; gc refuses while it is there.
+pub fn incomplete_marker(lsu_dir: &Path) -> PathBuf {
+    lsu_dir.join("recovery-incomplete")
+}
+
+/// Removes a cloud LSU's settings file no LSU of the catalog owns (left
+/// by a failed attempt): a new LSU of that name is not adopted by it.
+pub fn remove_stale(cloud_json: &Path) -> Result<(), MsdpError> {
+    match std::fs::remove_file(cloud_json) {
+        Ok(()) => {
+            tracing::warn!(file = %cloud_json.display(), "settings of an LSU that does not exist removed");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(MsdpError::io(cloud_json.display().to_string(), e)),
+    }
 }

@@ -83,6 +83,11 @@ impl S3Server {
             .to_string()
     }
 
+    /// Deletes an object (as a lifecycle rule or an operator would).
+    pub fn delete(&self, bucket: &str, key: &str) {
+        self.admin(&["delete", bucket, key]);
+    }
+
     /// (key, size) of every object under `prefix`.
     pub fn list(&self, bucket: &str, prefix: &str) -> Vec<(String, u64)> {
         self.admin(&["list", bucket, prefix])

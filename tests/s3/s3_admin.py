@@ -32,6 +32,8 @@ def main():
             print(h["ObjectLockMode"], int(h["ObjectLockRetainUntilDate"].timestamp()))
         else:
             print("none")
+    elif cmd == "delete":
+        s3.delete_object(Bucket=bucket, Key=sys.argv[4])
     elif cmd == "delete-version":
         key = sys.argv[4]
         version = s3.head_object(Bucket=bucket, Key=key)["VersionId"]
