@@ -164,7 +164,7 @@ pub enum LsuCmd {
     },
 }
 
-/// How to reach the bucket a cloud LSU is recovered from.
+/// How to reach a cloud LSU's bucket (made, or recovered from).
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BucketArgs {
@@ -173,7 +173,8 @@ pub struct BucketArgs {
     pub endpoint: Option<String>,
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
-    /// AWS shared credentials file (aws_access_key_id, aws_secret_access_key).
+    /// AWS shared credentials file (aws_access_key_id, aws_secret_access_key);
+    /// read by the daemon, never copied into the store.
     #[arg(long)]
     pub credentials_file: Option<PathBuf>,
     /// Most bytes of containers kept on local disk for reads, e.g. 4G.
@@ -193,23 +194,8 @@ pub struct CloudArgs {
     /// Keep the containers in an S3-compatible bucket: s3://BUCKET/PREFIX.
     #[arg(long, requires_all = ["endpoint", "credentials_file"])]
     pub cloud: Option<String>,
-    /// The object store's URL, e.g. https://s3.example.com:9000.
-    #[arg(long)]
-    pub endpoint: Option<String>,
-    #[arg(long, default_value = "us-east-1")]
-    pub region: String,
-    /// AWS shared credentials file (aws_access_key_id, aws_secret_access_key);
-    /// read by the daemon, never copied into the store.
-    #[arg(long)]
-    pub credentials_file: Option<PathBuf>,
-    /// Most bytes of containers kept on local disk for reads, e.g. 4G.
-    #[arg(long, value_parser = parse_size)]
-    pub cache_size: Option<u64>,
-    /// Seconds a request to the object store may stall (no answer) before
-    /// it is retried; an operation gives up after about three times this.
-    /// Default 30.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub timeout: Option<u64>,
+    #[command(flatten)]
+    pub bucket: BucketArgs,
 }
 
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
@@ -610,7 +596,11 @@ fn file_args(cmd: &mut Cmd) -> Vec<&mut PathBuf> {
         Cmd::Lsu(LsuCmd::Create {
             cloud:
                 CloudArgs {
-                    credentials_file: Some(f),
+                    bucket:
+                        BucketArgs {
+                            credentials_file: Some(f),
+                            ..
+                        },
                     ..
                 },
             ..

@@ -146,27 +146,7 @@ fn recover_from(
         return Ok(RecoverFrom::Dir(from.into()));
     }
     let from = from.to_str().expect("an s3:// URL is UTF-8");
-    let (Some(endpoint), Some(credentials_file)) = (&b.endpoint, &b.credentials_file) else {
-        return Err(CliError::Usage(format!(
-            "recovering from {from} needs --endpoint URL and --credentials-file FILE"
-        )));
-    };
-    let c = crate::msdp::backend::CloudConfig {
-        url: from.to_string(),
-        endpoint: endpoint.clone(),
-        region: b.region.clone(),
-        credentials_file: std::path::absolute(credentials_file).map_err(|e| CliError::Io {
-            path: credentials_file.display().to_string(),
-            source: e,
-        })?,
-        cache_bytes: b
-            .cache_size
-            .unwrap_or(crate::msdp::backend::DEFAULT_CACHE_BYTES),
-        timeout_secs: b
-            .timeout
-            .unwrap_or(crate::msdp::backend::DEFAULT_TIMEOUT_SECS),
-        owner: None,
-    };
+    let c = bucket_config(from, b)?;
     c.bucket_prefix()?;
     Ok(RecoverFrom::Bucket(c))
 }
@@ -224,18 +204,36 @@ fn recover(
 }
 
 /// The settings of `--cloud …`, if given.
-fn cloud_config(a: &super::args::CloudArgs) -> Option<crate::msdp::backend::CloudConfig> {
-    Some(crate::msdp::backend::CloudConfig {
-        url: a.cloud.clone()?,
-        endpoint: a.endpoint.clone().unwrap_or_default(),
-        region: a.region.clone(),
-        credentials_file: a.credentials_file.clone().unwrap_or_default(),
-        cache_bytes: a
-            .cache_size
-            .unwrap_or(crate::msdp::backend::DEFAULT_CACHE_BYTES),
-        timeout_secs: a
-            .timeout
-            .unwrap_or(crate::msdp::backend::DEFAULT_TIMEOUT_SECS),
+fn cloud_config(
+    a: &super::args::CloudArgs,
+) -> Result<Option<crate::msdp::backend::CloudConfig>, CliError> {
+    a.cloud
+        .as_deref()
+        .map(|url| bucket_config(url, &a.bucket))
+        .transpose()
+}
+
+/// A cloud LSU's settings: the bucket at `url` reached as `b` says.
+fn bucket_config(
+    url: &str,
+    b: &super::args::BucketArgs,
+) -> Result<crate::msdp::backend::CloudConfig, CliError> {
+    use crate::msdp::backend as be;
+    let (Some(endpoint), Some(credentials_file)) = (&b.endpoint, &b.credentials_file) else {
+        return Err(CliError::Usage(format!(
+            "{url} needs --endpoint URL and --credentials-file FILE"
+        )));
+    };
+    Ok(be::CloudConfig {
+        url: url.to_string(),
+        endpoint: endpoint.clone(),
+        region: b.region.clone(),
+        credentials_file: std::path::absolute(credentials_file).map_err(|e| CliError::Io {
+            path: credentials_file.display().to_string(),
+            source: e,
+        })?,
+        cache_bytes: b.cache_size.unwrap_or(be::DEFAULT_CACHE_BYTES),
+        timeout_secs: b.timeout.unwrap_or(be::DEFAULT_TIMEOUT_SECS),
         owner: None,
     })
 }
@@ -302,7 +300,7 @@ fn create(store: &Store, cmd: &LsuCmd, out: &mut Out) -> Result<(), CliError> {
             mode,
             key_group: key_group.clone(),
             policy,
-            cloud: cloud_config(cloud),
+            cloud: cloud_config(cloud)?,
         },
         attrs,
     )?;
