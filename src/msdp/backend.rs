@@ -10,7 +10,7 @@
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::MsdpError;
+use super::net::runtime;
 use super::object_lock::ObjectLock;
 use crate::catalog::WormMode;
 
@@ -254,20 +255,6 @@ fn read_credentials(path: &Path) -> Result<(String, Zeroizing<String>), MsdpErro
     }
 }
 
-/// One runtime for every cloud LSU of the process (two threads: the
-/// requests wait on the network, not on the CPU).
-pub(super) fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("kmsfs-s3")
-            .enable_all()
-            .build()
-            .expect("the S3 runtime starts")
-    })
-}
-
 /// An S3-compatible bucket.
 pub struct S3 {
     store: Arc<dyn ObjectStore>,
@@ -370,7 +357,7 @@ impl S3 {
     /// Whether the prefix holds an LSU already (its key dictionary).
     pub fn holds_lsu(&self) -> Result<bool, MsdpError> {
         Ok(self
-            .fetch_file(super::sidecar::KEYDICT_FILE, super::manifest::MAX_KEYDICT)?
+            .fetch_file(super::manifest::KEYDICT_FILE, super::manifest::MAX_KEYDICT)?
             .is_some())
     }
 }
@@ -440,7 +427,7 @@ impl Backend for S3 {
 
     fn fetch_container(&self, id: u64, local: &Path) -> std::io::Result<()> {
         let key = self.key(&container_rel(id));
-        let max = super::container::CONTAINER_MAX;
+        let max = super::format::CONTAINER_MAX;
         let bytes = runtime()
             .block_on(async {
                 let r = self.store.get(&key).await?;

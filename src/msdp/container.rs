@@ -15,9 +15,6 @@ use crate::catalog::ContainerRec;
 
 /// A container grows to about this size, then the next one starts.
 pub const CONTAINER_TARGET: u64 = 64 << 20;
-/// No container is longer: the target and the largest record past it,
-/// with room to spare (a longer object in a bucket is not one of ours).
-pub const CONTAINER_MAX: u64 = 2 * CONTAINER_TARGET;
 const WRITE_BUFFER: usize = 8 << 20;
 
 /// A container being appended to.

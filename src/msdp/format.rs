@@ -12,6 +12,10 @@ use crate::catalog::SegKind;
 pub const CONTAINER_MAGIC: &[u8; 8] = b"KMSFSCT\0";
 pub const CONTAINER_VERSION: u16 = 1;
 pub const CONTAINER_HEADER_LEN: usize = 64;
+/// No container is longer: twice the 64 MiB a writer aims at, room to
+/// spare for the record past it (a longer object in a bucket is not one
+/// of ours).
+pub const CONTAINER_MAX: u64 = 128 << 20;
 pub const SEGMENT_MAGIC: &[u8; 4] = b"KSEG";
 pub const SEGMENT_VERSION: u8 = 1;
 pub const SEGMENT_HEADER_LEN: usize = 160;

@@ -21,6 +21,8 @@ pub const MANIFEST_VERSION: u16 = 1;
 pub const RECIPE_HEADER_LEN: usize = 64;
 /// The key dictionary file is never larger (a KEK record is about 120 bytes).
 pub const MAX_KEYDICT: usize = 16 << 20;
+/// The key dictionary file's name in the LSU's directory or bucket prefix.
+pub const KEYDICT_FILE: &str = "keydict.kkd";
 /// Nor is a recipe file: 36 bytes a segment, 64 KiB segments at least:
 /// about 1.9 TiB of image (3.7 TiB at the average segment).
 pub const MAX_RECIPE: usize = 1 << 30;

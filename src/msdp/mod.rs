@@ -26,6 +26,7 @@ pub(crate) mod fuzz;
 pub mod gc;
 mod keys;
 pub mod manifest;
+mod net;
 pub mod object_lock;
 mod reader;
 pub mod recover;

@@ -162,7 +162,7 @@ impl ObjectLock {
             what: format!("retention of object {key}"),
             why: e.without_url().to_string(),
         };
-        super::backend::runtime().block_on(async {
+        super::net::runtime().block_on(async {
             let mut r = req.body(body).send().await.map_err(unreachable)?;
             let header = |name: &str| {
                 r.headers()

@@ -27,9 +27,10 @@ use super::backend::{Backend, CloudConfig, S3};
 use super::backend::{container_files, container_path};
 use super::container::read_record;
 use super::format::{CONTAINER_HEADER_LEN, ContainerHeader, SEGMENT_HEADER_LEN, SegmentHeader};
+use super::manifest::KEYDICT_FILE;
 use super::manifest::{self, KeyDict, RecipeFile};
 use super::segment::{OpenError, open_record};
-use super::sidecar::{KEYDICT_FILE, recipe_files};
+use super::sidecar::recipe_files;
 use super::state::{keydict_path, recipes_dir};
 use super::{Msdp, MsdpError};
 use crate::catalog::{

@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::manifest::{self, KeyDict, RecipeFile};
+use super::manifest::{self, KEYDICT_FILE, KeyDict, RecipeFile};
 use super::state::{LsuState, keydict_path, recipes_dir};
 use super::{Msdp, MsdpError};
 use crate::catalog::{FileAttrs, ImageRec, SegRef, lsu_of_pool};
@@ -303,9 +303,6 @@ fn put_recipe(state: &LsuState, key: &SecretKey, r: &RecipeFile) -> Result<(), M
     .map_err(|e| MsdpError::io(format!("writing {}", p.display()), e))?;
     state.backend.publish_file(&recipe_rel(r.image), &bytes)
 }
-
-/// The key dictionary file's name in the LSU's directory or bucket prefix.
-pub const KEYDICT_FILE: &str = "keydict.kkd";
 
 /// `recipes/ID.krc`: a recipe file's name in the LSU's directory or prefix.
 pub fn recipe_rel(id: u128) -> String {
