@@ -310,20 +310,7 @@ fn args(v: &[String]) -> Vec<&str> {
 /// once the store answers.
 #[test]
 fn an_unreachable_bucket_fails_cleanly_and_recovers_by_itself() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(tmp.path());
-    s3.make_bucket("backups-out");
-    let s = TestStore::new(&[]);
-    s.group_with_key("KG");
-    s.ok(&["lsu", "create", "l1", "--kms", "--key-group", "KG"]);
-    s.ok(&args(&create_args(
-        &s,
-        &s3,
-        "c1",
-        "--kms",
-        "s3://backups-out/x",
-        &["--timeout", "2"],
-    )));
+    let (_tmp, s3, s) = outage_site("backups-out");
     let (f, g, h) = (s.path("f"), s.path("g"), s.path("h"));
     random_file(&f, 3);
     random_file(&g, 2);
@@ -377,6 +364,139 @@ fn an_unreachable_bucket_fails_cleanly_and_recovers_by_itself() {
     assert_eq!(sha256(&m.p("msdp/c1/c")), sha256(&h));
     m.unmount();
     s.ok(&["fsck"]);
+}
+
+/// A hung object store costs each reader of an uncached image its timeout
+/// once, at the same time, not one after the other: the mount's other
+/// files are served meanwhile, and a daemon started while the store hangs
+/// reads everything it has cached.
+#[test]
+fn a_hung_bucket_costs_a_timeout_not_the_mount() {
+    let (_tmp, s3, s) = outage_site("backups-hung");
+    // More uncached images than the mount has FUSE threads.
+    let files: Vec<PathBuf> = (0..12)
+        .map(|i| {
+            let f = s.path(&format!("f{i}"));
+            random_file(&f, 1);
+            f
+        })
+        .collect();
+    let m = s.mount("");
+    for (i, f) in files.iter().enumerate() {
+        cp(f, &m.p(&format!("msdp/c1/a{i}")));
+    }
+    m.unmount();
+    sh_ok(&format!(
+        "rm -f '{}'/*.kct",
+        s.dir.join("lsu/c1/containers").display()
+    ));
+    let (g, h) = (s.path("g"), s.path("h"));
+    random_file(&g, 2);
+    random_file(&h, 2);
+    let m = s.mount("");
+    cp(&g, &m.p("msdp/c1/b"));
+    m.unmount();
+
+    s3.pause();
+    let m = s.mount("");
+    assert_eq!(
+        sha256(&m.p("msdp/c1/b")),
+        sha256(&g),
+        "a daemon started while the store hangs reads what it has cached"
+    );
+    let t = std::time::Instant::now();
+    let readers: Vec<_> = (0..files.len())
+        .map(|i| {
+            let p = m.p(&format!("msdp/c1/a{i}"));
+            std::thread::spawn(move || {
+                let r = common::sh(&format!("cat '{}' > /dev/null", p.display()));
+                (r, t.elapsed())
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    cp(&h, &m.p("msdp/l1/x"));
+    assert_eq!(sha256(&m.p("msdp/l1/x")), sha256(&h));
+    assert_eq!(sha256(&m.p("msdp/c1/b")), sha256(&g));
+    let served = t.elapsed();
+    let mut took = Vec::new();
+    for r in readers {
+        let ((ok, _, err), at) = r.join().unwrap();
+        assert!(!ok && err.contains("timed out"), "{err}");
+        took.push(at);
+    }
+    let failed = t.elapsed();
+    // One timeout is 2 s of silence, retried within 6 s (about 6 s in
+    // all); a reader whose retry tries the store again may wait three.
+    // Twelve one after the other would take well over a minute.
+    let bound = std::time::Duration::from_secs(40);
+    assert!(
+        served < bound && failed < bound,
+        "served after {served:?}, all readers failed after {failed:?}: {took:?}"
+    );
+
+    s3.resume();
+    for (i, f) in files.iter().enumerate() {
+        assert_eq!(sha256(&m.p(&format!("msdp/c1/a{i}"))), sha256(f));
+    }
+    cp(&h, &m.p("msdp/c1/c"));
+    assert_eq!(sha256(&m.p("msdp/c1/c")), sha256(&h));
+    m.unmount();
+    s.ok(&["fsck"]);
+}
+
+/// Objects someone else put under the prefix (a name with a sign, a
+/// nested folder, the largest id there is) are not containers: a store
+/// recovered from that bucket neither reuses an id nor wraps around, and
+/// new images land beside the old ones.
+#[test]
+fn foreign_names_in_the_bucket_are_not_containers() {
+    let (_tmp, s3, a, f1, f2) = site("backups-names", 2);
+    let ma = a.mount("");
+    cp(&f1, &ma.p("msdp/c1/a"));
+    cp(&f2, &ma.p("msdp/c1/b"));
+    ma.unmount();
+    let keys = a.export_keys();
+    let creds = S3Server::credentials_file(a.tmp.path());
+    for name in [
+        "ffffffffffffffff.kct",
+        "+000000000000001.kct",
+        "sub/0000000000000002.kct",
+        "00000000000000001.kct",
+    ] {
+        s3.put(
+            "backups-names",
+            &format!("site1/containers/{name}"),
+            b"not a container",
+        );
+    }
+
+    let b = TestStore::new(&[]);
+    b.import_keys(&keys);
+    b.ok(&args(&recover_args(
+        &s3,
+        &creds,
+        "s3://backups-names/site1",
+    )));
+    let mb = b.mount("");
+    let (f3, f4) = (b.path("f3"), b.path("f4"));
+    random_file(&f3, 3);
+    random_file(&f4, 1);
+    cp(&f3, &mb.p("msdp/c1/c"));
+    cp(&f4, &mb.p("msdp/c1/d"));
+    mb.unmount();
+    sh_ok(&format!(
+        "rm -f '{}'/*.kct",
+        b.dir.join("lsu/c1/containers").display()
+    ));
+    let mb = b.mount("");
+    assert_eq!(sha256(&mb.p("msdp/c1/a")), sha256(&f1));
+    assert_eq!(sha256(&mb.p("msdp/c1/b")), sha256(&f2));
+    assert_eq!(sha256(&mb.p("msdp/c1/c")), sha256(&f3));
+    assert_eq!(sha256(&mb.p("msdp/c1/d")), sha256(&f4));
+    mb.unmount();
+    b.ok(&["lsu", "gc", "c1"]);
+    b.ok(&["fsck"]);
 }
 
 /// A prefix recovered into a new store while the old one still runs (a
@@ -440,6 +560,64 @@ fn a_recovered_prefix_belongs_to_the_store_that_recovered_it() {
     );
     mb.unmount();
     b.ok(&["fsck"]);
+}
+
+/// The object that says which store writes a prefix, deleted (by hand, by
+/// a lifecycle rule): no store writes there until one claims the prefix
+/// again, since two stores could otherwise both write it. Reads go on; a
+/// recovery from the same prefix claims it back.
+#[test]
+fn a_deleted_claim_stops_writes_until_the_prefix_is_claimed_again() {
+    let (_tmp, s3, a, f1, f2) = site("backups-claim", 1);
+    let creds = S3Server::credentials_file(a.tmp.path());
+    let m = a.mount("");
+    cp(&f1, &m.p("msdp/c1/a"));
+    s3.delete("backups-claim", "site1/owner");
+    let objects = s3.list("backups-claim", "site1/");
+    let (ok, _, err) = common::sh(&format!(
+        "cp '{}' '{}'",
+        f2.display(),
+        m.p("msdp/c1/b").display()
+    ));
+    assert!(!ok && err.contains("not permitted"), "{err}");
+    assert!(!m.p("msdp/c1/b").exists());
+    let log = std::fs::read_to_string(a.dir.join("kmsfs.log")).unwrap();
+    assert!(
+        log.contains("site1/owner"),
+        "the log names the missing object"
+    );
+    assert_eq!(s3.list("backups-claim", "site1/"), objects);
+    assert_eq!(sha256(&m.p("msdp/c1/a")), sha256(&f1), "reads go on");
+
+    a.ok(&args(&recover_args(
+        &s3,
+        &creds,
+        "s3://backups-claim/site1",
+    )));
+    cp(&f2, &m.p("msdp/c1/b"));
+    assert_eq!(sha256(&m.p("msdp/c1/b")), sha256(&f2));
+    m.unmount();
+    a.ok(&["fsck"]);
+}
+
+/// A moto server and a store with a local LSU `l1` and a cloud LSU `c1`
+/// at `s3://bucket/x` that waits at most 2 s for the store to answer.
+fn outage_site(bucket: &str) -> (tempfile::TempDir, S3Server, TestStore) {
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(tmp.path());
+    s3.make_bucket(bucket);
+    let s = TestStore::new(&[]);
+    s.group_with_key("KG");
+    s.ok(&["lsu", "create", "l1", "--kms", "--key-group", "KG"]);
+    s.ok(&args(&create_args(
+        &s,
+        &s3,
+        "c1",
+        "--kms",
+        &format!("s3://{bucket}/x"),
+        &["--timeout", "2"],
+    )));
+    (tmp, s3, s)
 }
 
 /// A moto server, a store with cloud LSU `c1` in `bucket`, and two random

@@ -79,15 +79,7 @@ impl Msdp {
             }
         };
         let made = self.create_in_catalog(&c, group, attrs);
-        // Claimed only once the LSU exists: a failed create leaves the
-        // prefix as it was.
-        if made.is_ok()
-            && let Some((_, s3)) = &cloud
-            && let Err(e) = s3.claim()
-        {
-            tracing::warn!(lsu = %c.name, "the bucket prefix is not claimed yet: {e}");
-        }
-        let cloud_file = cloud.map(|c| c.0);
+        let cloud_file = cloud;
         // Only while no LSU was recorded: one that was is a cloud LSU.
         if made.is_err()
             && let Some(f) = cloud_file
@@ -99,12 +91,13 @@ impl Msdp {
     }
 
     /// Checks the bucket is reachable with the credentials and holds no
-    /// LSU at the prefix, and writes `lsu/NAME/cloud.json`.
+    /// LSU at the prefix, claims the prefix, and writes
+    /// `lsu/NAME/cloud.json` (its path).
     fn place_in_cloud(
         &self,
         name: &str,
         cloud: &super::backend::CloudConfig,
-    ) -> Result<(std::path::PathBuf, super::backend::S3), MsdpError> {
+    ) -> Result<std::path::PathBuf, MsdpError> {
         use super::backend::Backend;
         let cloud = &cloud.claimed()?;
         let s3 = super::backend::S3::open(cloud)?;
@@ -114,13 +107,14 @@ impl Msdp {
                 s3.describe()
             )));
         }
+        // A prefix without a key dictionary holds no LSU: this store
+        // claims it before it writes there (a create that failed after
+        // this leaves a claim the next create of any store replaces).
+        s3.claim()?;
         // The credentials may write and delete, not only read.
         s3.publish_file(".kmsfs-probe", b"kmsfs write probe")?;
         s3.remove_file(".kmsfs-probe")?;
-        Ok((
-            super::backend::write_config(&self.dir.join(name), cloud)?,
-            s3,
-        ))
+        super::backend::write_config(&self.dir.join(name), cloud)
     }
 
     fn create_in_catalog(

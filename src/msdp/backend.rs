@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::MsdpError;
+use super::format::{CONTAINER_MAX, MAX_CONTAINER_ID};
+use super::health::{Health, unanswered};
 use super::net::runtime;
 use super::object_lock::ObjectLock;
 use crate::catalog::WormMode;
@@ -40,9 +42,10 @@ pub trait Backend: Send + Sync {
     /// keeps it.
     fn publish_file(&self, rel: &str, bytes: &[u8]) -> Result<(), MsdpError>;
     fn remove_file(&self, rel: &str) -> Result<(), MsdpError>;
-    /// Brings container `id` into `local` (NotFound for a local LSU: the
-    /// file is the container).
-    fn fetch_container(&self, id: u64, local: &Path) -> std::io::Result<()>;
+    /// Brings container `id` into `local`. A container that is not there
+    /// (a local LSU's file, a cloud LSU's object) is an `Io` error of kind
+    /// NotFound.
+    fn fetch_container(&self, id: u64, local: &Path) -> Result<(), MsdpError>;
     /// Removes container `id` where the LSU keeps it (the local file is
     /// the caller's).
     fn remove_container(&self, id: u64) -> Result<(), MsdpError>;
@@ -82,10 +85,10 @@ impl Backend for LocalDir {
     fn remove_file(&self, _: &str) -> Result<(), MsdpError> {
         Ok(())
     }
-    fn fetch_container(&self, _: u64, local: &Path) -> std::io::Result<()> {
-        Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("{} is gone", local.display()),
+    fn fetch_container(&self, _: u64, local: &Path) -> Result<(), MsdpError> {
+        Err(MsdpError::io(
+            local.display().to_string(),
+            std::io::ErrorKind::NotFound.into(),
         ))
     }
     fn remove_container(&self, _: u64) -> Result<(), MsdpError> {
@@ -262,6 +265,7 @@ pub struct S3 {
     describe: String,
     owner: Option<String>,
     lock: ObjectLock,
+    health: Health,
 }
 
 impl S3 {
@@ -311,6 +315,7 @@ impl S3 {
             describe,
             owner: c.owner.clone(),
             lock,
+            health: Health::default(),
         })
     }
 
@@ -322,8 +327,21 @@ impl S3 {
         }
     }
 
-    /// A failed request: credentials refused, or the store not answering
-    /// (after the retries), named with the endpoint and the object.
+    /// Runs one request to the store, unless the store is down and another
+    /// caller is trying it (see [`Health`]).
+    fn run<T>(
+        &self,
+        request: impl Future<Output = Result<T, object_store::Error>>,
+    ) -> Result<T, object_store::Error> {
+        let _probe = self.health.admit()?;
+        let r = runtime().block_on(request);
+        self.health.record(&r);
+        r
+    }
+
+    /// A failed request: credentials refused, the store not answering
+    /// (after the retries), or an answer refusing it; named with the
+    /// endpoint and the object.
     fn err(&self, what: &str, e: object_store::Error) -> MsdpError {
         match e {
             object_store::Error::PermissionDenied { .. }
@@ -331,12 +349,41 @@ impl S3 {
                 "{}: {what}: the credentials are refused: {e}",
                 self.describe
             )),
-            e => MsdpError::Unreachable {
+            e if unanswered(&e) => MsdpError::Unreachable {
                 store: self.describe.clone(),
                 what: what.to_string(),
                 why: e.to_string(),
             },
+            e => MsdpError::io(
+                format!("{}: {what}", self.describe),
+                std::io::Error::other(e.to_string()),
+            ),
         }
+    }
+
+    /// The bytes of `key`, streamed into `sink`; stopped once more than
+    /// `max` arrived (what the store announces is not trusted) or the sink
+    /// refuses a chunk.
+    fn download(
+        &self,
+        key: &ObjectPath,
+        max: u64,
+        sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<Download, object_store::Error> {
+        self.run(async {
+            let mut body = self.store.get(key).await?.into_stream();
+            let mut n = 0u64;
+            while let Some(chunk) = body.try_next().await? {
+                n += chunk.len() as u64;
+                if n > max {
+                    return Ok(Download::TooLong);
+                }
+                if let Err(e) = sink(&chunk) {
+                    return Ok(Download::Sink(e));
+                }
+            }
+            Ok(Download::Done)
+        })
     }
 
     /// Makes this store the one that writes the prefix.
@@ -345,13 +392,12 @@ impl S3 {
             return Ok(());
         };
         let key = self.key(OWNER_FILE);
-        runtime()
-            .block_on(
-                self.store
-                    .put(&key, PutPayload::from(o.clone().into_bytes())),
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(&format!("uploading object {key}"), e))
+        self.run(
+            self.store
+                .put(&key, PutPayload::from(o.clone().into_bytes())),
+        )
+        .map(|_| ())
+        .map_err(|e| self.err(&format!("uploading object {key}"), e))
     }
 
     /// Whether the prefix holds an LSU already (its key dictionary).
@@ -380,28 +426,18 @@ impl Backend for S3 {
         let bytes = std::fs::read(local)
             .map_err(|e| MsdpError::io(format!("container {}", local.display()), e))?;
         let key = self.key(&container_rel(id));
-        let len = bytes.len() as u64;
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        let r = runtime().block_on(self.store.put_opts(&key, PutPayload::from(bytes), opts));
-        match r {
+        match self.run(self.store.put_opts(&key, PutPayload::from(bytes), opts)) {
             Ok(_) => Ok(()),
-            // Uploaded before a failure that came after (a retry): the same
-            // container if it is as long; never replaced.
+            // Uploaded before a failure that came after (a retry): ours if
+            // it holds these very bytes; never replaced.
             Err(object_store::Error::AlreadyExists { .. }) => {
-                let head = runtime()
-                    .block_on(self.store.head(&key))
-                    .map_err(|e| self.err(&format!("object {key}"), e))?;
-                if head.size == len {
-                    Ok(())
-                } else {
-                    Err(MsdpError::Refused(format!(
-                        "{}: object {key} exists with {} bytes, not the {len} of this container: another writer uses this bucket prefix",
-                        self.describe, head.size
-                    )))
-                }
+                let bytes = std::fs::read(local)
+                    .map_err(|e| MsdpError::io(format!("container {}", local.display()), e))?;
+                self.same_object(&key, &bytes)
             }
             Err(e) => Err(self.err(&format!("uploading object {key}"), e)),
         }
@@ -410,8 +446,7 @@ impl Backend for S3 {
     fn publish_file(&self, rel: &str, bytes: &[u8]) -> Result<(), MsdpError> {
         self.check_owner()?;
         let key = self.key(rel);
-        runtime()
-            .block_on(self.store.put(&key, PutPayload::from(bytes.to_vec())))
+        self.run(self.store.put(&key, PutPayload::from(bytes.to_vec())))
             .map(|_| ())
             .map_err(|e| self.err(&format!("uploading object {key}"), e))
     }
@@ -419,60 +454,48 @@ impl Backend for S3 {
     fn remove_file(&self, rel: &str) -> Result<(), MsdpError> {
         self.check_owner()?;
         let key = self.key(rel);
-        match runtime().block_on(self.store.delete(&key)) {
+        match self.run(self.store.delete(&key)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.err(&format!("deleting object {key}"), e)),
         }
     }
 
-    fn fetch_container(&self, id: u64, local: &Path) -> std::io::Result<()> {
+    fn fetch_container(&self, id: u64, local: &Path) -> Result<(), MsdpError> {
         let key = self.key(&container_rel(id));
-        let max = super::format::CONTAINER_MAX;
-        let bytes = runtime()
-            .block_on(async {
-                let r = self.store.get(&key).await?;
-                if r.meta.size > max {
-                    return Ok(Err(r.meta.size));
-                }
-                r.bytes().await.map(Ok)
-            })
-            .map_err(|e| match e {
-                object_store::Error::NotFound { .. } => std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("{}: no object {key}", self.describe),
-                ),
-                // The error itself rides in the io::Error (see
-                // RecordError::Unreachable).
-                e => std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    self.err(&format!("fetching object {key}"), e),
-                ),
-            })?
-            .map_err(|size| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!(
-                        "{}: object {key} is {size} bytes, longer than any container ({max})",
-                        self.describe
-                    ),
-                )
-            })?;
         // Durable under its name only once whole: a torn cache file would
         // read as damage, not as missing.
         let tmp = local.with_extension("kct.fetch");
+        let cache_err = |e| MsdpError::io(format!("cache file {}", tmp.display()), e);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&tmp)?;
-        std::io::Write::write_all(&mut f, &bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, local)?;
-        if let Some(dir) = local.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
+            .open(&tmp)
+            .map_err(cache_err)?;
+        let got = self.download(&key, CONTAINER_MAX, &mut |chunk| {
+            std::io::Write::write_all(&mut f, chunk)
+        });
+        let done = match got {
+            Ok(Download::Done) => f.sync_all().map_err(cache_err),
+            Ok(Download::TooLong) => Err(MsdpError::Refused(format!(
+                "{}: object {key} is longer than any container ({CONTAINER_MAX} bytes)",
+                self.describe
+            ))),
+            Ok(Download::Sink(e)) => Err(cache_err(e)),
+            Err(object_store::Error::NotFound { .. }) => Err(MsdpError::io(
+                format!("{}: object {key}", self.describe),
+                std::io::ErrorKind::NotFound.into(),
+            )),
+            Err(e) => Err(self.err(&format!("fetching object {key}"), e)),
+        };
+        if let Err(e) = done {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        Ok(())
+        std::fs::rename(&tmp, local).map_err(cache_err)?;
+        crate::util::atomic::sync_dir(local.parent().unwrap_or(Path::new(".")))
+            .map_err(|e| MsdpError::io(format!("cache folder of {}", local.display()), e))
     }
 
     fn remove_container(&self, id: u64) -> Result<(), MsdpError> {
@@ -483,26 +506,24 @@ impl Backend for S3 {
         Ok(self
             .list_files("containers")?
             .iter()
-            .filter_map(|n| n.strip_suffix(".kct"))
-            .filter_map(|h| u64::from_str_radix(h, 16).ok())
+            .filter_map(|n| container_id(n))
             .collect())
     }
 
     fn fetch_file(&self, rel: &str, max: usize) -> Result<Option<Vec<u8>>, MsdpError> {
         let key = self.key(rel);
-        let got = runtime().block_on(async {
-            let r = self.store.get(&key).await?;
-            if r.meta.size > max as u64 {
-                return Ok(Err(r.meta.size));
-            }
-            r.bytes().await.map(Ok)
+        let mut out = Vec::new();
+        let got = self.download(&key, max as u64, &mut |chunk| {
+            out.extend_from_slice(chunk);
+            Ok(())
         });
         match got {
-            Ok(Ok(b)) => Ok(Some(b.to_vec())),
-            Ok(Err(size)) => Err(MsdpError::Refused(format!(
-                "{}: object {key} is {size} bytes, longer than the {max} it may be",
+            Ok(Download::Done) => Ok(Some(out)),
+            Ok(Download::TooLong) => Err(MsdpError::Refused(format!(
+                "{}: object {key} is longer than the {max} bytes it may be",
                 self.describe
             ))),
+            Ok(Download::Sink(_)) => unreachable!("a Vec takes every byte"),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.err(&format!("fetching object {key}"), e)),
         }
@@ -511,8 +532,15 @@ impl Backend for S3 {
     fn check_owner(&self) -> Result<(), MsdpError> {
         let held = self.fetch_file(OWNER_FILE, 64)?;
         match (held, &self.owner) {
-            (None, _) => Ok(()),
             (Some(h), Some(o)) if h == o.as_bytes() => Ok(()),
+            // Settings written before claims existed, on a prefix no
+            // store has claimed since.
+            (None, None) => Ok(()),
+            (None, Some(_)) => Err(MsdpError::Refused(format!(
+                "{}: the object {} that names the store writing this prefix is gone (deleted by hand or by a lifecycle rule): this store reads its images but writes nothing there until it is back (kmsfs lsu recover NAME --from the same URL claims the prefix again)",
+                self.describe,
+                self.key(OWNER_FILE)
+            ))),
             (Some(_), _) => Err(MsdpError::Refused(format!(
                 "{}: another store took this prefix over (kmsfs lsu recover there): this store reads its images but no longer writes or deletes there",
                 self.describe
@@ -531,16 +559,64 @@ impl Backend for S3 {
             .map(|r| r.until_ns))
     }
 
+    /// The objects right under `rel/` (not in folders below it).
     fn list_files(&self, rel: &str) -> Result<Vec<String>, MsdpError> {
         let dir = self.key(rel);
-        let objects: Vec<_> = runtime()
-            .block_on(self.store.list(Some(&dir)).try_collect())
+        let listed = self
+            .run(self.store.list_with_delimiter(Some(&dir)))
             .map_err(|e| self.err(&format!("listing {dir}"), e))?;
-        Ok(objects
+        Ok(listed
+            .objects
             .into_iter()
             .filter_map(|m| m.location.filename().map(str::to_string))
             .collect())
     }
+}
+
+/// How a download ended (a failed request aside).
+enum Download {
+    Done,
+    /// More bytes than allowed arrived.
+    TooLong,
+    /// The sink refused a chunk (a cache file that could not be written).
+    Sink(std::io::Error),
+}
+
+impl S3 {
+    /// Whether the object at `key` holds exactly `bytes` (refused if not:
+    /// another writer put something else under the name).
+    fn same_object(&self, key: &ObjectPath, bytes: &[u8]) -> Result<(), MsdpError> {
+        let mut at = 0usize;
+        let got = self.download(key, bytes.len() as u64, &mut |chunk| {
+            let same = bytes.get(at..at + chunk.len()) == Some(chunk);
+            at += chunk.len();
+            if same {
+                Ok(())
+            } else {
+                Err(std::io::ErrorKind::InvalidData.into())
+            }
+        });
+        match got {
+            Ok(Download::Done) if at == bytes.len() => Ok(()),
+            Ok(_) => Err(MsdpError::Refused(format!(
+                "{}: object {key} exists and holds other bytes than this container: another writer uses this bucket prefix",
+                self.describe
+            ))),
+            Err(e) => Err(self.err(&format!("object {key}"), e)),
+        }
+    }
+}
+
+/// The id of a container named `NAME` (exactly 16 lowercase hex digits and
+/// `.kct`, at most [`MAX_CONTAINER_ID`]); any other name is not one.
+pub fn container_id(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".kct")?;
+    if hex.len() != 16 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16)
+        .ok()
+        .filter(|id| (1..=MAX_CONTAINER_ID).contains(id))
 }
 
 /// `DIR/0000000000000007.kct`.
@@ -555,9 +631,7 @@ pub fn container_files(dir: &Path) -> Result<Vec<u64>, MsdpError> {
     for e in rd.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if let Some(hex) = name.strip_suffix(".kct")
-            && let Ok(id) = u64::from_str_radix(hex, 16)
-        {
+        if let Some(id) = container_id(&name) {
             out.push(id);
         }
     }
@@ -569,15 +643,33 @@ pub fn cloud_config_path(lsu_dir: &Path) -> PathBuf {
     lsu_dir.join("cloud.json")
 }
 
-/// Writes `LSU_DIR/cloud.json` (made durable); its path.
+/// `STORE/lsu/NAME/container-ids`: the container ids a cloud LSU has
+/// handed out are all below the number in it (decimal). Written by the
+/// LSU's state; removed with the settings it belongs to.
+pub const RESERVED_FILE: &str = "container-ids";
+
+/// Writes `LSU_DIR/cloud.json` (made durable); its path. Ids reserved
+/// under earlier settings do not carry over: the bucket is listed again.
 pub fn write_config(lsu_dir: &Path, c: &CloudConfig) -> Result<PathBuf, MsdpError> {
     let io = |e| MsdpError::io(lsu_dir.display().to_string(), e);
     std::fs::create_dir_all(lsu_dir).map_err(io)?;
+    remove_reserved(lsu_dir)?;
     let p = cloud_config_path(lsu_dir);
     let json = serde_json::to_vec_pretty(c).expect("config serializes");
     crate::util::atomic::write_atomic(&p, &json, 0o600)
         .map_err(|e| MsdpError::io(p.display().to_string(), e))?;
     Ok(p)
+}
+
+/// Removes `LSU_DIR/container-ids` (durably), if it is there.
+pub fn remove_reserved(lsu_dir: &Path) -> Result<(), MsdpError> {
+    let p = lsu_dir.join(RESERVED_FILE);
+    match std::fs::remove_file(&p) {
+        Ok(()) => crate::util::atomic::sync_dir(lsu_dir)
+            .map_err(|e| MsdpError::io(lsu_dir.display().to_string(), e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(MsdpError::io(p.display().to_string(), e)),
+    }
 }
 
 /// The read cache size of the LSU whose directory is `lsu_dir`.
@@ -624,6 +716,22 @@ mod tests {
             "credentials_file":"/c","cache_bytes":7}"#;
         let c: CloudConfig = serde_json::from_str(old).unwrap();
         assert_eq!((c.cache_bytes, c.timeout_secs), (7, DEFAULT_TIMEOUT_SECS));
+    }
+
+    #[test]
+    fn only_our_names_are_containers() {
+        assert_eq!(container_id("000000000000002a.kct"), Some(42));
+        for name in [
+            "+00000000000002a.kct",
+            "000000000000002A.kct",
+            "00000000000000002a.kct",
+            "2a.kct",
+            "ffffffffffffffff.kct",
+            "0000000000000000.kct",
+            "000000000000002a.kct.fetch",
+        ] {
+            assert_eq!(container_id(name), None, "{name}");
+        }
     }
 
     #[test]

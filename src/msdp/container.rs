@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::MsdpError;
 use super::format::{ContainerHeader, SEGMENT_HEADER_LEN, SegmentHeader};
-use super::state::{ContainerPin, LsuState};
+use super::state::{ContainerPin, FileError, LsuState};
 use crate::catalog::ContainerRec;
 
 /// A container grows to about this size, then the next one starts.
@@ -33,7 +33,7 @@ pub struct ContainerWriter {
 impl ContainerWriter {
     /// Creates a new container file (its id stays in flight until drop).
     pub fn create(state: &Arc<LsuState>) -> Result<Self, MsdpError> {
-        let pin = ContainerPin::new(state);
+        let pin = ContainerPin::new(state)?;
         let id = pin.id;
         let path = state.path(id);
         let file = std::fs::OpenOptions::new()
@@ -167,10 +167,10 @@ pub fn read_record_with(
             "record of {len} bytes is longer than any container holds"
         )));
     }
-    let f = state.file(container).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => RecordError::Missing(e),
-        std::io::ErrorKind::TimedOut => RecordError::unreachable(e),
-        _ => RecordError::Io(e),
+    let f = state.file(container).map_err(|e| match e {
+        FileError::Missing(e) => RecordError::Missing(e),
+        FileError::Io(e) => RecordError::Io(e),
+        FileError::Fetch(e) => RecordError::Fetch(e),
     })?;
     buf.resize(len as usize, 0);
     f.read_exact_at(buf, offset).map_err(RecordError::Io)?;
@@ -192,29 +192,17 @@ pub enum RecordError {
     Missing(std::io::Error),
     Io(std::io::Error),
     Damaged(String),
-    /// A cloud LSU's object store did not answer (the error names it).
-    Unreachable(MsdpError),
+    /// A cloud LSU's container could not be fetched (the error names the
+    /// object store, or the cache file).
+    Fetch(MsdpError),
 }
 
 impl RecordError {
-    /// The store's error a failed fetch carries (or the fetch's own).
-    fn unreachable(e: std::io::Error) -> Self {
-        let what = e.to_string();
-        match e.into_inner().map(|b| b.downcast::<MsdpError>()) {
-            Some(Ok(m)) => Self::Unreachable(*m),
-            _ => Self::Unreachable(MsdpError::Unreachable {
-                store: "object store".into(),
-                what: "fetching a container".into(),
-                why: what,
-            }),
-        }
-    }
-
     /// What a reader reports: the object store that did not answer, or
     /// damage of segment `offset` of `container` (`context` says who read).
     pub fn report(self, lsu: &str, container: u64, offset: u64, context: &str) -> MsdpError {
         let why = match self {
-            Self::Unreachable(e) => return e,
+            Self::Fetch(e) => return e,
             Self::Missing(e) | Self::Io(e) => e.to_string(),
             Self::Damaged(w) => w,
         };

@@ -16,6 +16,10 @@ pub const CONTAINER_HEADER_LEN: usize = 64;
 /// spare for the record past it (a longer object in a bucket is not one
 /// of ours).
 pub const CONTAINER_MAX: u64 = 128 << 20;
+/// No container id is larger: ids count up from 1, one per container, so
+/// a larger one (a name in a bucket) is not one of ours, and adding to
+/// the largest never wraps around.
+pub const MAX_CONTAINER_ID: u64 = 1 << 48;
 pub const SEGMENT_MAGIC: &[u8; 4] = b"KSEG";
 pub const SEGMENT_VERSION: u8 = 1;
 pub const SEGMENT_HEADER_LEN: usize = 160;

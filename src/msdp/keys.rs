@@ -17,6 +17,7 @@ use super::{Msdp, MsdpError};
 use crate::catalog::{KekRec, LsuRec, StoredKey};
 use crate::crypto::{self, SecretKey};
 use crate::kms::{KmsClient, WrappedKey};
+use crate::util::turns::Turns;
 
 /// What a cached key is. Wrapped keys are known by a digest of their
 /// wrapped form, not by an id alone: a KEK record rewritten with another
@@ -42,7 +43,7 @@ pub struct KeyCache {
     map: Mutex<HashMap<KeyId, (Arc<SecretKey>, Instant)>>,
     /// One lock per key being fetched: many readers missing the same key
     /// at once make one KMS call, not one each.
-    fetching: Mutex<HashMap<KeyId, Arc<Mutex<()>>>>,
+    fetching: Turns<KeyId>,
 }
 
 impl KeyCache {
@@ -50,7 +51,7 @@ impl KeyCache {
         Self {
             ttl,
             map: Mutex::default(),
-            fetching: Mutex::default(),
+            fetching: Turns::default(),
         }
     }
 
@@ -66,27 +67,15 @@ impl KeyCache {
             // Nothing is kept: there is no fetch to share.
             return fetch().map(Arc::new);
         }
-        let turn = self.fetching.lock().entry(id.clone()).or_default().clone();
-        let got = {
-            let _turn = turn.lock();
-            // Whoever fetched while this caller waited left the key here.
-            match self.cached(&id) {
-                Some(k) => Ok(k),
-                None => fetch().map(|k| {
-                    let k = Arc::new(k);
-                    self.put(id.clone(), k.clone());
-                    k
-                }),
-            }
-        };
-        // Copies of the turn are handed out under this lock only: once
-        // this caller's is dropped, a count of one (the map's) is exact.
-        let mut f = self.fetching.lock();
-        drop(turn);
-        if f.get(&id).is_some_and(|t| Arc::strong_count(t) == 1) {
-            f.remove(&id);
-        }
-        got
+        // Whoever fetched while this caller waited left the key here.
+        self.fetching.take(&id, || match self.cached(&id) {
+            Some(k) => Ok(k),
+            None => fetch().map(|k| {
+                let k = Arc::new(k);
+                self.put(id.clone(), k.clone());
+                k
+            }),
+        })
     }
 
     fn cached(&self, id: &KeyId) -> Option<Arc<SecretKey>> {
@@ -356,10 +345,7 @@ mod tests {
             t.join().unwrap().unwrap();
         }
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
-        assert!(
-            cache.fetching.lock().is_empty(),
-            "no fetch lock left behind"
-        );
+        assert!(cache.fetching.is_idle(), "no fetch lock left behind");
     }
 
     /// An unwrapped KEK is wiped when its cache time is over, even if

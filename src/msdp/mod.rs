@@ -24,6 +24,7 @@ pub mod convert;
 pub mod format;
 pub(crate) mod fuzz;
 pub mod gc;
+mod health;
 mod keys;
 pub mod manifest;
 mod net;

@@ -259,7 +259,7 @@ impl LsuReader {
             Err(RecordError::Missing(_)) => return Err(Retry),
             Err(RecordError::Io(e)) => return Ok(Err(self.damaged(loc, format!("read: {e}")))),
             Err(RecordError::Damaged(why)) => return Ok(Err(self.damaged(loc, why))),
-            Err(RecordError::Unreachable(e)) => {
+            Err(RecordError::Fetch(e)) => {
                 tracing::error!(lsu = %self.rec.name, image = %self.img.path, "{e}");
                 return Ok(Err(e));
             }

@@ -600,8 +600,7 @@ fn scan_containers(
         if let Some(f) = fetch
             && !path.exists()
         {
-            f.s3.fetch_container(id, &path)
-                .map_err(|e| MsdpError::io(format!("container {id:016x}"), e))?;
+            f.s3.fetch_container(id, &path)?;
         }
         let scanned = scan_container(&path, id, rec, &kek_ids, &mut scan.index, report)?;
         if let Some(f) = fetch {
@@ -800,6 +799,9 @@ pub fn incomplete_marker(lsu_dir: &Path) -> PathBuf {
 /// Removes a cloud LSU's settings file no LSU of the catalog owns (left
 /// by a failed attempt): a new LSU of that name is not adopted by it.
 pub fn remove_stale(cloud_json: &Path) -> Result<(), MsdpError> {
+    if let Some(lsu_dir) = cloud_json.parent() {
+        super::backend::remove_reserved(lsu_dir)?;
+    }
     match std::fs::remove_file(cloud_json) {
         Ok(()) => {
             tracing::warn!(file = %cloud_json.display(), "settings of an LSU that does not exist removed");

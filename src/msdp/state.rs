@@ -12,8 +12,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use super::MsdpError;
-use super::backend::{Backend, container_files, container_path};
+use super::backend::{Backend, RESERVED_FILE, container_files, container_path};
+use super::format::MAX_CONTAINER_ID;
 use crate::catalog::{Catalog, Fp, LsuRec};
+use crate::util::turns::Turns;
+
+/// Ids reserved at a time (one write of [`RESERVED_FILE`] each).
+const RESERVE_STEP: u64 = 256;
+
+/// Why a container file could not be opened.
+#[derive(Debug)]
+pub enum FileError {
+    /// Not there (a local LSU's file, a cloud LSU's object).
+    Missing(std::io::Error),
+    Io(std::io::Error),
+    /// A cloud LSU's fetch failed (the error names the object store, or
+    /// the cache file).
+    Fetch(MsdpError),
+}
 
 /// Segments, containers and KMS keys in use by writers that have not
 /// committed.
@@ -49,9 +65,12 @@ pub struct LsuState {
     next_container: AtomicU64,
     pub inflight: Mutex<InFlight>,
     files: Mutex<HashMap<u64, Arc<File>>>,
-    /// One container fetched at a time (two readers of one container
-    /// fetch it once).
-    fetching: Mutex<()>,
+    /// Two readers of one container fetch it once; readers of others do
+    /// not wait for them.
+    fetching: Turns<u64>,
+    /// A cloud LSU: container ids below this may be in the bucket (kept
+    /// in [`RESERVED_FILE`], so a restart needs no listing of the bucket).
+    reserved: Mutex<u64>,
     /// Serializes reclaim and conversion of this LSU.
     pub admin: Mutex<()>,
     /// Serializes changes of the key dictionary (new KEK, rewrap): a
@@ -77,10 +96,15 @@ impl LsuState {
         let in_table = catalog.containers(&rec.name)?.iter().map(|c| c.0).max();
         let on_disk = container_files(&dir)?.into_iter().max();
         // A cloud LSU's objects too: an id is never used twice.
-        let remote = if backend.is_cloud() {
-            backend.container_ids(&dir)?.into_iter().max()
+        let reserved = if backend.is_cloud() {
+            read_reserved(&lsu)
         } else {
             None
+        };
+        let remote = match reserved {
+            Some(below) => below.checked_sub(1),
+            None if backend.is_cloud() => backend.container_ids(&dir)?.into_iter().max(),
+            None => None,
         };
         let next = in_table.max(on_disk).max(remote).map_or(1, |m| m + 1);
         Ok(Self {
@@ -94,7 +118,8 @@ impl LsuState {
             next_container: AtomicU64::new(next),
             inflight: Mutex::default(),
             files: Mutex::default(),
-            fetching: Mutex::new(()),
+            fetching: Turns::default(),
+            reserved: Mutex::new(reserved.unwrap_or(0)),
             admin: Mutex::new(()),
             keys: Mutex::new(()),
         })
@@ -106,10 +131,33 @@ impl LsuState {
     }
 
     /// A new container id, marked in flight until [`LsuState::release_container`].
-    pub fn new_container(&self) -> u64 {
+    pub fn new_container(&self) -> Result<u64, MsdpError> {
         let id = self.next_container.fetch_add(1, Ordering::SeqCst);
+        if id > MAX_CONTAINER_ID {
+            return Err(MsdpError::Refused(format!(
+                "LSU {}: every container id is used",
+                self.name
+            )));
+        }
+        if self.backend.is_cloud() {
+            self.reserve(id)?;
+        }
         self.inflight.lock().containers.insert(id);
-        id
+        Ok(id)
+    }
+
+    /// Records on disk that ids up to `id` may be used, before any is.
+    fn reserve(&self, id: u64) -> Result<(), MsdpError> {
+        let mut below = self.reserved.lock();
+        if id < *below {
+            return Ok(());
+        }
+        let next = id + RESERVE_STEP;
+        let p = self.lsu_dir.join(RESERVED_FILE);
+        crate::util::atomic::write_atomic(&p, format!("{next}\n").as_bytes(), 0o600)
+            .map_err(|e| MsdpError::io(p.display().to_string(), e))?;
+        *below = next;
+        Ok(())
     }
 
     pub fn release_container(&self, id: u64) {
@@ -139,23 +187,19 @@ impl LsuState {
 
     /// An open container file for reading (a cloud LSU's fetched into
     /// the cache first if it is not here).
-    pub fn file(&self, id: u64) -> Result<Arc<File>, std::io::Error> {
+    pub fn file(&self, id: u64) -> Result<Arc<File>, FileError> {
         if let Some(f) = self.files.lock().get(&id) {
             return Ok(f.clone());
         }
         let f = match File::open(self.path(id)) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.backend.is_cloud() => {
-                let _one = self.fetching.lock();
-                match File::open(self.path(id)) {
-                    Ok(f) => f,
-                    Err(_) => {
-                        self.backend.fetch_container(id, &self.path(id))?;
-                        self.trim_cache(Some(id));
-                        File::open(self.path(id))?
-                    }
-                }
+                self.fetching.take(&id, || self.fetch(id))?
             }
-            r => r?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(FileError::Missing(e));
+            }
+            Err(e) => return Err(FileError::Io(e)),
         };
         let f = Arc::new(f);
         let mut g = self.files.lock();
@@ -164,6 +208,28 @@ impl LsuState {
         }
         g.insert(id, f.clone());
         Ok(f)
+    }
+
+    /// Container `id` from the object store into the cache (unless a
+    /// reader fetched it while this one waited its turn).
+    fn fetch(&self, id: u64) -> Result<File, FileError> {
+        if let Ok(f) = File::open(self.path(id)) {
+            return Ok(f);
+        }
+        match self.backend.fetch_container(id, &self.path(id)) {
+            Ok(()) => {}
+            Err(MsdpError::Io { what, source })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Err(FileError::Missing(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{what} is gone"),
+                )));
+            }
+            Err(e) => return Err(FileError::Fetch(e)),
+        }
+        self.trim_cache(Some(id));
+        File::open(self.path(id)).map_err(FileError::Io)
     }
 
     /// Removes fetched containers, oldest first, until the cache is within
@@ -213,11 +279,11 @@ pub struct ContainerPin {
 
 impl ContainerPin {
     /// A new container id, in flight until the pin is dropped.
-    pub fn new(state: &Arc<LsuState>) -> Self {
-        Self {
-            id: state.new_container(),
+    pub fn new(state: &Arc<LsuState>) -> Result<Self, MsdpError> {
+        Ok(Self {
+            id: state.new_container()?,
             state: state.clone(),
-        }
+        })
     }
 }
 
@@ -284,6 +350,16 @@ impl Drop for TagPin {
 }
 
 /// `STORE/lsu/NAME/keydict.kkd`.
+/// The bound [`RESERVED_FILE`] holds, if it is there and well formed (a
+/// file that is not is read as absent: the bucket is listed instead).
+fn read_reserved(lsu_dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(lsu_dir.join(RESERVED_FILE)).ok()?;
+    text.trim()
+        .parse()
+        .ok()
+        .filter(|n| (1..=MAX_CONTAINER_ID + RESERVE_STEP + 1).contains(n))
+}
+
 pub fn keydict_path(lsu_dir: &Path) -> PathBuf {
     lsu_dir.join("keydict.kkd")
 }

@@ -3,7 +3,7 @@
 //! bounded bincode of stored records, the
 //! rules for names read from users, media and the network, the clock as
 //! records store it, the failpoints of the crash tests, the report a check makes, the progress of a long
-//! operation, and the uid of this process. Near the bottom: it imports only `crypto` (for random names).
+//! operation, one-at-a-time turns per key, and the uid of this process. Near the bottom: it imports only `crypto` (for random names).
 
 pub mod atomic;
 pub mod clock;
@@ -13,3 +13,4 @@ pub mod names;
 pub mod process;
 pub mod progress;
 pub mod report;
+pub mod turns;

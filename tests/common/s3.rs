@@ -83,6 +83,14 @@ impl S3Server {
             .to_string()
     }
 
+    /// Writes an object with `bytes` (as anyone holding the bucket's
+    /// credentials could).
+    pub fn put(&self, bucket: &str, key: &str, bytes: &[u8]) {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), bytes).unwrap();
+        self.admin(&["put", bucket, key, f.path().to_str().unwrap()]);
+    }
+
     /// Deletes an object (as a lifecycle rule or an operator would).
     pub fn delete(&self, bucket: &str, key: &str) {
         self.admin(&["delete", bucket, key]);

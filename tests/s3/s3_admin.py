@@ -1,7 +1,8 @@
 """What the tests ask of the S3 server, through boto3 (a client no one
 here wrote): make a bucket (with Object Lock, if asked), list the objects
 under a prefix with their sizes, dump every object's bytes into a
-directory, print an object's retention, try to delete an object's
+directory, put an object as someone else holding the bucket would,
+print an object's retention, try to delete an object's
 version as an attacker holding the bucket's credentials would."""
 import os
 import sys
@@ -32,6 +33,9 @@ def main():
             print(h["ObjectLockMode"], int(h["ObjectLockRetainUntilDate"].timestamp()))
         else:
             print("none")
+    elif cmd == "put":
+        with open(sys.argv[5], "rb") as f:
+            s3.put_object(Bucket=bucket, Key=sys.argv[4], Body=f.read())
     elif cmd == "delete":
         s3.delete_object(Bucket=bucket, Key=sys.argv[4])
     elif cmd == "delete-version":
