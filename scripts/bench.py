@@ -22,8 +22,14 @@ it restores each: memory must stay bounded whatever the image's size.
 First of all, AES-256-GCM inside kmsfs's crypto module against the
 aes-gcm crate it used before (examples/aead_speed.rs).
 
+A cloud LSU (containers in an S3 bucket, a moto server on loopback from
+target/moto-venv) against a local LSU of the same store, alternately: the
+ingest of a file with cp, and its cold restore (local cache emptied,
+remounted). The ratio is cloud/local: what the object store costs.
+
 Environment: SIZE_MB (1024), PAIRS (5), RSS_MB (4096), ONLY (comma list
-of: aead, tape, lsu, dedup, rss), KMSFS, NULLFS and AEAD (the binaries).
+of: aead, tape, lsu, cloud, dedup, rss; cloud is not in the default), KMSFS,
+NULLFS, AEAD (the binaries) and MOTO (moto_server).
 """
 
 import json
@@ -43,6 +49,7 @@ AEAD = os.environ.get("AEAD", "target/release/examples/aead_speed")
 ONLY = set(filter(None, os.environ.get("ONLY", "aead,tape,lsu,dedup,rss").split(",")))
 SIZE = SIZE_MB * 1048576
 RSS_MB = int(os.environ.get("RSS_MB", "4096"))
+MOTO = os.environ.get("MOTO", "target/moto-venv/bin/moto_server")
 PASS = "bench-pass"
 
 # What the restore-speed issue asks, as (comparison, peer): ratio.
@@ -168,6 +175,43 @@ class Kmsfs:
             self.umount()
         shutil.rmtree(self.store)
         os.rmdir(self.mnt)
+
+
+class Moto:
+    """A moto S3 server on a free loopback port with bucket `bench`,
+    stopped by PID."""
+
+    def __init__(self, work):
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.log = open(os.path.join(work, "moto.log"), "w")
+        self.proc = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(self.port)], stdout=self.log, stderr=self.log)
+        wait_for(self.answers, "moto to start", seconds=60)
+        python = os.path.join(os.path.dirname(MOTO), "python")
+        run(python, "tests/s3/s3_admin.py", str(self.port), "mkbucket", "bench")
+        self.creds = os.path.join(work, "s3.credentials")
+        with open(self.creds, "w") as f:
+            f.write("[default]\naws_access_key_id = testing\naws_secret_access_key = testing-secret\n")
+
+    def answers(self):
+        import socket
+
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def destroy(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()
 
 
 class Gocryptfs:
@@ -366,6 +410,49 @@ def lsu_pair(i, work, src, k, g, res):
     cold_read(i, "LSU cold read", src, k, k.lsu("img"), g, res)
 
 
+def cloud_pair(i, work, res):
+    """A cloud LSU against a local LSU of the same store: ingest with cp,
+    then a cold restore of each (the cloud LSU's cache emptied)."""
+    src = os.path.join(work, "src", "data")
+    os.makedirs(os.path.dirname(src), exist_ok=True)
+    random_file(src, SIZE)
+    s3 = Moto(work)
+    k = Kmsfs(work, "cstore")
+    try:
+        run(KMSFS, "--store", k.store, "lsu", "create", "cloud", "--kms", "--key-group", "KG",
+            "--cloud", "s3://bench/p", "--endpoint", s3.endpoint(), "--credentials-file", s3.creds)
+        k.mount()
+        local = k.lsu("img")
+        cloud = os.path.join(k.mnt, "msdp", "cloud", "img")
+        for side in alternate(i, ["cloud", "local"]):
+            k.remount()
+            mbps = timed("cp", src, cloud if side == "cloud" else local)
+            res.add("cloud LSU ingest", "kmsfs" if side == "cloud" else "local LSU", mbps)
+            kb = k.umount()
+            if side == "cloud":
+                res.peak("cloud LSU ingest", kb)
+            k.mount()
+        for side in alternate(i, ["cloud", "local"]):
+            k.umount()
+            if side == "cloud":
+                cache = os.path.join(k.store, "lsu", "cloud", "containers")
+                for name in os.listdir(cache):
+                    os.remove(os.path.join(cache, name))
+            k.mount()
+            path = cloud if side == "cloud" else local
+            res.add("cloud LSU cold read", "kmsfs" if side == "cloud" else "local LSU", dd_read(path))
+            run("cmp", src, path)
+            if side == "cloud":
+                res.peak("cloud LSU cold read", k.umount())
+                k.mount()
+    finally:
+        try:
+            k.destroy()
+        finally:
+            s3.destroy()
+            os.remove(src)
+
+
 def dedup(work):
     """Bytes a second version with three 100-byte insertions adds."""
     v1 = os.path.join(work, "v1", "data")
@@ -467,7 +554,7 @@ def report(res, added, peaks, started):
         if comp == "ceiling":
             continue
         ks = sides["kmsfs"]
-        c = ceiling_of[comp]
+        c = ceiling_of.get(comp)
         cm = statistics.median(ceilings[c]) if c in ceilings else None
         entry = {"kmsfs": dict(summary(ks), runs=ks), "peers": {}, "peak_rss_mib": res.peak_kb.get(comp, 0) / 1024}
         if cm:
@@ -541,6 +628,10 @@ def main():
             for i in range(PAIRS):
                 print(f"pair {i + 1} of {PAIRS}", file=sys.stderr, flush=True)
                 pair(i, work, res, null)
+        if "cloud" in ONLY:
+            for i in range(PAIRS):
+                print(f"cloud pair {i + 1} of {PAIRS}", file=sys.stderr, flush=True)
+                cloud_pair(i, work, res)
         if "dedup" in ONLY:
             added = dedup(work)
         if "rss" in ONLY:

@@ -322,15 +322,28 @@ fn list(store: &Store, json: bool, out: &mut Out) -> Result<(), CliError> {
     if json {
         let v: Vec<_> = lsus
             .iter()
-            .map(|l| serde_json::json!({"name": l.name, "mode": l.mode.as_str(), "key_group": l.key_group, "converting": l.converting}))
+            .map(|l| {
+                let (location, endpoint) = match store.msdp.location(&l.name) {
+                    Some((url, endpoint)) => (url, Some(endpoint)),
+                    None => ("local".to_string(), None),
+                };
+                serde_json::json!({"name": l.name, "mode": l.mode.as_str(), "key_group": l.key_group, "converting": l.converting, "location": location, "endpoint": endpoint})
+            })
             .collect();
         out.json(&v);
         return Ok(());
     }
-    out.line(format!("{:<24} {:<11} {}", "LSU", "MODE", "KEY GROUP"));
+    out.line(format!(
+        "{:<24} {:<11} {:<24} {}",
+        "LSU", "MODE", "KEY GROUP", "LOCATION"
+    ));
     for l in lsus {
+        let location = match store.msdp.location(&l.name) {
+            Some((url, endpoint)) => format!("{url} at {endpoint}"),
+            None => "local".to_string(),
+        };
         out.line(format!(
-            "{:<24} {:<11} {}",
+            "{:<24} {:<11} {:<24} {location}",
             l.name,
             l.mode.as_str(),
             l.key_group.as_deref().unwrap_or("-")

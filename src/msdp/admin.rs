@@ -171,6 +171,12 @@ impl Msdp {
         Ok(())
     }
 
+    /// Where LSU `name` keeps its containers: the bucket URL and endpoint
+    /// of a cloud LSU, none for a local one.
+    pub fn location(&self, name: &str) -> Option<(String, String)> {
+        super::backend::location(&self.dir.join(name))
+    }
+
     /// `lsu getmode`.
     pub fn getmode(&self, name: &str) -> Result<LsuModeReport, MsdpError> {
         let rec = self.lsu_rec(name)?;
@@ -238,6 +244,8 @@ impl Msdp {
     /// Returns how many keys were rewrapped and the new root key tag.
     pub fn rewrap(&self, name: &str) -> Result<Rewrapped, MsdpError> {
         let state = self.state(name)?;
+        // The key dictionary it rewrites could not be published there.
+        state.backend.check_owner()?;
         let _keys = state.keys.lock();
         let rec = self.lsu_rec(name)?;
         let group = rec

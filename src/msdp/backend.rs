@@ -8,7 +8,6 @@
 //! that exists), before the catalog transaction that refers to it; a
 //! container missing locally is *fetched*; removing one removes the object.
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -370,8 +369,11 @@ impl S3 {
         max: u64,
         sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<Download, object_store::Error> {
-        self.run(async {
-            let mut body = self.store.get(key).await?.into_stream();
+        // The store answered once the headers are here: the probe of a
+        // store that was down ends with them, not with the last byte.
+        let got = self.run(self.store.get(key))?;
+        let r = runtime().block_on(async {
+            let mut body = got.into_stream();
             let mut n = 0u64;
             while let Some(chunk) = body.try_next().await? {
                 n += chunk.len() as u64;
@@ -383,7 +385,9 @@ impl S3 {
                 }
             }
             Ok(Download::Done)
-        })
+        });
+        self.health.record(&r);
+        r
     }
 
     /// Makes this store the one that writes the prefix.
@@ -464,24 +468,23 @@ impl Backend for S3 {
         let key = self.key(&container_rel(id));
         // Durable under its name only once whole: a torn cache file would
         // read as damage, not as missing.
-        let tmp = local.with_extension("kct.fetch");
+        // A name of its own: a recovery fetching the same container at the
+        // same time writes another file.
+        let (tmp, mut f) = crate::util::atomic::create_temp(local, 0o600)
+            .map_err(|e| MsdpError::io(format!("cache file beside {}", local.display()), e))?;
         let cache_err = |e| MsdpError::io(format!("cache file {}", tmp.display()), e);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(cache_err)?;
         let got = self.download(&key, CONTAINER_MAX, &mut |chunk| {
             std::io::Write::write_all(&mut f, chunk)
         });
         let done = match got {
             Ok(Download::Done) => f.sync_all().map_err(cache_err),
-            Ok(Download::TooLong) => Err(MsdpError::Refused(format!(
-                "{}: object {key} is longer than any container ({CONTAINER_MAX} bytes)",
-                self.describe
-            ))),
+            Ok(Download::TooLong) => Err(MsdpError::io(
+                format!(
+                    "{}: object {key} is longer than any container ({CONTAINER_MAX} bytes)",
+                    self.describe
+                ),
+                std::io::ErrorKind::InvalidData.into(),
+            )),
             Ok(Download::Sink(e)) => Err(cache_err(e)),
             Err(object_store::Error::NotFound { .. }) => Err(MsdpError::io(
                 format!("{}: object {key}", self.describe),
@@ -649,12 +652,19 @@ pub fn cloud_config_path(lsu_dir: &Path) -> PathBuf {
 pub const RESERVED_FILE: &str = "container-ids";
 
 /// Writes `LSU_DIR/cloud.json` (made durable); its path. Ids reserved
-/// under earlier settings do not carry over: the bucket is listed again.
+/// under other settings (another prefix or claim) do not carry over: the
+/// bucket is listed again.
 pub fn write_config(lsu_dir: &Path, c: &CloudConfig) -> Result<PathBuf, MsdpError> {
     let io = |e| MsdpError::io(lsu_dir.display().to_string(), e);
     std::fs::create_dir_all(lsu_dir).map_err(io)?;
-    remove_reserved(lsu_dir)?;
     let p = cloud_config_path(lsu_dir);
+    let same = std::fs::read(&p)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<CloudConfig>(&b).ok())
+        .is_some_and(|old| old.url == c.url && old.endpoint == c.endpoint && old.owner == c.owner);
+    if !same {
+        remove_reserved(lsu_dir)?;
+    }
     let json = serde_json::to_vec_pretty(c).expect("config serializes");
     crate::util::atomic::write_atomic(&p, &json, 0o600)
         .map_err(|e| MsdpError::io(p.display().to_string(), e))?;
@@ -670,6 +680,14 @@ pub fn remove_reserved(lsu_dir: &Path) -> Result<(), MsdpError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(MsdpError::io(p.display().to_string(), e)),
     }
+}
+
+/// The bucket URL and endpoint of the LSU whose directory is `lsu_dir`
+/// (none: a local LSU).
+pub fn location(lsu_dir: &Path) -> Option<(String, String)> {
+    let b = std::fs::read(cloud_config_path(lsu_dir)).ok()?;
+    let c: CloudConfig = serde_json::from_slice(&b).ok()?;
+    Some((c.url.trim_end_matches('/').to_string(), c.endpoint))
 }
 
 /// The read cache size of the LSU whose directory is `lsu_dir`.

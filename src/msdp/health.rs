@@ -31,7 +31,7 @@ pub fn unanswered(e: &object_store::Error) -> bool {
     }
     // 501: the store answered that it does not do this, which waiting
     // will not change.
-    status_of(&e.to_string()).is_some_and(|s| (s >= 500 && s != 501) || s == 429)
+    status_of(&e.to_string()).is_some_and(|s| (s >= 500 && s != 501) || s == 429 || s == 408)
 }
 
 /// The HTTP status an object_store error reports in its text.
@@ -118,6 +118,7 @@ mod tests {
         assert!(unanswered(&generic(stall)));
         assert!(unanswered(&generic(Answer("503 Service Unavailable"))));
         assert!(unanswered(&generic(Answer("429 Too Many Requests"))));
+        assert!(unanswered(&generic(Answer("408 Request Timeout"))));
         assert!(!unanswered(&generic(Answer("400 Bad Request"))));
         assert!(!unanswered(&generic(Answer("501 Not Implemented"))));
         assert!(!unanswered(&object_store::Error::NotFound {

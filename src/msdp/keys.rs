@@ -210,9 +210,6 @@ impl Msdp {
     /// Makes a new active KEK (`lsu rotate-kek`); the old ones stay, inactive.
     pub(crate) fn new_kek(&self, name: &str) -> Result<KekRec, MsdpError> {
         let state = self.state(name)?;
-        // Its key dictionary could not be published: a KEK nothing here
-        // may seal under (a cloud LSU another store took over).
-        state.backend.check_owner()?;
         let _keys = state.keys.lock();
         self.make_kek(name)
     }
@@ -222,6 +219,11 @@ impl Msdp {
     /// under a KEK that could not be unwrapped later), and records it as
     /// the active KEK under a fresh id. Call with the LSU's key lock held.
     fn make_kek(&self, name: &str) -> Result<KekRec, MsdpError> {
+        // Its key dictionary could not be published: a KEK nothing here
+        // may seal under (a cloud LSU another store took over). Asked
+        // before the catalog changes, for `lsu rotate-kek` and for a
+        // writer's rotation when the KEK is due alike.
+        self.state(name)?.backend.check_owner()?;
         let rec = self.lsu_rec(name)?;
         let group = rec.key_group.as_deref().ok_or_else(|| {
             MsdpError::Refused(format!("LSU {name} is not in KMS mode: it has no KEKs"))

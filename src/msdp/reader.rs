@@ -44,7 +44,13 @@ pub struct LsuReader {
     starts: Vec<u64>,
     locs: Mutex<Vec<SegRec>>,
     cache: Mutex<VecDeque<(usize, Slot)>>,
+    /// A cloud LSU: each container the image reads, with the segment that
+    /// first reads it, in image order (what a sequential reader needs next).
+    firsts: Vec<(usize, u64)>,
 }
+
+/// Containers a sequential reader of a cloud LSU has fetched ahead of it.
+const AHEAD: usize = 2;
 
 impl LsuReader {
     /// Opens an image. The keys its segments need must be usable now: a
@@ -112,6 +118,11 @@ impl LsuReader {
         }
         let keks = msdp.catalog.keks(name)?;
         check_keys(msdp, &rec, &keks, &locs)?;
+        let firsts = if state.backend.is_cloud() {
+            first_reads(&locs)
+        } else {
+            Vec::new()
+        };
         let mut starts = Vec::with_capacity(recipe.len());
         let mut pos = 0u64;
         for r in &recipe {
@@ -128,6 +139,7 @@ impl LsuReader {
             starts,
             locs: Mutex::new(locs),
             cache: Mutex::default(),
+            firsts,
         })
     }
 
@@ -162,11 +174,42 @@ impl LsuReader {
             pos += len as u64;
             i += 1;
         }
+        if !self.firsts.is_empty() {
+            self.open_containers(pieces[0].0..i);
+            self.fetch_ahead(i - 1);
+        }
         use rayon::prelude::*;
         pieces
             .into_par_iter()
             .try_for_each(|(i, from, out)| self.serve(i, from, out))?;
         Ok(n)
+    }
+
+    /// Opens the containers of `segments` (a cloud LSU: fetched if they are
+    /// not cached) on the calling thread, the request's own: a download
+    /// then waits here, never in the few threads that decrypt for every
+    /// reader. A failure is left to the decryption to report (it fails at
+    /// once then: see `LsuState::file`).
+    fn open_containers(&self, segments: std::ops::Range<usize>) {
+        let ids: BTreeSet<u64> = {
+            let locs = self.locs.lock();
+            segments.map(|i| locs[i].container).collect()
+        };
+        for id in ids {
+            if self.state.file(id).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Has the next containers after segment `last` fetched in the
+    /// background (a cloud LSU), so a restore does not wait for each
+    /// download in turn.
+    fn fetch_ahead(&self, last: usize) {
+        let next = self.firsts.partition_point(|&(i, _)| i <= last);
+        for &(_, id) in self.firsts.iter().skip(next).take(AHEAD) {
+            self.state.prefetch(id);
+        }
     }
 
     fn segment_at(&self, pos: u64) -> usize {
@@ -318,6 +361,17 @@ impl LsuReader {
 
 /// An index entry's record length is what its segment's length and kind
 /// make (so a forged length cannot make a reader allocate gigabytes).
+/// Each container `locs` reads, with the index of the first segment that
+/// reads it, in order.
+fn first_reads(locs: &[SegRec]) -> Vec<(usize, u64)> {
+    let mut seen = std::collections::HashSet::new();
+    locs.iter()
+        .enumerate()
+        .filter(|(_, l)| seen.insert(l.container))
+        .map(|(i, l)| (i, l.container))
+        .collect()
+}
+
 fn record_fits(l: &SegRec) -> bool {
     let tag = if l.kind == SegKind::Plain { 0 } else { TAG_LEN };
     l.len as usize == SEGMENT_HEADER_LEN + l.plain as usize + tag

@@ -600,7 +600,21 @@ fn scan_containers(
         if let Some(f) = fetch
             && !path.exists()
         {
-            f.s3.fetch_container(id, &path)?;
+            match f.s3.fetch_container(id, &path) {
+                Ok(()) => {}
+                // Gone since the listing, or longer than any container: not
+                // one of ours, as a container that does not scan.
+                Err(MsdpError::Io { what, source })
+                    if matches!(
+                        source.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidData
+                    ) =>
+                {
+                    tracing::warn!("{what}: {source}: not a container of this LSU, skipped");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
         }
         let scanned = scan_container(&path, id, rec, &kek_ids, &mut scan.index, report)?;
         if let Some(f) = fetch {

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -16,6 +17,14 @@ use super::backend::{Backend, RESERVED_FILE, container_files, container_path};
 use super::format::MAX_CONTAINER_ID;
 use crate::catalog::{Catalog, Fp, LsuRec};
 use crate::util::turns::Turns;
+
+/// How long a container whose fetch went unanswered is not asked for
+/// again: the readers that waited for that fetch, and the kernel's retry
+/// of the same read, fail at once instead of each waiting a timeout.
+const QUIET: Duration = Duration::from_millis(500);
+
+/// Containers fetched ahead at once per LSU.
+const PREFETCH: usize = 2;
 
 /// Ids reserved at a time (one write of [`RESERVED_FILE`] each).
 const RESERVE_STEP: u64 = 256;
@@ -68,6 +77,11 @@ pub struct LsuState {
     /// Two readers of one container fetch it once; readers of others do
     /// not wait for them.
     fetching: Turns<u64>,
+    /// Containers being fetched ahead of a sequential reader.
+    prefetching: Mutex<HashSet<u64>>,
+    /// Containers whose fetch the object store left unanswered, when, and
+    /// why: not asked for again within [`QUIET`].
+    unanswered: Mutex<HashMap<u64, (Instant, String)>>,
     /// A cloud LSU: container ids below this may be in the bucket (kept
     /// in [`RESERVED_FILE`], so a restart needs no listing of the bucket).
     reserved: Mutex<u64>,
@@ -119,6 +133,8 @@ impl LsuState {
             inflight: Mutex::default(),
             files: Mutex::default(),
             fetching: Turns::default(),
+            prefetching: Mutex::default(),
+            unanswered: Mutex::default(),
             reserved: Mutex::new(reserved.unwrap_or(0)),
             admin: Mutex::new(()),
             keys: Mutex::new(()),
@@ -210,11 +226,47 @@ impl LsuState {
         Ok(f)
     }
 
+    /// Starts fetching container `id` of a cloud LSU into the cache in the
+    /// background, unless it is here, on its way, or [`PREFETCH`] others
+    /// are. A reader that needs it meanwhile waits for this fetch (its
+    /// turn), not for one of its own; a failure is the reader's to report.
+    pub fn prefetch(self: &Arc<Self>, id: u64) {
+        if !self.backend.is_cloud() || self.files.lock().contains_key(&id) || self.path(id).exists()
+        {
+            return;
+        }
+        {
+            let mut p = self.prefetching.lock();
+            if p.len() >= PREFETCH || !p.insert(id) {
+                return;
+            }
+        }
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("kmsfs-prefetch".into())
+            .spawn(move || {
+                if let Err(e) = me.file(id) {
+                    tracing::debug!(lsu = %me.name, container = id, "prefetch: {e:?}");
+                }
+                me.prefetching.lock().remove(&id);
+            });
+        if spawned.is_err() {
+            self.prefetching.lock().remove(&id);
+        }
+    }
+
     /// Container `id` from the object store into the cache (unless a
     /// reader fetched it while this one waited its turn).
     fn fetch(&self, id: u64) -> Result<File, FileError> {
         if let Ok(f) = File::open(self.path(id)) {
             return Ok(f);
+        }
+        if let Some(why) = self.recently_unanswered(id) {
+            return Err(FileError::Fetch(MsdpError::Unreachable {
+                store: self.backend.describe(),
+                what: format!("fetching container {id:016x} of LSU {}", self.name),
+                why,
+            }));
         }
         match self.backend.fetch_container(id, &self.path(id)) {
             Ok(()) => {}
@@ -226,10 +278,28 @@ impl LsuState {
                     format!("{what} is gone"),
                 )));
             }
-            Err(e) => return Err(FileError::Fetch(e)),
+            Err(e) => {
+                if matches!(e, MsdpError::Unreachable { .. }) {
+                    self.unanswered
+                        .lock()
+                        .insert(id, (Instant::now(), e.to_string()));
+                }
+                return Err(FileError::Fetch(e));
+            }
         }
+        // Opened before the trim: the turn this fetch holds keeps other
+        // trims away from it until then.
+        let f = File::open(self.path(id)).map_err(FileError::Io)?;
         self.trim_cache(Some(id));
-        File::open(self.path(id)).map_err(FileError::Io)
+        Ok(f)
+    }
+
+    /// Why the last fetch of container `id` went unanswered, if that was
+    /// less than [`QUIET`] ago.
+    fn recently_unanswered(&self, id: u64) -> Option<String> {
+        let mut m = self.unanswered.lock();
+        m.retain(|_, (at, _)| at.elapsed() < QUIET);
+        m.get(&id).map(|(_, why)| why.clone())
     }
 
     /// Removes fetched containers, oldest first, until the cache is within
@@ -253,7 +323,8 @@ impl LsuState {
             if total <= self.cache_bytes {
                 break;
             }
-            if Some(id) == keep || busy.contains(&id) {
+            // Nor one a reader is fetching: it opens the file after this.
+            if Some(id) == keep || busy.contains(&id) || self.fetching.busy(&id) {
                 continue;
             }
             if std::fs::remove_file(self.path(id)).is_ok() {

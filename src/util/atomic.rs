@@ -26,7 +26,7 @@ fn parent_dir(path: &Path) -> &Path {
 
 /// A new temporary file beside `path`: a random name, created exclusively
 /// (O_EXCL: never a file or symlink someone planted) with mode `mode`.
-fn create_temp(path: &Path, mode: u32) -> std::io::Result<(PathBuf, File)> {
+pub fn create_temp(path: &Path, mode: u32) -> std::io::Result<(PathBuf, File)> {
     let dir = parent_dir(path);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     create_exclusive(mode, || {

@@ -40,6 +40,11 @@ impl<K: Eq + Hash + Clone> Turns<K> {
         out
     }
 
+    /// Whether a caller holds or waits for the turn of `key`.
+    pub fn busy(&self, key: &K) -> bool {
+        self.map.lock().contains_key(key)
+    }
+
     /// Whether no caller holds or waits for a turn.
     #[cfg(test)]
     pub fn is_idle(&self) -> bool {
@@ -68,6 +73,7 @@ mod tests {
             std::thread::yield_now();
         }
         let t = std::time::Instant::now();
+        assert!(turns.busy(&1) && !turns.busy(&2));
         turns.take(&2, || ());
         assert!(
             t.elapsed() < Duration::from_millis(200),
