@@ -186,6 +186,9 @@ impl Msdp {
             Some(k) => k,
             None => {
                 let state = self.state(name)?;
+                // Asked before the lock: writers do not queue behind a
+                // request to a store that does not answer.
+                state.backend.check_owner()?;
                 let _keys = state.keys.lock();
                 match self.usable_kek(name)? {
                     Some(k) => k,
@@ -210,6 +213,7 @@ impl Msdp {
     /// Makes a new active KEK (`lsu rotate-kek`); the old ones stay, inactive.
     pub(crate) fn new_kek(&self, name: &str) -> Result<KekRec, MsdpError> {
         let state = self.state(name)?;
+        state.backend.check_owner()?;
         let _keys = state.keys.lock();
         self.make_kek(name)
     }
@@ -217,13 +221,11 @@ impl Msdp {
     /// Makes a KEK, wraps it under the group's active root key, checks
     /// that the wrapped form opens to the same key (nothing is sealed
     /// under a KEK that could not be unwrapped later), and records it as
-    /// the active KEK under a fresh id. Call with the LSU's key lock held.
+    /// the active KEK under a fresh id. Call with the LSU's key lock held,
+    /// after the prefix's claim was checked (a cloud LSU another store took
+    /// over could not publish the key dictionary: nothing may be sealed
+    /// under a KEK made then).
     fn make_kek(&self, name: &str) -> Result<KekRec, MsdpError> {
-        // Its key dictionary could not be published: a KEK nothing here
-        // may seal under (a cloud LSU another store took over). Asked
-        // before the catalog changes, for `lsu rotate-kek` and for a
-        // writer's rotation when the KEK is due alike.
-        self.state(name)?.backend.check_owner()?;
         let rec = self.lsu_rec(name)?;
         let group = rec.key_group.as_deref().ok_or_else(|| {
             MsdpError::Refused(format!("LSU {name} is not in KMS mode: it has no KEKs"))

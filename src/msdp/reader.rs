@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use super::container::{RecordError, read_record_with};
 use super::format::{SEGMENT_HEADER_LEN, TAG_LEN};
 use super::segment::{OpenError, Plain, open_record, open_record_into};
-use super::state::LsuState;
+use super::state::{FileError, LsuState};
 use super::{Msdp, MsdpError};
 use crate::catalog::{ImageRec, KekRec, LsuRec, SegKind, SegRec, SegRef, lsu_of_pool};
 use crate::kms::KeyState;
@@ -175,7 +175,7 @@ impl LsuReader {
             i += 1;
         }
         if !self.firsts.is_empty() {
-            self.open_containers(pieces[0].0..i);
+            self.open_containers(pieces[0].0..i)?;
             self.fetch_ahead(i - 1);
         }
         use rayon::prelude::*;
@@ -188,18 +188,25 @@ impl LsuReader {
     /// Opens the containers of `segments` (a cloud LSU: fetched if they are
     /// not cached) on the calling thread, the request's own: a download
     /// then waits here, never in the few threads that decrypt for every
-    /// reader. A failure is left to the decryption to report (it fails at
-    /// once then: see `LsuState::file`).
-    fn open_containers(&self, segments: std::ops::Range<usize>) {
+    /// reader. A fetch that fails fails the request; a container that is
+    /// not there (moved by a reclaim) or not readable is left to the
+    /// decryption, which looks it up again or reports it.
+    fn open_containers(&self, segments: std::ops::Range<usize>) -> Result<(), MsdpError> {
         let ids: BTreeSet<u64> = {
             let locs = self.locs.lock();
             segments.map(|i| locs[i].container).collect()
         };
         for id in ids {
-            if self.state.file(id).is_err() {
-                break;
+            match self.state.file(id) {
+                Ok(_) => {}
+                Err(FileError::Fetch(e)) => {
+                    tracing::error!(lsu = %self.rec.name, image = %self.img.path, "{e}");
+                    return Err(e);
+                }
+                Err(_) => break,
             }
         }
+        Ok(())
     }
 
     /// Has the next containers after segment `last` fetched in the
@@ -359,8 +366,6 @@ impl LsuReader {
     }
 }
 
-/// An index entry's record length is what its segment's length and kind
-/// make (so a forged length cannot make a reader allocate gigabytes).
 /// Each container `locs` reads, with the index of the first segment that
 /// reads it, in order.
 fn first_reads(locs: &[SegRec]) -> Vec<(usize, u64)> {
@@ -372,6 +377,8 @@ fn first_reads(locs: &[SegRec]) -> Vec<(usize, u64)> {
         .collect()
 }
 
+/// An index entry's record length is what its segment's length and kind
+/// make (so a forged length cannot make a reader allocate gigabytes).
 fn record_fits(l: &SegRec) -> bool {
     let tag = if l.kind == SegKind::Plain { 0 } else { TAG_LEN };
     l.len as usize == SEGMENT_HEADER_LEN + l.plain as usize + tag

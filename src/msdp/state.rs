@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 
 use super::MsdpError;
 use super::backend::{Backend, RESERVED_FILE, container_files, container_path};
-use super::format::MAX_CONTAINER_ID;
+use super::format::{CONTAINER_MAX, MAX_CONTAINER_ID};
 use crate::catalog::{Catalog, Fp, LsuRec};
 use crate::util::turns::Turns;
 
@@ -23,8 +23,15 @@ use crate::util::turns::Turns;
 /// of the same read, fail at once instead of each waiting a timeout.
 const QUIET: Duration = Duration::from_millis(500);
 
+/// A fetch that failed after this long was sent and went unanswered.
+const WAITED: Duration = Duration::from_millis(100);
+
 /// Containers fetched ahead at once per LSU.
 const PREFETCH: usize = 2;
+
+/// The smallest cache that fetches ahead: room for the containers of a
+/// few readers, each reading one and fetching two ahead.
+const PREFETCH_CACHE_MIN: u64 = 4 * CONTAINER_MAX;
 
 /// Ids reserved at a time (one write of [`RESERVED_FILE`] each).
 const RESERVE_STEP: u64 = 256;
@@ -106,6 +113,9 @@ impl LsuState {
             crate::util::atomic::sync_dir(lsu_dir).map_err(io)?;
         }
         let backend = super::backend::open(&lsu)?;
+        if backend.is_cloud() {
+            remove_fetch_leftovers(&dir);
+        }
         let cache_bytes = super::backend::cache_bytes(&lsu);
         let in_table = catalog.containers(&rec.name)?.iter().map(|c| c.0).max();
         let on_disk = container_files(&dir)?.into_iter().max();
@@ -231,7 +241,12 @@ impl LsuState {
     /// are. A reader that needs it meanwhile waits for this fetch (its
     /// turn), not for one of its own; a failure is the reader's to report.
     pub fn prefetch(self: &Arc<Self>, id: u64) {
-        if !self.backend.is_cloud() || self.files.lock().contains_key(&id) || self.path(id).exists()
+        // A cache that cannot hold the containers fetched ahead beside the
+        // ones being read would drop one to make room for the other.
+        if !self.backend.is_cloud()
+            || self.cache_bytes < PREFETCH_CACHE_MIN
+            || self.files.lock().contains_key(&id)
+            || self.path(id).exists()
         {
             return;
         }
@@ -268,6 +283,7 @@ impl LsuState {
                 why,
             }));
         }
+        let asked = Instant::now();
         match self.backend.fetch_container(id, &self.path(id)) {
             Ok(()) => {}
             Err(MsdpError::Io { what, source })
@@ -279,7 +295,10 @@ impl LsuState {
                 )));
             }
             Err(e) => {
-                if matches!(e, MsdpError::Unreachable { .. }) {
+                // Only a request that was sent and waited: one refused at
+                // once (another is trying the store) says nothing of this
+                // container.
+                if matches!(e, MsdpError::Unreachable { .. }) && asked.elapsed() >= WAITED {
                     self.unanswered
                         .lock()
                         .insert(id, (Instant::now(), e.to_string()));
@@ -319,17 +338,26 @@ impl LsuState {
             .collect();
         let mut total: u64 = local.iter().map(|l| l.1).sum();
         local.sort();
-        for (_, len, id) in local {
-            if total <= self.cache_bytes {
-                break;
-            }
-            // Nor one a reader is fetching: it opens the file after this.
-            if Some(id) == keep || busy.contains(&id) || self.fetching.busy(&id) {
-                continue;
-            }
-            if std::fs::remove_file(self.path(id)).is_ok() {
-                self.forget_file(id);
-                total -= len;
+        // Containers no reader holds open go first, oldest first; then
+        // the open ones (a reader's current container last of all).
+        let open: HashSet<u64> = self.files.lock().keys().copied().collect();
+        for pass_open in [false, true] {
+            for &(_, len, id) in &local {
+                if total <= self.cache_bytes {
+                    return;
+                }
+                // Nor one a reader is fetching: it opens the file after this.
+                if open.contains(&id) != pass_open
+                    || Some(id) == keep
+                    || busy.contains(&id)
+                    || self.fetching.busy(&id)
+                {
+                    continue;
+                }
+                if std::fs::remove_file(self.path(id)).is_ok() {
+                    self.forget_file(id);
+                    total -= len;
+                }
             }
         }
     }
@@ -421,6 +449,27 @@ impl Drop for TagPin {
 }
 
 /// `STORE/lsu/NAME/keydict.kkd`.
+/// Removes the temporary files of fetches a crash or an unmount cut
+/// short (`.ID.kct.tmp-HEX`: no fetch of this process runs before its
+/// LSU state opens).
+fn remove_fetch_leftovers(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.contains(".kct.tmp-") {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %e.path().display(), "leftover of a cut-short fetch removed")
+                }
+                Err(err) => tracing::warn!(file = %e.path().display(), "{err}"),
+            }
+        }
+    }
+}
+
 /// The bound [`RESERVED_FILE`] holds, if it is there and well formed (a
 /// file that is not is read as absent: the bucket is listed instead).
 fn read_reserved(lsu_dir: &Path) -> Option<u64> {
