@@ -338,6 +338,22 @@ impl S3 {
         r
     }
 
+    /// Runs an Object Lock call (made by its own client, not object_store)
+    /// under the same health gate as every other request.
+    fn gated<T>(
+        &self,
+        what: &str,
+        call: impl FnOnce() -> Result<T, MsdpError>,
+    ) -> Result<T, MsdpError> {
+        let _probe = self.health.admit().map_err(|e| self.err(what, e))?;
+        let r = call();
+        match &r {
+            Err(MsdpError::Unreachable { why, .. }) => self.health.unanswered(why.clone()),
+            _ => self.health.answered(),
+        }
+        r
+    }
+
     /// A failed request: credentials refused, the store not answering
     /// (after the retries), or an answer refusing it; named with the
     /// endpoint and the object.
@@ -552,14 +568,17 @@ impl Backend for S3 {
     }
 
     fn retain(&self, rel: &str, mode: WormMode, until_ns: i64) -> Result<(), MsdpError> {
-        self.lock.retain(self.key(rel).as_ref(), mode, until_ns)
+        let key = self.key(rel);
+        self.gated(&format!("retention of object {key}"), || {
+            self.lock.retain(key.as_ref(), mode, until_ns)
+        })
     }
 
     fn retained_until(&self, rel: &str) -> Result<Option<i64>, MsdpError> {
-        Ok(self
-            .lock
-            .retention(self.key(rel).as_ref())?
-            .map(|r| r.until_ns))
+        let key = self.key(rel);
+        self.gated(&format!("retention of object {key}"), || {
+            Ok(self.lock.retention(key.as_ref())?.map(|r| r.until_ns))
+        })
     }
 
     /// The objects right under `rel/` (not in folders below it).

@@ -78,18 +78,24 @@ impl Health {
     /// Takes the outcome of a request into account.
     pub fn record<T>(&self, r: &Result<T, object_store::Error>) {
         match r {
-            Err(e) if unanswered(e) => {
-                let mut d = self.down.lock();
-                if d.is_none() {
-                    tracing::warn!("object store down: {e}");
-                }
-                *d = Some(e.to_string());
-            }
-            _ => {
-                if self.down.lock().take().is_some() {
-                    tracing::info!("object store answers again");
-                }
-            }
+            Err(e) if unanswered(e) => self.unanswered(e.to_string()),
+            _ => self.answered(),
+        }
+    }
+
+    /// A request went unanswered (`why`).
+    pub fn unanswered(&self, why: String) {
+        let mut d = self.down.lock();
+        if d.is_none() {
+            tracing::warn!("object store down: {why}");
+        }
+        *d = Some(why);
+    }
+
+    /// The store answered a request.
+    pub fn answered(&self) {
+        if self.down.lock().take().is_some() {
+            tracing::info!("object store answers again");
         }
     }
 }
