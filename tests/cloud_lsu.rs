@@ -200,17 +200,7 @@ fn a_bucket_prefix_holding_an_lsu_is_not_taken_twice() {
 /// the cache holds.
 #[test]
 fn conversion_uploads_and_the_local_cache_stays_within_its_size() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(tmp.path());
-    s3.make_bucket("backups-three");
-    let s = store_with(
-        "--legacy-kms",
-        &s3,
-        "s3://backups-three/x",
-        &["--cache-size", "1M"],
-    );
-    let f = s.path("f");
-    random_file(&f, 6);
+    let (_tmp, _s3, s, f) = small_cache_site("--legacy-kms", "backups-three", 6);
     let m = s.mount("");
     cp(&f, &m.p("msdp/c1/a"));
     let local = || -> u64 {
@@ -426,17 +416,7 @@ fn a_restore_fetches_the_next_containers_ahead() {
 /// about once, not once per read request.
 #[test]
 fn a_small_cache_downloads_each_container_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let s3 = S3Server::start(tmp.path());
-    s3.make_bucket("backups-small");
-    let s = store_with(
-        "--kms",
-        &s3,
-        "s3://backups-small/x",
-        &["--cache-size", "1M"],
-    );
-    let f = s.path("f");
-    random_file(&f, 80);
+    let (tmp, _s3, s, f) = small_cache_site("--kms", "backups-small", 80);
     let m = s.mount("");
     cp(&f, &m.p("msdp/c1/a"));
     m.unmount();
@@ -756,6 +736,23 @@ fn a_deleted_claim_stops_writes_until_the_prefix_is_claimed_again() {
     assert_eq!(sha256(&m.p("msdp/c1/b")), sha256(&f2));
     m.unmount();
     a.ok(&["fsck"]);
+}
+
+/// A moto server, a store with cloud LSU `c1` (`mode`) at
+/// `s3://bucket/x` whose cache holds 1 MiB, and a random file of `mb` MiB.
+fn small_cache_site(
+    mode: &str,
+    bucket: &str,
+    mb: usize,
+) -> (tempfile::TempDir, S3Server, TestStore, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start(tmp.path());
+    s3.make_bucket(bucket);
+    let url = format!("s3://{bucket}/x");
+    let s = store_with(mode, &s3, &url, &["--cache-size", "1M"]);
+    let f = s.path("f");
+    random_file(&f, mb);
+    (tmp, s3, s, f)
 }
 
 /// A moto server and a store with a local LSU `l1` and a cloud LSU `c1`
